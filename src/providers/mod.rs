@@ -1,0 +1,236 @@
+//! Backends behind one trait, [`Provider`], and what they share: the error type with its
+//! fixed categories, secret values that zeroize themselves, credentials resolution
+//! ([`AuthContext`]) and call coalescing ([`Coalescer`]).
+//!
+//! A provider returns raw remote values; `property`, decoding and conversion are applied by the
+//! controller, the same way for every backend.
+
+pub mod aws_ssm;
+pub mod coalesce;
+pub mod vault;
+
+use std::{collections::BTreeMap, fmt, sync::Arc};
+
+use async_trait::async_trait;
+use k8s_openapi::api::{
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::{ConfigMap, Secret, ServiceAccount},
+};
+use kube::{Api, Client};
+use zeroize::Zeroizing;
+
+pub use coalesce::Coalescer;
+
+use crate::api::{external_secret::ExternalSecretFind, SecretKeySelector, ServiceAccountSelector};
+
+/// A secret value: bytes that are wiped from memory when dropped and never printed
+/// (`Debug` shows only the length).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(Zeroizing<Vec<u8>>);
+
+impl SecretValue {
+    /// Wraps bytes; the caller's copy should be a moved `Vec` so no copy stays behind.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        SecretValue(Zeroizing::new(bytes))
+    }
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    /// The bytes as UTF-8, if they are.
+    pub fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+}
+
+impl From<String> for SecretValue {
+    fn from(s: String) -> Self {
+        SecretValue::new(s.into_bytes())
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretValue(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// Remote values by name.
+pub type SecretMap = BTreeMap<String, SecretValue>;
+
+/// Fixed category of a provider failure: decides the condition reason, the Event reason, the
+/// metrics label and whether the controller backs off or waits for a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::Display)]
+pub enum ErrorKind {
+    /// The remote key (or version) does not exist.
+    NotFound,
+    /// The backend refused the credentials' access to the key.
+    AccessDenied,
+    /// Login or credential exchange failed, or a credential Secret is missing.
+    Authentication,
+    /// The store's configuration cannot work (bad URL, refused `namespace` field, ...).
+    InvalidConfig,
+    /// The backend asked us to slow down.
+    Throttled,
+    /// Network or server failure; retried with backoff.
+    Transient,
+}
+
+/// A provider failure. The message names the operation and the remote key, and the backend's
+/// own error code (`ssm GetParameters "/app/db": ParameterNotFound`), never a secret value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ProviderError {
+    /// The category.
+    pub kind: ErrorKind,
+    /// Human-readable cause, free of secret material.
+    pub message: String,
+}
+
+impl ProviderError {
+    /// A new error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ProviderError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// One backend, as seen by the controller. Implementations are cached per store and shared by
+/// every ExternalSecret that uses the store, so they keep their sessions (Vault token, AWS
+/// credentials) and batch concurrent calls.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Fetches one remote value as stored (SSM: the parameter's value; Vault: the secret's data
+    /// map as a JSON object). `version`: SSM version number or label, Vault KV v2 version.
+    /// `Ok(None)` when the key (or version) does not exist.
+    async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<SecretValue>, ProviderError>;
+
+    /// Every remote value that `find` selects, keyed by remote name (SSM: the parameter name;
+    /// Vault: the path below the mount). Vault values are JSON objects as in [`Provider::get`].
+    async fn find(&self, find: &ExternalSecretFind) -> Result<SecretMap, ProviderError>;
+
+    /// Checks that the store can authenticate, for the store's `Ready` condition.
+    async fn validate(&self) -> Result<(), ProviderError>;
+}
+
+/// A shared provider.
+pub type DynProvider = Arc<dyn Provider>;
+
+/// Where a store's references resolve and who may be named there: a `SecretStore` resolves
+/// every reference in its own namespace and refuses `namespace` fields; a `ClusterSecretStore`
+/// accepts them and defaults to the ExternalSecret's namespace.
+#[derive(Clone)]
+pub struct AuthContext {
+    /// Client used for credential Secrets, CA ConfigMaps and TokenRequests.
+    pub client: Client,
+    /// Namespace references without a `namespace` resolve in.
+    pub namespace: String,
+    /// Whether a reference may name a namespace (ClusterSecretStore).
+    pub allow_namespace: bool,
+}
+
+impl AuthContext {
+    fn namespace_of(&self, explicit: Option<&str>, what: &str) -> Result<String, ProviderError> {
+        match explicit {
+            Some(ns) if !self.allow_namespace && ns != self.namespace => Err(ProviderError::new(
+                ErrorKind::InvalidConfig,
+                format!("{what}: namespace {ns:?} is not allowed in a SecretStore (references resolve in the store's namespace)"),
+            )),
+            Some(ns) => Ok(ns.to_string()),
+            None => Ok(self.namespace.clone()),
+        }
+    }
+
+    /// Reads one key of a Secret. Errors: `Authentication` when the Secret or key is missing
+    /// (the message names them), `InvalidConfig` for a refused namespace, `Transient` on API
+    /// failures.
+    pub async fn secret_value(&self, sel: &SecretKeySelector) -> Result<SecretValue, ProviderError> {
+        let ns = self.namespace_of(sel.namespace.as_deref(), "secret reference")?;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
+        let secret = api.get_opt(&sel.name).await.map_err(|e| {
+            ProviderError::new(ErrorKind::Transient, format!("reading Secret {ns}/{}: {e}", sel.name))
+        })?;
+        let Some(mut secret) = secret else {
+            return Err(ProviderError::new(
+                ErrorKind::Authentication,
+                format!("credentials Secret {ns}/{} not found", sel.name),
+            ));
+        };
+        let value = secret.data.as_mut().and_then(|d| d.remove(&sel.key));
+        match value {
+            Some(v) => Ok(SecretValue::new(v.0)),
+            None => Err(ProviderError::new(
+                ErrorKind::Authentication,
+                format!("credentials Secret {ns}/{} has no key {:?}", sel.name, sel.key),
+            )),
+        }
+    }
+
+    /// Reads a key of a ConfigMap (`data`, else `binaryData`), e.g. a CA bundle.
+    pub async fn config_map_value(&self, name: &str, key: &str, namespace: Option<&str>) -> Result<Vec<u8>, ProviderError> {
+        let ns = self.namespace_of(namespace, "configmap reference")?;
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
+        let cm = api
+            .get_opt(name)
+            .await
+            .map_err(|e| ProviderError::new(ErrorKind::Transient, format!("reading ConfigMap {ns}/{name}: {e}")))?
+            .ok_or_else(|| ProviderError::new(ErrorKind::InvalidConfig, format!("ConfigMap {ns}/{name} not found")))?;
+        if let Some(v) = cm.data.as_ref().and_then(|d| d.get(key)) {
+            return Ok(v.clone().into_bytes());
+        }
+        if let Some(v) = cm.binary_data.as_ref().and_then(|d| d.get(key)) {
+            return Ok(v.0.clone());
+        }
+        Err(ProviderError::new(
+            ErrorKind::InvalidConfig,
+            format!("ConfigMap {ns}/{name} has no key {key:?}"),
+        ))
+    }
+
+    /// Requests a token for a ServiceAccount (TokenRequest API, `serviceaccounts/token`
+    /// create). `audiences` empty = `default_audiences`; lifetime `expiration_seconds`
+    /// (the API server's minimum is 600).
+    pub async fn service_account_token(
+        &self,
+        sa: &ServiceAccountSelector,
+        default_audiences: &[&str],
+        expiration_seconds: Option<i64>,
+    ) -> Result<SecretValue, ProviderError> {
+        let ns = self.namespace_of(sa.namespace.as_deref(), "serviceAccountRef")?;
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns);
+        let audiences = if sa.audiences.is_empty() {
+            default_audiences.iter().map(|s| s.to_string()).collect()
+        } else {
+            sa.audiences.clone()
+        };
+        let req = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: Some(audiences),
+                expiration_seconds: Some(expiration_seconds.unwrap_or(600)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let resp = api
+            .create_token_request(&sa.name, &Default::default(), &req)
+            .await
+            .map_err(|e| match &e {
+                kube::Error::Api(s) if s.code == 404 => ProviderError::new(
+                    ErrorKind::Authentication,
+                    format!("ServiceAccount {ns}/{} not found", sa.name),
+                ),
+                kube::Error::Api(s) if s.code == 403 => ProviderError::new(
+                    ErrorKind::Authentication,
+                    format!("TokenRequest for ServiceAccount {ns}/{} forbidden: {}", sa.name, s.message),
+                ),
+                _ => ProviderError::new(
+                    ErrorKind::Transient,
+                    format!("TokenRequest for ServiceAccount {ns}/{}: {e}", sa.name),
+                ),
+            })?;
+        let token = resp.status.and_then(|s| s.token).unwrap_or_default();
+        Ok(SecretValue::new(token.into_bytes()))
+    }
+}

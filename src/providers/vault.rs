@@ -1,0 +1,1 @@
+//! Vault / OpenBao KV (placeholder: being written).
