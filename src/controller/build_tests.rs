@@ -1,0 +1,284 @@
+//! Unit tests of the pure build step, from YAML fixtures.
+
+use super::*;
+use crate::api::external_secret::{ConversionStrategy, DecodingStrategy, RewriteRegexp};
+
+fn es(yaml: &str) -> ExternalSecret {
+    serde_yaml::from_str(yaml).expect("fixture parses")
+}
+
+fn v(s: &str) -> SecretValue {
+    SecretValue::new(s.as_bytes().to_vec())
+}
+
+fn map(pairs: &[(&str, &str)]) -> SecretMap {
+    pairs.iter().map(|(k, val)| (k.to_string(), v(val))).collect()
+}
+
+fn data_str(s: &Secret) -> BTreeMap<String, String> {
+    s.data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+        .collect()
+}
+
+const BASIC: &str = r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: app-db, namespace: team-a, uid: 1234-uid, generation: 3}
+spec:
+  refreshInterval: 15m
+  secretStoreRef: {name: ssm}
+  data:
+  - secretKey: password
+    remoteRef: {key: /app/db/password}
+"#;
+
+#[test]
+fn desired_secret_carries_labels_annotations_owner_and_hash() {
+    let es = es(BASIC);
+    let s = desired_secret(
+        &es,
+        BuildInput {
+            values: map(&[("password", "s3cr3t")]),
+            store: "SecretStore/ssm",
+            now: "2026-11-21T10:00:00Z",
+        },
+    )
+    .unwrap();
+    assert_eq!(s.metadata.name.as_deref(), Some("app-db"));
+    assert_eq!(s.metadata.namespace.as_deref(), Some("team-a"));
+    assert_eq!(s.type_.as_deref(), Some("Opaque"));
+    let labels = s.metadata.labels.clone().unwrap();
+    assert_eq!(labels[LABEL_MANAGED_BY], "secret-relay");
+    assert_eq!(labels[LABEL_EXTERNAL_SECRET], "app-db");
+    let ann = s.metadata.annotations.clone().unwrap();
+    assert_eq!(ann[ANNOTATION_REFRESH_INTERVAL], "15m");
+    assert_eq!(ann[ANNOTATION_LAST_REFRESH], "2026-11-21T10:00:00Z");
+    assert_eq!(ann[ANNOTATION_STORE], "SecretStore/ssm");
+    assert_eq!(ann[ANNOTATION_DATA_HASH], data_hash(s.data.as_ref().unwrap()));
+    assert_eq!(ann[ANNOTATION_DATA_HASH].len(), 64);
+    let owners = s.metadata.owner_references.clone().unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].kind, "ExternalSecret");
+    assert_eq!(owners[0].uid, "1234-uid");
+    assert_eq!(owners[0].controller, Some(true));
+    assert_eq!(data_str(&s), BTreeMap::from([("password".into(), "s3cr3t".into())]));
+}
+
+#[test]
+fn orphan_and_merge_have_no_owner_reference_and_merge_keeps_type() {
+    for (policy, want_type) in [("Orphan", Some("Opaque")), ("Merge", None)] {
+        let yaml = format!("{BASIC}  target: {{name: other, creationPolicy: {policy}}}\n");
+        let s = desired_secret(
+            &es(&yaml),
+            BuildInput {
+                values: map(&[("a", "1")]),
+                store: "SecretStore/ssm",
+                now: "t",
+            },
+        )
+        .unwrap();
+        assert!(s.metadata.owner_references.is_none(), "{policy}");
+        assert_eq!(s.metadata.name.as_deref(), Some("other"));
+        assert_eq!(s.type_.as_deref(), want_type, "{policy}");
+    }
+}
+
+#[test]
+fn template_replace_merge_type_and_metadata() {
+    let yaml = format!(
+        "{BASIC}{}",
+        r#"  target:
+    immutable: true
+    template:
+      type: kubernetes.io/basic-auth
+      metadata:
+        labels: {team: a, app.kubernetes.io/managed-by: someone-else}
+        annotations: {note: hi}
+      data:
+        username: "{{ user | upper }}"
+        url: "postgres://{{ user }}:{{ password }}@db:5432/{{ data['db-name'] }}"
+        encoded: "{{ password | b64enc }}"
+        first: "{{ (blob | fromjson).names[0] }}"
+"#
+    );
+    let values = map(&[
+        ("user", "app"),
+        ("password", "pw"),
+        ("db-name", "main"),
+        ("blob", r#"{"names":["x","y"]}"#),
+    ]);
+    let s = desired_secret(
+        &es(&yaml),
+        BuildInput {
+            values: values.clone(),
+            store: "s",
+            now: "t",
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        data_str(&s),
+        BTreeMap::from([
+            ("username".into(), "APP".into()),
+            ("url".into(), "postgres://app:pw@db:5432/main".into()),
+            ("encoded".into(), "cHc=".into()),
+            ("first".into(), "x".into()),
+        ])
+    );
+    assert_eq!(s.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+    assert_eq!(s.immutable, Some(true));
+    let labels = s.metadata.labels.unwrap();
+    assert_eq!(labels["team"], "a");
+    assert_eq!(labels[LABEL_MANAGED_BY], "secret-relay", "our labels win");
+    assert_eq!(s.metadata.annotations.unwrap()["note"], "hi");
+
+    let merged = yaml.replace("      data:\n", "      mergePolicy: Merge\n      data:\n");
+    let s = desired_secret(
+        &es(&merged),
+        BuildInput {
+            values,
+            store: "s",
+            now: "t",
+        },
+    )
+    .unwrap();
+    let d = data_str(&s);
+    assert_eq!(d["password"], "pw");
+    assert_eq!(d["username"], "APP");
+    assert_eq!(d.len(), 8);
+}
+
+#[test]
+fn template_errors_name_the_key_and_hide_values() {
+    let yaml = format!("{BASIC}  target:\n    template:\n      data:\n        x: \"{{{{ missing_var }}}}\"\n        y: \"{{{{ password | b64dec }}}}\"\n");
+    let err = desired_secret(
+        &es(&yaml),
+        BuildInput {
+            values: map(&[("password", "not-base64!!")]),
+            store: "s",
+            now: "t",
+        },
+    )
+    .unwrap_err();
+    assert!(err.0.starts_with("template of key \"x\""), "{}", err.0);
+    assert!(err.0.contains("undefined"), "{}", err.0);
+    let yaml = format!("{BASIC}  target:\n    template:\n      data:\n        y: \"{{{{ password | b64dec }}}}\"\n");
+    let err = desired_secret(
+        &es(&yaml),
+        BuildInput {
+            values: map(&[("password", "not-base64!!")]),
+            store: "s",
+            now: "t",
+        },
+    )
+    .unwrap_err();
+    assert!(err.0.contains("b64dec: input is not base64"), "{}", err.0);
+    assert!(!err.0.contains("not-base64!!"), "value leaked: {}", err.0);
+}
+
+#[test]
+fn property_paths_follow_gjson() {
+    let doc = v(r#"{"name":{"first":"Tom","last":"Anderson"},"age":37,"friends":[{"first":"Dale"},{"first":"Roger"}],"ok":true}"#);
+    assert_eq!(select_property("k", &doc, "name.first").unwrap().as_str(), Some("Tom"));
+    assert_eq!(select_property("k", &doc, "friends.1.first").unwrap().as_str(), Some("Roger"));
+    assert_eq!(select_property("k", &doc, "age").unwrap().as_str(), Some("37"));
+    assert_eq!(select_property("k", &doc, "ok").unwrap().as_str(), Some("true"));
+    assert_eq!(
+        select_property("k", &doc, "name").unwrap().as_str(),
+        Some(r#"{"first":"Tom","last":"Anderson"}"#)
+    );
+    let err = select_property("/app/x", &doc, "nope").unwrap_err();
+    assert_eq!(err.0, r#""/app/x": property "nope" not found"#);
+    let err = select_property("/app/x", &v("plain s3cret"), "a").unwrap_err();
+    assert_eq!(err.0, r#""/app/x": value is not JSON, cannot select property "a""#);
+}
+
+#[test]
+fn extract_splits_objects_and_refuses_others() {
+    let m = extract_object("k", &v(r#"{"user":"u","port":5432,"nested":{"a":1}}"#)).unwrap();
+    assert_eq!(m["user"].as_str(), Some("u"));
+    assert_eq!(m["port"].as_str(), Some("5432"));
+    assert_eq!(m["nested"].as_str(), Some(r#"{"a":1}"#));
+    assert!(extract_object("k", &v("[1,2]")).is_err());
+    assert!(extract_object("k", &v("hello")).is_err());
+}
+
+#[test]
+fn decoding_strategies() {
+    assert_eq!(decode("k", v("aGVsbG8="), DecodingStrategy::Base64).unwrap().as_str(), Some("hello"));
+    assert_eq!(decode("k", v("aGVsbG8"), DecodingStrategy::Base64).unwrap().as_str(), Some("hello"));
+    assert_eq!(decode("k", v("Pz8_"), DecodingStrategy::Base64Url).unwrap().as_str(), Some("???"));
+    assert_eq!(decode("k", v("Pz8_"), DecodingStrategy::Auto).unwrap().as_str(), Some("???"));
+    assert_eq!(decode("k", v("plain text!"), DecodingStrategy::Auto).unwrap().as_str(), Some("plain text!"));
+    assert_eq!(decode("k", v("x"), DecodingStrategy::None).unwrap().as_str(), Some("x"));
+    let err = decode("password", v("***"), DecodingStrategy::Base64).unwrap_err();
+    assert_eq!(err.0, r#""password": value is not valid Base64 (decodingStrategy)"#);
+}
+
+#[test]
+fn unicode_conversion() {
+    assert_eq!(convert(v(r"caf\u00e9 \u2603"), ConversionStrategy::Unicode).as_str(), Some("café ☃"));
+    assert_eq!(convert(v(r"bad \u00zz"), ConversionStrategy::Unicode).as_str(), Some(r"bad \u00zz"));
+    assert_eq!(convert(v(r"caf\u00e9"), ConversionStrategy::Default).as_str(), Some(r"caf\u00e9"));
+}
+
+#[test]
+fn find_keys_and_rewrites() {
+    assert_eq!(find_key("/app/db/password"), "app_db_password");
+    assert_eq!(find_key("app/db"), "app_db");
+    let rw = vec![ExternalSecretRewrite {
+        regexp: Some(RewriteRegexp {
+            source: "^app_(.*)$".into(),
+            target: "APP_$1".into(),
+        }),
+    }];
+    let out = rewrite_keys(map(&[("app_db", "1"), ("other", "2")]), &rw).unwrap();
+    assert_eq!(out.keys().cloned().collect::<Vec<_>>(), vec!["APP_db", "other"]);
+    let bad = vec![ExternalSecretRewrite {
+        regexp: Some(RewriteRegexp {
+            source: "(".into(),
+            target: "".into(),
+        }),
+    }];
+    assert!(rewrite_keys(map(&[("a", "1")]), &bad).unwrap_err().0.starts_with("rewrite regexp \"(\""));
+}
+
+#[test]
+fn data_hash_separates_keys_and_values() {
+    let a = BTreeMap::from([("ab".to_string(), ByteString(b"c".to_vec()))]);
+    let b = BTreeMap::from([("a".to_string(), ByteString(b"bc".to_vec()))]);
+    assert_ne!(data_hash(&a), data_hash(&b));
+    assert_eq!(data_hash(&a), data_hash(&a.clone()));
+}
+
+#[test]
+fn up_to_date_ignores_last_refresh_only() {
+    let es = es(BASIC);
+    let build = |now: &str, val: &str| {
+        desired_secret(
+            &es,
+            BuildInput {
+                values: map(&[("password", val)]),
+                store: "s",
+                now,
+            },
+        )
+        .unwrap()
+    };
+    let existing = build("t1", "a");
+    assert!(is_up_to_date(&existing, &build("t2", "a"), true));
+    assert!(!is_up_to_date(&existing, &build("t2", "b"), true));
+    let mut extra = existing.clone();
+    extra.data.as_mut().unwrap().insert("more".into(), ByteString(b"x".to_vec()));
+    assert!(!is_up_to_date(&extra, &build("t2", "a"), true));
+    assert!(is_up_to_date(&extra, &build("t2", "a"), false));
+}
+
+#[test]
+fn secret_value_debug_is_redacted() {
+    assert_eq!(format!("{:?}", v("hunter2")), "SecretValue(<7 bytes redacted>)");
+}

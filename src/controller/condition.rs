@@ -1,0 +1,35 @@
+//! The `Ready` condition, kstatus-style.
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
+
+/// A `Ready` condition. `lastTransitionTime` is kept from `previous` when the status does not
+/// change, so the condition only moves when the state does.
+pub fn ready(previous: Option<&[Condition]>, ok: bool, reason: &str, message: &str, generation: Option<i64>) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    let prev = previous.and_then(|p| p.iter().find(|c| c.type_ == "Ready"));
+    let last_transition_time = match prev {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+    };
+    Condition {
+        type_: "Ready".into(),
+        status: status.into(),
+        reason: reason.into(),
+        // The API caps messages at 32768 bytes; keep them readable in `kubectl describe`.
+        message: truncate(message, 1024),
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,487 @@
+//! The ExternalSecret pipeline: resolve store → fetch → build Secret → apply → status.
+//!
+//! Each step is a function; only `fetch` talks to a backend and only `apply`/`write_status`
+//! write to the API server. A reconcile that finds nothing due (refresh not due, spec and
+//! annotations unchanged, Secret intact) makes no call at all.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::future::join_all;
+use k8s_openapi::{
+    api::core::v1::Secret,
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use kube::{
+    api::{Api, DeleteParams, Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+        reflector::ObjectRef,
+    },
+    Resource, ResourceExt,
+};
+use rand::RngExt;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{
+    build::{self, BuildInput},
+    condition,
+    secret_store,
+    Context, Error,
+};
+use crate::{
+    api::{
+        external_secret::{CreationPolicy, DeletionPolicy, ExternalSecretStatus, SecretBinding},
+        secret_store::SecretStoreProvider,
+        ExternalSecret, ANNOTATION_DATA_HASH, FIELD_MANAGER, LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY, MANAGED_BY,
+    },
+    providers::{DynProvider, ErrorKind, SecretMap},
+};
+
+/// Parses `refreshInterval`: Go-style durations (`1h`, `30m`, `1h30m`, `90s`, `0`), also
+/// humantime's (`1h 30m`). Returns seconds; `0` = never refresh.
+pub fn parse_refresh_interval(s: &str) -> Result<u64, Error> {
+    let s = s.trim();
+    if s == "0" || s.is_empty() {
+        return Ok(0);
+    }
+    humantime::parse_duration(s)
+        .map(|d| d.as_secs())
+        .map_err(|e| Error::InvalidSpec(format!("refreshInterval {s:?}: {e}")))
+}
+
+/// ESO's `syncedResourceVersion`: `<generation>-<sha256 of labels and annotations>`; a change
+/// (spec edit, force-sync annotation) means the values must be fetched again.
+pub fn synced_resource_version(es: &ExternalSecret) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in es.labels().iter().chain(es.annotations().iter()) {
+        if k == "kubectl.kubernetes.io/last-applied-configuration" {
+            continue;
+        }
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    format!("{}-{}", es.meta().generation.unwrap_or_default(), &hex::encode(h.finalize())[..16])
+}
+
+/// What the Secret should become after a fetch.
+enum Outcome {
+    /// Write (or confirm) this Secret.
+    Write(SecretMap),
+    /// Every remote value is gone and `deletionPolicy: Delete`: delete the Secret.
+    Delete,
+}
+
+/// Reconciles one ExternalSecret; failures are written to its status and events before they
+/// are returned for backoff.
+pub async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(&*es);
+    match sync(&es, &ctx).await {
+        Ok(action) => {
+            ctx.state.lock().expect("state lock").failures.remove(&key);
+            Ok(action)
+        }
+        Err(e) => {
+            if let Err(report) = report_failure(&es, &ctx, &e).await {
+                tracing::warn!(error = %report, "writing failure status");
+            }
+            tracing::info!(externalsecret = %key, category = e.category(), error = %e, "sync failed");
+            Err(e)
+        }
+    }
+}
+
+/// Backoff after a failure: permanent errors wait for a change; others retry after
+/// 5 s × 2^(n-1), capped at 10 min, with ±20 % jitter.
+pub fn error_policy(es: Arc<ExternalSecret>, err: &Error, ctx: Arc<Context>) -> Action {
+    if err.permanent() {
+        return Action::await_change();
+    }
+    let key = ObjectRef::from_obj(&*es);
+    let n = {
+        let mut state = ctx.state.lock().expect("state lock");
+        let n = state.failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    Action::requeue(jitter(backoff(n)))
+}
+
+/// The retry delay after `n` consecutive failures (before jitter).
+pub fn backoff(n: u32) -> Duration {
+    let secs = 5u64.saturating_mul(1u64 << n.saturating_sub(1).min(10));
+    Duration::from_secs(secs.min(600))
+}
+
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.8..1.2))
+}
+
+async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
+    let key = ObjectRef::from_obj(es);
+    let ns = es.namespace().unwrap_or_default();
+    let interval = parse_refresh_interval(&es.spec.refresh_interval)?;
+    let status = es.status.clone().unwrap_or_default();
+    let version = synced_resource_version(es);
+    let now = Timestamp::now();
+    let policy = es.spec.target.creation_policy;
+    let target = es.target_name();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+
+    // 1. Is anything due?
+    let spec_changed = status.synced_resource_version.as_deref() != Some(version.as_str());
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let last_fetch = ctx
+        .state
+        .lock()
+        .expect("state lock")
+        .last_fetch
+        .get(&key)
+        .copied()
+        .or_else(|| status.refresh_time.as_ref().map(|t| t.0.as_second()));
+    let refresh_due = match last_fetch {
+        None => true,
+        Some(t) => interval > 0 && now.as_second() >= t + interval as i64,
+    };
+    let drift = policy != CreationPolicy::None && secret_drifted(es, ctx, &secrets, &target).await?;
+    if !spec_changed && ready && !refresh_due && !drift {
+        return Ok(next_refresh(interval, last_fetch, now));
+    }
+
+    // 2. Resolve the store and fetch.
+    let store = secret_store::resolve(es, ctx)?;
+    let provider = ctx.providers.get(&store).await.map_err(|e| {
+        Error::StoreNotReady(format!("{}: {}", store.label, e.message))
+    })?;
+    let outcome = match fetch(es, &provider, &store.provider).await {
+        Ok(o) => o,
+        Err(Error::Provider(e)) if e.kind == ErrorKind::Authentication => {
+            ctx.providers.invalidate(&store);
+            return Err(Error::Provider(e));
+        }
+        Err(e) => return Err(e),
+    };
+    let now_str = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+
+    // 3–4. Build and apply.
+    let (reason, message, event) = match outcome {
+        Outcome::Delete => {
+            let deleted = delete_owned(es, &secrets, &target).await?;
+            ctx.state.lock().expect("state lock").secret_version.remove(&key);
+            (
+                "SecretDeleted",
+                format!("every remote value is gone; Secret {target} deleted (deletionPolicy Delete)"),
+                deleted.then_some(("Deleted", format!("Secret {target} deleted: remote values are gone"))),
+            )
+        }
+        Outcome::Write(values) => {
+            let desired = build::desired_secret(
+                es,
+                BuildInput {
+                    values,
+                    store: &store.label,
+                    now: &now_str,
+                },
+            )
+            .map_err(|e| Error::InvalidSpec(e.0))?;
+            let written = apply(es, ctx, &secrets, &target, desired).await?;
+            let event = written.map(|created| {
+                if created {
+                    ("Created", format!("Secret {target} created"))
+                } else {
+                    ("Updated", format!("Secret {target} updated"))
+                }
+            });
+            let message = match policy {
+                CreationPolicy::None => "values fetched (creationPolicy None: no Secret written)".to_string(),
+                _ => format!("Secret {target} synced from {}", store.label),
+            };
+            ("SecretSynced", message, event)
+        }
+    };
+
+    // 5. Status and events.
+    {
+        let mut state = ctx.state.lock().expect("state lock");
+        state.last_fetch.insert(key.clone(), now.as_second());
+    }
+    let wrote = event.is_some();
+    if let Some((reason, note)) = event {
+        publish(ctx, es, EventType::Normal, reason, note).await;
+    }
+    let cond = condition::ready(Some(&status.conditions), true, reason, &message, es.meta().generation);
+    let new_status = ExternalSecretStatus {
+        conditions: vec![cond],
+        observed_generation: es.meta().generation,
+        refresh_time: status.refresh_time.clone(),
+        synced_resource_version: Some(version),
+        binding: Some(SecretBinding { name: target }),
+    };
+    // The refresh time alone changing is not worth a write: an unchanged refresh writes nothing.
+    if new_status != status || wrote {
+        let new_status = ExternalSecretStatus {
+            refresh_time: Some(Time(now)),
+            ..new_status
+        };
+        write_status(es, ctx, &new_status).await?;
+    }
+    Ok(next_refresh(interval, Some(now.as_second()), now))
+}
+
+fn next_refresh(interval: u64, last: Option<i64>, now: Timestamp) -> Action {
+    if interval == 0 {
+        return Action::await_change();
+    }
+    let due = last.unwrap_or(now.as_second()) + interval as i64;
+    let wait = (due - now.as_second()).max(1) as u64;
+    // Jitter spreads refreshes of objects created together over 10 % of the interval.
+    Action::requeue(Duration::from_secs(wait).mul_f64(rand::rng().random_range(1.0..1.1)))
+}
+
+/// Whether the target Secret was deleted or edited since we wrote it. A resourceVersion we
+/// wrote or verified needs no API call; an unknown one (after a restart) is trusted when it
+/// carries our hash; a changed one is read and its data checked against our hash.
+async fn secret_drifted(es: &ExternalSecret, ctx: &Context, secrets: &Api<Secret>, target: &str) -> Result<bool, Error> {
+    let key = ObjectRef::from_obj(es);
+    let ns = es.namespace().unwrap_or_default();
+    let Some(meta) = ctx.secrets.get(&ObjectRef::new(target).within(&ns)) else {
+        return Ok(true);
+    };
+    let rv = meta.resource_version().unwrap_or_default();
+    let known = ctx.state.lock().expect("state lock").secret_version.get(&key).cloned();
+    let Some(known) = known else {
+        let ours = meta.annotations().contains_key(ANNOTATION_DATA_HASH);
+        if ours {
+            ctx.state.lock().expect("state lock").secret_version.insert(key, rv);
+        }
+        return Ok(!ours);
+    };
+    if known == rv {
+        return Ok(false);
+    }
+    let Some(secret) = secrets.get_opt(target).await.map_err(Error::Kube)? else {
+        return Ok(true);
+    };
+    let hash = secret.data.as_ref().map(build::data_hash).unwrap_or_default();
+    let intact = secret.annotations().get(ANNOTATION_DATA_HASH) == Some(&hash)
+        && secret.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
+        && secret.labels().get(LABEL_EXTERNAL_SECRET) == es.metadata.name.as_ref();
+    if intact {
+        ctx.state
+            .lock()
+            .expect("state lock")
+            .secret_version
+            .insert(key, secret.resource_version().unwrap_or_default());
+    }
+    Ok(!intact)
+}
+
+/// The message of a remote key that does not exist, in the backend's own terms.
+fn not_found_message(provider: &SecretStoreProvider, key: &str, version: Option<&str>) -> String {
+    let selector = match version {
+        Some(v) => format!("{key}:{v}"),
+        None => key.to_string(),
+    };
+    if provider.aws.is_some() {
+        format!("ssm GetParameters {selector:?}: ParameterNotFound")
+    } else {
+        let mount = provider.vault.as_ref().and_then(|v| v.path.clone()).unwrap_or_else(|| "secret".into());
+        format!("vault: secret {:?} not found", format!("{mount}/{selector}"))
+    }
+}
+
+/// Fetches every remote value of `es`: `dataFrom` in order, then `data[]` (whose gets run
+/// concurrently, so a provider can batch them), applying property, decoding, conversion and
+/// rewrites. Missing values follow `deletionPolicy`.
+async fn fetch(es: &ExternalSecret, provider: &DynProvider, store: &SecretStoreProvider) -> Result<Outcome, Error> {
+    let mut values = SecretMap::new();
+    let mut missing = Vec::new();
+    let invalid = |e: build::BuildError| Error::InvalidSpec(e.0);
+    for entry in &es.spec.data_from {
+        let mut found = SecretMap::new();
+        if let Some(r) = &entry.extract {
+            match provider.get(&r.key, r.version.as_deref()).await.map_err(Error::Provider)? {
+                None => missing.push(not_found_message(store, &r.key, r.version.as_deref())),
+                Some(value) => {
+                    let value = match &r.property {
+                        Some(p) => build::select_property(&r.key, &value, p).map_err(invalid)?,
+                        None => value,
+                    };
+                    for (k, v) in build::extract_object(&r.key, &value).map_err(invalid)? {
+                        let v = build::decode(&k, v, r.decoding_strategy).map_err(invalid)?;
+                        found.insert(k, build::convert(v, r.conversion_strategy));
+                    }
+                }
+            }
+        }
+        if let Some(f) = &entry.find {
+            for (name, v) in provider.find(f).await.map_err(Error::Provider)? {
+                let k = build::find_key(&name);
+                let v = build::decode(&k, v, f.decoding_strategy).map_err(invalid)?;
+                found.insert(k, build::convert(v, f.conversion_strategy));
+            }
+        }
+        values.extend(build::rewrite_keys(found, &entry.rewrite).map_err(invalid)?);
+    }
+    let gets = es
+        .spec
+        .data
+        .iter()
+        .map(|d| provider.get(&d.remote_ref.key, d.remote_ref.version.as_deref()));
+    let results = join_all(gets).await;
+    for (d, res) in es.spec.data.iter().zip(results) {
+        let r = &d.remote_ref;
+        match res.map_err(Error::Provider)? {
+            None => missing.push(not_found_message(store, &r.key, r.version.as_deref())),
+            Some(value) => {
+                let value = match &r.property {
+                    Some(p) => build::select_property(&r.key, &value, p).map_err(invalid)?,
+                    None => value,
+                };
+                let value = build::decode(&d.secret_key, value, r.decoding_strategy).map_err(invalid)?;
+                values.insert(d.secret_key.clone(), build::convert(value, r.conversion_strategy));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(Outcome::Write(values));
+    }
+    match es.spec.target.deletion_policy {
+        DeletionPolicy::Retain => Err(Error::Provider(crate::providers::ProviderError::new(
+            ErrorKind::NotFound,
+            missing.join("; "),
+        ))),
+        DeletionPolicy::Delete if values.is_empty() => Ok(Outcome::Delete),
+        DeletionPolicy::Delete | DeletionPolicy::Merge => Ok(Outcome::Write(values)),
+    }
+}
+
+/// Whether `secret` is managed by `es`: our labels name it, or it has `es` as controller.
+fn owned_by(secret: &Secret, es: &ExternalSecret) -> bool {
+    let labelled = secret.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
+        && secret.labels().get(LABEL_EXTERNAL_SECRET) == es.metadata.name.as_ref();
+    let controlled = secret
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == es.metadata.uid.as_ref());
+    labelled || controlled
+}
+
+/// Writes `desired` per `creationPolicy` with server-side apply (field manager
+/// `secret-relay`). Returns `Some(created)` when it wrote, `None` when the Secret was already
+/// up to date (no write). Never overwrites a Secret that is not ours under Owner/Orphan.
+async fn apply(
+    es: &ExternalSecret,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    target: &str,
+    desired: Secret,
+) -> Result<Option<bool>, Error> {
+    let policy = es.spec.target.creation_policy;
+    if policy == CreationPolicy::None {
+        return Ok(None);
+    }
+    let key = ObjectRef::from_obj(es);
+    let existing = secrets.get_opt(target).await.map_err(Error::Kube)?;
+    let ns = es.namespace().unwrap_or_default();
+    match (&existing, policy) {
+        (None, CreationPolicy::Merge) => {
+            return Err(Error::SecretMissing(format!(
+                "Secret {ns}/{target} does not exist; creationPolicy Merge only adds keys to an existing Secret"
+            )))
+        }
+        (Some(s), CreationPolicy::Owner | CreationPolicy::Orphan) if !owned_by(s, es) => {
+            return Err(Error::SecretConflict(format!(
+                "Secret {ns}/{target} already exists and is not managed by this ExternalSecret; it was left unchanged (delete it, or use creationPolicy Merge)"
+            )))
+        }
+        _ => {}
+    }
+    if let Some(s) = &existing {
+        if build::is_up_to_date(s, &desired, policy != CreationPolicy::Merge) {
+            ctx.state
+                .lock()
+                .expect("state lock")
+                .secret_version
+                .insert(key, s.resource_version().unwrap_or_default());
+            return Ok(None);
+        }
+        if s.immutable == Some(true) {
+            return Err(Error::SecretConflict(format!(
+                "Secret {ns}/{target} is immutable and its data differs from the remote values; delete it to let secret-relay recreate it"
+            )));
+        }
+    }
+    let written = secrets
+        .patch(target, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
+        .await
+        .map_err(Error::Kube)?;
+    ctx.state
+        .lock()
+        .expect("state lock")
+        .secret_version
+        .insert(key, written.resource_version().unwrap_or_default());
+    Ok(Some(existing.is_none()))
+}
+
+/// Deletes the target Secret if it is ours. Returns whether it deleted.
+async fn delete_owned(es: &ExternalSecret, secrets: &Api<Secret>, target: &str) -> Result<bool, Error> {
+    match secrets.get_opt(target).await.map_err(Error::Kube)? {
+        Some(s) if owned_by(&s, es) => {
+            secrets
+                .delete(target, &DeleteParams::default())
+                .await
+                .map_err(Error::Kube)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+async fn write_status(es: &ExternalSecret, ctx: &Context, status: &ExternalSecretStatus) -> Result<(), Error> {
+    let api: Api<ExternalSecret> = Api::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default());
+    api.patch_status(&es.name_any(), &super::merge_params(), &Patch::Merge(json!({ "status": status })))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// Writes Ready=False with the error's reason and message, and a Warning `SyncFailed` event.
+/// The Secret is not touched.
+async fn report_failure(es: &ExternalSecret, ctx: &Context, err: &Error) -> Result<(), Error> {
+    let status = es.status.clone().unwrap_or_default();
+    let message = err.to_string();
+    let cond = condition::ready(Some(&status.conditions), false, err.reason(), &message, es.meta().generation);
+    let unchanged = status.conditions.iter().any(|c| c == &cond) && status.observed_generation == es.meta().generation;
+    publish(ctx, es, EventType::Warning, "SyncFailed", message).await;
+    if unchanged {
+        return Ok(());
+    }
+    let new_status = ExternalSecretStatus {
+        conditions: vec![cond],
+        observed_generation: es.meta().generation,
+        ..status
+    };
+    write_status(es, ctx, &new_status).await
+}
+
+async fn publish(ctx: &Context, es: &ExternalSecret, type_: EventType, reason: &str, note: String) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(condition::truncate(&note, 1000)),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &es.object_ref(&())).await {
+        tracing::warn!(error = %e, "publishing event");
+    }
+}
+

@@ -1,0 +1,310 @@
+//! The controllers: ExternalSecrets (the sync pipeline) and stores (their `Ready` condition),
+//! sharing one [`Context`].
+//!
+//! Watches are kept small: Secrets and Namespaces are watched metadata-only, Secrets filtered
+//! by our `app.kubernetes.io/managed-by` label; managedFields are dropped from every cache.
+
+pub mod build;
+pub mod condition;
+pub mod external_secret;
+pub mod secret_store;
+
+use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
+
+use futures::{future, StreamExt};
+use k8s_openapi::{
+    api::core::v1::{Namespace, Secret},
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
+};
+use kube::{
+    api::{Api, PatchParams},
+    core::PartialObjectMeta,
+    runtime::{
+        controller::{self, Action},
+        events::{Recorder, Reporter},
+        reflector,
+        reflector::{ObjectRef, Store},
+        watcher, Controller, WatchStreamExt,
+    },
+    Client, Resource, ResourceExt,
+};
+
+use crate::{
+    api::{
+        external_secret::StoreKind, ClusterSecretStore, ExternalSecret, SecretStore, FIELD_MANAGER,
+        LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY, MANAGED_BY,
+    },
+    providers::{ErrorKind, ProviderError},
+};
+
+pub use secret_store::ProviderCache;
+
+/// Why a reconcile failed. `reason()` is the ExternalSecret condition reason; `permanent()`
+/// says whether to wait for a change instead of retrying with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store is missing, refuses the namespace, or its provider cannot be built.
+    #[error("{0}")]
+    StoreNotReady(String),
+    /// The backend failed (not found, access denied, throttled, ...).
+    #[error("{0}")]
+    Provider(#[source] ProviderError),
+    /// The spec cannot produce a Secret (property, template, decoding, refresh interval).
+    #[error("{0}")]
+    InvalidSpec(String),
+    /// The target Secret exists and belongs to someone else, or is immutable.
+    #[error("{0}")]
+    SecretConflict(String),
+    /// `creationPolicy: Merge` and the Secret does not exist.
+    #[error("{0}")]
+    SecretMissing(String),
+    /// The Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+}
+
+impl Error {
+    /// The `Ready` condition reason this error reports.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::StoreNotReady(_) => "SecretStoreNotReady",
+            Error::SecretMissing(_) => "SecretMissing",
+            _ => "SecretSyncedError",
+        }
+    }
+
+    /// Fixed category, for metrics labels and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::StoreNotReady(_) => "StoreNotReady",
+            Error::Provider(e) => e.kind.into(),
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::SecretConflict(_) => "SecretConflict",
+            Error::SecretMissing(_) => "SecretMissing",
+            Error::Kube(_) => "Kube",
+        }
+    }
+
+    /// Invalid spec: retrying cannot help until the ExternalSecret changes.
+    pub fn permanent(&self) -> bool {
+        matches!(self, Error::InvalidSpec(_))
+            || matches!(self, Error::Provider(e) if e.kind == ErrorKind::InvalidConfig)
+    }
+}
+
+/// Operator settings from the command line.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch only this namespace (ExternalSecrets, SecretStores, Secrets); all when `None`.
+    pub namespace: Option<String>,
+    /// Also watch ClusterSecretStores (needs cluster-wide RBAC).
+    pub cluster_stores: bool,
+    /// ExternalSecrets reconciled at once.
+    pub concurrency: u16,
+}
+
+/// Per-object memory of the ExternalSecret controller; lost on restart, which only costs one
+/// extra refresh.
+#[derive(Default)]
+pub struct State {
+    /// Last successful fetch time (Unix seconds) per ExternalSecret.
+    pub last_fetch: HashMap<ObjectRef<ExternalSecret>, i64>,
+    /// `resourceVersion` of the Secret as we last wrote or verified it.
+    pub secret_version: HashMap<ObjectRef<ExternalSecret>, String>,
+    /// Consecutive failures, for backoff.
+    pub failures: HashMap<ObjectRef<ExternalSecret>, u32>,
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// SecretStores (cache).
+    pub stores: Store<SecretStore>,
+    /// ClusterSecretStores (cache).
+    pub cluster_stores: Store<ClusterSecretStore>,
+    /// Managed Secrets, metadata only (cache).
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// Namespaces, metadata only (cache), for ClusterSecretStore conditions.
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Built providers.
+    pub providers: ProviderCache,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Per-object memory.
+    pub state: Mutex<State>,
+}
+
+/// Patch parameters of every non-apply write.
+pub(crate) fn merge_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Whether `labels` match a LabelSelector (`matchLabels` and `matchExpressions` with `In`,
+/// `NotIn`, `Exists`, `DoesNotExist`).
+pub fn selector_matches(sel: &LabelSelector, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    let by_labels = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let by_exprs = sel.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    by_labels && by_exprs
+}
+
+fn api_for<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controllers until a shutdown signal. `ready` is called once every cache has
+/// synced (for `/readyz`).
+pub async fn run(client: Client, config: Config, ready: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
+    let wc = watcher::Config::default().any_semantic();
+
+    let (stores, stores_writer) = reflector::store();
+    let store_events = reflector(stores_writer, watcher(api_for::<SecretStore>(&client, &config.namespace), wc.clone()))
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .touched_objects();
+
+    let (cluster_stores, cluster_writer) = reflector::store();
+    let cluster_api: Api<ClusterSecretStore> = Api::all(client.clone());
+    let cluster_events = if config.cluster_stores {
+        reflector(cluster_writer, watcher(cluster_api, wc.clone()))
+            .default_backoff()
+            .modify(|s| s.managed_fields_mut().clear())
+            .touched_objects()
+            .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
+
+    let (secrets, secrets_writer) = reflector::store();
+    let secret_wc = wc.clone().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let secret_events = reflector(secrets_writer, watcher(api_for::<PartialObjectMeta<Secret>>(&client, &config.namespace), secret_wc))
+        .default_backoff()
+        .modify(|s| s.managed_fields_mut().clear())
+        .touched_objects();
+
+    let (namespaces, ns_writer) = reflector::store();
+    let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+    let ns_events = if config.cluster_stores {
+        reflector(ns_writer, watcher(ns_api, wc.clone()))
+            .default_backoff()
+            .modify(|s| s.managed_fields_mut().clear())
+            .touched_objects()
+            .boxed()
+    } else {
+        futures::stream::pending().boxed()
+    };
+
+    let reporter = Reporter {
+        controller: "secret-relay".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        stores: stores.clone(),
+        cluster_stores: cluster_stores.clone(),
+        secrets: secrets.clone(),
+        namespaces: namespaces.clone(),
+        providers: ProviderCache::default(),
+        recorder: Recorder::new(client.clone(), reporter),
+        state: Mutex::new(State::default()),
+    });
+
+    // Store controllers run off their own watches; the ExternalSecret controller is triggered
+    // by the shared caches' events through `watches_stream`.
+    let store_ctl = Controller::new(api_for::<SecretStore>(&client, &config.namespace), wc.clone())
+        .shutdown_on_signal()
+        .run(secret_store::reconcile_store, store_error_policy, ctx.clone())
+        .for_each(|_| future::ready(()));
+    let cluster_store_ctl = async {
+        if config.cluster_stores {
+            Controller::new(Api::<ClusterSecretStore>::all(client.clone()), wc.clone())
+                .shutdown_on_signal()
+                .run(secret_store::reconcile_cluster_store, store_error_policy, ctx.clone())
+                .for_each(|_| future::ready(()))
+                .await
+        }
+    };
+
+    let es_ctl = Controller::new(api_for::<ExternalSecret>(&client, &config.namespace), wc.clone())
+        .with_config(controller::Config::default().concurrency(config.concurrency));
+    let es_store = es_ctl.store();
+    let by_store = {
+        let es_store = es_store.clone();
+        move |kind: StoreKind, ns: Option<String>, name: String| {
+            es_store
+                .state()
+                .into_iter()
+                .filter(|es| {
+                    es.spec.secret_store_ref.kind == kind
+                        && es.spec.secret_store_ref.name == name
+                        && (ns.is_none() || es.metadata.namespace == ns)
+                })
+                .map(|es| ObjectRef::from_obj(&*es))
+                .collect::<Vec<_>>()
+        }
+    };
+    let by_store_ns = by_store.clone();
+    let es_ctl = es_ctl
+        .watches_stream(store_events, move |s: SecretStore| {
+            by_store_ns(StoreKind::SecretStore, s.namespace(), s.name_any())
+        })
+        .watches_stream(cluster_events, move |s: ClusterSecretStore| {
+            by_store(StoreKind::ClusterSecretStore, None, s.name_any())
+        })
+        .watches_stream(secret_events, |s: PartialObjectMeta<Secret>| {
+            let es = s.labels().get(LABEL_EXTERNAL_SECRET).cloned();
+            let ns = s.namespace();
+            es.zip(ns).map(|(name, ns)| ObjectRef::new(&name).within(&ns))
+        })
+        .shutdown_on_signal();
+
+    let caches = {
+        let (stores, cluster_stores, secrets, namespaces, es_store) =
+            (stores.clone(), cluster_stores.clone(), secrets.clone(), namespaces.clone(), es_store.clone());
+        let cluster = config.cluster_stores;
+        async move {
+            let _ = stores.wait_until_ready().await;
+            let _ = secrets.wait_until_ready().await;
+            let _ = es_store.wait_until_ready().await;
+            if cluster {
+                let _ = cluster_stores.wait_until_ready().await;
+                let _ = namespaces.wait_until_ready().await;
+            }
+            ready();
+        }
+    };
+    let ns_drain = ns_events.for_each(|_| future::ready(()));
+    let es_run = es_ctl
+        .run(external_secret::reconcile, external_secret::error_policy, ctx.clone())
+        .for_each(|res| {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "reconcile failed");
+            }
+            future::ready(())
+        });
+    tokio::join!(es_run, store_ctl, cluster_store_ctl, ns_drain, caches);
+    Ok(())
+}
+
+fn store_error_policy<K>(_: Arc<K>, err: &Error, _: Arc<Context>) -> Action {
+    tracing::warn!(error = %err, category = err.category(), "store reconcile failed");
+    Action::requeue(Duration::from_secs(30))
+}

@@ -1,0 +1,332 @@
+//! Stores: resolving an ExternalSecret's store (and checking its namespace may use it), the
+//! provider cache, and the reconcile that keeps a store's `Ready` condition.
+//!
+//! Pipeline of a store reconcile: build provider (cached) → validate → status.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    api::{Api, Patch},
+    core::PartialObjectMeta,
+    runtime::{controller::Action, reflector::ObjectRef},
+    Resource, ResourceExt,
+};
+use serde_json::json;
+
+use super::{condition, Context, Error};
+use crate::{
+    api::{
+        external_secret::StoreKind, secret_store::SecretStoreProvider, ClusterSecretStore, ExternalSecret,
+        SecretStore,
+    },
+    providers::{
+        aws_ssm::SsmProvider, coalesce::Coalesced, vault::VaultKvProvider, AuthContext, Coalescer, DynProvider,
+        ErrorKind, ProviderError,
+    },
+};
+
+/// How long a built provider (its login, its credentials) is reused before it is built again,
+/// so that rotated credential Secrets are picked up.
+pub const PROVIDER_TTL: Duration = Duration::from_secs(600);
+
+/// Default store re-validation interval (seconds), as ESO.
+const DEFAULT_STORE_REFRESH_SECS: i64 = 300;
+
+/// Identity of a built provider: the store object at one generation, plus the namespace its
+/// references resolved in (a ClusterSecretStore resolves them per ExternalSecret namespace).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProviderKey {
+    kind: StoreKind,
+    uid: String,
+    generation: i64,
+    ref_namespace: String,
+}
+
+/// A store resolved for one ExternalSecret.
+pub struct ResolvedStore {
+    /// `<Kind>/<name>`, for messages and the `secret-relay.dev/store` annotation.
+    pub label: String,
+    /// The provider configuration.
+    pub provider: SecretStoreProvider,
+    key: ProviderKey,
+    auth: AuthContext,
+}
+
+/// Finds the store `es` refers to in the reflector caches and checks that the
+/// ExternalSecret's namespace may use it. Errors are `Error::StoreNotReady` with the reason.
+pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Error> {
+    let ns = es.namespace().unwrap_or_default();
+    let r = &es.spec.secret_store_ref;
+    match r.kind {
+        StoreKind::SecretStore => {
+            let store = ctx
+                .stores
+                .get(&ObjectRef::new(&r.name).within(&ns))
+                .ok_or_else(|| Error::StoreNotReady(format!("SecretStore {ns}/{} not found", r.name)))?;
+            Ok(ResolvedStore {
+                label: format!("SecretStore/{}", r.name),
+                provider: store.spec.provider.clone(),
+                key: ProviderKey {
+                    kind: StoreKind::SecretStore,
+                    uid: store.uid().unwrap_or_default(),
+                    generation: store.meta().generation.unwrap_or_default(),
+                    ref_namespace: ns.clone(),
+                },
+                auth: AuthContext {
+                    client: ctx.client.clone(),
+                    namespace: ns,
+                    allow_namespace: false,
+                },
+            })
+        }
+        StoreKind::ClusterSecretStore => {
+            let store = ctx
+                .cluster_stores
+                .get(&ObjectRef::new(&r.name))
+                .ok_or_else(|| Error::StoreNotReady(format!("ClusterSecretStore {} not found", r.name)))?;
+            let namespace = ctx.namespaces.get(&ObjectRef::new(&ns));
+            if !namespace_allowed(&store, &ns, namespace.as_deref()) {
+                return Err(Error::StoreNotReady(format!(
+                    "ClusterSecretStore {} does not allow namespace {ns} (spec.conditions)",
+                    r.name
+                )));
+            }
+            Ok(ResolvedStore {
+                label: format!("ClusterSecretStore/{}", r.name),
+                provider: store.spec.provider.clone(),
+                key: ProviderKey {
+                    kind: StoreKind::ClusterSecretStore,
+                    uid: store.uid().unwrap_or_default(),
+                    generation: store.meta().generation.unwrap_or_default(),
+                    ref_namespace: ns.clone(),
+                },
+                auth: AuthContext {
+                    client: ctx.client.clone(),
+                    namespace: ns,
+                    allow_namespace: true,
+                },
+            })
+        }
+    }
+}
+
+/// Whether namespace `ns` (with metadata `meta`, if known) satisfies a ClusterSecretStore's
+/// `conditions`: none = every namespace; otherwise any condition whose given fields all match.
+pub fn namespace_allowed(store: &ClusterSecretStore, ns: &str, meta: Option<&PartialObjectMeta<Namespace>>) -> bool {
+    if store.spec.conditions.is_empty() {
+        return true;
+    }
+    let labels = meta.and_then(|m| m.metadata.labels.clone()).unwrap_or_default();
+    store.spec.conditions.iter().any(|c| {
+        let by_name = c.namespaces.is_empty() || c.namespaces.iter().any(|n| n == ns);
+        let by_regex = c.namespace_regexes.is_empty()
+            || c.namespace_regexes
+                .iter()
+                .any(|re| regex::Regex::new(re).is_ok_and(|re| re.is_match(ns)));
+        let by_selector = c
+            .namespace_selector
+            .as_ref()
+            .is_none_or(|sel| super::selector_matches(sel, &labels));
+        by_name && by_regex && by_selector
+    })
+}
+
+struct CachedProvider {
+    provider: DynProvider,
+    built: Instant,
+}
+
+/// Providers by [`ProviderKey`], built once and shared; concurrent builds of one key coalesce
+/// into one (one login), and an entry is rebuilt after [`PROVIDER_TTL`] or an authentication
+/// failure.
+#[derive(Default)]
+pub struct ProviderCache {
+    entries: Mutex<HashMap<ProviderKey, CachedProvider>>,
+    builds: Coalescer<ProviderKey, Result<DynProvider, ProviderError>>,
+}
+
+impl ProviderCache {
+    /// The provider of `store`, built if needed.
+    pub async fn get(&self, store: &ResolvedStore) -> Result<DynProvider, ProviderError> {
+        if let Some(p) = self.cached(&store.key) {
+            return Ok(p);
+        }
+        let spec = store.provider.clone();
+        let auth = store.auth.clone();
+        let built = self
+            .builds
+            .run(store.key.clone(), move || async move { build_provider(&spec, &auth).await })
+            .await?;
+        let mut entries = self.entries.lock().expect("provider cache lock");
+        // Entries of older generations of the same store are dropped with their sessions.
+        entries.retain(|k, _| !(k.uid == store.key.uid && k.generation != store.key.generation));
+        entries.insert(
+            store.key.clone(),
+            CachedProvider {
+                provider: built.clone(),
+                built: Instant::now(),
+            },
+        );
+        Ok(built)
+    }
+
+    fn cached(&self, key: &ProviderKey) -> Option<DynProvider> {
+        let entries = self.entries.lock().expect("provider cache lock");
+        entries
+            .get(key)
+            .filter(|e| e.built.elapsed() < PROVIDER_TTL)
+            .map(|e| e.provider.clone())
+    }
+
+    /// Drops the provider of `store` (after an authentication failure: credentials may have
+    /// been rotated).
+    pub fn invalidate(&self, store: &ResolvedStore) {
+        self.entries.lock().expect("provider cache lock").remove(&store.key);
+    }
+}
+
+/// Builds the provider a store configures, wrapped so concurrent `get`s coalesce.
+async fn build_provider(spec: &SecretStoreProvider, auth: &AuthContext) -> Result<DynProvider, ProviderError> {
+    let inner: DynProvider = match (&spec.aws, &spec.vault) {
+        (Some(aws), None) => Arc::new(SsmProvider::new(aws, auth).await?),
+        (None, Some(vault)) => Arc::new(VaultKvProvider::new(vault, auth).await?),
+        _ => {
+            return Err(ProviderError::new(
+                ErrorKind::InvalidConfig,
+                "exactly one provider must be set: aws or vault",
+            ))
+        }
+    };
+    Ok(Arc::new(Coalesced::new(inner)))
+}
+
+/// Whether a ClusterSecretStore has a reference without `namespace` (referent auth): such a
+/// store can only be validated per ExternalSecret namespace.
+fn has_referent_refs(provider: &SecretStoreProvider) -> bool {
+    fn walk(v: &serde_json::Value, parent_key: &str) -> bool {
+        match v {
+            serde_json::Value::Object(map) => {
+                let is_ref = parent_key.ends_with("Ref") || parent_key == "caProvider";
+                (is_ref && map.contains_key("name") && !map.contains_key("namespace"))
+                    || map.iter().any(|(k, v)| walk(v, k))
+            }
+            serde_json::Value::Array(items) => items.iter().any(|v| walk(v, parent_key)),
+            _ => false,
+        }
+    }
+    let vault_k8s_default_sa = provider
+        .vault
+        .as_ref()
+        .and_then(|v| v.auth.kubernetes.as_ref())
+        .is_some_and(|k| k.service_account_ref.is_none() && k.secret_ref.is_none());
+    vault_k8s_default_sa || walk(&serde_json::to_value(provider).unwrap_or_default(), "")
+}
+
+/// Reconciles a `SecretStore`: build its provider (credentials, login) and validate it.
+pub async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = store.namespace().unwrap_or_default();
+    let resolved = ResolvedStore {
+        label: format!("SecretStore/{}", store.name_any()),
+        provider: store.spec.provider.clone(),
+        key: ProviderKey {
+            kind: StoreKind::SecretStore,
+            uid: store.uid().unwrap_or_default(),
+            generation: store.meta().generation.unwrap_or_default(),
+            ref_namespace: ns.clone(),
+        },
+        auth: AuthContext {
+            client: ctx.client.clone(),
+            namespace: ns.clone(),
+            allow_namespace: false,
+        },
+    };
+    let (status, reason, message) = validate(&resolved, &ctx).await;
+    let api: Api<SecretStore> = Api::namespaced(ctx.client.clone(), &ns);
+    write_store_status(&api, &store.name_any(), store.status.as_ref().map(|s| &s.conditions[..]), store.meta().generation, status, reason, &message).await?;
+    Ok(requeue_store(store.spec.refresh_interval))
+}
+
+/// Reconciles a `ClusterSecretStore`. A store whose references resolve per ExternalSecret
+/// namespace (referent auth) is checked for shape only; it is validated when used.
+pub async fn reconcile_cluster_store(store: Arc<ClusterSecretStore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let (status, reason, message) = if has_referent_refs(&store.spec.provider) {
+        (
+            true,
+            "Valid",
+            "store uses referent authentication: credentials are resolved and validated in each ExternalSecret's namespace".to_string(),
+        )
+    } else {
+        let resolved = ResolvedStore {
+            label: format!("ClusterSecretStore/{}", store.name_any()),
+            provider: store.spec.provider.clone(),
+            key: ProviderKey {
+                kind: StoreKind::ClusterSecretStore,
+                uid: store.uid().unwrap_or_default(),
+                generation: store.meta().generation.unwrap_or_default(),
+                ref_namespace: String::new(),
+            },
+            auth: AuthContext {
+                client: ctx.client.clone(),
+                namespace: String::new(),
+                allow_namespace: true,
+            },
+        };
+        validate(&resolved, &ctx).await
+    };
+    let api: Api<ClusterSecretStore> = Api::all(ctx.client.clone());
+    write_store_status(&api, &store.name_any(), store.status.as_ref().map(|s| &s.conditions[..]), store.meta().generation, status, reason, &message).await?;
+    Ok(requeue_store(store.spec.refresh_interval))
+}
+
+async fn validate(store: &ResolvedStore, ctx: &Context) -> (bool, &'static str, String) {
+    match ctx.providers.get(store).await {
+        Err(e) => (false, "InvalidProviderConfig", e.message),
+        Ok(p) => match p.validate().await {
+            Ok(()) => (true, "Valid", "store validated".to_string()),
+            Err(e) => {
+                if e.kind == ErrorKind::Authentication {
+                    ctx.providers.invalidate(store);
+                }
+                (false, "ValidationFailed", e.message)
+            }
+        },
+    }
+}
+
+fn requeue_store(interval: Option<i64>) -> Action {
+    match interval.unwrap_or(DEFAULT_STORE_REFRESH_SECS) {
+        0 => Action::await_change(),
+        s => Action::requeue(Duration::from_secs(s.max(1) as u64)),
+    }
+}
+
+async fn write_store_status<K>(
+    api: &Api<K>,
+    name: &str,
+    previous: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+    generation: Option<i64>,
+    ready: bool,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let cond = condition::ready(previous, ready, reason, message, generation);
+    let unchanged = previous
+        .and_then(|p| p.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c == &cond);
+    if unchanged {
+        return Ok(());
+    }
+    let patch = json!({ "status": { "conditions": [cond], "observedGeneration": generation } });
+    api.patch_status(name, &super::merge_params(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(())
+}

@@ -1,0 +1,617 @@
+//! ExternalSecrets synced from SSM Parameter Store (moto) into Secrets on the real API server.
+
+mod common;
+mod operator;
+
+use std::time::Duration;
+
+use aws_sdk_ssm::types::ParameterType;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use secret_relay::api::{ClusterSecretStore, ExternalSecret, SecretStore};
+use serde_json::json;
+
+use common::{random_suffix, TestEnv};
+use operator::{apply_yaml, ready_message, secret_data, wait_for, wait_reason};
+
+struct Fixture {
+    env: TestEnv,
+    ns: String,
+    prefix: String,
+    ssm: aws_sdk_ssm::Client,
+    es: Api<ExternalSecret>,
+    secrets: Api<Secret>,
+    _operator: operator::Operator,
+}
+
+async fn setup(test: &str) -> Option<Fixture> {
+    let env = TestEnv::get(test).await?;
+    let ns = env.namespace("ssm").await;
+    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
+    let creds: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "aws-creds"},
+        "stringData": {"id": "testing", "secret": "testing"}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &creds).await.unwrap();
+    let operator = operator::start(&env.kube, &ns, false).await;
+    let stores: Api<SecretStore> = Api::namespaced(env.kube.clone(), &ns);
+    apply_yaml(
+        &stores,
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: ssm}}
+spec:
+  provider:
+    aws:
+      service: ParameterStore
+      region: {region}
+      endpoint: {endpoint}
+      auth:
+        secretRef:
+          accessKeyIDSecretRef: {{name: aws-creds, key: id}}
+          secretAccessKeySecretRef: {{name: aws-creds, key: secret}}
+"#,
+            region = env.aws_region,
+            endpoint = env.aws_endpoint
+        ),
+    )
+    .await;
+    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    Some(Fixture {
+        es: Api::namespaced(env.kube.clone(), &ns),
+        secrets,
+        prefix: format!("/{}", random_suffix()),
+        ssm,
+        ns,
+        env,
+        _operator: operator,
+    })
+}
+
+impl Fixture {
+    async fn put(&self, name: &str, value: &str, secure: bool) {
+        self.ssm
+            .put_parameter()
+            .name(format!("{}{name}", self.prefix))
+            .value(value)
+            .r#type(if secure { ParameterType::SecureString } else { ParameterType::String })
+            .overwrite(true)
+            .send()
+            .await
+            .expect("put_parameter");
+    }
+
+    async fn es(&self, yaml: &str) -> ExternalSecret {
+        apply_yaml(&self.es, &yaml.replace("PREFIX", &self.prefix)).await
+    }
+
+    async fn secret(&self, name: &str) -> Secret {
+        self.secrets.get(name).await.expect("secret exists")
+    }
+}
+
+#[tokio::test]
+async fn data_property_and_metadata() {
+    let Some(f) = setup("data_property_and_metadata").await else { return };
+    f.put("/db/password", "pw-1", true).await;
+    f.put("/db/config", r#"{"user":"app","port":5432,"tls":{"mode":"verify-full"}}"#, false).await;
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: db}
+spec:
+  refreshInterval: 15m
+  secretStoreRef: {name: ssm, kind: SecretStore}
+  data:
+  - secretKey: password
+    remoteRef: {key: PREFIX/db/password}
+  - secretKey: user
+    remoteRef: {key: PREFIX/db/config, property: user}
+  - secretKey: tls-mode
+    remoteRef: {key: PREFIX/db/config, property: tls.mode}
+"#)
+    .await;
+    let es = wait_reason(&f.es, "db", "SecretSynced").await;
+    let s = f.secret("db").await;
+    assert_eq!(
+        secret_data(&s),
+        [("password", "pw-1"), ("tls-mode", "verify-full"), ("user", "app")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    );
+    assert_eq!(s.type_.as_deref(), Some("Opaque"));
+    let labels = s.metadata.labels.clone().unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "secret-relay");
+    assert_eq!(labels["secret-relay.dev/external-secret"], "db");
+    let ann = s.metadata.annotations.clone().unwrap();
+    assert_eq!(ann["secret-relay.dev/refresh-interval"], "15m");
+    assert_eq!(ann["secret-relay.dev/store"], "SecretStore/ssm");
+    assert_eq!(
+        ann["secret-relay.dev/data-hash"],
+        secret_relay::controller::build::data_hash(s.data.as_ref().unwrap())
+    );
+    assert!(ann["secret-relay.dev/last-refresh"].ends_with('Z'));
+    let owner = &s.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ExternalSecret", "db"));
+    assert_eq!(owner.uid, es.metadata.uid.clone().unwrap());
+    let status = es.status.clone().unwrap();
+    assert_eq!(status.binding.unwrap().name, "db");
+    assert_eq!(status.observed_generation, es.metadata.generation);
+    assert!(status.refresh_time.is_some());
+    assert!(status
+        .synced_resource_version
+        .unwrap()
+        .starts_with(&format!("{}-", es.metadata.generation.unwrap())));
+    assert_eq!(ready_message(&es), "Secret db synced from SecretStore/ssm");
+    let _ = f.ns;
+}
+
+#[tokio::test]
+async fn refresh_writes_only_changes_and_force_sync_is_immediate() {
+    let Some(f) = setup("refresh_writes_only_changes").await else { return };
+    f.put("/token", "v1", true).await;
+    let yaml = r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: tok}
+spec:
+  refreshInterval: 1s
+  secretStoreRef: {name: ssm}
+  data:
+  - secretKey: token
+    remoteRef: {key: PREFIX/token}
+"#;
+    f.es(yaml).await;
+    wait_reason(&f.es, "tok", "SecretSynced").await;
+    let before = f.secret("tok").await;
+    // Several refresh cycles with unchanged values: no write.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = f.secret("tok").await;
+    assert_eq!(before.metadata.resource_version, after.metadata.resource_version);
+    // A changed value reaches the Secret on the next refresh.
+    f.put("/token", "v2", true).await;
+    wait_for("token v2", Duration::from_secs(30), || async {
+        (secret_data(&f.secret("tok").await)["token"] == "v2").then_some(())
+    })
+    .await;
+    // With a long interval, a change waits for force-sync, which applies it at once.
+    f.es(&yaml.replace("refreshInterval: 1s", "refreshInterval: 1h")).await;
+    wait_reason(&f.es, "tok", "SecretSynced").await;
+    f.put("/token", "v3", true).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(secret_data(&f.secret("tok").await)["token"], "v2");
+    f.es.patch(
+        "tok",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"secret-relay.dev/force-sync": "1"}}})),
+    )
+    .await
+    .unwrap();
+    wait_for("token v3 after force-sync", Duration::from_secs(20), || async {
+        (secret_data(&f.secret("tok").await)["token"] == "v3").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleted_or_edited_secret_is_restored() {
+    let Some(f) = setup("deleted_or_edited_secret_is_restored").await else { return };
+    f.put("/k", "value", true).await;
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: drift}
+spec:
+  secretStoreRef: {name: ssm}
+  data:
+  - secretKey: k
+    remoteRef: {key: PREFIX/k}
+"#)
+    .await;
+    wait_reason(&f.es, "drift", "SecretSynced").await;
+    f.secrets.delete("drift", &DeleteParams::default()).await.unwrap();
+    wait_for("recreated", Duration::from_secs(20), || async {
+        let s = f.secrets.get_opt("drift").await.ok()??;
+        (secret_data(&s)["k"] == "value").then_some(())
+    })
+    .await;
+    f.secrets
+        .patch("drift", &PatchParams::default(), &Patch::Merge(json!({"stringData": {"k": "tampered"}})))
+        .await
+        .unwrap();
+    wait_for("restored", Duration::from_secs(20), || async {
+        (secret_data(&f.secret("drift").await)["k"] == "value").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unowned_secret_is_not_clobbered() {
+    let Some(f) = setup("unowned_secret_is_not_clobbered").await else { return };
+    f.put("/k", "from-ssm", true).await;
+    let theirs: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "taken"}, "stringData": {"k": "theirs"}
+    }))
+    .unwrap();
+    f.secrets.create(&PostParams::default(), &theirs).await.unwrap();
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: taken}
+spec:
+  secretStoreRef: {name: ssm}
+  data:
+  - secretKey: k
+    remoteRef: {key: PREFIX/k}
+"#)
+    .await;
+    let es = wait_reason(&f.es, "taken", "SecretSyncedError").await;
+    assert_eq!(
+        ready_message(&es),
+        format!(
+            "Secret {}/taken already exists and is not managed by this ExternalSecret; it was left unchanged (delete it, or use creationPolicy Merge)",
+            f.ns
+        )
+    );
+    assert_eq!(secret_data(&f.secret("taken").await)["k"], "theirs");
+}
+
+#[tokio::test]
+async fn missing_key_reports_cause_and_keeps_secret() {
+    let Some(f) = setup("missing_key_reports_cause").await else { return };
+    f.put("/a", "A", true).await;
+    let yaml = r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: keep}
+spec:
+  secretStoreRef: {name: ssm}
+  data:
+  - secretKey: a
+    remoteRef: {key: PREFIX/a}
+"#;
+    f.es(yaml).await;
+    wait_reason(&f.es, "keep", "SecretSynced").await;
+    let before = f.secret("keep").await;
+    f.es(&yaml.replace("PREFIX/a}", "PREFIX/missing}")).await;
+    let es = wait_reason(&f.es, "keep", "SecretSyncedError").await;
+    assert_eq!(
+        ready_message(&es),
+        format!("ssm GetParameters \"{}/missing\": ParameterNotFound", f.prefix)
+    );
+    let after = f.secret("keep").await;
+    assert_eq!(secret_data(&after)["a"], "A");
+    assert_eq!(before.metadata.resource_version, after.metadata.resource_version);
+    // A bad property path is reported as such, naming the key.
+    f.es(&yaml.replace("PREFIX/a}", "PREFIX/a, property: x.y}")).await;
+    let es = wait_reason(&f.es, "keep", "SecretSyncedError").await;
+    assert_eq!(
+        ready_message(&es),
+        format!("\"{}/a\": value is not JSON, cannot select property \"x.y\"", f.prefix)
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(f.env.kube.clone(), &f.ns);
+    let list = events.list(&Default::default()).await.unwrap();
+    assert!(
+        list.items.iter().any(|e| e.reason.as_deref() == Some("SyncFailed")
+            && e.note.as_deref().is_some_and(|n| n.contains("ParameterNotFound"))),
+        "a Warning SyncFailed event names the cause"
+    );
+}
+
+#[tokio::test]
+async fn data_from_find_extract_rewrite_and_template() {
+    let Some(f) = setup("data_from_find_extract_rewrite").await else { return };
+    f.put("/svc/a", "1", false).await;
+    f.put("/svc/nested/b", "2", true).await;
+    f.put("/json", r#"{"user":"u","pass":"p"}"#, true).await;
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: many}
+spec:
+  secretStoreRef: {name: ssm}
+  target:
+    template:
+      type: kubernetes.io/basic-auth
+      mergePolicy: Merge
+      data:
+        username: "{{ user }}"
+        dsn: "{{ user }}:{{ pass }}@{{ svc_a }}"
+  dataFrom:
+  - find: {path: PREFIX/svc}
+    rewrite:
+    - regexp: {source: "^.*_svc_(.*)$", target: "svc_$1"}
+  - extract: {key: PREFIX/json}
+"#)
+    .await;
+    wait_reason(&f.es, "many", "SecretSynced").await;
+    let s = f.secret("many").await;
+    let d = secret_data(&s);
+    assert_eq!(d["svc_a"], "1");
+    assert_eq!(d["svc_nested_b"], "2");
+    assert_eq!(d["user"], "u");
+    assert_eq!(d["pass"], "p");
+    assert_eq!(d["username"], "u");
+    assert_eq!(d["dsn"], "u:p@1");
+    assert_eq!(d.len(), 6);
+    assert_eq!(s.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+}
+
+#[tokio::test]
+async fn store_faults_are_reported() {
+    let Some(f) = setup("store_faults_are_reported").await else { return };
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: nostore}
+spec:
+  secretStoreRef: {name: absent}
+  data:
+  - secretKey: k
+    remoteRef: {key: /x}
+"#)
+    .await;
+    let es = wait_reason(&f.es, "nostore", "SecretStoreNotReady").await;
+    assert_eq!(ready_message(&es), format!("SecretStore {}/absent not found", f.ns));
+    let stores: Api<SecretStore> = Api::namespaced(f.env.kube.clone(), &f.ns);
+    apply_yaml(
+        &stores,
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: nocreds}}
+spec:
+  provider:
+    aws:
+      region: us-east-1
+      endpoint: {}
+      auth:
+        secretRef:
+          accessKeyIDSecretRef: {{name: gone, key: id}}
+          secretAccessKeySecretRef: {{name: gone, key: secret}}
+"#,
+            f.env.aws_endpoint
+        ),
+    )
+    .await;
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: nocreds}
+spec:
+  secretStoreRef: {name: nocreds}
+  data:
+  - secretKey: k
+    remoteRef: {key: /x}
+"#)
+    .await;
+    let es = wait_reason(&f.es, "nocreds", "SecretStoreNotReady").await;
+    assert!(
+        ready_message(&es).contains(&format!("credentials Secret {}/gone not found", f.ns)),
+        "{}",
+        ready_message(&es)
+    );
+    let store = wait_for("store status", Duration::from_secs(30), || async {
+        let s = stores.get("nocreds").await.ok()?;
+        s.status.clone()?.conditions.into_iter().find(|c| c.type_ == "Ready")
+    })
+    .await;
+    assert_eq!((store.status.as_str(), store.reason.as_str()), ("False", "InvalidProviderConfig"));
+}
+
+#[tokio::test]
+async fn creation_and_deletion_policies() {
+    let Some(f) = setup("creation_and_deletion_policies").await else { return };
+    f.put("/m", "merged", true).await;
+    f.put("/gone", "soon", true).await;
+    let theirs: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "shared"}, "type": "Opaque", "stringData": {"keep": "mine"}
+    }))
+    .unwrap();
+    f.secrets.create(&PostParams::default(), &theirs).await.unwrap();
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: merge}
+spec:
+  secretStoreRef: {name: ssm}
+  target: {name: shared, creationPolicy: Merge}
+  data:
+  - secretKey: added
+    remoteRef: {key: PREFIX/m}
+"#)
+    .await;
+    wait_reason(&f.es, "merge", "SecretSynced").await;
+    let d = secret_data(&f.secret("shared").await);
+    assert_eq!((d["keep"].as_str(), d["added"].as_str()), ("mine", "merged"));
+
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: merge-missing}
+spec:
+  secretStoreRef: {name: ssm}
+  target: {name: nowhere, creationPolicy: Merge}
+  data:
+  - secretKey: added
+    remoteRef: {key: PREFIX/m}
+"#)
+    .await;
+    wait_reason(&f.es, "merge-missing", "SecretMissing").await;
+    assert!(f.secrets.get_opt("nowhere").await.unwrap().is_none());
+
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: none}
+spec:
+  secretStoreRef: {name: ssm}
+  target: {creationPolicy: None}
+  data:
+  - secretKey: k
+    remoteRef: {key: PREFIX/m}
+"#)
+    .await;
+    wait_reason(&f.es, "none", "SecretSynced").await;
+    assert!(f.secrets.get_opt("none").await.unwrap().is_none());
+
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: orphan}
+spec:
+  secretStoreRef: {name: ssm}
+  target: {creationPolicy: Orphan}
+  data:
+  - secretKey: k
+    remoteRef: {key: PREFIX/m}
+"#)
+    .await;
+    wait_reason(&f.es, "orphan", "SecretSynced").await;
+    assert!(f.secret("orphan").await.metadata.owner_references.is_none());
+
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: del}
+spec:
+  refreshInterval: 1s
+  secretStoreRef: {name: ssm}
+  target: {deletionPolicy: Delete}
+  data:
+  - secretKey: k
+    remoteRef: {key: PREFIX/gone}
+"#)
+    .await;
+    wait_reason(&f.es, "del", "SecretSynced").await;
+    f.ssm
+        .delete_parameter()
+        .name(format!("{}/gone", f.prefix))
+        .send()
+        .await
+        .unwrap();
+    wait_reason(&f.es, "del", "SecretDeleted").await;
+    assert!(f.secrets.get_opt("del").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn invalid_combinations_are_refused_by_the_api_server() {
+    let Some(f) = setup("invalid_combinations_are_refused").await else { return };
+    let bad = r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: bad}
+spec:
+  secretStoreRef: {name: ssm}
+  target: {creationPolicy: Merge, deletionPolicy: Delete}
+  data:
+  - secretKey: k
+    remoteRef: {key: /x}
+"#;
+    let obj: ExternalSecret = serde_yaml::from_str(bad).unwrap();
+    let err = f.es.create(&PostParams::default(), &obj).await.unwrap_err();
+    assert!(err.to_string().contains("deletionPolicy Delete requires creationPolicy Owner"), "{err}");
+    let two = r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: bad2}
+spec:
+  secretStoreRef: {name: ssm}
+  dataFrom:
+  - extract: {key: /x}
+    find: {path: /y}
+"#;
+    let obj: ExternalSecret = serde_yaml::from_str(two).unwrap();
+    let err = f.es.create(&PostParams::default(), &obj).await.unwrap_err();
+    assert!(err.to_string().contains("exactly one of extract and find"), "{err}");
+    let dup: serde_json::Value = json!({
+        "apiVersion": "secret-relay.dev/v1alpha1", "kind": "ExternalSecret",
+        "metadata": {"name": "bad3"},
+        "spec": {"secretStoreRef": {"name": "ssm"}, "data": [
+            {"secretKey": "k", "remoteRef": {"key": "/a"}},
+            {"secretKey": "k", "remoteRef": {"key": "/b"}}]}
+    });
+    let obj: ExternalSecret = serde_json::from_value(dup).unwrap();
+    let err = f.es.create(&PostParams::default(), &obj).await.unwrap_err();
+    assert!(err.to_string().contains("Duplicate value"), "{err}");
+}
+
+#[tokio::test]
+async fn cluster_store_conditions_limit_namespaces() {
+    let Some(env) = TestEnv::get("cluster_store_conditions").await else { return };
+    let ns = env.namespace("css").await;
+    let _op = operator::start(&env.kube, &ns, true).await;
+    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    let key = format!("/{}/css", random_suffix());
+    ssm.put_parameter().name(&key).value("cluster").r#type(ParameterType::SecureString).send().await.unwrap();
+    let creds_ns = env.namespace("css-creds").await;
+    let creds: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "aws-creds"}, "stringData": {"id": "testing", "secret": "testing"}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(env.kube.clone(), &creds_ns)
+        .create(&PostParams::default(), &creds)
+        .await
+        .unwrap();
+    let css: Api<ClusterSecretStore> = Api::all(env.kube.clone());
+    let store = |name: &str, allowed: &str| {
+        format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ClusterSecretStore
+metadata: {{name: {name}}}
+spec:
+  conditions:
+  - namespaces: [{allowed}]
+  provider:
+    aws:
+      region: {region}
+      endpoint: {endpoint}
+      auth:
+        secretRef:
+          accessKeyIDSecretRef: {{name: aws-creds, key: id, namespace: {creds_ns}}}
+          secretAccessKeySecretRef: {{name: aws-creds, key: secret, namespace: {creds_ns}}}
+"#,
+            region = env.aws_region,
+            endpoint = env.aws_endpoint
+        )
+    };
+    let open = format!("open-{}", random_suffix());
+    let closed = format!("closed-{}", random_suffix());
+    apply_yaml(&css, &store(&open, &ns)).await;
+    apply_yaml(&css, &store(&closed, "somewhere-else")).await;
+    let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
+    for name in [&open, &closed] {
+        apply_yaml(
+            &es,
+            &format!(
+                r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {{name: {name}}}
+spec:
+  secretStoreRef: {{name: {name}, kind: ClusterSecretStore}}
+  data:
+  - secretKey: v
+    remoteRef: {{key: {key}}}
+"#
+            ),
+        )
+        .await;
+    }
+    wait_reason(&es, &open, "SecretSynced").await;
+    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
+    assert_eq!(secret_data(&secrets.get(&open).await.unwrap())["v"], "cluster");
+    let refused = wait_reason(&es, &closed, "SecretStoreNotReady").await;
+    assert_eq!(
+        ready_message(&refused),
+        format!("ClusterSecretStore {closed} does not allow namespace {ns} (spec.conditions)")
+    );
+    css.delete(&open, &DeleteParams::default()).await.unwrap();
+    css.delete(&closed, &DeleteParams::default()).await.unwrap();
+}

@@ -1,0 +1,128 @@
+//! Runs the operator in-process against the test environment, scoped to one namespace so
+//! test binaries running in parallel never reconcile each other's objects.
+
+#![allow(dead_code)]
+
+use std::{future::Future, time::Duration};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    api::{Api, Patch, PatchParams},
+    Client, CustomResourceExt,
+};
+use secret_relay::{
+    api::{ClusterSecretStore, ExternalSecret, SecretStore},
+    controller,
+};
+
+/// Applies the CRDs (server-side apply, idempotent) and waits until they are Established.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [ExternalSecret::crd(), SecretStore::crd(), ClusterSecretStore::crd()] {
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(&name, &PatchParams::apply("secret-relay-tests").force(), &Patch::Apply(&crd))
+            .await
+            .expect("apply CRD");
+        wait_for(&format!("CRD {name} established"), Duration::from_secs(30), || {
+            let api = api.clone();
+            let name = name.clone();
+            async move {
+                let crd = api.get(&name).await.ok()?;
+                let established = crd
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+/// The operator running in a background task; stopped when dropped.
+pub struct Operator(tokio::task::JoinHandle<()>);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts the operator watching `namespace` (and ClusterSecretStores when `cluster_stores`).
+pub async fn start(client: &Client, namespace: &str, cluster_stores: bool) -> Operator {
+    install_crds(client).await;
+    let config = controller::Config {
+        namespace: Some(namespace.to_string()),
+        cluster_stores,
+        concurrency: 8,
+    };
+    let client = client.clone();
+    Operator(tokio::spawn(async move {
+        if let Err(e) = controller::run(client, config, || {}).await {
+            panic!("operator failed: {e}");
+        }
+    }))
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics naming `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the ExternalSecret's Ready condition has `reason` (and the status describes the
+/// current generation), returning the object.
+pub async fn wait_reason(api: &Api<ExternalSecret>, name: &str, reason: &str) -> ExternalSecret {
+    wait_for(&format!("ExternalSecret {name} reason {reason}"), Duration::from_secs(60), || async {
+        let es = api.get(name).await.ok()?;
+        let status = es.status.as_ref()?;
+        let ok = status.observed_generation == es.metadata.generation
+            && status.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason);
+        ok.then_some(es)
+    })
+    .await
+}
+
+/// The Ready condition's message.
+pub fn ready_message(es: &ExternalSecret) -> String {
+    es.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// Applies an object from YAML (server-side apply as a user would with kubectl).
+pub async fn apply_yaml<K>(api: &Api<K>, yaml: &str) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_yaml::from_str(yaml).expect("fixture parses");
+    let name = obj.meta().name.clone().expect("fixture has a name");
+    api.patch(&name, &PatchParams::apply("test-user").force(), &Patch::Apply(&obj))
+        .await
+        .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+}
+
+/// Decoded data of a Secret as UTF-8 strings.
+pub fn secret_data(s: &k8s_openapi::api::core::v1::Secret) -> std::collections::BTreeMap<String, String> {
+    s.data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8 value")))
+        .collect()
+}
