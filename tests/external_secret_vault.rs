@@ -1,0 +1,185 @@
+//! ExternalSecrets synced from OpenBao (Vault KV v1 and v2) into Secrets on the real API server.
+
+mod common;
+mod operator;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use secret_relay::api::{ExternalSecret, SecretStore};
+use serde_json::json;
+
+use common::{random_suffix, TestEnv};
+use operator::{apply_yaml, ready_message, secret_data, wait_reason};
+
+async fn vault_put(env: &TestEnv, path: &str, data: serde_json::Value) {
+    let client = env.vault();
+    vaultrs::kv2::set(&client, "secret", path, &data).await.expect("kv2 put");
+}
+
+async fn store(env: &TestEnv, ns: &str, name: &str, extra: &str, token: &str) {
+    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), ns);
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-token")}, "stringData": {"token": token}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    let stores: Api<SecretStore> = Api::namespaced(env.kube.clone(), ns);
+    apply_yaml(
+        &stores,
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: {name}}}
+spec:
+  provider:
+    vault:
+      server: {server}
+{extra}
+      auth:
+        tokenSecretRef: {{name: {name}-token, key: token}}
+"#,
+            server = env.vault_addr
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn kv2_extract_property_version_and_find() {
+    let Some(env) = TestEnv::get("kv2_extract_property_version_and_find").await else { return };
+    let ns = env.namespace("vault").await;
+    let _op = operator::start(&env.kube, &ns, false).await;
+    let p = random_suffix();
+    vault_put(&env, &format!("{p}/app/db"), json!({"user": "app", "password": "v1-pw", "port": 5432})).await;
+    vault_put(&env, &format!("{p}/app/db"), json!({"user": "app", "password": "v2-pw", "port": 5432})).await;
+    vault_put(&env, &format!("{p}/app/cfg"), json!({"tls": {"mode": "verify-full"}})).await;
+    store(&env, &ns, "vault", "      path: secret\n      version: v2", &env.vault_token).await;
+    let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
+    apply_yaml(
+        &es,
+        &r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: app}
+spec:
+  secretStoreRef: {name: vault}
+  dataFrom:
+  - extract: {key: P/app/db}
+  data:
+  - secretKey: old-password
+    remoteRef: {key: P/app/db, property: password, version: "1"}
+  - secretKey: tls-mode
+    remoteRef: {key: P/app/cfg, property: tls.mode}
+  - secretKey: whole
+    remoteRef: {key: P/app/cfg}
+"#
+        .replace("P/", &format!("{p}/")),
+    )
+    .await;
+    wait_reason(&es, "app", "SecretSynced").await;
+    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
+    let s = secrets.get("app").await.unwrap();
+    let d = secret_data(&s);
+    assert_eq!(d["user"], "app");
+    assert_eq!(d["password"], "v2-pw");
+    assert_eq!(d["port"], "5432");
+    assert_eq!(d["old-password"], "v1-pw");
+    assert_eq!(d["tls-mode"], "verify-full");
+    assert_eq!(d["whole"], r#"{"tls":{"mode":"verify-full"}}"#);
+    assert_eq!(d.len(), 6);
+    assert_eq!(s.metadata.annotations.unwrap()["secret-relay.dev/store"], "SecretStore/vault");
+
+    apply_yaml(
+        &es,
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {{name: found}}
+spec:
+  secretStoreRef: {{name: vault}}
+  dataFrom:
+  - find:
+      path: {p}/app
+      name: {{regexp: "cfg$"}}
+"#
+        ),
+    )
+    .await;
+    wait_reason(&es, "found", "SecretSynced").await;
+    let d = secret_data(&secrets.get("found").await.unwrap());
+    assert_eq!(d.len(), 1, "{:?}", d.keys());
+    assert_eq!(d[&format!("{p}_app_cfg")], r#"{"tls":{"mode":"verify-full"}}"#);
+}
+
+#[tokio::test]
+async fn kv1_and_permission_denied() {
+    let Some(env) = TestEnv::get("kv1_and_permission_denied").await else { return };
+    let ns = env.namespace("vault1").await;
+    let _op = operator::start(&env.kube, &ns, false).await;
+    let root = env.vault();
+    let mount = format!("kv1-{}", random_suffix());
+    vaultrs::sys::mount::enable(
+        &root,
+        &mount,
+        "kv",
+        Some(vaultrs::api::sys::requests::EnableEngineRequest::builder().options(
+            std::collections::HashMap::from([("version".to_string(), "1".to_string())]),
+        )),
+    )
+    .await
+    .unwrap();
+    vaultrs::kv1::set(&root, &mount, "app", &std::collections::HashMap::from([("k", "kv1-value")]))
+        .await
+        .unwrap();
+    store(&env, &ns, "v1", &format!("      path: {mount}\n      version: v1"), &env.vault_token).await;
+    // A token whose policy cannot read secret/data/*.
+    let policy = format!("none-{}", random_suffix());
+    vaultrs::sys::policy::set(&root, &policy, r#"path "sys/*" { capabilities = ["deny"] }"#)
+        .await
+        .unwrap();
+    let token = vaultrs::token::new(
+        &root,
+        Some(vaultrs::api::token::requests::CreateTokenRequest::builder().policies(vec![policy])),
+    )
+    .await
+    .unwrap()
+    .client_token;
+    store(&env, &ns, "weak", "", &token).await;
+    let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
+    apply_yaml(
+        &es,
+        r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: one}
+spec:
+  secretStoreRef: {name: v1}
+  data:
+  - secretKey: k
+    remoteRef: {key: app, property: k}
+"#,
+    )
+    .await;
+    apply_yaml(
+        &es,
+        r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: denied}
+spec:
+  secretStoreRef: {name: weak}
+  data:
+  - secretKey: k
+    remoteRef: {key: team/db}
+"#,
+    )
+    .await;
+    wait_reason(&es, "one", "SecretSynced").await;
+    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
+    assert_eq!(secret_data(&secrets.get("one").await.unwrap())["k"], "kv1-value");
+    let denied = wait_reason(&es, "denied", "SecretSyncedError").await;
+    assert_eq!(ready_message(&denied), "vault: permission denied on secret/data/team/db");
+    assert!(secrets.get_opt("denied").await.unwrap().is_none());
+}
