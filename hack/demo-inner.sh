@@ -2,7 +2,7 @@
 # Runs inside the test environment (see hack/demo.sh): KUBECTL, VAULT_ADDR, AWS_ENDPOINT_URL...
 set -euo pipefail
 k() { "$KUBECTL" "$@"; }
-bin=target/release/secret-relay
+bin=target/debug/secret-relay
 log=$(mktemp)
 
 echo "== CRDs"
@@ -48,7 +48,7 @@ k -n demo wait --for=jsonpath='{.status.conditions[0].reason}'=SecretSyncedError
 echo; echo "== kubectl get externalsecrets,secretstores -n demo"
 k -n demo get externalsecrets,secretstores
 echo; echo "== the Secrets (values decoded)"
-for s in dev-app-db dev-app-api; do
+for s in app-db app-api; do
   echo "--- $s"
   k -n demo get secret "$s" -o go-template='{{range $k, $v := .data}}{{$k}}={{$v | base64decode}}{{"\n"}}{{end}}'
   k -n demo get secret "$s" -o jsonpath='{.metadata.labels}{"\n"}{.metadata.annotations}{"\n"}'

@@ -4,5 +4,5 @@
 # operator running; then the resulting Secrets and `kubectl describe externalsecret` printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+cargo build --quiet
 exec python3 hack/testenv/testenv.py run -- bash hack/demo-inner.sh

@@ -48,6 +48,8 @@ enum LogFormat {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // kube, the AWS SDK and vaultrs pull in both rustls crypto providers; pick one explicitly.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     match Cli::parse().command {
         Command::Crd => {
             print!("{}", secret_relay::crds_yaml()?);

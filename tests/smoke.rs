@@ -13,7 +13,9 @@ use serde_json::json;
 
 #[tokio::test]
 async fn kube_secret_roundtrip() {
-    let Some(env) = TestEnv::get("kube_secret_roundtrip").await else { return };
+    let Some(env) = TestEnv::get("kube_secret_roundtrip").await else {
+        return;
+    };
     let ns = env.namespace("smoke-secret").await;
     let api: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
     let secret = Secret {
@@ -24,7 +26,9 @@ async fn kube_secret_roundtrip() {
         data: Some([("password".to_string(), ByteString(b"hunter2".to_vec()))].into()),
         ..Default::default()
     };
-    api.create(&PostParams::default(), &secret).await.expect("create Secret");
+    api.create(&PostParams::default(), &secret)
+        .await
+        .expect("create Secret");
     let got = api.get("db").await.expect("get Secret");
     assert_eq!(
         got.data.unwrap().get("password").map(|b| b.0.as_slice()),
@@ -34,7 +38,9 @@ async fn kube_secret_roundtrip() {
 
 #[tokio::test]
 async fn ssm_secure_string_roundtrip() {
-    let Some(env) = TestEnv::get("ssm_secure_string_roundtrip").await else { return };
+    let Some(env) = TestEnv::get("ssm_secure_string_roundtrip").await else {
+        return;
+    };
     let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
     let name = format!("/smoke/{}/db-password", random_suffix());
     ssm.put_parameter()
@@ -53,18 +59,30 @@ async fn ssm_secure_string_roundtrip() {
         .expect("ssm GetParameter");
     let param = out.parameter.expect("parameter in GetParameter response");
     assert_eq!(param.value.as_deref(), Some("s3cr3t"));
-    assert_eq!(param.r#type, Some(aws_sdk_ssm::types::ParameterType::SecureString));
+    assert_eq!(
+        param.r#type,
+        Some(aws_sdk_ssm::types::ParameterType::SecureString)
+    );
 }
 
 #[tokio::test]
 async fn vault_kv2_roundtrip() {
-    let Some(env) = TestEnv::get("vault_kv2_roundtrip").await else { return };
+    let Some(env) = TestEnv::get("vault_kv2_roundtrip").await else {
+        return;
+    };
     let vault = env.vault();
     let path = format!("smoke/{}/db", random_suffix());
-    vaultrs::kv2::set(&vault, "secret", &path, &json!({"user": "app", "password": "s3cr3t"}))
+    vaultrs::kv2::set(
+        &vault,
+        "secret",
+        &path,
+        &json!({"user": "app", "password": "s3cr3t"}),
+    )
+    .await
+    .expect("kv2 write");
+    let got: serde_json::Value = vaultrs::kv2::read(&vault, "secret", &path)
         .await
-        .expect("kv2 write");
-    let got: serde_json::Value = vaultrs::kv2::read(&vault, "secret", &path).await.expect("kv2 read");
+        .expect("kv2 read");
     assert_eq!(got, json!({"user": "app", "password": "s3cr3t"}));
 }
 
@@ -72,7 +90,9 @@ async fn vault_kv2_roundtrip() {
 /// ServiceAccount bound to system:auth-delegator, then a login as ServiceAccount `app`.
 #[tokio::test]
 async fn vault_kubernetes_auth_login() {
-    let Some(env) = TestEnv::get("vault_kubernetes_auth_login").await else { return };
+    let Some(env) = TestEnv::get("vault_kubernetes_auth_login").await else {
+        return;
+    };
     let id = random_suffix();
     let vault = env.vault();
     let ns = env.namespace("smoke-vault-auth").await;
@@ -97,7 +117,9 @@ async fn vault_kubernetes_auth_login() {
             ..Default::default()
         }]),
     };
-    crbs.create(&PostParams::default(), &crb).await.expect("create ClusterRoleBinding");
+    crbs.create(&PostParams::default(), &crb)
+        .await
+        .expect("create ClusterRoleBinding");
     let reviewer_jwt = env.service_account_token(&ns, "token-reviewer", &[]).await;
 
     // The auth method, at a mount of its own so that runs and tests do not collide.
@@ -129,16 +151,29 @@ async fn vault_kubernetes_auth_login() {
         .expect("POST auth config");
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
-    assert!(status.is_success(), "configuring auth/{mount}: HTTP {status}: {body}");
+    assert!(
+        status.is_success(),
+        "configuring auth/{mount}: HTTP {status}: {body}"
+    );
 
     // A secret, a policy that may read it, and a role binding `app` in `ns` to the policy.
     let base = format!("smoke/{id}");
-    vaultrs::kv2::set(&vault, "secret", &format!("{base}/db"), &json!({"password": "s3cr3t"}))
-        .await
-        .expect("kv2 write");
-    vaultrs::kv2::set(&vault, "secret", &format!("smoke/{id}-other/db"), &json!({"password": "x"}))
-        .await
-        .expect("kv2 write");
+    vaultrs::kv2::set(
+        &vault,
+        "secret",
+        &format!("{base}/db"),
+        &json!({"password": "s3cr3t"}),
+    )
+    .await
+    .expect("kv2 write");
+    vaultrs::kv2::set(
+        &vault,
+        "secret",
+        &format!("smoke/{id}-other/db"),
+        &json!({"password": "x"}),
+    )
+    .await
+    .expect("kv2 write");
     let policy = format!("smoke-{id}");
     vaultrs::sys::policy::set(
         &vault,
@@ -169,20 +204,31 @@ async fn vault_kubernetes_auth_login() {
         .await
         .expect("kubernetes login as app");
     assert!(!auth.client_token.is_empty());
-    assert!(auth.policies.contains(&policy), "policies: {:?}", auth.policies);
+    assert!(
+        auth.policies.contains(&policy),
+        "policies: {:?}",
+        auth.policies
+    );
 
     let app = env.vault_with_token(&auth.client_token);
     let got: serde_json::Value = vaultrs::kv2::read(&app, "secret", &format!("{base}/db"))
         .await
         .expect("kv2 read with the login token");
     assert_eq!(got, json!({"password": "s3cr3t"}));
-    let denied = vaultrs::kv2::read::<serde_json::Value>(&app, "secret", &format!("smoke/{id}-other/db")).await;
-    assert!(denied.is_err(), "the policy must not allow smoke/{id}-other");
+    let denied =
+        vaultrs::kv2::read::<serde_json::Value>(&app, "secret", &format!("smoke/{id}-other/db"))
+            .await;
+    assert!(
+        denied.is_err(),
+        "the policy must not allow smoke/{id}-other"
+    );
 
     // A token of another ServiceAccount must not log in as `app`.
     let other = env.service_account_token(&ns, "other", &["vault"]).await;
     assert!(
-        vaultrs::auth::kubernetes::login(&env.vault_with_token(""), &mount, "app", &other).await.is_err(),
+        vaultrs::auth::kubernetes::login(&env.vault_with_token(""), &mount, "app", &other)
+            .await
+            .is_err(),
         "ServiceAccount `other` logged in with role `app`"
     );
 

@@ -311,30 +311,45 @@ def make_certs(out):
 # --------------------------------------------------------------------------------------------
 # Health checks
 
-def http_status(url, context=None, timeout=2.0):
-    """The HTTP status of GET url (4xx/5xx too); None when no HTTP answer."""
+def http_get(url, context=None, timeout=2.0):
+    """(status, body) of GET url, 4xx/5xx included; (None, error) when no HTTP answer."""
     try:
         with urllib.request.urlopen(url, timeout=timeout, context=context) as r:
-            return r.status
+            return r.status, r.read(4096).decode("utf-8", "replace")
     except urllib.error.HTTPError as e:
-        return e.code
-    except (urllib.error.URLError, OSError, ssl.SSLError):
-        return None
+        try:
+            body = e.read(4096).decode("utf-8", "replace")
+        except Exception:  # noqa: BLE001
+            body = ""
+        return e.code, body
+    except (urllib.error.URLError, OSError, ssl.SSLError) as e:
+        return None, str(e)
+
+
+def http_probe(url, ok=lambda status: status == 200, context=None):
+    """A probe for wait_ready: (ready, what the server last said)."""
+    def probe():
+        status, body = http_get(url, context)
+        said = f"HTTP {status}: {body.strip()[-1500:]}" if status is not None else body
+        return ok(status), f"GET {url} -> {said}"
+    return probe
 
 
 def wait_ready(proc, what, timeout, probe):
-    """Polls probe() until it returns True; fails naming the step if the process exits or
-    the timeout passes."""
+    """Polls probe() -> (ready, detail) until ready; fails naming the step if the process
+    exits or the timeout passes."""
     start = time.monotonic()
     while True:
         check_signal()
-        if probe():
+        ready, detail = probe()
+        if ready:
             log(f"{what} ready in {time.monotonic() - start:.1f}s")
             return
         if proc is not None and not proc.alive():
             raise StartFailure(proc, f"{what} exited with code {proc.popen.returncode} before becoming ready")
         if time.monotonic() - start > timeout:
-            raise StartFailure(proc, f"{what} did not become ready in {timeout}s")
+            raise StartFailure(proc, f"{what} did not become ready in {timeout}s "
+                                     f"(last check: {detail})")
         sleep(0.25)
 
 
@@ -466,11 +481,12 @@ class Env:
         if existing:
             self.use_existing_cluster(existing)
         else:
-            wait_ready(etcd, "etcd", timeout, lambda: http_status(f"{etcd_url}/health") == 200)
+            wait_ready(etcd, "etcd", timeout, http_probe(f"{etcd_url}/health"))
             self.start_apiserver(etcd_url, timeout)
 
-        wait_ready(bao, "bao", timeout, lambda: http_status(f"{vault_addr}/v1/sys/health") == 200)
-        wait_ready(moto, "moto_server", timeout, lambda: http_status(f"{moto_url}/") is not None)
+        wait_ready(bao, "bao", timeout, http_probe(f"{vault_addr}/v1/sys/health"))
+        wait_ready(moto, "moto_server", timeout,
+                   http_probe(f"{moto_url}/", ok=lambda status: status is not None))
 
         self.values.update({
             "VAULT_ADDR": vault_addr, "VAULT_TOKEN": "root",
@@ -504,7 +520,7 @@ class Env:
         ])
         ctx = ssl.create_default_context(cafile=f"{c}/ca.crt")
         ctx.load_cert_chain(f"{c}/admin.crt", f"{c}/admin.key")
-        wait_ready(api, "kube-apiserver", timeout, lambda: http_status(f"{url}/readyz", ctx) == 200)
+        wait_ready(api, "kube-apiserver", timeout, http_probe(f"{url}/readyz?verbose", context=ctx))
 
         def b64(name):
             with open(os.path.join(c, name), "rb") as f:
@@ -644,6 +660,8 @@ def main_env(args):
         if e.proc is not None and e.proc.log_path:
             log(f"last lines of {e.proc.log_path}:")
             print(e.proc.tail(), file=sys.stderr, flush=True)
+        if env.tmp_created and not args.keep:
+            log("run with --keep to keep the logs")
         code = 1
     except Failure as e:
         log(f"FAILED: {e}")

@@ -30,16 +30,14 @@ use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region, SdkConfig, timeout::TimeoutConfig};
 use aws_credential_types::{
     Credentials,
-    provider::{
-        ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future,
-    },
+    provider::{ProvideCredentials, SharedCredentialsProvider, error::CredentialsError, future},
 };
 use aws_sdk_ssm::{
     config::{
         ConfigBag, IdentityCache, Intercept, RuntimeComponents, http::HttpResponse,
         interceptors::FinalizerInterceptorContextRef,
     },
-    error::{BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError},
+    error::{BoxError, ProvideErrorMetadata, SdkError},
     operation::{
         describe_parameters::DescribeParametersError, get_parameters::GetParametersError,
         get_parameters_by_path::GetParametersByPathError,
@@ -111,7 +109,10 @@ impl SsmProvider {
     /// `Authentication` (missing Secret or key, STS refusal), `Transient` (API failures).
     pub async fn new(spec: &AwsProvider, auth: &AuthContext) -> Result<Self, ProviderError> {
         if spec.region.trim().is_empty() {
-            return Err(ProviderError::new(ErrorKind::InvalidConfig, "aws: region is required"));
+            return Err(ProviderError::new(
+                ErrorKind::InvalidConfig,
+                "aws: region is required",
+            ));
         }
         let config = sdk_config(spec, auth).await?;
         let ssm = aws_sdk_ssm::Client::new(&config);
@@ -133,15 +134,20 @@ impl SsmProvider {
             .sts
             .get_caller_identity()
             .customize()
-            .interceptor(CountCalls::<GetCallerIdentityError>::new("GetCallerIdentity", true))
+            .interceptor(CountCalls::<GetCallerIdentityError>::new(
+                "GetCallerIdentity",
+                true,
+            ))
             .send()
             .await
             .map_err(|e| call_error(e, true).provider_error("sts", "GetCallerIdentity", None))?;
         Ok(out.arn.unwrap_or_default())
     }
 
-    /// Queues `selector` (`name` or `name:version`) for the next `GetParameters` batch.
+    /// Queues `selector` (`name` or `name:version`) for the next `GetParameters` batch and
+    /// waits for its answer.
     async fn get_selector(&self, selector: String) -> GetResult {
+        // Only when the runtime shuts down: the batcher lives as long as `self`.
         let stopped = |selector: &str| {
             ProviderError::new(
                 ErrorKind::Transient,
@@ -149,17 +155,14 @@ impl SsmProvider {
             )
         };
         let (reply, answer) = oneshot::channel();
-        let request = GetRequest { selector, reply };
-        if let Err(mpsc::error::SendError(request)) = self.batcher.send(request).await {
-            return Err(stopped(&request.selector));
+        let request = GetRequest {
+            selector: selector.clone(),
+            reply,
+        };
+        if self.batcher.send(request).await.is_err() {
+            return Err(stopped(&selector));
         }
-        match answer.await {
-            Ok(result) => result,
-            Err(_) => Err(ProviderError::new(
-                ErrorKind::Transient,
-                "ssm GetParameters: request dropped by the batcher",
-            )),
-        }
+        answer.await.unwrap_or_else(|_| Err(stopped(&selector)))
     }
 
     /// Every parameter below `path` with its value: `GetParametersByPath`, recursive,
@@ -177,10 +180,15 @@ impl SsmProvider {
                 .max_results(BY_PATH_PAGE)
                 .set_next_token(next_token)
                 .customize()
-                .interceptor(CountCalls::<GetParametersByPathError>::new("GetParametersByPath", false))
+                .interceptor(CountCalls::<GetParametersByPathError>::new(
+                    "GetParametersByPath",
+                    false,
+                ))
                 .send()
                 .await
-                .map_err(|e| call_error(e, false).provider_error("ssm", "GetParametersByPath", Some(path)))?;
+                .map_err(|e| {
+                    call_error(e, false).provider_error("ssm", "GetParametersByPath", Some(path))
+                })?;
             for p in out.parameters.unwrap_or_default() {
                 if let (Some(name), Some(value)) = (p.name, p.value) {
                     found.insert(name, SecretValue::from(value));
@@ -195,7 +203,11 @@ impl SsmProvider {
 
     /// Names of the parameters that pass `filters` (`DescribeParameters`, all pages).
     /// `what` describes the filters for error messages.
-    async fn describe(&self, filters: Vec<ParameterStringFilter>, what: &str) -> Result<Vec<String>, ProviderError> {
+    async fn describe(
+        &self,
+        filters: Vec<ParameterStringFilter>,
+        what: &str,
+    ) -> Result<Vec<String>, ProviderError> {
         let mut names = Vec::new();
         let mut next_token = None;
         loop {
@@ -206,11 +218,21 @@ impl SsmProvider {
                 .max_results(DESCRIBE_PAGE)
                 .set_next_token(next_token)
                 .customize()
-                .interceptor(CountCalls::<DescribeParametersError>::new("DescribeParameters", false))
+                .interceptor(CountCalls::<DescribeParametersError>::new(
+                    "DescribeParameters",
+                    false,
+                ))
                 .send()
                 .await
-                .map_err(|e| call_error(e, false).provider_error("ssm", "DescribeParameters", Some(what)))?;
-            names.extend(out.parameters.unwrap_or_default().into_iter().filter_map(|p| p.name));
+                .map_err(|e| {
+                    call_error(e, false).provider_error("ssm", "DescribeParameters", Some(what))
+                })?;
+            names.extend(
+                out.parameters
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|p| p.name),
+            );
             next_token = out.next_token.filter(|t| !t.is_empty());
             if next_token.is_none() {
                 return Ok(names);
@@ -259,7 +281,10 @@ impl Provider for SsmProvider {
     async fn find(&self, find: &ExternalSecretFind) -> Result<SecretMap, ProviderError> {
         let name = match &find.name {
             Some(n) => Some(Regex::new(&n.regexp).map_err(|e| {
-                ProviderError::new(ErrorKind::InvalidConfig, format!("ssm find: invalid name.regexp: {e}"))
+                ProviderError::new(
+                    ErrorKind::InvalidConfig,
+                    format!("ssm find: invalid name.regexp: {e}"),
+                )
             })?),
             None => None,
         };
@@ -364,12 +389,18 @@ fn describe_filters(
                 .map_err(|e| ProviderError::new(ErrorKind::InvalidConfig, format!("ssm find: {e}")))
         })
         .collect::<Result<_, _>>()?;
-    Ok((filters, if what.is_empty() { "all parameters".into() } else { what }))
+    Ok((
+        filters,
+        if what.is_empty() {
+            "all parameters".into()
+        } else {
+            what
+        },
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Credentials
-
 
 /// The SDK configuration of the store: region, endpoint, timeouts and the credentials
 /// provider that its `auth` and `role` call for.
@@ -386,13 +417,26 @@ async fn sdk_config(spec: &AwsProvider, auth: &AuthContext) -> Result<SdkConfig,
             secret_ref: Some(keys),
             jwt: None,
         }) => {
-            let access_key_id = text(auth.secret_value(&keys.access_key_id_secret_ref).await?, "accessKeyID")?;
-            let secret_key = text(auth.secret_value(&keys.secret_access_key_secret_ref).await?, "secretAccessKey")?;
+            let access_key_id = text(
+                auth.secret_value(&keys.access_key_id_secret_ref).await?,
+                "accessKeyID",
+            )?;
+            let secret_key = text(
+                auth.secret_value(&keys.secret_access_key_secret_ref)
+                    .await?,
+                "secretAccessKey",
+            )?;
             let session_token = match &keys.session_token_secret_ref {
                 Some(sel) => Some(text(auth.secret_value(sel).await?, "sessionToken")?),
                 None => None,
             };
-            let keys = Credentials::new(access_key_id, secret_key, session_token, None, "secret-relay-secretRef");
+            let keys = Credentials::new(
+                access_key_id,
+                secret_key,
+                session_token,
+                None,
+                "secret-relay-secretRef",
+            );
             let base = loader(spec).credentials_provider(keys).load().await;
             let Some(role) = role else { return Ok(base) };
             let sts = StsCredentials::assume_role(&base, role);
@@ -410,7 +454,12 @@ async fn sdk_config(spec: &AwsProvider, auth: &AuthContext) -> Result<SdkConfig,
             })?;
             // AssumeRoleWithWebIdentity is unsigned: its STS client needs no credentials.
             let base = loader(spec).no_credentials().load().await;
-            let sts = StsCredentials::web_identity(&base, role, auth.clone(), jwt.service_account_ref.clone());
+            let sts = StsCredentials::web_identity(
+                &base,
+                role,
+                auth.clone(),
+                jwt.service_account_ref.clone(),
+            );
             (base, sts)
         }
         Some(_) => {
@@ -455,7 +504,10 @@ fn loader(spec: &AwsProvider) -> aws_config::ConfigLoader {
 /// newline; AWS keys and tokens never contain whitespace).
 fn text(value: SecretValue, what: &str) -> Result<String, ProviderError> {
     value.as_str().map(|s| s.trim().to_string()).ok_or_else(|| {
-        ProviderError::new(ErrorKind::Authentication, format!("aws: {what} is not UTF-8 text"))
+        ProviderError::new(
+            ErrorKind::Authentication,
+            format!("aws: {what} is not UTF-8 text"),
+        )
     })
 }
 
@@ -504,11 +556,19 @@ impl StsCredentials {
         }
     }
 
-    fn web_identity(base: &SdkConfig, role: &str, auth: AuthContext, service_account: ServiceAccountSelector) -> Self {
+    fn web_identity(
+        base: &SdkConfig,
+        role: &str,
+        auth: AuthContext,
+        service_account: ServiceAccountSelector,
+    ) -> Self {
         StsCredentials {
             sts: aws_sdk_sts::Client::new(base),
             role: role.to_string(),
-            source: StsSource::WebIdentity { auth, service_account },
+            source: StsSource::WebIdentity {
+                auth,
+                service_account,
+            },
             cached: Mutex::new(None),
         }
     }
@@ -517,7 +577,10 @@ impl StsCredentials {
     async fn credentials(&self) -> Result<Credentials, ProviderError> {
         let mut cached = self.cached.lock().await;
         let now = SystemTime::now();
-        if let Some(c) = cached.as_ref().filter(|c| valid_until(c, now + REFRESH_MARGIN)) {
+        if let Some(c) = cached
+            .as_ref()
+            .filter(|c| valid_until(c, now + REFRESH_MARGIN))
+        {
             return Ok(c.clone());
         }
         match self.fetch().await {
@@ -526,7 +589,10 @@ impl StsCredentials {
                 *cached = Some(fresh.clone());
                 Ok(fresh)
             }
-            Err(e) => match cached.as_ref().filter(|c| valid_until(c, now + Duration::from_secs(60))) {
+            Err(e) => match cached
+                .as_ref()
+                .filter(|c| valid_until(c, now + Duration::from_secs(60)))
+            {
                 Some(c) => {
                     tracing::warn!(role = %self.role, error = %e, "aws_ssm: refreshing STS credentials failed; using the current ones until they expire");
                     Ok(c.clone())
@@ -548,11 +614,18 @@ impl StsCredentials {
                     .interceptor(CountCalls::<AssumeRoleError>::new("AssumeRole", true))
                     .send()
                     .await
-                    .map_err(|e| call_error(e, true).provider_error("sts", "AssumeRole", Some(&self.role)))?
+                    .map_err(|e| {
+                        call_error(e, true).provider_error("sts", "AssumeRole", Some(&self.role))
+                    })?
                     .credentials,
             ),
-            StsSource::WebIdentity { auth, service_account } => {
-                let token = auth.service_account_token(service_account, &[STS_AUDIENCE], None).await?;
+            StsSource::WebIdentity {
+                auth,
+                service_account,
+            } => {
+                let token = auth
+                    .service_account_token(service_account, &[STS_AUDIENCE], None)
+                    .await?;
                 let token = text(token, "ServiceAccount token")?;
                 let action = "AssumeRoleWithWebIdentity";
                 let out = self
@@ -562,17 +635,24 @@ impl StsCredentials {
                     .role_session_name(SESSION_NAME)
                     .web_identity_token(token)
                     .customize()
-                    .interceptor(CountCalls::<AssumeRoleWithWebIdentityError>::new(action, true))
+                    .interceptor(CountCalls::<AssumeRoleWithWebIdentityError>::new(
+                        action, true,
+                    ))
                     .send()
                     .await
-                    .map_err(|e| call_error(e, true).provider_error("sts", action, Some(&self.role)))?;
+                    .map_err(|e| {
+                        call_error(e, true).provider_error("sts", action, Some(&self.role))
+                    })?;
                 (action, out.credentials)
             }
         };
         let c = credentials.ok_or_else(|| {
             ProviderError::new(
                 ErrorKind::Authentication,
-                format!("sts {action} {:?}: no credentials in the response", self.role),
+                format!(
+                    "sts {action} {:?}: no credentials in the response",
+                    self.role
+                ),
             )
         })?;
         let expiry = SystemTime::try_from(c.expiration).ok();
@@ -602,7 +682,10 @@ impl ProvideCredentials for StsProvider {
         Self: 'a,
     {
         future::ProvideCredentials::new(async move {
-            self.0.credentials().await.map_err(CredentialsError::provider_error)
+            self.0
+                .credentials()
+                .await
+                .map_err(CredentialsError::provider_error)
         })
     }
 }
@@ -635,7 +718,11 @@ impl Batch {
     /// Adds `request`, or hands it back when the batch is full or already holds another
     /// selector of the same parameter.
     fn try_add(&mut self, request: GetRequest) -> Result<(), GetRequest> {
-        if let Some(entry) = self.entries.iter_mut().find(|e| e.selector == request.selector) {
+        if let Some(entry) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.selector == request.selector)
+        {
             entry.waiters.push(request.reply);
             return Ok(());
         }
@@ -663,7 +750,11 @@ impl Batch {
 /// flushed when it is full or `window` after it was opened. Requests that do not fit (another
 /// version of a parameter already in the batch) open the next batch. Returns when the sender
 /// side is dropped and everything received was flushed.
-async fn run_batcher(mut requests: mpsc::Receiver<GetRequest>, window: Duration, mut flush: impl FnMut(Batch)) {
+async fn run_batcher(
+    mut requests: mpsc::Receiver<GetRequest>,
+    window: Duration,
+    mut flush: impl FnMut(Batch),
+) {
     let mut deferred: VecDeque<GetRequest> = VecDeque::new();
     let mut open = true;
     loop {
@@ -748,13 +839,19 @@ async fn get_parameters(ssm: &aws_sdk_ssm::Client, selectors: &[String]) -> Vec<
         .collect()
 }
 
-async fn call_get_parameters(ssm: &aws_sdk_ssm::Client, selectors: &[String]) -> Result<Vec<GetResult>, CallFailure> {
+async fn call_get_parameters(
+    ssm: &aws_sdk_ssm::Client,
+    selectors: &[String],
+) -> Result<Vec<GetResult>, CallFailure> {
     let out = ssm
         .get_parameters()
         .set_names(Some(selectors.to_vec()))
         .with_decryption(true)
         .customize()
-        .interceptor(CountCalls::<GetParametersError>::new("GetParameters", false))
+        .interceptor(CountCalls::<GetParametersError>::new(
+            "GetParameters",
+            false,
+        ))
         .send()
         .await
         .map_err(|e| call_error(e, false))?;
@@ -838,7 +935,7 @@ where
     if let Some(creds) = find_source::<CredentialsError>(&err) {
         return CallFailure {
             kind: ErrorKind::Authentication,
-            detail: format!("no credentials: {}", DisplayErrorContext(creds)),
+            detail: format!("no credentials: {}", error_chain(creds)),
         };
     }
     let (kind, detail) = match &err {
@@ -848,17 +945,31 @@ where
             let detail = match (code, e.err().message()) {
                 (Some(code), Some(message)) if !message.is_empty() => format!("{code}: {message}"),
                 (Some(code), _) => code.to_string(),
-                (None, _) => format!("HTTP {status}: {}", DisplayErrorContext(e.err())),
+                (None, _) => format!("HTTP {status}: {}", error_chain(e.err())),
             };
             (classify(sts, code, Some(status)), detail)
         }
-        SdkError::TimeoutError(_) => (ErrorKind::Transient, format!("timeout: {}", DisplayErrorContext(&err))),
-        SdkError::DispatchFailure(_) => (ErrorKind::Transient, format!("dispatch failure: {}", DisplayErrorContext(&err))),
-        SdkError::ResponseError(_) => (ErrorKind::Transient, format!("bad response: {}", DisplayErrorContext(&err))),
-        SdkError::ConstructionFailure(_) => (ErrorKind::InvalidConfig, format!("building the request: {}", DisplayErrorContext(&err))),
-        _ => (ErrorKind::Transient, DisplayErrorContext(&err).to_string()),
+        SdkError::ConstructionFailure(_) => (ErrorKind::InvalidConfig, error_chain(&err)),
+        // Timeouts, dispatch failures (connection refused, DNS, TLS), unreadable responses.
+        _ => (ErrorKind::Transient, error_chain(&err)),
     };
     CallFailure { kind, detail }
+}
+
+/// The messages of `err` and its sources, joined by `: ` (a message that already ends with
+/// its source's is not repeated), e.g. `dispatch failure: io error: client error (Connect):
+/// tcp connect error: Connection refused (os error 111)`.
+fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut messages: Vec<String> = Vec::new();
+    let mut current = Some(err);
+    while let Some(e) = current {
+        let message = e.to_string();
+        if !messages.last().is_some_and(|last| last.ends_with(&message)) {
+            messages.push(message);
+        }
+        current = e.source();
+    }
+    messages.join(": ")
 }
 
 /// The first error of type `T` in the source chain of `err` (itself included).
@@ -881,15 +992,32 @@ fn classify(sts: bool, code: Option<&str>, status: Option<u16>) -> ErrorKind {
     let kind = match code.unwrap_or_default() {
         "ParameterNotFound" | "ParameterVersionNotFound" => NotFound,
         "AccessDeniedException" | "AccessDenied" => AccessDenied,
-        "ThrottlingException" | "Throttling" | "TooManyRequestsException" | "RequestLimitExceeded"
+        "ThrottlingException"
+        | "Throttling"
+        | "TooManyRequestsException"
+        | "RequestLimitExceeded"
         | "TooManyUpdates" => Throttled,
-        "UnrecognizedClientException" | "InvalidClientTokenId" | "InvalidSignatureException"
-        | "SignatureDoesNotMatch" | "IncompleteSignature" | "MissingAuthenticationToken"
-        | "ExpiredTokenException" | "ExpiredToken" | "InvalidIdentityToken" | "IDPRejectedClaim"
+        "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "InvalidSignatureException"
+        | "SignatureDoesNotMatch"
+        | "IncompleteSignature"
+        | "MissingAuthenticationToken"
+        | "ExpiredTokenException"
+        | "ExpiredToken"
+        | "InvalidIdentityToken"
+        | "IDPRejectedClaim"
         | "RegionDisabledException" => Authentication,
-        "ValidationException" | "InvalidFilterKey" | "InvalidFilterOption" | "InvalidFilterValue"
-        | "InvalidParameterValue" | "MalformedPolicyDocument" => InvalidConfig,
-        "InternalServerError" | "InternalFailure" | "ServiceUnavailable" | "IDPCommunicationError"
+        "ValidationException"
+        | "InvalidFilterKey"
+        | "InvalidFilterOption"
+        | "InvalidFilterValue"
+        | "InvalidParameterValue"
+        | "MalformedPolicyDocument" => InvalidConfig,
+        "InternalServerError"
+        | "InternalFailure"
+        | "ServiceUnavailable"
+        | "IDPCommunicationError"
         | "InvalidNextToken" => Transient,
         _ => match status {
             Some(429) => Throttled,
@@ -927,7 +1055,9 @@ impl<E> CountCalls<E> {
 
 impl<E> fmt::Debug for CountCalls<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CountCalls").field("action", &self.action).finish()
+        f.debug_struct("CountCalls")
+            .field("action", &self.action)
+            .finish()
     }
 }
 
@@ -999,19 +1129,46 @@ mod tests {
     #[test]
     fn error_codes_are_classified() {
         use ErrorKind::*;
-        assert_eq!(classify(false, Some("ParameterNotFound"), Some(400)), NotFound);
-        assert_eq!(classify(false, Some("AccessDeniedException"), Some(400)), AccessDenied);
-        assert_eq!(classify(false, Some("ThrottlingException"), Some(400)), Throttled);
-        assert_eq!(classify(false, Some("UnrecognizedClientException"), Some(400)), Authentication);
-        assert_eq!(classify(false, Some("ValidationException"), Some(400)), InvalidConfig);
-        assert_eq!(classify(false, Some("InternalServerError"), Some(500)), Transient);
+        assert_eq!(
+            classify(false, Some("ParameterNotFound"), Some(400)),
+            NotFound
+        );
+        assert_eq!(
+            classify(false, Some("AccessDeniedException"), Some(400)),
+            AccessDenied
+        );
+        assert_eq!(
+            classify(false, Some("ThrottlingException"), Some(400)),
+            Throttled
+        );
+        assert_eq!(
+            classify(false, Some("UnrecognizedClientException"), Some(400)),
+            Authentication
+        );
+        assert_eq!(
+            classify(false, Some("ValidationException"), Some(400)),
+            InvalidConfig
+        );
+        assert_eq!(
+            classify(false, Some("InternalServerError"), Some(500)),
+            Transient
+        );
         assert_eq!(classify(false, None, Some(503)), Transient);
         assert_eq!(classify(false, None, Some(429)), Throttled);
         // STS: a refusal is an authentication failure; throttling stays throttling.
-        assert_eq!(classify(true, Some("AccessDenied"), Some(403)), Authentication);
-        assert_eq!(classify(true, Some("InvalidIdentityToken"), Some(400)), Authentication);
+        assert_eq!(
+            classify(true, Some("AccessDenied"), Some(403)),
+            Authentication
+        );
+        assert_eq!(
+            classify(true, Some("InvalidIdentityToken"), Some(400)),
+            Authentication
+        );
         assert_eq!(classify(true, Some("Throttling"), Some(400)), Throttled);
-        assert_eq!(classify(true, Some("IDPCommunicationError"), Some(400)), Transient);
+        assert_eq!(
+            classify(true, Some("IDPCommunicationError"), Some(400)),
+            Transient
+        );
     }
 
     fn request(selector: &str) -> (GetRequest, oneshot::Receiver<GetResult>) {
@@ -1072,9 +1229,13 @@ mod tests {
     async fn a_batch_closes_after_the_window() {
         let (tx, rx) = mpsc::channel(16);
         let (flushed_tx, mut flushed) = mpsc::unbounded_channel();
-        let batcher = tokio::spawn(run_batcher(rx, Duration::from_millis(20), move |b: Batch| {
-            let _ = flushed_tx.send(b.entries.len());
-        }));
+        let batcher = tokio::spawn(run_batcher(
+            rx,
+            Duration::from_millis(20),
+            move |b: Batch| {
+                let _ = flushed_tx.send(b.entries.len());
+            },
+        ));
         let (req, _answer) = request("/solo");
         tx.send(req).await.unwrap();
         let started = std::time::Instant::now();
@@ -1084,8 +1245,66 @@ mod tests {
         batcher.await.unwrap();
     }
 
+    /// STS credentials for `role` whose STS endpoint refuses connections (any fetch fails),
+    /// with `cached` credentials expiring after `valid_for`.
+    fn sts_with_cache(valid_for: Duration) -> StsCredentials {
+        let config = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:1")
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "base", "base", None, None, "test",
+            )))
+            .build();
+        let sts = StsCredentials::assume_role(&config, "arn:aws:iam::123456789012:role/r");
+        let expiry = SystemTime::now() + valid_for;
+        let cached = Credentials::new("cached", "cached", None, Some(expiry), "test");
+        StsCredentials {
+            cached: Mutex::new(Some(cached)),
+            ..sts
+        }
+    }
+
+    #[tokio::test]
+    async fn sts_credentials_are_reused_until_the_refresh_margin() {
+        let sts = sts_with_cache(REFRESH_MARGIN + Duration::from_secs(60));
+        let c = sts
+            .credentials()
+            .await
+            .expect("cached credentials, no STS call");
+        assert_eq!(c.access_key_id(), "cached");
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_credentials_that_are_still_valid() {
+        let sts = sts_with_cache(Duration::from_secs(120));
+        let c = sts
+            .credentials()
+            .await
+            .expect("old credentials while valid");
+        assert_eq!(c.access_key_id(), "cached");
+
+        let sts = sts_with_cache(Duration::from_secs(30));
+        let err = sts
+            .credentials()
+            .await
+            .expect_err("about to expire: the error");
+        assert_eq!(err.kind, ErrorKind::Transient, "{}", err.message);
+        assert!(
+            err.message.starts_with(
+                "sts AssumeRole \"arn:aws:iam::123456789012:role/r\": dispatch failure"
+            ),
+            "{}",
+            err.message
+        );
+    }
+
     fn parameter(name: &str, value: &str) -> aws_sdk_ssm::types::Parameter {
-        aws_sdk_ssm::types::Parameter::builder().name(name).value(value).build()
+        aws_sdk_ssm::types::Parameter::builder()
+            .name(name)
+            .value(value)
+            .build()
     }
 
     #[test]
@@ -1102,26 +1321,43 @@ mod tests {
             .collect();
         assert_eq!(values, [Some("ay".into()), Some("bee".into()), None]);
         let unanswered = match_response(&["/x".to_string()], vec![], vec![]);
-        assert_eq!(unanswered[0].as_ref().unwrap_err().kind, ErrorKind::Transient);
+        assert_eq!(
+            unanswered[0].as_ref().unwrap_err().kind,
+            ErrorKind::Transient
+        );
     }
 
     #[test]
     fn find_filters() {
         let tags = BTreeMap::from([("env".to_string(), "prod".to_string())]);
-        let (filters, what) = describe_filters(Some("/app/"), &tags, Some("/app/db".into())).unwrap();
+        let (filters, what) =
+            describe_filters(Some("/app/"), &tags, Some("/app/db".into())).unwrap();
         let shown: Vec<(String, String, Vec<String>)> = filters
             .iter()
-            .map(|f| (f.key().to_string(), f.option().unwrap().to_string(), f.values().to_vec()))
+            .map(|f| {
+                (
+                    f.key().to_string(),
+                    f.option().unwrap().to_string(),
+                    f.values().to_vec(),
+                )
+            })
             .collect();
         assert_eq!(
             shown,
             [
                 ("Path".into(), "Recursive".into(), vec!["/app".to_string()]),
-                ("Name".into(), "BeginsWith".into(), vec!["/app/db".to_string()]),
+                (
+                    "Name".into(),
+                    "BeginsWith".into(),
+                    vec!["/app/db".to_string()]
+                ),
                 ("tag:env".into(), "Equals".into(), vec!["prod".to_string()]),
             ]
         );
-        assert_eq!(what, "Path Recursive /app, Name BeginsWith /app/db, tag:env Equals prod");
+        assert_eq!(
+            what,
+            "Path Recursive /app, Name BeginsWith /app/db, tag:env Equals prod"
+        );
         let (_, root) = describe_filters(Some("/"), &BTreeMap::new(), None).unwrap();
         assert_eq!(root, "Path Recursive /");
     }

@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use futures::{StreamExt, stream};
 use regex::Regex;
+use rustify::errors::ClientError as RestError;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
@@ -35,7 +36,6 @@ use vaultrs::{
     client::{VaultClient, VaultClientSettings, VaultClientSettingsBuilder},
     error::ClientError,
 };
-use rustify::errors::ClientError as RestError;
 use zeroize::Zeroizing;
 
 use super::{AuthContext, ErrorKind, Provider, ProviderError, SecretMap, SecretValue};
@@ -55,6 +55,8 @@ const FIND_CONCURRENCY: usize = 8;
 const DEFAULT_MOUNT: &str = "secret";
 /// Default audience of a TokenRequest token for JWT login (as ESO).
 const DEFAULT_JWT_AUDIENCE: &str = "vault";
+/// Pause between attempts to refresh a token that is due but still valid, when Vault fails.
+const REFRESH_RETRY: Duration = Duration::from_secs(5);
 
 /// A store's Vault / OpenBao KV engine: a logged-in client, its mount and KV version.
 ///
@@ -88,6 +90,9 @@ struct Session {
     generation: u64,
     /// `None` for a static token.
     lease: Option<Lease>,
+    /// After a failed renewal and login while the token still had time left: no new attempt
+    /// before this instant (the token is used meanwhile).
+    retry_at: Option<Instant>,
 }
 
 /// Lifetime of a login token as Vault announced it.
@@ -170,12 +175,16 @@ impl Login {
     fn describe(&self) -> String {
         match self {
             Login::AppRole { mount, .. } => format!("approle at auth/{mount}"),
-            Login::Kubernetes { mount, role, .. } => format!("kubernetes at auth/{mount} (role {role:?})"),
+            Login::Kubernetes { mount, role, .. } => {
+                format!("kubernetes at auth/{mount} (role {role:?})")
+            }
             Login::Jwt { mount, role, .. } => match role {
                 Some(role) => format!("jwt at auth/{mount} (role {role:?})"),
                 None => format!("jwt at auth/{mount} (default role)"),
             },
-            Login::UserPass { mount, username, .. } => format!("userpass at auth/{mount} (user {username:?})"),
+            Login::UserPass {
+                mount, username, ..
+            } => format!("userpass at auth/{mount} (user {username:?})"),
         }
     }
 }
@@ -207,7 +216,11 @@ impl Method {
             let role_id = match (&a.role_id, &a.role_ref) {
                 (Some(id), None) => RoleId::Inline(id.clone()),
                 (None, Some(sel)) => RoleId::Secret(sel.clone()),
-                _ => return Err(invalid("vault: appRole needs exactly one of roleId and roleRef")),
+                _ => {
+                    return Err(invalid(
+                        "vault: appRole needs exactly one of roleId and roleRef",
+                    ));
+                }
             };
             return Ok(Method::Login(Login::AppRole {
                 mount: auth_mount(&a.path)?,
@@ -218,7 +231,9 @@ impl Method {
         if let Some(k) = &auth.kubernetes {
             let jwt = match (&k.secret_ref, &k.service_account_ref) {
                 (Some(_), Some(_)) => {
-                    return Err(invalid("vault: kubernetes auth takes serviceAccountRef or secretRef, not both"));
+                    return Err(invalid(
+                        "vault: kubernetes auth takes serviceAccountRef or secretRef, not both",
+                    ));
                 }
                 (Some(sel), None) => JwtSource::Secret(sel.clone()),
                 (None, account) => JwtSource::ServiceAccount {
@@ -284,8 +299,8 @@ impl VaultKvProvider {
     /// ConfigMaps and ServiceAccount tokens through `auth`.
     ///
     /// - `server` must be an `http` or `https` URL; `namespace` is sent as `X-Vault-Namespace`
-    ///   on every request; `caBundle` (base64 of PEM, or PEM) and `caProvider` are trusted in
-    ///   addition to nothing else (the PEM is written once to
+    ///   on every request; the certificates of `caBundle` (base64 of PEM, or PEM) and
+    ///   `caProvider` are trusted besides the default roots (the PEM is written once to
     ///   `$TMPDIR/secret-relay-vault-ca/<sha256>.pem`, as vaultrs reads CAs from files).
     /// - Login (one `login` call): AppRole `POST /v1/auth/<path>/login {role_id, secret_id}`;
     ///   Kubernetes `POST /v1/auth/<mountPath>/login {role, jwt}` with a TokenRequest token
@@ -306,10 +321,17 @@ impl VaultKvProvider {
         let namespace = match spec.namespace.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(ns) if header_safe(ns) => Some(ns.trim_matches('/').to_string()),
-            Some(ns) => return Err(invalid(format!("vault: namespace {ns:?} is not a valid header value"))),
+            Some(ns) => {
+                return Err(invalid(format!(
+                    "vault: namespace {ns:?} is not a valid header value"
+                )));
+            }
         };
         let ca_certs = match ca_pem(spec, auth).await? {
-            Some(pem) => vec![write_ca_file(&std::env::temp_dir().join("secret-relay-vault-ca"), &pem)?],
+            Some(pem) => vec![write_ca_file(
+                &std::env::temp_dir().join("secret-relay-vault-ca"),
+                &pem,
+            )?],
             None => Vec::new(),
         };
         // Every field is set explicitly: the builder's defaults read VAULT_* variables of
@@ -346,6 +368,7 @@ impl VaultKvProvider {
                     client: Arc::new(client_with_token(&conn.settings, token)?),
                     generation: 0,
                     lease: None,
+                    retry_at: None,
                 };
                 (None, session)
             }
@@ -355,6 +378,7 @@ impl VaultKvProvider {
                     client: Arc::new(client),
                     generation: 1,
                     lease: Some(lease),
+                    retry_at: None,
                 };
                 (Some(login), session)
             }
@@ -369,22 +393,41 @@ impl VaultKvProvider {
     }
 
     /// The client with a usable token, renewing or replacing a login token that is due, and
-    /// the session generation it belongs to.
+    /// the session generation it belongs to. When Vault fails to renew or replace a token that
+    /// has not expired yet, the token is used as it is and the refresh is tried again
+    /// [`REFRESH_RETRY`] later; an expired one makes the error the caller's.
     async fn session(&self) -> Result<(Arc<VaultClient>, u64), ProviderError> {
         let mut session = self.session.lock().await;
+        let now = Instant::now();
         if let (Some(login), Some(lease)) = (&self.login, session.lease)
-            && lease.due(Instant::now())
+            && lease.due(now)
+            && session.retry_at.is_none_or(|at| now >= at)
+            && let Err(e) = self.refresh(login, &mut session, lease).await
         {
-            self.refresh(login, &mut session, lease).await?;
+            let now = Instant::now();
+            if now >= lease.expiry() {
+                return Err(e);
+            }
+            warn!(error = %e, "vault: could not refresh the token, using it until it expires");
+            session.retry_at = Some(now + REFRESH_RETRY);
         }
         Ok((session.client.clone(), session.generation))
     }
 
     /// Renews the session's token (`POST /v1/auth/token/renew-self`, one `renew` call) when
-    /// it is renewable and the renewal pushes its expiry out; logs in again otherwise.
-    async fn refresh(&self, login: &Login, session: &mut Session, lease: Lease) -> Result<(), ProviderError> {
-        if lease.renewable {
-            let result = counted("renew", vaultrs::token::renew_self(session.client.as_ref(), None).await);
+    /// it is renewable, not yet expired (the store may have been idle) and the renewal pushes
+    /// its expiry out; logs in again otherwise.
+    async fn refresh(
+        &self,
+        login: &Login,
+        session: &mut Session,
+        lease: Lease,
+    ) -> Result<(), ProviderError> {
+        if lease.renewable && Instant::now() < lease.expiry() {
+            let result = counted(
+                "renew",
+                vaultrs::token::renew_self(session.client.as_ref(), None).await,
+            );
             match result {
                 Ok(info) => {
                     let renewed = Lease::from_auth(&info, Instant::now());
@@ -392,20 +435,28 @@ impl VaultKvProvider {
                     if renewed.expiry() > lease.expiry() + Duration::from_secs(1) {
                         debug!(ttl_seconds = info.lease_duration, "vault: token renewed");
                         session.lease = Some(renewed);
+                        session.retry_at = None;
                         return Ok(());
                     }
                     debug!("vault: token at its max TTL, logging in again");
                 }
-                Err(e) => warn!(error = %error_text(&e), "vault: token renewal failed, logging in again"),
+                Err(e) => {
+                    warn!(error = %error_text(&e), "vault: token renewal failed, logging in again")
+                }
             }
         }
         self.replace_session(login, session).await
     }
 
-    async fn replace_session(&self, login: &Login, session: &mut Session) -> Result<(), ProviderError> {
+    async fn replace_session(
+        &self,
+        login: &Login,
+        session: &mut Session,
+    ) -> Result<(), ProviderError> {
         let (client, lease) = self.conn.login(login).await?;
         session.client = Arc::new(client);
         session.lease = Some(lease);
+        session.retry_at = None;
         session.generation += 1;
         Ok(())
     }
@@ -428,7 +479,11 @@ impl VaultKvProvider {
     /// honours (revoked, expired early). `lookup-self` tells them apart for one light call;
     /// for a dead token the provider logs in again (once, shared with concurrent callers) and
     /// retries `f` once. The outer error is a failed login; the inner one is `f`'s.
-    async fn call<T, F, Fut>(&self, operation: &'static str, f: F) -> Result<Result<T, ClientError>, ProviderError>
+    async fn call<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        f: F,
+    ) -> Result<Result<T, ClientError>, ProviderError>
     where
         F: Fn(Arc<VaultClient>) -> Fut,
         Fut: Future<Output = Result<T, ClientError>>,
@@ -439,7 +494,10 @@ impl VaultKvProvider {
         if !denied || self.login.is_none() {
             return Ok(first);
         }
-        let lookup = counted("lookup_self", vaultrs::token::lookup_self(client.as_ref()).await);
+        let lookup = counted(
+            "lookup_self",
+            vaultrs::token::lookup_self(client.as_ref()).await,
+        );
         if !matches!(&lookup, Err(e) if matches!(status(e), Some(401 | 403))) {
             return Ok(first);
         }
@@ -452,7 +510,10 @@ impl VaultKvProvider {
     /// (`secret/app/db`) and, for KV v2, `data/` after it (`secret/data/app/db`).
     fn secret_path(&self, key: &str) -> Result<String, ProviderError> {
         let mut path = key.trim_matches('/');
-        if let Some(rest) = path.strip_prefix(self.mount.as_str()).and_then(|r| r.strip_prefix('/')) {
+        if let Some(rest) = path
+            .strip_prefix(self.mount.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        {
             path = rest;
             if self.kv == VaultKvVersion::V2 {
                 path = path.strip_prefix("data/").unwrap_or(path);
@@ -475,12 +536,16 @@ impl VaultKvProvider {
     /// Reads one secret: `GET /v1/<mount>/data/<path>[?version=N]` (v2) or
     /// `GET /v1/<mount>/<path>` (v1); one `kv_read` call. Returns the secret's data and, for
     /// v2, its custom metadata; `None` on 404 (also a deleted or destroyed v2 version).
-    async fn read(&self, path: &str, version: Option<u64>) -> Result<Option<KvSecret>, ProviderError> {
+    async fn read(
+        &self,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<Option<KvSecret>, ProviderError> {
         let mount: Arc<str> = self.mount.as_str().into();
         let key: Arc<str> = path.into();
         let result = match self.kv {
-            VaultKvVersion::V2 => self
-                .call("kv_read", |client| {
+            VaultKvVersion::V2 => {
+                self.call("kv_read", |client| {
                     let (mount, key) = (mount.clone(), key.clone());
                     async move {
                         let endpoint = ReadSecretRequest::builder()
@@ -489,16 +554,18 @@ impl VaultKvProvider {
                             .version(version)
                             .build()
                             .expect("every field of ReadSecretRequest is set");
-                        let read: ReadSecretResponse = vaultrs::api::exec_with_result(client.as_ref(), endpoint).await?;
+                        let read: ReadSecretResponse =
+                            vaultrs::api::exec_with_result(client.as_ref(), endpoint).await?;
                         Ok(KvSecret {
                             data: read.data,
                             custom_metadata: read.metadata.custom_metadata.unwrap_or_default(),
                         })
                     }
                 })
-                .await?,
-            VaultKvVersion::V1 => self
-                .call("kv_read", |client| {
+                .await?
+            }
+            VaultKvVersion::V1 => {
+                self.call("kv_read", |client| {
                     let (mount, key) = (mount.clone(), key.clone());
                     async move {
                         let read = vaultrs::kv1::get_raw(client.as_ref(), &mount, &key).await?;
@@ -508,7 +575,8 @@ impl VaultKvProvider {
                         })
                     }
                 })
-                .await?,
+                .await?
+            }
         };
         match result {
             Ok(secret) => Ok(Some(secret)),
@@ -534,7 +602,12 @@ impl VaultKvProvider {
             VaultKvVersion::V1 => {
                 self.call("kv_list", |client| {
                     let (mount, key) = (mount.clone(), key.clone());
-                    async move { Ok(vaultrs::kv1::list(client.as_ref(), &mount, &key).await?.data.keys) }
+                    async move {
+                        Ok(vaultrs::kv1::list(client.as_ref(), &mount, &key)
+                            .await?
+                            .data
+                            .keys)
+                    }
                 })
                 .await?
             }
@@ -552,8 +625,7 @@ impl VaultKvProvider {
         }
     }
 
-    /// Every secret path below `root` (`""` or ending in `/`), depth first, sorted per folder
-    /// as Vault returns them.
+    /// Every secret path below `root` (`""` or ending in `/`), in no particular order.
     async fn list_recursive(&self, root: String) -> Result<Vec<String>, ProviderError> {
         let mut found = Vec::new();
         let mut folders = vec![root];
@@ -582,14 +654,20 @@ impl KvSecret {
     fn value(&self) -> Result<SecretValue, ProviderError> {
         serde_json::to_vec(&self.data)
             .map(SecretValue::new)
-            .map_err(|_| ProviderError::new(ErrorKind::Transient, "vault: cannot serialize a secret's data"))
+            .map_err(|_| {
+                ProviderError::new(
+                    ErrorKind::Transient,
+                    "vault: cannot serialize a secret's data",
+                )
+            })
     }
 }
 
 #[async_trait]
 impl Provider for VaultKvProvider {
     /// Reads secret `key` (a path below the mount) and returns its data map as a JSON object,
-    /// values as Vault returned them (strings, numbers, nested objects).
+    /// values as Vault returned them (strings, numbers, nested objects). As with ESO, the key
+    /// may also start with the mount (`secret/app/db`, and for KV v2 `secret/data/app/db`).
     ///
     /// KV v2: `GET /v1/<mount>/data/<key>`, `version` (a decimal number) as `?version=N`;
     /// KV v1: `GET /v1/<mount>/<key>` (no versions). One `kv_read` call, plus a `lookup_self`
@@ -599,7 +677,11 @@ impl Provider for VaultKvProvider {
     /// on 403 (`vault: permission denied on secret/data/app/db`); `InvalidConfig` for an
     /// empty key, a non-numeric version, or a version with KV v1; `Throttled` on 429;
     /// `Transient` otherwise, with the status and Vault's error text.
-    async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<SecretValue>, ProviderError> {
+    async fn get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<SecretValue>, ProviderError> {
         let path = self.secret_path(key)?;
         let version = match (version.map(str::trim).filter(|v| !v.is_empty()), self.kv) {
             (None, _) => None,
@@ -661,14 +743,15 @@ impl Provider for VaultKvProvider {
             .into_iter()
             .filter(|path| name.as_ref().is_none_or(|re| re.is_match(path)))
             .collect();
-        let reads: Vec<(String, Result<Option<KvSecret>, ProviderError>)> = stream::iter(candidates)
-            .map(|path| async move {
-                let secret = self.read(&path, None).await;
-                (path, secret)
-            })
-            .buffer_unordered(FIND_CONCURRENCY)
-            .collect()
-            .await;
+        let reads: Vec<(String, Result<Option<KvSecret>, ProviderError>)> =
+            stream::iter(candidates)
+                .map(|path| async move {
+                    let secret = self.read(&path, None).await;
+                    (path, secret)
+                })
+                .buffer_unordered(FIND_CONCURRENCY)
+                .collect()
+                .await;
         let mut found = SecretMap::new();
         for (path, secret) in reads {
             // A secret deleted between the list and the read is simply gone.
@@ -692,14 +775,18 @@ impl Provider for VaultKvProvider {
     async fn validate(&self) -> Result<(), ProviderError> {
         let (client, generation) = self.session().await?;
         let mut result = counted("lookup_self", lookup_self(&client).await);
-        if self.login.is_some() && matches!(&result, Err(e) if matches!(status(e), Some(401 | 403))) {
+        if self.login.is_some() && matches!(&result, Err(e) if matches!(status(e), Some(401 | 403)))
+        {
             let client = self.relogin(generation).await?;
             result = counted("lookup_self", lookup_self(&client).await);
         }
         result.map_err(|e| {
             ProviderError::new(
                 kind_of("lookup_self", &e),
-                format!("vault: token check (auth/token/lookup-self): {}", error_text(&e)),
+                format!(
+                    "vault: token check (auth/token/lookup-self): {}",
+                    error_text(&e)
+                ),
             )
         })
     }
@@ -755,7 +842,11 @@ impl Connector {
         let info = counted("login", result).map_err(|e| {
             ProviderError::new(
                 kind_of("login", &e),
-                format!("vault: login with {} failed: {}", login.describe(), error_text(&e)),
+                format!(
+                    "vault: login with {} failed: {}",
+                    login.describe(),
+                    error_text(&e)
+                ),
             )
         })?;
         let lease = Lease::from_auth(&info, Instant::now());
@@ -763,7 +854,10 @@ impl Connector {
         if token.is_empty() || !header_safe(&token) {
             return Err(ProviderError::new(
                 ErrorKind::Authentication,
-                format!("vault: login with {} returned no usable token", login.describe()),
+                format!(
+                    "vault: login with {} returned no usable token",
+                    login.describe()
+                ),
             ));
         }
         debug!(
@@ -776,9 +870,16 @@ impl Connector {
     }
 
     /// The JWT of a login: read from a Secret or requested for a ServiceAccount.
-    async fn jwt(&self, source: &JwtSource, method: &str) -> Result<Zeroizing<String>, ProviderError> {
+    async fn jwt(
+        &self,
+        source: &JwtSource,
+        method: &str,
+    ) -> Result<Zeroizing<String>, ProviderError> {
         let jwt = match source {
-            JwtSource::Secret(sel) => self.secret_string(sel, &format!("{method}.secretRef")).await?,
+            JwtSource::Secret(sel) => {
+                self.secret_string(sel, &format!("{method}.secretRef"))
+                    .await?
+            }
             JwtSource::ServiceAccount {
                 account,
                 expiration_seconds,
@@ -787,14 +888,21 @@ impl Connector {
                     .auth
                     .service_account_token(account, &[], *expiration_seconds)
                     .await?;
-                utf8(token, &format!("{method}: ServiceAccount {:?} token", account.name))?
+                utf8(
+                    token,
+                    &format!("{method}: ServiceAccount {:?} token", account.name),
+                )?
             }
         };
         Ok(Zeroizing::new(jwt.trim().to_string()))
     }
 
     /// A Secret key as UTF-8 text; `what` names the field for messages.
-    async fn secret_string(&self, sel: &SecretKeySelector, what: &str) -> Result<Zeroizing<String>, ProviderError> {
+    async fn secret_string(
+        &self,
+        sel: &SecretKeySelector,
+        what: &str,
+    ) -> Result<Zeroizing<String>, ProviderError> {
         let value = self.auth.secret_value(sel).await?;
         utf8(value, &format!("{what} {}", describe_ref(sel)))
     }
@@ -819,10 +927,18 @@ fn describe_ref(sel: &SecretKeySelector) -> String {
 }
 
 /// A client of `settings` that sends `token`.
-fn client_with_token(settings: &VaultClientSettings, token: &str) -> Result<VaultClient, ProviderError> {
+fn client_with_token(
+    settings: &VaultClientSettings,
+    token: &str,
+) -> Result<VaultClient, ProviderError> {
     let mut settings = settings.clone();
     settings.token = token.to_string();
-    VaultClient::new(settings).map_err(|e| invalid(format!("vault: building the HTTP client: {}", error_text(&e))))
+    VaultClient::new(settings).map_err(|e| {
+        invalid(format!(
+            "vault: building the HTTP client: {}",
+            error_text(&e)
+        ))
+    })
 }
 
 /// Counts one Vault HTTP call of `operation` with its outcome, and passes the result on.
@@ -838,11 +954,10 @@ fn counted<T>(operation: &'static str, result: Result<T, ClientError>) -> Result
 /// HTTP status of a Vault error response, if the server answered.
 fn status(e: &ClientError) -> Option<u16> {
     match e {
-        ClientError::APIError { code, .. } => Some(*code),
-        ClientError::RestClientError { source } => match source {
-            RestError::ServerResponseError { code, .. } => Some(*code),
-            _ => None,
-        },
+        ClientError::APIError { code, .. }
+        | ClientError::RestClientError {
+            source: RestError::ServerResponseError { code, .. },
+        } => Some(*code),
         _ => None,
     }
 }
@@ -868,7 +983,10 @@ fn kind_of(operation: &str, e: &ClientError) -> ErrorKind {
 /// error text.
 fn kv_error(operation: &str, e: &ClientError, shown: &str, verb: &str) -> ProviderError {
     match kind_of(operation, e) {
-        ErrorKind::AccessDenied => ProviderError::new(ErrorKind::AccessDenied, format!("vault: permission denied on {shown}")),
+        ErrorKind::AccessDenied => ProviderError::new(
+            ErrorKind::AccessDenied,
+            format!("vault: permission denied on {shown}"),
+        ),
         kind => ProviderError::new(kind, format!("vault: {verb} {shown}: {}", error_text(e))),
     }
 }
@@ -878,7 +996,11 @@ fn kv_error(operation: &str, e: &ClientError, shown: &str, verb: &str) -> Provid
 fn error_text(e: &ClientError) -> String {
     match e {
         ClientError::APIError { code, errors } => {
-            let errors: Vec<&str> = errors.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect();
+            let errors: Vec<&str> = errors
+                .iter()
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .collect();
             if errors.is_empty() {
                 format!("status {code}")
             } else {
@@ -888,7 +1010,9 @@ fn error_text(e: &ClientError) -> String {
         ClientError::RestClientError { source } => match source {
             RestError::ServerResponseError { code, .. } => format!("status {code}"),
             RestError::RequestError { source, .. } => format!("request failed: {source:#}"),
-            RestError::ResponseError { source } => format!("reading the response failed: {source:#}"),
+            RestError::ResponseError { source } => {
+                format!("reading the response failed: {source:#}")
+            }
             _ => "unexpected response".to_string(),
         },
         ClientError::JsonParseError { .. } => "unexpected response".to_string(),
@@ -911,7 +1035,9 @@ fn check_server(server: &str) -> Result<url::Url, ProviderError> {
     let url = url::Url::parse(server.trim())
         .map_err(|e| invalid(format!("vault: server {server:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid(format!("vault: server {server:?} is not an http(s) URL")));
+        return Err(invalid(format!(
+            "vault: server {server:?} is not an http(s) URL"
+        )));
     }
     Ok(url)
 }
@@ -928,7 +1054,10 @@ fn normalize_mount(path: &str) -> Result<String, ProviderError> {
 /// An auth method's mount path without slashes and without a leading `auth/`.
 fn auth_mount(path: &str) -> Result<String, ProviderError> {
     let trimmed = path.trim().trim_matches('/');
-    let mount = trimmed.strip_prefix("auth/").unwrap_or(trimmed).trim_matches('/');
+    let mount = trimmed
+        .strip_prefix("auth/")
+        .unwrap_or(trimmed)
+        .trim_matches('/');
     if mount.is_empty() {
         return Err(invalid(format!("vault: auth mount path {path:?} is empty")));
     }
@@ -936,9 +1065,17 @@ fn auth_mount(path: &str) -> Result<String, ProviderError> {
 }
 
 /// The PEM CA certificates of `caBundle` and `caProvider`, if any.
-async fn ca_pem(spec: &VaultProvider, auth: &AuthContext) -> Result<Option<Vec<u8>>, ProviderError> {
+async fn ca_pem(
+    spec: &VaultProvider,
+    auth: &AuthContext,
+) -> Result<Option<Vec<u8>>, ProviderError> {
     let mut pem = Vec::new();
-    if let Some(bundle) = spec.ca_bundle.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
+    if let Some(bundle) = spec
+        .ca_bundle
+        .as_deref()
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+    {
         let decoded = if bundle.starts_with("-----BEGIN") {
             bundle.as_bytes().to_vec()
         } else {
@@ -960,7 +1097,10 @@ async fn ca_pem(spec: &VaultProvider, auth: &AuthContext) -> Result<Option<Vec<u
                 };
                 auth.secret_value(&sel).await?.as_bytes().to_vec()
             }
-            CaProviderType::ConfigMap => auth.config_map_value(&p.name, &p.key, p.namespace.as_deref()).await?,
+            CaProviderType::ConfigMap => {
+                auth.config_map_value(&p.name, &p.key, p.namespace.as_deref())
+                    .await?
+            }
         };
         pem.extend_from_slice(&bytes);
         pem.push(b'\n');
@@ -969,7 +1109,9 @@ async fn ca_pem(spec: &VaultProvider, auth: &AuthContext) -> Result<Option<Vec<u
         return Ok(None);
     }
     if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-        return Err(invalid("vault: caBundle/caProvider holds no PEM certificate"));
+        return Err(invalid(
+            "vault: caBundle/caProvider holds no PEM certificate",
+        ));
     }
     Ok(Some(pem))
 }
@@ -995,9 +1137,12 @@ fn write_ca_file(dir: &Path, pem: &[u8]) -> Result<String, ProviderError> {
         std::fs::write(&tmp, pem).map_err(failed)?;
         std::fs::rename(&tmp, &path).map_err(failed)?;
     }
-    path.to_str()
-        .map(str::to_string)
-        .ok_or_else(|| invalid(format!("vault: CA file path {} is not UTF-8", path.display())))
+    path.to_str().map(str::to_string).ok_or_else(|| {
+        invalid(format!(
+            "vault: CA file path {} is not UTF-8",
+            path.display()
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -1035,7 +1180,10 @@ mod tests {
         assert_eq!(kind_of("login", &api(400)), ErrorKind::Authentication);
         assert_eq!(kind_of("login", &api(403)), ErrorKind::Authentication);
         assert_eq!(kind_of("login", &api(503)), ErrorKind::Transient);
-        assert_eq!(kind_of("login", &ClientError::ResponseEmptyError), ErrorKind::Authentication);
+        assert_eq!(
+            kind_of("login", &ClientError::ResponseEmptyError),
+            ErrorKind::Authentication
+        );
         assert_eq!(
             kv_error("kv_read", &api(403), "secret/data/app/db", "read").to_string(),
             "vault: permission denied on secret/data/app/db"
@@ -1055,7 +1203,10 @@ mod tests {
     fn mount_and_auth_paths_are_normalized() {
         assert_eq!(normalize_mount("/secret/").unwrap(), "secret");
         assert_eq!(normalize_mount("team/kv").unwrap(), "team/kv");
-        assert_eq!(normalize_mount("/").unwrap_err().kind, ErrorKind::InvalidConfig);
+        assert_eq!(
+            normalize_mount("/").unwrap_err().kind,
+            ErrorKind::InvalidConfig
+        );
         assert_eq!(auth_mount("auth/approle/").unwrap(), "approle");
         assert_eq!(auth_mount("k8s-prod").unwrap(), "k8s-prod");
         assert!(auth_mount("/").is_err());
@@ -1065,8 +1216,18 @@ mod tests {
     fn server_must_be_an_http_url() {
         assert!(check_server("https://vault.example:8200").is_ok());
         assert!(check_server("http://127.0.0.1:8200").is_ok());
-        for bad in ["vault.example:8200", "ftp://vault.example", "https://", "not a url", ""] {
-            assert_eq!(check_server(bad).unwrap_err().kind, ErrorKind::InvalidConfig, "{bad}");
+        for bad in [
+            "vault.example:8200",
+            "ftp://vault.example",
+            "https://",
+            "not a url",
+            "",
+        ] {
+            assert_eq!(
+                check_server(bad).unwrap_err().kind,
+                ErrorKind::InvalidConfig,
+                "{bad}"
+            );
         }
     }
 
@@ -1080,7 +1241,10 @@ mod tests {
     #[test]
     fn auth_method_must_be_exactly_one() {
         let none = VaultAuth::default();
-        assert_eq!(Method::from_spec(&none).err().unwrap().kind, ErrorKind::InvalidConfig);
+        assert_eq!(
+            Method::from_spec(&none).err().unwrap().kind,
+            ErrorKind::InvalidConfig
+        );
         let sel = SecretKeySelector {
             name: "vault".into(),
             key: "token".into(),
@@ -1095,7 +1259,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(Method::from_spec(&two).err().unwrap().kind, ErrorKind::InvalidConfig);
+        assert_eq!(
+            Method::from_spec(&two).err().unwrap().kind,
+            ErrorKind::InvalidConfig
+        );
         let approle_both = VaultAuth {
             app_role: Some(crate::api::secret_store::VaultAppRole {
                 path: "approle".into(),
@@ -1105,7 +1272,10 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(Method::from_spec(&approle_both).err().unwrap().kind, ErrorKind::InvalidConfig);
+        assert_eq!(
+            Method::from_spec(&approle_both).err().unwrap().kind,
+            ErrorKind::InvalidConfig
+        );
     }
 
     #[test]
@@ -1119,7 +1289,8 @@ mod tests {
             }),
             ..Default::default()
         };
-        let Ok(Method::Login(Login::Kubernetes { mount, role, jwt })) = Method::from_spec(&auth) else {
+        let Ok(Method::Login(Login::Kubernetes { mount, role, jwt })) = Method::from_spec(&auth)
+        else {
             panic!("kubernetes login expected");
         };
         assert_eq!((mount.as_str(), role.as_str()), ("kubernetes", "app"));
@@ -1164,7 +1335,8 @@ mod tests {
 
     #[test]
     fn ca_file_is_named_by_its_hash_and_written_once() {
-        let dir = std::env::temp_dir().join(format!("secret-relay-vault-ca-test-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("secret-relay-vault-ca-test-{}", std::process::id()));
         let pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
         let a = write_ca_file(&dir, pem).unwrap();
         let b = write_ca_file(&dir, pem).unwrap();

@@ -53,7 +53,9 @@ impl TestEnv {
             Some(p) if !p.is_empty() => PathBuf::from(p),
             _ => {
                 if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("{test}: no test environment: {ENV_FILE_VAR} is unset (run under hack/test.sh)");
+                    panic!(
+                        "{test}: no test environment: {ENV_FILE_VAR} is unset (run under hack/test.sh)"
+                    );
                 }
                 eprintln!("SKIP: {test}: no test environment (run under hack/test.sh)");
                 return None;
@@ -61,7 +63,10 @@ impl TestEnv {
         };
         match Self::load(&path).await {
             Ok(env) => Some(env),
-            Err(e) => panic!("{test}: loading the test environment from {}: {e:#}", path.display()),
+            Err(e) => panic!(
+                "{test}: loading the test environment from {}: {e:#}",
+                path.display()
+            ),
         }
     }
 
@@ -179,7 +184,9 @@ impl TestEnv {
             .status
             .and_then(|s| s.token)
             .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| panic!("TokenRequest for ServiceAccount {ns}/{sa}: no token in the response"))
+            .unwrap_or_else(|| {
+                panic!("TokenRequest for ServiceAccount {ns}/{sa}: no token in the response")
+            })
     }
 
     /// Absolute path of a tool of the environment: "KUBECTL", "HELM", "SOPS" or "BAO".

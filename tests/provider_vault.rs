@@ -1,0 +1,1346 @@
+//! The Vault provider against the test environment's OpenBao (and its kube-apiserver for
+//! credential Secrets, TokenRequest, Kubernetes and JWT login). Run with
+//! `hack/test.sh --test provider_vault`.
+//!
+//! Every test makes its own KV paths, mounts, policies and namespaces, so they run in
+//! parallel. Login counts come from the process-wide metrics: tests that log in hold
+//! [`LOGINS`] so that deltas measured by one test are its own.
+
+mod common;
+
+use std::{collections::HashMap, path::Path, process::Stdio, time::Duration};
+
+use base64::Engine as _;
+use common::{TestEnv, random_suffix};
+use k8s_openapi::{
+    ByteString,
+    api::{
+        core::v1::{ConfigMap, Secret},
+        rbac::v1::{ClusterRoleBinding, RoleRef, Subject},
+    },
+};
+use kube::{
+    Api,
+    api::{ObjectMeta, PostParams},
+};
+use secret_relay::{
+    api::{
+        SecretKeySelector, ServiceAccountSelector,
+        external_secret::{ExternalSecretFind, FindName},
+        secret_store::{
+            CaProvider, CaProviderType, VaultAppRole, VaultAuth, VaultJwtAuth, VaultKubernetesAuth,
+            VaultKubernetesServiceAccountToken, VaultKvVersion, VaultProvider, VaultUserPass,
+        },
+    },
+    metrics::provider_calls_total,
+    providers::{AuthContext, ErrorKind, Provider, vault::VaultKvProvider},
+};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+/// Held by every test that logs in, so that login/renew counts measured by one test are not
+/// disturbed by another.
+static LOGINS: Mutex<()> = Mutex::const_new(());
+
+fn logins() -> u64 {
+    provider_calls_total("vault", "login")
+}
+
+fn renewals() -> u64 {
+    provider_calls_total("vault", "renew")
+}
+
+/// Runs the `bao` CLI as root against the environment's OpenBao; returns stdout, panics with
+/// stderr on failure.
+async fn bao(env: &TestEnv, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env.tool("BAO"))
+        .args(args)
+        .env("BAO_ADDR", &env.vault_addr)
+        .env("VAULT_ADDR", &env.vault_addr)
+        .env("BAO_TOKEN", &env.vault_token)
+        .env("VAULT_TOKEN", &env.vault_token)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("running bao");
+    assert!(
+        out.status.success(),
+        "bao {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("bao output is UTF-8")
+}
+
+/// Writes policy `name` from HCL.
+async fn policy(env: &TestEnv, name: &str, hcl: &str) {
+    let file = std::env::temp_dir().join(format!("secret-relay-policy-{name}.hcl"));
+    std::fs::write(&file, hcl).unwrap();
+    bao(env, &["policy", "write", name, file.to_str().unwrap()]).await;
+    std::fs::remove_file(&file).unwrap();
+}
+
+/// A policy allowing reads (and lists) of everything below `secret/<prefix>/`.
+async fn read_policy(env: &TestEnv, prefix: &str) -> String {
+    let name = format!("read-{}", prefix.replace('/', "-"));
+    policy(
+        env,
+        &name,
+        &format!(
+            "path \"secret/data/{prefix}/*\" {{ capabilities = [\"read\"] }}\n\
+             path \"secret/metadata/{prefix}/*\" {{ capabilities = [\"list\"] }}\n"
+        ),
+    )
+    .await;
+    name
+}
+
+/// Writes a KV v2 secret below the `secret/` mount.
+async fn put_v2(env: &TestEnv, path: &str, data: Value) {
+    vaultrs::kv2::set(&env.vault(), "secret", path, &data)
+        .await
+        .unwrap_or_else(|e| panic!("writing secret/{path}: {e}"));
+}
+
+/// A Secret `name` in `ns` holding `key: value`; returns its selector.
+async fn kube_secret(
+    env: &TestEnv,
+    ns: &str,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> SecretKeySelector {
+    let api: Api<Secret> = Api::namespaced(env.kube.clone(), ns);
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some([(key.to_string(), ByteString(value.as_bytes().to_vec()))].into()),
+        ..Default::default()
+    };
+    api.create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("creating Secret {ns}/{name}: {e}"));
+    SecretKeySelector {
+        name: name.into(),
+        key: key.into(),
+        namespace: None,
+    }
+}
+
+/// Credentials resolve in `ns`, as for a SecretStore there.
+fn auth_context(env: &TestEnv, ns: &str) -> AuthContext {
+    AuthContext {
+        client: env.kube.clone(),
+        namespace: ns.into(),
+        allow_namespace: false,
+    }
+}
+
+fn spec(env: &TestEnv, auth: VaultAuth) -> VaultProvider {
+    VaultProvider {
+        server: env.vault_addr.clone(),
+        auth,
+        ..Default::default()
+    }
+}
+
+/// A provider with a static token of `policies` (made by root), kept in a Secret of `ns`.
+async fn token_provider(env: &TestEnv, ns: &str, policies: &[&str]) -> VaultKvProvider {
+    token_provider_with(env, ns, policies, |s| s).await
+}
+
+async fn token_provider_with(
+    env: &TestEnv,
+    ns: &str,
+    policies: &[&str],
+    adjust: impl FnOnce(VaultProvider) -> VaultProvider,
+) -> VaultKvProvider {
+    let mut args = vec!["token", "create", "-field=token", "-ttl=1h"];
+    let flags: Vec<String> = policies.iter().map(|p| format!("-policy={p}")).collect();
+    args.extend(flags.iter().map(String::as_str));
+    let token = bao(env, &args).await;
+    let sel = kube_secret(env, ns, "vault-token", "token", token.trim()).await;
+    let spec = adjust(spec(
+        env,
+        VaultAuth {
+            token_secret_ref: Some(sel),
+            ..Default::default()
+        },
+    ));
+    VaultKvProvider::new(&spec, &auth_context(env, ns))
+        .await
+        .expect("token provider")
+}
+
+async fn get_json(provider: &VaultKvProvider, key: &str, version: Option<&str>) -> Option<Value> {
+    provider
+        .get(key, version)
+        .await
+        .unwrap_or_else(|e| panic!("get {key}: {e}"))
+        .map(|v| serde_json::from_slice(v.as_bytes()).expect("value is JSON"))
+}
+
+/// An AppRole mount `approle-<random>` with role `app` of `policy` and extra role settings;
+/// returns (mount, role_id, secret_id).
+async fn approle(env: &TestEnv, policy: &str, settings: &[&str]) -> (String, String, String) {
+    let mount = format!("approle-{}", random_suffix());
+    bao(
+        env,
+        &["auth", "enable", &format!("-path={mount}"), "approle"],
+    )
+    .await;
+    let mut args = vec![
+        "write".to_string(),
+        format!("auth/{mount}/role/app"),
+        format!("token_policies={policy}"),
+    ];
+    args.extend(settings.iter().map(|s| s.to_string()));
+    bao(env, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let role_id = bao(
+        env,
+        &[
+            "read",
+            "-field=role_id",
+            &format!("auth/{mount}/role/app/role-id"),
+        ],
+    )
+    .await;
+    let secret_id = bao(
+        env,
+        &[
+            "write",
+            "-f",
+            "-field=secret_id",
+            &format!("auth/{mount}/role/app/secret-id"),
+        ],
+    )
+    .await;
+    (mount, role_id.trim().into(), secret_id.trim().into())
+}
+
+/// An AppRole provider: role ID inline, secret ID in a Secret of `ns`.
+async fn approle_provider(
+    env: &TestEnv,
+    ns: &str,
+    mount: &str,
+    role_id: &str,
+    secret_id: &str,
+) -> VaultKvProvider {
+    let secret_ref = kube_secret(
+        env,
+        ns,
+        &format!("approle-{}", random_suffix()),
+        "secret-id",
+        secret_id,
+    )
+    .await;
+    let spec = spec(
+        env,
+        VaultAuth {
+            app_role: Some(VaultAppRole {
+                path: mount.into(),
+                role_id: Some(role_id.into()),
+                role_ref: None,
+                secret_ref,
+            }),
+            ..Default::default()
+        },
+    );
+    VaultKvProvider::new(&spec, &auth_context(env, ns))
+        .await
+        .expect("approle provider")
+}
+
+#[tokio::test]
+async fn token_auth_reads_the_whole_kv_v2_data_map() {
+    let Some(env) = TestEnv::get("token_auth_reads_the_whole_kv_v2_data_map").await else {
+        return;
+    };
+    let ns = env.namespace("vault-token").await;
+    let prefix = format!("t-{}", random_suffix());
+    let data = json!({"user": "app", "port": 5432, "ratio": 0.5, "tls": {"enabled": true, "ciphers": ["a", "b"]}});
+    put_v2(&env, &format!("{prefix}/db"), data.clone()).await;
+    let pol = read_policy(&env, &prefix).await;
+    let provider = token_provider(&env, &ns, &[&pol]).await;
+
+    provider.validate().await.expect("validate");
+    assert_eq!(
+        get_json(&provider, &format!("{prefix}/db"), None).await,
+        Some(data.clone())
+    );
+    // As ESO, the key may name the mount (and `data/`) in front.
+    assert_eq!(
+        get_json(&provider, &format!("secret/{prefix}/db"), None).await,
+        Some(data.clone())
+    );
+    assert_eq!(
+        get_json(&provider, &format!("secret/data/{prefix}/db"), None).await,
+        Some(data)
+    );
+}
+
+#[tokio::test]
+async fn kv_v2_get_of_a_specific_version() {
+    let Some(env) = TestEnv::get("kv_v2_get_of_a_specific_version").await else {
+        return;
+    };
+    let ns = env.namespace("vault-version").await;
+    let prefix = format!("v-{}", random_suffix());
+    let key = format!("{prefix}/api");
+    put_v2(&env, &key, json!({"key": "one"})).await;
+    put_v2(&env, &key, json!({"key": "two"})).await;
+    put_v2(&env, &key, json!({"key": "three"})).await;
+    vaultrs::kv2::delete_versions(&env.vault(), "secret", &key, vec![2])
+        .await
+        .unwrap();
+    let pol = read_policy(&env, &prefix).await;
+    let provider = token_provider(&env, &ns, &[&pol]).await;
+
+    assert_eq!(
+        get_json(&provider, &key, Some("1")).await,
+        Some(json!({"key": "one"}))
+    );
+    assert_eq!(
+        get_json(&provider, &key, Some("3")).await,
+        Some(json!({"key": "three"}))
+    );
+    assert_eq!(
+        get_json(&provider, &key, None).await,
+        Some(json!({"key": "three"}))
+    );
+    // A deleted version and one never written do not exist.
+    assert_eq!(get_json(&provider, &key, Some("2")).await, None);
+    assert_eq!(get_json(&provider, &key, Some("9")).await, None);
+    let err = provider.get(&key, Some("latest")).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidConfig);
+    assert!(err.message.contains("\"latest\""), "{}", err.message);
+}
+
+#[tokio::test]
+async fn kv_v1_get_and_find() {
+    let Some(env) = TestEnv::get("kv_v1_get_and_find").await else {
+        return;
+    };
+    let ns = env.namespace("vault-kv1").await;
+    let mount = format!("kv1-{}", random_suffix());
+    bao(
+        &env,
+        &[
+            "secrets",
+            "enable",
+            &format!("-path={mount}"),
+            "-version=1",
+            "kv",
+        ],
+    )
+    .await;
+    let root = env.vault();
+    let db: HashMap<&str, Value> = [("user", json!("app")), ("port", json!(5432))].into();
+    vaultrs::kv1::set(&root, &mount, "app/db", &db)
+        .await
+        .unwrap();
+    let cache: HashMap<&str, Value> = [("url", json!("redis://cache"))].into();
+    vaultrs::kv1::set(&root, &mount, "app/cache", &cache)
+        .await
+        .unwrap();
+    vaultrs::kv1::set(&root, &mount, "other/db", &cache)
+        .await
+        .unwrap();
+    policy(
+        &env,
+        &format!("{mount}-read"),
+        &format!("path \"{mount}/*\" {{ capabilities = [\"read\", \"list\"] }}\n"),
+    )
+    .await;
+    let provider = token_provider_with(&env, &ns, &[&format!("{mount}-read")], |mut s| {
+        s.path = Some(mount.clone());
+        s.version = VaultKvVersion::V1;
+        s
+    })
+    .await;
+
+    assert_eq!(
+        get_json(&provider, "app/db", None).await,
+        Some(json!({"user": "app", "port": 5432}))
+    );
+    assert_eq!(get_json(&provider, "app/missing", None).await, None);
+    assert_eq!(
+        provider.get("app/db", Some("1")).await.unwrap_err().kind,
+        ErrorKind::InvalidConfig
+    );
+
+    let found = provider
+        .find(&ExternalSecretFind {
+            path: Some("app".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("find");
+    let found: Vec<(String, Value)> = found
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::from_slice(v.as_bytes()).unwrap()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("app/cache".to_string(), json!({"url": "redis://cache"})),
+            ("app/db".to_string(), json!({"user": "app", "port": 5432})),
+        ]
+    );
+    let tags = ExternalSecretFind {
+        tags: [("team".to_string(), "a".to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        provider.find(&tags).await.unwrap_err().kind,
+        ErrorKind::InvalidConfig
+    );
+}
+
+#[tokio::test]
+async fn missing_key_is_none() {
+    let Some(env) = TestEnv::get("missing_key_is_none").await else {
+        return;
+    };
+    let ns = env.namespace("vault-missing").await;
+    let prefix = format!("m-{}", random_suffix());
+    let pol = read_policy(&env, &prefix).await;
+    let provider = token_provider(&env, &ns, &[&pol]).await;
+    assert_eq!(
+        get_json(&provider, &format!("{prefix}/nothing/here"), None).await,
+        None
+    );
+}
+
+#[tokio::test]
+async fn permission_denied_names_the_path() {
+    let Some(env) = TestEnv::get("permission_denied_names_the_path").await else {
+        return;
+    };
+    let ns = env.namespace("vault-denied").await;
+    let prefix = format!("d-{}", random_suffix());
+    put_v2(&env, &format!("{prefix}/allowed"), json!({"a": "1"})).await;
+    put_v2(
+        &env,
+        &format!("{prefix}/denied"),
+        json!({"d": "secret-value"}),
+    )
+    .await;
+    let pol = format!("only-{prefix}");
+    policy(
+        &env,
+        &pol,
+        &format!("path \"secret/data/{prefix}/allowed\" {{ capabilities = [\"read\"] }}\n"),
+    )
+    .await;
+    let provider = token_provider(&env, &ns, &[&pol]).await;
+
+    assert_eq!(
+        get_json(&provider, &format!("{prefix}/allowed"), None).await,
+        Some(json!({"a": "1"}))
+    );
+    let err = provider
+        .get(&format!("{prefix}/denied"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::AccessDenied);
+    assert_eq!(
+        err.message,
+        format!("vault: permission denied on secret/data/{prefix}/denied")
+    );
+    let err = provider
+        .find(&ExternalSecretFind {
+            path: Some(prefix.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::AccessDenied);
+    assert_eq!(
+        err.message,
+        format!("vault: permission denied on secret/metadata/{prefix}/")
+    );
+}
+
+#[tokio::test]
+async fn find_by_name_regexp_and_tags() {
+    let Some(env) = TestEnv::get("find_by_name_regexp_and_tags").await else {
+        return;
+    };
+    let ns = env.namespace("vault-find").await;
+    let prefix = format!("f-{}", random_suffix());
+    put_v2(&env, &format!("{prefix}/a/db"), json!({"user": "a"})).await;
+    put_v2(&env, &format!("{prefix}/a/cache"), json!({"url": "redis"})).await;
+    put_v2(
+        &env,
+        &format!("{prefix}/b/deep/db"),
+        json!({"user": "b", "port": 1}),
+    )
+    .await;
+    put_v2(&env, &format!("{prefix}/db-old"), json!({"user": "old"})).await;
+    // Outside the searched path: never listed.
+    put_v2(&env, &format!("{prefix}-other/db"), json!({"user": "x"})).await;
+    for (path, team) in [("a/db", "a"), ("a/cache", "a"), ("b/deep/db", "b")] {
+        bao(
+            &env,
+            &[
+                "kv",
+                "metadata",
+                "put",
+                "-mount=secret",
+                &format!("-custom-metadata=team={team}"),
+                &format!("{prefix}/{path}"),
+            ],
+        )
+        .await;
+    }
+    let pol = read_policy(&env, &prefix).await;
+    let provider = token_provider(&env, &ns, &[&pol]).await;
+
+    let by_name = provider
+        .find(&ExternalSecretFind {
+            path: Some(prefix.clone()),
+            name: Some(FindName {
+                regexp: "/db$".into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("find by name");
+    let by_name: Vec<(String, Value)> = by_name
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::from_slice(v.as_bytes()).unwrap()))
+        .collect();
+    assert_eq!(
+        by_name,
+        vec![
+            (format!("{prefix}/a/db"), json!({"user": "a"})),
+            (
+                format!("{prefix}/b/deep/db"),
+                json!({"user": "b", "port": 1})
+            ),
+        ]
+    );
+
+    let by_tags = provider
+        .find(&ExternalSecretFind {
+            path: Some(format!("{prefix}/")),
+            tags: [("team".to_string(), "a".to_string())].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("find by tags");
+    assert_eq!(
+        by_tags.keys().cloned().collect::<Vec<_>>(),
+        vec![format!("{prefix}/a/cache"), format!("{prefix}/a/db")]
+    );
+
+    let bad = ExternalSecretFind {
+        name: Some(FindName { regexp: "(".into() }),
+        ..Default::default()
+    };
+    assert_eq!(
+        provider.find(&bad).await.unwrap_err().kind,
+        ErrorKind::InvalidConfig
+    );
+}
+
+#[tokio::test]
+async fn revoked_static_token_fails_validation() {
+    let Some(env) = TestEnv::get("revoked_static_token_fails_validation").await else {
+        return;
+    };
+    let ns = env.namespace("vault-revoked").await;
+    let token = bao(
+        &env,
+        &["token", "create", "-field=token", "-policy=default"],
+    )
+    .await;
+    let sel = kube_secret(
+        &env,
+        &ns,
+        "vault-token",
+        "token",
+        &format!("{}\n", token.trim()),
+    )
+    .await;
+    let spec = spec(
+        &env,
+        VaultAuth {
+            token_secret_ref: Some(sel),
+            ..Default::default()
+        },
+    );
+    let provider = VaultKvProvider::new(&spec, &auth_context(&env, &ns))
+        .await
+        .expect("provider (a trailing newline in the Secret is ignored)");
+    provider.validate().await.expect("valid token");
+    bao(&env, &["token", "revoke", token.trim()]).await;
+    let err = provider.validate().await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Authentication);
+    assert!(
+        err.message.starts_with("vault: token check"),
+        "{}",
+        err.message
+    );
+    assert!(!err.message.contains(token.trim()));
+
+    // A missing credentials Secret is an authentication failure naming it.
+    let missing = VaultProvider {
+        auth: VaultAuth {
+            token_secret_ref: Some(SecretKeySelector {
+                name: "nope".into(),
+                key: "token".into(),
+                namespace: None,
+            }),
+            ..Default::default()
+        },
+        ..spec
+    };
+    let err = VaultKvProvider::new(&missing, &auth_context(&env, &ns))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.kind, ErrorKind::Authentication);
+    assert!(
+        err.message.contains(&format!("{ns}/nope")),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn approle_auth() {
+    let Some(env) = TestEnv::get("approle_auth").await else {
+        return;
+    };
+    let _logins = LOGINS.lock().await;
+    let ns = env.namespace("vault-approle").await;
+    let prefix = format!("ar-{}", random_suffix());
+    put_v2(&env, &format!("{prefix}/db"), json!({"password": "pw"})).await;
+    let pol = read_policy(&env, &prefix).await;
+    let (mount, role_id, secret_id) = approle(&env, &pol, &[]).await;
+
+    // Role ID from a Secret this time.
+    let role_ref = kube_secret(&env, &ns, "role-id", "role-id", &role_id).await;
+    let secret_ref = kube_secret(&env, &ns, "secret-id", "secret-id", &secret_id).await;
+    let auth = |role_ref: SecretKeySelector, secret_ref: SecretKeySelector| VaultAuth {
+        app_role: Some(VaultAppRole {
+            path: mount.clone(),
+            role_id: None,
+            role_ref: Some(role_ref),
+            secret_ref,
+        }),
+        ..Default::default()
+    };
+    let before = logins();
+    let provider = VaultKvProvider::new(
+        &spec(&env, auth(role_ref.clone(), secret_ref)),
+        &auth_context(&env, &ns),
+    )
+    .await
+    .expect("approle login");
+    assert_eq!(logins() - before, 1);
+    provider.validate().await.expect("validate");
+    assert_eq!(
+        get_json(&provider, &format!("{prefix}/db"), None).await,
+        Some(json!({"password": "pw"}))
+    );
+
+    let wrong = kube_secret(
+        &env,
+        &ns,
+        "wrong",
+        "secret-id",
+        "00000000-0000-0000-0000-000000000000",
+    )
+    .await;
+    let err = VaultKvProvider::new(&spec(&env, auth(role_ref, wrong)), &auth_context(&env, &ns))
+        .await
+        .err()
+        .expect("wrong secret ID");
+    assert_eq!(err.kind, ErrorKind::Authentication);
+    assert!(
+        err.message.starts_with(&format!(
+            "vault: login with approle at auth/{mount} failed: status 400"
+        )),
+        "{}",
+        err.message
+    );
+    assert!(!err.message.contains(&role_id));
+}
+
+#[tokio::test]
+async fn userpass_auth() {
+    let Some(env) = TestEnv::get("userpass_auth").await else {
+        return;
+    };
+    let _logins = LOGINS.lock().await;
+    let ns = env.namespace("vault-userpass").await;
+    let prefix = format!("up-{}", random_suffix());
+    put_v2(&env, &format!("{prefix}/db"), json!({"password": "pw"})).await;
+    let pol = read_policy(&env, &prefix).await;
+    let mount = format!("userpass-{}", random_suffix());
+    bao(
+        &env,
+        &["auth", "enable", &format!("-path={mount}"), "userpass"],
+    )
+    .await;
+    bao(
+        &env,
+        &[
+            "write",
+            &format!("auth/{mount}/users/alice"),
+            "password=correct horse",
+            &format!("token_policies={pol}"),
+        ],
+    )
+    .await;
+    let password = kube_secret(&env, &ns, "alice", "password", "correct horse").await;
+    let spec = spec(
+        &env,
+        VaultAuth {
+            user_pass: Some(VaultUserPass {
+                path: mount.clone(),
+                username: "alice".into(),
+                secret_ref: password,
+            }),
+            ..Default::default()
+        },
+    );
+    let provider = VaultKvProvider::new(&spec, &auth_context(&env, &ns))
+        .await
+        .expect("userpass login");
+    provider.validate().await.expect("validate");
+    assert_eq!(
+        get_json(&provider, &format!("{prefix}/db"), None).await,
+        Some(json!({"password": "pw"}))
+    );
+}
+
+/// Kubernetes auth at `k8s-<random>`, reviewing tokens with a ServiceAccount bound to
+/// `system:auth-delegator`; role `app` bound to ServiceAccount `app` of `ns`.
+async fn kubernetes_auth_mount(env: &TestEnv, ns: &str, policy: &str) -> String {
+    let reviewer = env.service_account_token(ns, "vault-reviewer", &[]).await;
+    let crb: Api<ClusterRoleBinding> = Api::all(env.kube.clone());
+    crb.create(
+        &PostParams::default(),
+        &ClusterRoleBinding {
+            metadata: ObjectMeta {
+                name: Some(format!("{ns}-vault-reviewer")),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "ClusterRole".into(),
+                name: "system:auth-delegator".into(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name: "vault-reviewer".into(),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            }]),
+        },
+    )
+    .await
+    .expect("ClusterRoleBinding for the token reviewer");
+    let mount = format!("k8s-{}", random_suffix());
+    bao(
+        env,
+        &["auth", "enable", &format!("-path={mount}"), "kubernetes"],
+    )
+    .await;
+    let mut config = vec![
+        "write".to_string(),
+        format!("auth/{mount}/config"),
+        format!("kubernetes_host={}", env.kube_url),
+        format!("token_reviewer_jwt={reviewer}"),
+        "disable_local_ca_jwt=true".to_string(),
+    ];
+    if let Some(ca) = &env.kube_ca_file {
+        config.push(format!("kubernetes_ca_cert=@{}", ca.display()));
+    }
+    bao(env, &config.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    bao(
+        env,
+        &[
+            "write",
+            &format!("auth/{mount}/role/app"),
+            "bound_service_account_names=app",
+            &format!("bound_service_account_namespaces={ns}"),
+            &format!("token_policies={policy}"),
+        ],
+    )
+    .await;
+    mount
+}
+
+#[tokio::test]
+async fn kubernetes_auth_with_a_token_request_token() {
+    let Some(env) = TestEnv::get("kubernetes_auth_with_a_token_request_token").await else {
+        return;
+    };
+    let _logins = LOGINS.lock().await;
+    let ns = env.namespace("vault-k8s").await;
+    let prefix = format!("k8s-{}", random_suffix());
+    put_v2(&env, &format!("{prefix}/db"), json!({"password": "pw"})).await;
+    let pol = read_policy(&env, &prefix).await;
+    let mount = kubernetes_auth_mount(&env, &ns, &pol).await;
+    // Creates ServiceAccounts `app` and `default` (no controller-manager makes `default` here).
+    env.service_account_token(&ns, "app", &[]).await;
+    env.service_account_token(&ns, "default", &[]).await;
+
+    let auth = |account: Option<&str>| VaultAuth {
+        kubernetes: Some(VaultKubernetesAuth {
+            mount_path: mount.clone(),
+            role: "app".into(),
+            service_account_ref: account.map(|name| ServiceAccountSelector {
+                name: name.into(),
+                ..Default::default()
+            }),
+            secret_ref: None,
+        }),
+        ..Default::default()
+    };
+    let provider = VaultKvProvider::new(&spec(&env, auth(Some("app"))), &auth_context(&env, &ns))
+        .await
+        .expect("kubernetes login as app");
+    provider.validate().await.expect("validate");
+    assert_eq!(
+        get_json(&provider, &format!("{prefix}/db"), None).await,
+        Some(json!({"password": "pw"}))
+    );
+
+    // Without serviceAccountRef the provider logs in as `default`, which the role refuses.
+    let err = VaultKvProvider::new(&spec(&env, auth(None)), &auth_context(&env, &ns))
+        .await
+        .err()
+        .expect("default is not bound to the role");
+    assert_eq!(err.kind, ErrorKind::Authentication);
+    assert!(
+        err.message.starts_with(&format!(
+            "vault: login with kubernetes at auth/{mount} (role \"app\") failed: status 403"
+        )),
+        "{}",
+        err.message
+    );
+}
+
+/// The API server's service-account signing keys as PEM public keys, from its JWKS document.
+async fn service_account_public_keys(env: &TestEnv) -> Vec<String> {
+    let out = tokio::process::Command::new(env.tool("KUBECTL"))
+        .args(["get", "--raw", "/openid/v1/jwks"])
+        .env("KUBECONFIG", &env.kubeconfig)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("running kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl get --raw /openid/v1/jwks: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwks: Value = serde_json::from_slice(&out.stdout).expect("JWKS is JSON");
+    jwks["keys"]
+        .as_array()
+        .expect("JWKS keys")
+        .iter()
+        .map(|k| {
+            assert_eq!(
+                k["kty"], "RSA",
+                "only RSA service-account keys are handled here"
+            );
+            let b64 = |field: &str| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(k[field].as_str().expect("JWK field"))
+                    .expect("base64url")
+            };
+            rsa_public_key_pem(&b64("n"), &b64("e"))
+        })
+        .collect()
+}
+
+/// PEM `PUBLIC KEY` (SubjectPublicKeyInfo, DER) of the RSA key (modulus, exponent).
+fn rsa_public_key_pem(n: &[u8], e: &[u8]) -> String {
+    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let len = content.len();
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes: Vec<u8> = len
+                .to_be_bytes()
+                .into_iter()
+                .skip_while(|b| *b == 0)
+                .collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    fn integer(bytes: &[u8]) -> Vec<u8> {
+        let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
+        let mut content = Vec::new();
+        if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
+            content.push(0);
+        }
+        content.extend(trimmed);
+        der(0x02, &content)
+    }
+    let rsa_key = der(0x30, &[integer(n), integer(e)].concat());
+    let algorithm = der(
+        0x30,
+        &[
+            der(
+                0x06,
+                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+            ),
+            der(0x05, &[]),
+        ]
+        .concat(),
+    );
+    let spki = der(
+        0x30,
+        &[algorithm, der(0x03, &[&[0u8][..], &rsa_key].concat())].concat(),
+    );
+    let b64 = base64::engine::general_purpose::STANDARD.encode(spki);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+#[tokio::test]
+async fn jwt_auth_with_a_service_account_token() {
+    let Some(env) = TestEnv::get("jwt_auth_with_a_service_account_token").await else {
+        return;
+    };
+    let _logins = LOGINS.lock().await;
+    let ns = env.namespace("vault-jwt").await;
+    let prefix = format!("jwt-{}", random_suffix());
+    put_v2(&env, &format!("{prefix}/db"), json!({"password": "pw"})).await;
+    let pol = read_policy(&env, &prefix).await;
+    let mount = format!("jwt-{}", random_suffix());
+    bao(&env, &["auth", "enable", &format!("-path={mount}"), "jwt"]).await;
+    let keys = service_account_public_keys(&env).await;
+    let key_file = std::env::temp_dir().join(format!("secret-relay-{mount}.json"));
+    std::fs::write(
+        &key_file,
+        json!({"jwt_validation_pubkeys": keys}).to_string(),
+    )
+    .unwrap();
+    bao(
+        &env,
+        &[
+            "write",
+            &format!("auth/{mount}/config"),
+            &format!("@{}", key_file.display()),
+        ],
+    )
+    .await;
+    std::fs::remove_file(&key_file).unwrap();
+    bao(
+        &env,
+        &[
+            "write",
+            &format!("auth/{mount}/role/app"),
+            "role_type=jwt",
+            "bound_audiences=vault",
+            "user_claim=sub",
+            &format!("bound_subject=system:serviceaccount:{ns}:app"),
+            &format!("token_policies={pol}"),
+        ],
+    )
+    .await;
+    let app_token = env.service_account_token(&ns, "app", &["vault"]).await;
+
+    let token_request = spec(
+        &env,
+        VaultAuth {
+            jwt: Some(VaultJwtAuth {
+                path: mount.clone(),
+                role: Some("app".into()),
+                secret_ref: None,
+                kubernetes_service_account_token: Some(VaultKubernetesServiceAccountToken {
+                    service_account_ref: ServiceAccountSelector {
+                        name: "app".into(),
+                        ..Default::default()
+                    },
+                    audiences: vec![],
+                    expiration_seconds: Some(600),
+                }),
+            }),
+            ..Default::default()
+        },
+    );
+    let provider = VaultKvProvider::new(&token_request, &auth_context(&env, &ns))
+        .await
+        .expect("jwt login with a TokenRequest token (audience vault)");
+    assert_eq!(
+        get_json(&provider, &format!("{prefix}/db"), None).await,
+        Some(json!({"password": "pw"}))
+    );
+
+    // The same role with a JWT kept in a Secret.
+    let jwt_ref = kube_secret(&env, &ns, "app-jwt", "jwt", &app_token).await;
+    let from_secret = spec(
+        &env,
+        VaultAuth {
+            jwt: Some(VaultJwtAuth {
+                path: mount.clone(),
+                role: Some("app".into()),
+                secret_ref: Some(jwt_ref),
+                kubernetes_service_account_token: None,
+            }),
+            ..Default::default()
+        },
+    );
+    let provider = VaultKvProvider::new(&from_secret, &auth_context(&env, &ns))
+        .await
+        .expect("jwt login with a JWT from a Secret");
+    provider.validate().await.expect("validate");
+
+    // A token for another audience is refused.
+    let mut wrong_audience = token_request.clone();
+    if let Some(jwt) = wrong_audience.auth.jwt.as_mut() {
+        jwt.kubernetes_service_account_token
+            .as_mut()
+            .unwrap()
+            .audiences = vec!["not-vault".into()];
+    }
+    let err = VaultKvProvider::new(&wrong_audience, &auth_context(&env, &ns))
+        .await
+        .err()
+        .expect("audience not-vault is refused");
+    assert_eq!(err.kind, ErrorKind::Authentication);
+    assert!(!err.message.contains(&app_token));
+}
+
+#[tokio::test]
+async fn login_is_reused_across_calls() {
+    let Some(env) = TestEnv::get("login_is_reused_across_calls").await else {
+        return;
+    };
+    let _logins = LOGINS.lock().await;
+    let ns = env.namespace("vault-reuse").await;
+    let prefix = format!("reuse-{}", random_suffix());
+    put_v2(&env, &format!("{prefix}/db"), json!({"n": 1})).await;
+    let pol = read_policy(&env, &prefix).await;
+    let (mount, role_id, secret_id) = approle(&env, &pol, &[]).await;
+
+    let (logins_before, renewals_before) = (logins(), renewals());
+    let provider = approle_provider(&env, &ns, &mount, &role_id, &secret_id).await;
+    let key = format!("{prefix}/db");
+    for _ in 0..10 {
+        assert_eq!(get_json(&provider, &key, None).await, Some(json!({"n": 1})));
+    }
+    let concurrent =
+        futures::future::join_all((0..10).map(|_| get_json(&provider, &key, None))).await;
+    assert_eq!(concurrent, vec![Some(json!({"n": 1})); 10]);
+    assert_eq!(
+        logins() - logins_before,
+        1,
+        "one login for construction and 20 gets"
+    );
+    assert_eq!(renewals() - renewals_before, 0);
+}
+
+#[tokio::test]
+async fn token_is_renewed_at_two_thirds_of_its_ttl() {
+    let Some(env) = TestEnv::get("token_is_renewed_at_two_thirds_of_its_ttl").await else {
+        return;
+    };
+    let _logins = LOGINS.lock().await;
+    let ns = env.namespace("vault-renew").await;
+    let prefix = format!("renew-{}", random_suffix());
+    let key = format!("{prefix}/db");
+    put_v2(&env, &key, json!({"n": 1})).await;
+    let pol = read_policy(&env, &prefix).await;
+
+    // Renewable up to an hour: renewed, not replaced.
+    let (mount, role_id, secret_id) =
+        approle(&env, &pol, &["token_ttl=3s", "token_max_ttl=1h"]).await;
+    let (logins_before, renewals_before) = (logins(), renewals());
+    let provider = approle_provider(&env, &ns, &mount, &role_id, &secret_id).await;
+    assert_eq!(get_json(&provider, &key, None).await, Some(json!({"n": 1})));
+    assert_eq!(renewals() - renewals_before, 0);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(get_json(&provider, &key, None).await, Some(json!({"n": 1})));
+    assert_eq!(renewals() - renewals_before, 1);
+    assert_eq!(logins() - logins_before, 1);
+
+    // At its max TTL the token cannot be pushed out: the provider logs in again.
+    let (mount, role_id, secret_id) =
+        approle(&env, &pol, &["token_ttl=3s", "token_max_ttl=3s"]).await;
+    let (logins_before, renewals_before) = (logins(), renewals());
+    let provider = approle_provider(&env, &ns, &mount, &role_id, &secret_id).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(get_json(&provider, &key, None).await, Some(json!({"n": 1})));
+    assert_eq!(renewals() - renewals_before, 1);
+    assert_eq!(logins() - logins_before, 2);
+
+    // Not renewable: logged in again without trying to renew.
+    let (mount, role_id, secret_id) =
+        approle(&env, &pol, &["token_ttl=3s", "token_type=batch"]).await;
+    let (logins_before, renewals_before) = (logins(), renewals());
+    let provider = approle_provider(&env, &ns, &mount, &role_id, &secret_id).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(get_json(&provider, &key, None).await, Some(json!({"n": 1})));
+    assert_eq!(renewals() - renewals_before, 0);
+    assert_eq!(logins() - logins_before, 2);
+}
+
+#[tokio::test]
+async fn revoked_login_token_is_replaced_once_for_concurrent_callers() {
+    let Some(env) =
+        TestEnv::get("revoked_login_token_is_replaced_once_for_concurrent_callers").await
+    else {
+        return;
+    };
+    let _logins = LOGINS.lock().await;
+    let ns = env.namespace("vault-relogin").await;
+    let prefix = format!("relogin-{}", random_suffix());
+    let key = format!("{prefix}/db");
+    put_v2(&env, &key, json!({"n": 1})).await;
+    let pol = read_policy(&env, &prefix).await;
+    let (mount, role_id, secret_id) = approle(&env, &pol, &["secret_id_num_uses=0"]).await;
+    let provider = approle_provider(&env, &ns, &mount, &role_id, &secret_id).await;
+    assert_eq!(get_json(&provider, &key, None).await, Some(json!({"n": 1})));
+
+    bao(
+        &env,
+        &["token", "revoke", "-mode=path", &format!("auth/{mount}/")],
+    )
+    .await;
+    let before = logins();
+    let concurrent =
+        futures::future::join_all((0..10).map(|_| get_json(&provider, &key, None))).await;
+    assert_eq!(concurrent, vec![Some(json!({"n": 1})); 10]);
+    assert_eq!(logins() - before, 1);
+
+    // A real denial with a live login token does not trigger a login.
+    let before = logins();
+    let err = provider
+        .get(&format!("{prefix}-elsewhere/db"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::AccessDenied);
+    assert_eq!(logins() - before, 0);
+}
+
+/// A `bao server -dev -dev-tls` of this test and its CA file; dropping it kills the server
+/// and removes its directory.
+struct TlsBao {
+    child: tokio::process::Child,
+    addr: String,
+    ca_file: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for TlsBao {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn tls_bao(env: &TestEnv) -> TlsBao {
+    let dir = std::env::temp_dir().join(format!("secret-relay-bao-tls-{}", random_suffix()));
+    std::fs::create_dir_all(dir.join("home")).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = tokio::process::Command::new(env.tool("BAO"))
+        .args([
+            "server",
+            "-dev",
+            "-dev-tls",
+            "-dev-root-token-id=root",
+            &format!("-dev-listen-address=127.0.0.1:{port}"),
+            &format!("-dev-tls-cert-dir={}", dir.display()),
+        ])
+        .env("HOME", dir.join("home"))
+        .env_remove("VAULT_ADDR")
+        .env_remove("BAO_ADDR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting bao -dev-tls");
+    let ca_file = dir.join("vault-ca.pem");
+    let addr = format!("https://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if ca_file.exists()
+            && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        Path::new(&ca_file).exists(),
+        "bao -dev-tls wrote no CA to {}",
+        dir.display()
+    );
+    TlsBao {
+        child,
+        addr,
+        ca_file,
+        dir,
+    }
+}
+
+#[tokio::test]
+async fn tls_server_with_ca_bundle_and_ca_provider() {
+    let Some(env) = TestEnv::get("tls_server_with_ca_bundle_and_ca_provider").await else {
+        return;
+    };
+    let ns = env.namespace("vault-tls").await;
+    let bao_tls = tls_bao(&env).await;
+    let ca_pem = std::fs::read_to_string(&bao_tls.ca_file).unwrap();
+    let root = kube_secret(&env, &ns, "tls-root", "token", "root").await;
+    let base = VaultProvider {
+        server: bao_tls.addr.clone(),
+        auth: VaultAuth {
+            token_secret_ref: Some(root),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+
+    // Without the CA the server's certificate is not trusted.
+    let untrusted = VaultKvProvider::new(&base, &auth_context(&env, &ns))
+        .await
+        .expect("provider");
+    assert_eq!(
+        untrusted.validate().await.unwrap_err().kind,
+        ErrorKind::Transient
+    );
+
+    let bundle = VaultProvider {
+        ca_bundle: Some(base64::engine::general_purpose::STANDARD.encode(&ca_pem)),
+        ..base.clone()
+    };
+    let provider = VaultKvProvider::new(&bundle, &auth_context(&env, &ns))
+        .await
+        .expect("provider");
+    provider
+        .validate()
+        .await
+        .expect("validate over TLS with caBundle");
+    assert_eq!(get_json(&provider, "nothing/here", None).await, None);
+
+    let cms: Api<ConfigMap> = Api::namespaced(env.kube.clone(), &ns);
+    cms.create(
+        &PostParams::default(),
+        &ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("vault-ca".into()),
+                ..Default::default()
+            },
+            data: Some([("ca.crt".to_string(), ca_pem.clone())].into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let provider_cm = VaultProvider {
+        ca_provider: Some(CaProvider {
+            type_: CaProviderType::ConfigMap,
+            name: "vault-ca".into(),
+            key: "ca.crt".into(),
+            namespace: None,
+        }),
+        ..base.clone()
+    };
+    let provider = VaultKvProvider::new(&provider_cm, &auth_context(&env, &ns))
+        .await
+        .expect("provider");
+    provider
+        .validate()
+        .await
+        .expect("validate over TLS with caProvider");
+
+    let not_pem = VaultProvider {
+        ca_bundle: Some(base64::engine::general_purpose::STANDARD.encode("hello")),
+        ..base
+    };
+    let err = VaultKvProvider::new(&not_pem, &auth_context(&env, &ns))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.kind, ErrorKind::InvalidConfig);
+}
+
+#[tokio::test]
+async fn namespace_is_sent_as_x_vault_namespace() {
+    let Some(env) = TestEnv::get("namespace_is_sent_as_x_vault_namespace").await else {
+        return;
+    };
+    let ns = env.namespace("vault-ns").await;
+    let vault_ns = format!("team-{}", random_suffix());
+    bao(&env, &["namespace", "create", &vault_ns]).await;
+    bao(
+        &env,
+        &[
+            "secrets",
+            "enable",
+            &format!("-namespace={vault_ns}"),
+            "-path=secret",
+            "kv-v2",
+        ],
+    )
+    .await;
+    bao(
+        &env,
+        &[
+            "kv",
+            "put",
+            &format!("-namespace={vault_ns}"),
+            "-mount=secret",
+            "app/db",
+            "user=in-namespace",
+        ],
+    )
+    .await;
+    let root = kube_secret(&env, &ns, "root", "token", &env.vault_token).await;
+    let in_namespace = VaultProvider {
+        namespace: Some(vault_ns.clone()),
+        ..spec(
+            &env,
+            VaultAuth {
+                token_secret_ref: Some(root),
+                ..Default::default()
+            },
+        )
+    };
+    let provider = VaultKvProvider::new(&in_namespace, &auth_context(&env, &ns))
+        .await
+        .expect("provider");
+    assert_eq!(
+        get_json(&provider, "app/db", None).await,
+        Some(json!({"user": "in-namespace"}))
+    );
+    let outside = VaultKvProvider::new(
+        &VaultProvider {
+            namespace: None,
+            ..in_namespace
+        },
+        &auth_context(&env, &ns),
+    )
+    .await
+    .expect("provider");
+    assert_eq!(get_json(&outside, "app/db", None).await, None);
+}
