@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use secret_relay::{admin, controller};
 
 #[derive(Parser)]
-#[command(version, about = "Turns ExternalSecrets into Secrets from SSM Parameter Store and Vault")]
+#[command(
+    version,
+    about = "Turns ExternalSecrets into Secrets from SSM Parameter Store and Vault"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +63,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn,vaultrs=off".into());
     let fmt = tracing_subscriber::fmt().with_env_filter(filter);
     match args.log_format {
         LogFormat::Json => fmt.json().init(),

@@ -24,7 +24,8 @@ pub struct ProviderCallLabels {
 }
 
 /// Calls made to provider APIs, one per HTTP request sent.
-pub static PROVIDER_CALLS: LazyLock<Family<ProviderCallLabels, Counter>> = LazyLock::new(Family::default);
+pub static PROVIDER_CALLS: LazyLock<Family<ProviderCallLabels, Counter>> =
+    LazyLock::new(Family::default);
 
 /// Counts one provider API call.
 pub fn provider_call(provider: &'static str, operation: &'static str, outcome: &'static str) {
@@ -39,18 +40,26 @@ pub fn provider_call(provider: &'static str, operation: &'static str, outcome: &
 
 /// Sum of calls of `provider`/`operation` over all outcomes (for tests and the benchmark).
 pub fn provider_calls_total(provider: &'static str, operation: &'static str) -> u64 {
-    ["ok", "NotFound", "AccessDenied", "Authentication", "InvalidConfig", "Throttled", "Transient"]
-        .iter()
-        .map(|outcome| {
-            PROVIDER_CALLS
-                .get_or_create(&ProviderCallLabels {
-                    provider,
-                    operation,
-                    outcome,
-                })
-                .get()
-        })
-        .sum()
+    [
+        "ok",
+        "NotFound",
+        "AccessDenied",
+        "Authentication",
+        "InvalidConfig",
+        "Throttled",
+        "Transient",
+    ]
+    .iter()
+    .map(|outcome| {
+        PROVIDER_CALLS
+            .get_or_create(&ProviderCallLabels {
+                provider,
+                operation,
+                outcome,
+            })
+            .get()
+    })
+    .sum()
 }
 
 /// Registers every metric of the process into `registry`.

@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use secret_relay::api::{ClusterSecretStore, ExternalSecret, SecretStore};
 use serde_json::json;
 
-use common::{random_suffix, TestEnv};
+use common::{TestEnv, random_suffix};
 use operator::{apply_yaml, ready_message, secret_data, wait_for, wait_reason};
 
 struct Fixture {
@@ -33,7 +33,10 @@ async fn setup(test: &str) -> Option<Fixture> {
         "stringData": {"id": "testing", "secret": "testing"}
     }))
     .unwrap();
-    secrets.create(&PostParams::default(), &creds).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &creds)
+        .await
+        .unwrap();
     let operator = operator::start(&env.kube, &ns, false).await;
     let stores: Api<SecretStore> = Api::namespaced(env.kube.clone(), &ns);
     apply_yaml(
@@ -77,7 +80,11 @@ impl Fixture {
             .put_parameter()
             .name(format!("{}{name}", self.prefix))
             .value(value)
-            .r#type(if secure { ParameterType::SecureString } else { ParameterType::String })
+            .r#type(if secure {
+                ParameterType::SecureString
+            } else {
+                ParameterType::String
+            })
             .overwrite(true)
             .send()
             .await
@@ -95,9 +102,16 @@ impl Fixture {
 
 #[tokio::test]
 async fn data_property_and_metadata() {
-    let Some(f) = setup("data_property_and_metadata").await else { return };
+    let Some(f) = setup("data_property_and_metadata").await else {
+        return;
+    };
     f.put("/db/password", "pw-1", true).await;
-    f.put("/db/config", r#"{"user":"app","port":5432,"tls":{"mode":"verify-full"}}"#, false).await;
+    f.put(
+        "/db/config",
+        r#"{"user":"app","port":5432,"tls":{"mode":"verify-full"}}"#,
+        false,
+    )
+    .await;
     f.es(r#"
 apiVersion: secret-relay.dev/v1alpha1
 kind: ExternalSecret
@@ -113,15 +127,19 @@ spec:
   - secretKey: tls-mode
     remoteRef: {key: PREFIX/db/config, property: tls.mode}
 "#)
-    .await;
+        .await;
     let es = wait_reason(&f.es, "db", "SecretSynced").await;
     let s = f.secret("db").await;
     assert_eq!(
         secret_data(&s),
-        [("password", "pw-1"), ("tls-mode", "verify-full"), ("user", "app")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [
+            ("password", "pw-1"),
+            ("tls-mode", "verify-full"),
+            ("user", "app")
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     );
     assert_eq!(s.type_.as_deref(), Some("Opaque"));
     let labels = s.metadata.labels.clone().unwrap();
@@ -136,23 +154,30 @@ spec:
     );
     assert!(ann["secret-relay.dev/last-refresh"].ends_with('Z'));
     let owner = &s.metadata.owner_references.clone().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ExternalSecret", "db"));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("ExternalSecret", "db")
+    );
     assert_eq!(owner.uid, es.metadata.uid.clone().unwrap());
     let status = es.status.clone().unwrap();
     assert_eq!(status.binding.unwrap().name, "db");
     assert_eq!(status.observed_generation, es.metadata.generation);
     assert!(status.refresh_time.is_some());
-    assert!(status
-        .synced_resource_version
-        .unwrap()
-        .starts_with(&format!("{}-", es.metadata.generation.unwrap())));
+    assert!(
+        status
+            .synced_resource_version
+            .unwrap()
+            .starts_with(&format!("{}-", es.metadata.generation.unwrap()))
+    );
     assert_eq!(ready_message(&es), "Secret db synced from SecretStore/ssm");
     let _ = f.ns;
 }
 
 #[tokio::test]
 async fn refresh_writes_only_changes_and_force_sync_is_immediate() {
-    let Some(f) = setup("refresh_writes_only_changes").await else { return };
+    let Some(f) = setup("refresh_writes_only_changes").await else {
+        return;
+    };
     f.put("/token", "v1", true).await;
     let yaml = r#"
 apiVersion: secret-relay.dev/v1alpha1
@@ -171,7 +196,10 @@ spec:
     // Several refresh cycles with unchanged values: no write.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let after = f.secret("tok").await;
-    assert_eq!(before.metadata.resource_version, after.metadata.resource_version);
+    assert_eq!(
+        before.metadata.resource_version,
+        after.metadata.resource_version
+    );
     // A changed value reaches the Secret on the next refresh.
     f.put("/token", "v2", true).await;
     wait_for("token v2", Duration::from_secs(30), || async {
@@ -179,7 +207,8 @@ spec:
     })
     .await;
     // With a long interval, a change waits for force-sync, which applies it at once.
-    f.es(&yaml.replace("refreshInterval: 1s", "refreshInterval: 1h")).await;
+    f.es(&yaml.replace("refreshInterval: 1s", "refreshInterval: 1h"))
+        .await;
     wait_reason(&f.es, "tok", "SecretSynced").await;
     f.put("/token", "v3", true).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -191,15 +220,19 @@ spec:
     )
     .await
     .unwrap();
-    wait_for("token v3 after force-sync", Duration::from_secs(20), || async {
-        (secret_data(&f.secret("tok").await)["token"] == "v3").then_some(())
-    })
+    wait_for(
+        "token v3 after force-sync",
+        Duration::from_secs(20),
+        || async { (secret_data(&f.secret("tok").await)["token"] == "v3").then_some(()) },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn deleted_or_edited_secret_is_restored() {
-    let Some(f) = setup("deleted_or_edited_secret_is_restored").await else { return };
+    let Some(f) = setup("deleted_or_edited_secret_is_restored").await else {
+        return;
+    };
     f.put("/k", "value", true).await;
     f.es(r#"
 apiVersion: secret-relay.dev/v1alpha1
@@ -211,16 +244,23 @@ spec:
   - secretKey: k
     remoteRef: {key: PREFIX/k}
 "#)
-    .await;
+        .await;
     wait_reason(&f.es, "drift", "SecretSynced").await;
-    f.secrets.delete("drift", &DeleteParams::default()).await.unwrap();
+    f.secrets
+        .delete("drift", &DeleteParams::default())
+        .await
+        .unwrap();
     wait_for("recreated", Duration::from_secs(20), || async {
         let s = f.secrets.get_opt("drift").await.ok()??;
         (secret_data(&s)["k"] == "value").then_some(())
     })
     .await;
     f.secrets
-        .patch("drift", &PatchParams::default(), &Patch::Merge(json!({"stringData": {"k": "tampered"}})))
+        .patch(
+            "drift",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"k": "tampered"}})),
+        )
         .await
         .unwrap();
     wait_for("restored", Duration::from_secs(20), || async {
@@ -231,13 +271,18 @@ spec:
 
 #[tokio::test]
 async fn unowned_secret_is_not_clobbered() {
-    let Some(f) = setup("unowned_secret_is_not_clobbered").await else { return };
+    let Some(f) = setup("unowned_secret_is_not_clobbered").await else {
+        return;
+    };
     f.put("/k", "from-ssm", true).await;
     let theirs: Secret = serde_json::from_value(json!({
         "metadata": {"name": "taken"}, "stringData": {"k": "theirs"}
     }))
     .unwrap();
-    f.secrets.create(&PostParams::default(), &theirs).await.unwrap();
+    f.secrets
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
     f.es(r#"
 apiVersion: secret-relay.dev/v1alpha1
 kind: ExternalSecret
@@ -248,7 +293,7 @@ spec:
   - secretKey: k
     remoteRef: {key: PREFIX/k}
 "#)
-    .await;
+        .await;
     let es = wait_reason(&f.es, "taken", "SecretSyncedError").await;
     assert_eq!(
         ready_message(&es),
@@ -262,7 +307,9 @@ spec:
 
 #[tokio::test]
 async fn missing_key_reports_cause_and_keeps_secret() {
-    let Some(f) = setup("missing_key_reports_cause").await else { return };
+    let Some(f) = setup("missing_key_reports_cause").await else {
+        return;
+    };
     f.put("/a", "A", true).await;
     let yaml = r#"
 apiVersion: secret-relay.dev/v1alpha1
@@ -281,30 +328,47 @@ spec:
     let es = wait_reason(&f.es, "keep", "SecretSyncedError").await;
     assert_eq!(
         ready_message(&es),
-        format!("ssm GetParameters \"{}/missing\": ParameterNotFound", f.prefix)
+        format!(
+            "ssm GetParameters \"{}/missing\": ParameterNotFound",
+            f.prefix
+        )
     );
     let after = f.secret("keep").await;
     assert_eq!(secret_data(&after)["a"], "A");
-    assert_eq!(before.metadata.resource_version, after.metadata.resource_version);
+    assert_eq!(
+        before.metadata.resource_version,
+        after.metadata.resource_version
+    );
     // A bad property path is reported as such, naming the key.
-    f.es(&yaml.replace("PREFIX/a}", "PREFIX/a, property: x.y}")).await;
+    f.es(&yaml.replace("PREFIX/a}", "PREFIX/a, property: x.y}"))
+        .await;
     let es = wait_reason(&f.es, "keep", "SecretSyncedError").await;
     assert_eq!(
         ready_message(&es),
-        format!("\"{}/a\": value is not JSON, cannot select property \"x.y\"", f.prefix)
+        format!(
+            "\"{}/a\": value is not JSON, cannot select property \"x.y\"",
+            f.prefix
+        )
     );
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(f.env.kube.clone(), &f.ns);
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(f.env.kube.clone(), &f.ns);
     let list = events.list(&Default::default()).await.unwrap();
     assert!(
-        list.items.iter().any(|e| e.reason.as_deref() == Some("SyncFailed")
-            && e.note.as_deref().is_some_and(|n| n.contains("ParameterNotFound"))),
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("SyncFailed")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("ParameterNotFound"))),
         "a Warning SyncFailed event names the cause"
     );
 }
 
 #[tokio::test]
 async fn data_from_find_extract_rewrite_and_template() {
-    let Some(f) = setup("data_from_find_extract_rewrite").await else { return };
+    let Some(f) = setup("data_from_find_extract_rewrite").await else {
+        return;
+    };
     f.put("/svc/a", "1", false).await;
     f.put("/svc/nested/b", "2", true).await;
     f.put("/json", r#"{"user":"u","pass":"p"}"#, true).await;
@@ -327,7 +391,7 @@ spec:
     - regexp: {source: "^.*_svc_(.*)$", target: "svc_$1"}
   - extract: {key: PREFIX/json}
 "#)
-    .await;
+        .await;
     wait_reason(&f.es, "many", "SecretSynced").await;
     let s = f.secret("many").await;
     let d = secret_data(&s);
@@ -343,7 +407,9 @@ spec:
 
 #[tokio::test]
 async fn store_faults_are_reported() {
-    let Some(f) = setup("store_faults_are_reported").await else { return };
+    let Some(f) = setup("store_faults_are_reported").await else {
+        return;
+    };
     f.es(r#"
 apiVersion: secret-relay.dev/v1alpha1
 kind: ExternalSecret
@@ -354,9 +420,12 @@ spec:
   - secretKey: k
     remoteRef: {key: /x}
 "#)
-    .await;
+        .await;
     let es = wait_reason(&f.es, "nostore", "SecretStoreNotReady").await;
-    assert_eq!(ready_message(&es), format!("SecretStore {}/absent not found", f.ns));
+    assert_eq!(
+        ready_message(&es),
+        format!("SecretStore {}/absent not found", f.ns)
+    );
     let stores: Api<SecretStore> = Api::namespaced(f.env.kube.clone(), &f.ns);
     apply_yaml(
         &stores,
@@ -389,7 +458,7 @@ spec:
   - secretKey: k
     remoteRef: {key: /x}
 "#)
-    .await;
+        .await;
     let es = wait_reason(&f.es, "nocreds", "SecretStoreNotReady").await;
     assert!(
         ready_message(&es).contains(&format!("credentials Secret {}/gone not found", f.ns)),
@@ -398,22 +467,34 @@ spec:
     );
     let store = wait_for("store status", Duration::from_secs(30), || async {
         let s = stores.get("nocreds").await.ok()?;
-        s.status.clone()?.conditions.into_iter().find(|c| c.type_ == "Ready")
+        s.status
+            .clone()?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
     })
     .await;
-    assert_eq!((store.status.as_str(), store.reason.as_str()), ("False", "InvalidProviderConfig"));
+    assert_eq!(
+        (store.status.as_str(), store.reason.as_str()),
+        ("False", "InvalidProviderConfig")
+    );
 }
 
 #[tokio::test]
 async fn creation_and_deletion_policies() {
-    let Some(f) = setup("creation_and_deletion_policies").await else { return };
+    let Some(f) = setup("creation_and_deletion_policies").await else {
+        return;
+    };
     f.put("/m", "merged", true).await;
     f.put("/gone", "soon", true).await;
     let theirs: Secret = serde_json::from_value(json!({
         "metadata": {"name": "shared"}, "type": "Opaque", "stringData": {"keep": "mine"}
     }))
     .unwrap();
-    f.secrets.create(&PostParams::default(), &theirs).await.unwrap();
+    f.secrets
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
     f.es(r#"
 apiVersion: secret-relay.dev/v1alpha1
 kind: ExternalSecret
@@ -425,10 +506,13 @@ spec:
   - secretKey: added
     remoteRef: {key: PREFIX/m}
 "#)
-    .await;
+        .await;
     wait_reason(&f.es, "merge", "SecretSynced").await;
     let d = secret_data(&f.secret("shared").await);
-    assert_eq!((d["keep"].as_str(), d["added"].as_str()), ("mine", "merged"));
+    assert_eq!(
+        (d["keep"].as_str(), d["added"].as_str()),
+        ("mine", "merged")
+    );
 
     f.es(r#"
 apiVersion: secret-relay.dev/v1alpha1
@@ -441,7 +525,7 @@ spec:
   - secretKey: added
     remoteRef: {key: PREFIX/m}
 "#)
-    .await;
+        .await;
     wait_reason(&f.es, "merge-missing", "SecretMissing").await;
     assert!(f.secrets.get_opt("nowhere").await.unwrap().is_none());
 
@@ -456,7 +540,7 @@ spec:
   - secretKey: k
     remoteRef: {key: PREFIX/m}
 "#)
-    .await;
+        .await;
     wait_reason(&f.es, "none", "SecretSynced").await;
     assert!(f.secrets.get_opt("none").await.unwrap().is_none());
 
@@ -471,7 +555,7 @@ spec:
   - secretKey: k
     remoteRef: {key: PREFIX/m}
 "#)
-    .await;
+        .await;
     wait_reason(&f.es, "orphan", "SecretSynced").await;
     assert!(f.secret("orphan").await.metadata.owner_references.is_none());
 
@@ -487,7 +571,7 @@ spec:
   - secretKey: k
     remoteRef: {key: PREFIX/gone}
 "#)
-    .await;
+        .await;
     wait_reason(&f.es, "del", "SecretSynced").await;
     f.ssm
         .delete_parameter()
@@ -501,7 +585,9 @@ spec:
 
 #[tokio::test]
 async fn invalid_combinations_are_refused_by_the_api_server() {
-    let Some(f) = setup("invalid_combinations_are_refused").await else { return };
+    let Some(f) = setup("invalid_combinations_are_refused").await else {
+        return;
+    };
     let bad = r#"
 apiVersion: secret-relay.dev/v1alpha1
 kind: ExternalSecret
@@ -515,7 +601,11 @@ spec:
 "#;
     let obj: ExternalSecret = serde_yaml::from_str(bad).unwrap();
     let err = f.es.create(&PostParams::default(), &obj).await.unwrap_err();
-    assert!(err.to_string().contains("deletionPolicy Delete requires creationPolicy Owner"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("deletionPolicy Delete requires creationPolicy Owner"),
+        "{err}"
+    );
     let two = r#"
 apiVersion: secret-relay.dev/v1alpha1
 kind: ExternalSecret
@@ -528,7 +618,10 @@ spec:
 "#;
     let obj: ExternalSecret = serde_yaml::from_str(two).unwrap();
     let err = f.es.create(&PostParams::default(), &obj).await.unwrap_err();
-    assert!(err.to_string().contains("exactly one of extract and find"), "{err}");
+    assert!(
+        err.to_string().contains("exactly one of extract and find"),
+        "{err}"
+    );
     let dup: serde_json::Value = json!({
         "apiVersion": "secret-relay.dev/v1alpha1", "kind": "ExternalSecret",
         "metadata": {"name": "bad3"},
@@ -543,12 +636,20 @@ spec:
 
 #[tokio::test]
 async fn cluster_store_conditions_limit_namespaces() {
-    let Some(env) = TestEnv::get("cluster_store_conditions").await else { return };
+    let Some(env) = TestEnv::get("cluster_store_conditions").await else {
+        return;
+    };
     let ns = env.namespace("css").await;
     let _op = operator::start(&env.kube, &ns, true).await;
     let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
     let key = format!("/{}/css", random_suffix());
-    ssm.put_parameter().name(&key).value("cluster").r#type(ParameterType::SecureString).send().await.unwrap();
+    ssm.put_parameter()
+        .name(&key)
+        .value("cluster")
+        .r#type(ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
     let creds_ns = env.namespace("css-creds").await;
     let creds: Secret = serde_json::from_value(json!({
         "metadata": {"name": "aws-creds"}, "stringData": {"id": "testing", "secret": "testing"}
@@ -606,7 +707,10 @@ spec:
     }
     wait_reason(&es, &open, "SecretSynced").await;
     let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
-    assert_eq!(secret_data(&secrets.get(&open).await.unwrap())["v"], "cluster");
+    assert_eq!(
+        secret_data(&secrets.get(&open).await.unwrap())["v"],
+        "cluster"
+    );
     let refused = wait_reason(&es, &closed, "SecretStoreNotReady").await;
     assert_eq!(
         ready_message(&refused),

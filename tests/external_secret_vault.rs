@@ -8,12 +8,14 @@ use kube::api::{Api, PostParams};
 use secret_relay::api::{ExternalSecret, SecretStore};
 use serde_json::json;
 
-use common::{random_suffix, TestEnv};
+use common::{TestEnv, random_suffix};
 use operator::{apply_yaml, ready_message, secret_data, wait_reason};
 
 async fn vault_put(env: &TestEnv, path: &str, data: serde_json::Value) {
     let client = env.vault();
-    vaultrs::kv2::set(&client, "secret", path, &data).await.expect("kv2 put");
+    vaultrs::kv2::set(&client, "secret", path, &data)
+        .await
+        .expect("kv2 put");
 }
 
 async fn store(env: &TestEnv, ns: &str, name: &str, extra: &str, token: &str) {
@@ -47,14 +49,38 @@ spec:
 
 #[tokio::test]
 async fn kv2_extract_property_version_and_find() {
-    let Some(env) = TestEnv::get("kv2_extract_property_version_and_find").await else { return };
+    let Some(env) = TestEnv::get("kv2_extract_property_version_and_find").await else {
+        return;
+    };
     let ns = env.namespace("vault").await;
     let _op = operator::start(&env.kube, &ns, false).await;
     let p = random_suffix();
-    vault_put(&env, &format!("{p}/app/db"), json!({"user": "app", "password": "v1-pw", "port": 5432})).await;
-    vault_put(&env, &format!("{p}/app/db"), json!({"user": "app", "password": "v2-pw", "port": 5432})).await;
-    vault_put(&env, &format!("{p}/app/cfg"), json!({"tls": {"mode": "verify-full"}})).await;
-    store(&env, &ns, "vault", "      path: secret\n      version: v2", &env.vault_token).await;
+    vault_put(
+        &env,
+        &format!("{p}/app/db"),
+        json!({"user": "app", "password": "v1-pw", "port": 5432}),
+    )
+    .await;
+    vault_put(
+        &env,
+        &format!("{p}/app/db"),
+        json!({"user": "app", "password": "v2-pw", "port": 5432}),
+    )
+    .await;
+    vault_put(
+        &env,
+        &format!("{p}/app/cfg"),
+        json!({"tls": {"mode": "verify-full"}}),
+    )
+    .await;
+    store(
+        &env,
+        &ns,
+        "vault",
+        "      path: secret\n      version: v2",
+        &env.vault_token,
+    )
+    .await;
     let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
     apply_yaml(
         &es,
@@ -88,7 +114,10 @@ spec:
     assert_eq!(d["tls-mode"], "verify-full");
     assert_eq!(d["whole"], r#"{"tls":{"mode":"verify-full"}}"#);
     assert_eq!(d.len(), 6);
-    assert_eq!(s.metadata.annotations.unwrap()["secret-relay.dev/store"], "SecretStore/vault");
+    assert_eq!(
+        s.metadata.annotations.unwrap()["secret-relay.dev/store"],
+        "SecretStore/vault"
+    );
 
     apply_yaml(
         &es,
@@ -110,12 +139,17 @@ spec:
     wait_reason(&es, "found", "SecretSynced").await;
     let d = secret_data(&secrets.get("found").await.unwrap());
     assert_eq!(d.len(), 1, "{:?}", d.keys());
-    assert_eq!(d[&format!("{p}_app_cfg")], r#"{"tls":{"mode":"verify-full"}}"#);
+    assert_eq!(
+        d[&format!("{p}_app_cfg")],
+        r#"{"tls":{"mode":"verify-full"}}"#
+    );
 }
 
 #[tokio::test]
 async fn kv1_and_permission_denied() {
-    let Some(env) = TestEnv::get("kv1_and_permission_denied").await else { return };
+    let Some(env) = TestEnv::get("kv1_and_permission_denied").await else {
+        return;
+    };
     let ns = env.namespace("vault1").await;
     let _op = operator::start(&env.kube, &ns, false).await;
     let root = env.vault();
@@ -124,21 +158,39 @@ async fn kv1_and_permission_denied() {
         &root,
         &mount,
         "kv",
-        Some(vaultrs::api::sys::requests::EnableEngineRequest::builder().options(
-            std::collections::HashMap::from([("version".to_string(), "1".to_string())]),
-        )),
+        Some(
+            vaultrs::api::sys::requests::EnableEngineRequest::builder().options(
+                std::collections::HashMap::from([("version".to_string(), "1".to_string())]),
+            ),
+        ),
     )
     .await
     .unwrap();
-    vaultrs::kv1::set(&root, &mount, "app", &std::collections::HashMap::from([("k", "kv1-value")]))
-        .await
-        .unwrap();
-    store(&env, &ns, "v1", &format!("      path: {mount}\n      version: v1"), &env.vault_token).await;
+    vaultrs::kv1::set(
+        &root,
+        &mount,
+        "app",
+        &std::collections::HashMap::from([("k", "kv1-value")]),
+    )
+    .await
+    .unwrap();
+    store(
+        &env,
+        &ns,
+        "v1",
+        &format!("      path: {mount}\n      version: v1"),
+        &env.vault_token,
+    )
+    .await;
     // A token whose policy cannot read secret/data/*.
     let policy = format!("none-{}", random_suffix());
-    vaultrs::sys::policy::set(&root, &policy, r#"path "sys/*" { capabilities = ["deny"] }"#)
-        .await
-        .unwrap();
+    vaultrs::sys::policy::set(
+        &root,
+        &policy,
+        r#"path "sys/*" { capabilities = ["deny"] }"#,
+    )
+    .await
+    .unwrap();
     let token = vaultrs::token::new(
         &root,
         Some(vaultrs::api::token::requests::CreateTokenRequest::builder().policies(vec![policy])),
@@ -178,8 +230,14 @@ spec:
     .await;
     wait_reason(&es, "one", "SecretSynced").await;
     let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
-    assert_eq!(secret_data(&secrets.get("one").await.unwrap())["k"], "kv1-value");
+    assert_eq!(
+        secret_data(&secrets.get("one").await.unwrap())["k"],
+        "kv1-value"
+    );
     let denied = wait_reason(&es, "denied", "SecretSyncedError").await;
-    assert_eq!(ready_message(&denied), "vault: permission denied on secret/data/team/db");
+    assert_eq!(
+        ready_message(&denied),
+        "vault: permission denied on secret/data/team/db"
+    );
     assert!(secrets.get_opt("denied").await.unwrap().is_none());
 }

@@ -36,7 +36,9 @@ pub const FIELD_MANAGER: &str = "secret-relay";
 ///
 /// `namespace` is refused in a namespaced `SecretStore` (the tenant's own namespace is used);
 /// in a `ClusterSecretStore` it defaults to the ExternalSecret's namespace.
-#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeySelector {
     /// Name of the Secret.
@@ -49,7 +51,9 @@ pub struct SecretKeySelector {
 }
 
 /// A ServiceAccount whose token is requested through the TokenRequest API.
-#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceAccountSelector {
     /// Name of the ServiceAccount.

@@ -318,4 +318,3 @@ pub struct ClusterSecretStoreCondition {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespace_regexes: Vec<String>,
 }
-

@@ -7,20 +7,21 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use k8s_openapi::{
+    ByteString,
     api::core::v1::Secret,
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
-    ByteString,
 };
 use kube::Resource;
 use sha2::{Digest, Sha256};
 
 use crate::{
     api::{
+        ANNOTATION_DATA_HASH, ANNOTATION_LAST_REFRESH, ANNOTATION_REFRESH_INTERVAL,
+        ANNOTATION_STORE, ExternalSecret, LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY, MANAGED_BY,
         external_secret::{
-            ConversionStrategy, CreationPolicy, DecodingStrategy, ExternalSecretRewrite, TemplateMergePolicy,
+            ConversionStrategy, CreationPolicy, DecodingStrategy, ExternalSecretRewrite,
+            TemplateMergePolicy,
         },
-        ExternalSecret, ANNOTATION_DATA_HASH, ANNOTATION_LAST_REFRESH, ANNOTATION_REFRESH_INTERVAL,
-        ANNOTATION_STORE, LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY, MANAGED_BY,
     },
     providers::{SecretMap, SecretValue},
 };
@@ -34,10 +35,16 @@ pub struct BuildError(pub String);
 /// Selects `property` from a JSON value, gjson syntax (`name.first`, `friends.1.first`), as
 /// ESO does. A string result is returned raw; any other JSON result as compact JSON.
 /// Errors when the value is not JSON or the path matches nothing (the message names `key`).
-pub fn select_property(key: &str, value: &SecretValue, property: &str) -> Result<SecretValue, BuildError> {
-    let text = value
-        .as_str()
-        .ok_or_else(|| BuildError(format!("{key:?}: value is not UTF-8, cannot select property {property:?}")))?;
+pub fn select_property(
+    key: &str,
+    value: &SecretValue,
+    property: &str,
+) -> Result<SecretValue, BuildError> {
+    let text = value.as_str().ok_or_else(|| {
+        BuildError(format!(
+            "{key:?}: value is not UTF-8, cannot select property {property:?}"
+        ))
+    })?;
     if !gjson::valid(text) {
         return Err(BuildError(format!(
             "{key:?}: value is not JSON, cannot select property {property:?}"
@@ -45,7 +52,9 @@ pub fn select_property(key: &str, value: &SecretValue, property: &str) -> Result
     }
     let found = gjson::get(text, property);
     if !found.exists() {
-        return Err(BuildError(format!("{key:?}: property {property:?} not found")));
+        return Err(BuildError(format!(
+            "{key:?}: property {property:?} not found"
+        )));
     }
     Ok(match found.kind() {
         gjson::Kind::String => SecretValue::new(found.str().as_bytes().to_vec()),
@@ -59,9 +68,15 @@ pub fn extract_object(key: &str, value: &SecretValue) -> Result<SecretMap, Build
     let parsed: serde_json::Value = value
         .as_str()
         .and_then(|t| serde_json::from_str(t).ok())
-        .ok_or_else(|| BuildError(format!("{key:?}: value is not a JSON object, cannot extract its keys")))?;
+        .ok_or_else(|| {
+            BuildError(format!(
+                "{key:?}: value is not a JSON object, cannot extract its keys"
+            ))
+        })?;
     let serde_json::Value::Object(map) = parsed else {
-        return Err(BuildError(format!("{key:?}: value is not a JSON object, cannot extract its keys")));
+        return Err(BuildError(format!(
+            "{key:?}: value is not a JSON object, cannot extract its keys"
+        )));
     };
     Ok(map
         .into_iter()
@@ -76,13 +91,24 @@ pub fn extract_object(key: &str, value: &SecretValue) -> Result<SecretMap, Build
 }
 
 /// Applies `decodingStrategy` (RFC 4648 base64, standard or URL-safe; padding optional).
-pub fn decode(key: &str, value: SecretValue, strategy: DecodingStrategy) -> Result<SecretValue, BuildError> {
-    use base64::engine::{general_purpose::GeneralPurpose, DecodePaddingMode, GeneralPurposeConfig};
-    let lenient = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+pub fn decode(
+    key: &str,
+    value: SecretValue,
+    strategy: DecodingStrategy,
+) -> Result<SecretValue, BuildError> {
+    use base64::engine::{
+        DecodePaddingMode, GeneralPurposeConfig, general_purpose::GeneralPurpose,
+    };
+    let lenient =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     let std = GeneralPurpose::new(&base64::alphabet::STANDARD, lenient);
     let url = GeneralPurpose::new(&base64::alphabet::URL_SAFE, lenient);
     let input = value.as_bytes();
-    let trimmed: Vec<u8> = input.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let trimmed: Vec<u8> = input
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     let out = match strategy {
         DecodingStrategy::None => return Ok(value),
         DecodingStrategy::Base64 => std.decode(&trimmed),
@@ -92,8 +118,11 @@ pub fn decode(key: &str, value: SecretValue, strategy: DecodingStrategy) -> Resu
             Err(_) => return Ok(value),
         },
     };
-    out.map(SecretValue::new)
-        .map_err(|_| BuildError(format!("{key:?}: value is not valid {strategy:?} (decodingStrategy)")))
+    out.map(SecretValue::new).map_err(|_| {
+        BuildError(format!(
+            "{key:?}: value is not valid {strategy:?} (decodingStrategy)"
+        ))
+    })
 }
 
 /// Applies `conversionStrategy`: `Unicode` replaces `\uXXXX` escapes by their characters.
@@ -101,13 +130,18 @@ pub fn convert(value: SecretValue, strategy: ConversionStrategy) -> SecretValue 
     if strategy == ConversionStrategy::Default {
         return value;
     }
-    let Some(text) = value.as_str() else { return value };
+    let Some(text) = value.as_str() else {
+        return value;
+    };
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(pos) = rest.find("\\u") {
         out.push_str(&rest[..pos]);
         let hex = rest.get(pos + 2..pos + 6);
-        match hex.and_then(|h| u32::from_str_radix(h, 16).ok()).and_then(char::from_u32) {
+        match hex
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .and_then(char::from_u32)
+        {
             Some(c) => {
                 out.push(c);
                 rest = &rest[pos + 6..];
@@ -129,7 +163,10 @@ pub fn find_key(remote_name: &str) -> String {
 }
 
 /// Applies `rewrite[]` in order to every key of `map`. Errors on an invalid regexp.
-pub fn rewrite_keys(map: SecretMap, rewrites: &[ExternalSecretRewrite]) -> Result<SecretMap, BuildError> {
+pub fn rewrite_keys(
+    map: SecretMap,
+    rewrites: &[ExternalSecretRewrite],
+) -> Result<SecretMap, BuildError> {
     let mut map = map;
     for rw in rewrites {
         let Some(re) = &rw.regexp else { continue };
@@ -160,34 +197,69 @@ pub fn data_hash(data: &BTreeMap<String, ByteString>) -> String {
 /// each fetched key is a variable (also reachable as `data["key-with-dashes"]`); filters
 /// `b64enc`, `b64dec`, `fromjson`, plus minijinja's builtins (`tojson`, `upper`, `trim`, ...).
 /// Errors name the template's key and minijinja's message, never a value.
-pub fn render_templates(templates: &BTreeMap<String, String>, values: &SecretMap) -> Result<SecretMap, BuildError> {
+pub fn render_templates(
+    templates: &BTreeMap<String, String>,
+    values: &SecretMap,
+) -> Result<SecretMap, BuildError> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.add_filter("b64enc", |v: String| base64::engine::general_purpose::STANDARD.encode(v.as_bytes()));
+    env.add_filter("b64enc", |v: String| {
+        base64::engine::general_purpose::STANDARD.encode(v.as_bytes())
+    });
     env.add_filter("b64dec", |v: String| -> Result<String, minijinja::Error> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(v.trim().as_bytes())
-            .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "b64dec: input is not base64"))?;
-        String::from_utf8(bytes)
-            .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "b64dec: result is not UTF-8"))
+            .map_err(|_| {
+                minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    "b64dec: input is not base64",
+                )
+            })?;
+        String::from_utf8(bytes).map_err(|_| {
+            minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                "b64dec: result is not UTF-8",
+            )
+        })
     });
-    env.add_filter("fromjson", |v: String| -> Result<minijinja::Value, minijinja::Error> {
-        serde_json::from_str::<serde_json::Value>(&v)
-            .map(|v| minijinja::Value::from(minijinja::value::Serde(v)))
-            .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "fromjson: input is not JSON"))
-    });
+    env.add_filter(
+        "fromjson",
+        |v: String| -> Result<minijinja::Value, minijinja::Error> {
+            serde_json::from_str::<serde_json::Value>(&v)
+                .map(|v| minijinja::Value::from(minijinja::value::Serde(v)))
+                .map_err(|_| {
+                    minijinja::Error::new(
+                        minijinja::ErrorKind::InvalidOperation,
+                        "fromjson: input is not JSON",
+                    )
+                })
+        },
+    );
     let strings: BTreeMap<String, String> = values
         .iter()
-        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
-    let mut ctx: BTreeMap<String, minijinja::Value> =
-        strings.iter().map(|(k, v)| (k.clone(), minijinja::Value::from(v.as_str()))).collect();
-    ctx.insert("data".into(), minijinja::Value::from(minijinja::value::Serde(&strings)));
+    let mut ctx: BTreeMap<String, minijinja::Value> = strings
+        .iter()
+        .map(|(k, v)| (k.clone(), minijinja::Value::from(v.as_str())))
+        .collect();
+    ctx.insert(
+        "data".into(),
+        minijinja::Value::from(minijinja::value::Serde(&strings)),
+    );
     let mut out = SecretMap::new();
     for (key, source) in templates {
-        let rendered = env
-            .render_str(source, &ctx)
-            .map_err(|e| BuildError(format!("template of key {key:?}: {}", describe_template_error(&e))))?;
+        let rendered = env.render_str(source, &ctx).map_err(|e| {
+            BuildError(format!(
+                "template of key {key:?}: {}",
+                describe_template_error(&e)
+            ))
+        })?;
         out.insert(key.clone(), SecretValue::new(rendered.into_bytes()));
     }
     // The map of strings is a copy of secret values: wipe it.
@@ -247,12 +319,18 @@ pub fn desired_secret(es: &ExternalSecret, input: BuildInput<'_>) -> Result<Secr
         .map(|m| m.labels.clone())
         .unwrap_or_default();
     labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
-    labels.insert(LABEL_EXTERNAL_SECRET.into(), es.metadata.name.clone().unwrap_or_default());
+    labels.insert(
+        LABEL_EXTERNAL_SECRET.into(),
+        es.metadata.name.clone().unwrap_or_default(),
+    );
     let mut annotations = template
         .and_then(|t| t.metadata.as_ref())
         .map(|m| m.annotations.clone())
         .unwrap_or_default();
-    annotations.insert(ANNOTATION_REFRESH_INTERVAL.into(), es.spec.refresh_interval.clone());
+    annotations.insert(
+        ANNOTATION_REFRESH_INTERVAL.into(),
+        es.spec.refresh_interval.clone(),
+    );
     annotations.insert(ANNOTATION_LAST_REFRESH.into(), input.now.into());
     annotations.insert(ANNOTATION_DATA_HASH.into(), hash);
     annotations.insert(ANNOTATION_STORE.into(), input.store.into());
@@ -262,7 +340,10 @@ pub fn desired_secret(es: &ExternalSecret, input: BuildInput<'_>) -> Result<Secr
         .flatten()
         .map(|o: OwnerReference| vec![o]);
     // Merge writes into someone else's Secret: the type stays theirs unless a template sets it.
-    let type_ = match (template.and_then(|t| t.type_.clone()), es.spec.target.creation_policy) {
+    let type_ = match (
+        template.and_then(|t| t.type_.clone()),
+        es.spec.target.creation_policy,
+    ) {
         (Some(t), _) => Some(t),
         (None, CreationPolicy::Merge) => None,
         (None, _) => Some("Opaque".into()),
@@ -287,10 +368,11 @@ pub fn desired_secret(es: &ExternalSecret, input: BuildInput<'_>) -> Result<Secr
 /// `last-refresh` annotation: then no write is needed. `exact`: the data must be equal (we own
 /// the whole Secret); otherwise desired's keys must be present with equal values (`Merge`).
 pub fn is_up_to_date(existing: &Secret, desired: &Secret, exact: bool) -> bool {
-    let subset = |have: &Option<BTreeMap<String, String>>, want: &Option<BTreeMap<String, String>>| {
-        want.iter()
-            .flatten()
-            .all(|(k, v)| k == ANNOTATION_LAST_REFRESH || have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    let subset = |have: &Option<BTreeMap<String, String>>,
+                  want: &Option<BTreeMap<String, String>>| {
+        want.iter().flatten().all(|(k, v)| {
+            k == ANNOTATION_LAST_REFRESH || have.as_ref().and_then(|h| h.get(k)) == Some(v)
+        })
     };
     let empty = BTreeMap::new();
     let want = desired.data.as_ref().unwrap_or(&empty);
@@ -300,14 +382,19 @@ pub fn is_up_to_date(existing: &Secret, desired: &Secret, exact: bool) -> bool {
     } else {
         want.iter().all(|(k, v)| have.get(k) == Some(v))
     };
-    let owner_matches = desired
-        .metadata
-        .owner_references
-        .iter()
-        .flatten()
-        .all(|o| existing.metadata.owner_references.iter().flatten().any(|e| e.uid == o.uid));
+    let owner_matches = desired.metadata.owner_references.iter().flatten().all(|o| {
+        existing
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|e| e.uid == o.uid)
+    });
     subset(&existing.metadata.labels, &desired.metadata.labels)
-        && subset(&existing.metadata.annotations, &desired.metadata.annotations)
+        && subset(
+            &existing.metadata.annotations,
+            &desired.metadata.annotations,
+        )
         && data_matches
         && owner_matches
         && (desired.type_.is_none() || existing.type_ == desired.type_)

@@ -12,7 +12,10 @@ fn v(s: &str) -> SecretValue {
 }
 
 fn map(pairs: &[(&str, &str)]) -> SecretMap {
-    pairs.iter().map(|(k, val)| (k.to_string(), v(val))).collect()
+    pairs
+        .iter()
+        .map(|(k, val)| (k.to_string(), v(val)))
+        .collect()
 }
 
 fn data_str(s: &Secret) -> BTreeMap<String, String> {
@@ -58,14 +61,20 @@ fn desired_secret_carries_labels_annotations_owner_and_hash() {
     assert_eq!(ann[ANNOTATION_REFRESH_INTERVAL], "15m");
     assert_eq!(ann[ANNOTATION_LAST_REFRESH], "2026-11-21T10:00:00Z");
     assert_eq!(ann[ANNOTATION_STORE], "SecretStore/ssm");
-    assert_eq!(ann[ANNOTATION_DATA_HASH], data_hash(s.data.as_ref().unwrap()));
+    assert_eq!(
+        ann[ANNOTATION_DATA_HASH],
+        data_hash(s.data.as_ref().unwrap())
+    );
     assert_eq!(ann[ANNOTATION_DATA_HASH].len(), 64);
     let owners = s.metadata.owner_references.clone().unwrap();
     assert_eq!(owners.len(), 1);
     assert_eq!(owners[0].kind, "ExternalSecret");
     assert_eq!(owners[0].uid, "1234-uid");
     assert_eq!(owners[0].controller, Some(true));
-    assert_eq!(data_str(&s), BTreeMap::from([("password".into(), "s3cr3t".into())]));
+    assert_eq!(
+        data_str(&s),
+        BTreeMap::from([("password".into(), "s3cr3t".into())])
+    );
 }
 
 #[test]
@@ -154,7 +163,9 @@ fn template_replace_merge_type_and_metadata() {
 
 #[test]
 fn template_errors_name_the_key_and_hide_values() {
-    let yaml = format!("{BASIC}  target:\n    template:\n      data:\n        x: \"{{{{ missing_var }}}}\"\n        y: \"{{{{ password | b64dec }}}}\"\n");
+    let yaml = format!(
+        "{BASIC}  target:\n    template:\n      data:\n        x: \"{{{{ missing_var }}}}\"\n        y: \"{{{{ password | b64dec }}}}\"\n"
+    );
     let err = desired_secret(
         &es(&yaml),
         BuildInput {
@@ -166,7 +177,9 @@ fn template_errors_name_the_key_and_hide_values() {
     .unwrap_err();
     assert!(err.0.starts_with("template of key \"x\""), "{}", err.0);
     assert!(err.0.contains("undefined"), "{}", err.0);
-    let yaml = format!("{BASIC}  target:\n    template:\n      data:\n        y: \"{{{{ password | b64dec }}}}\"\n");
+    let yaml = format!(
+        "{BASIC}  target:\n    template:\n      data:\n        y: \"{{{{ password | b64dec }}}}\"\n"
+    );
     let err = desired_secret(
         &es(&yaml),
         BuildInput {
@@ -182,11 +195,27 @@ fn template_errors_name_the_key_and_hide_values() {
 
 #[test]
 fn property_paths_follow_gjson() {
-    let doc = v(r#"{"name":{"first":"Tom","last":"Anderson"},"age":37,"friends":[{"first":"Dale"},{"first":"Roger"}],"ok":true}"#);
-    assert_eq!(select_property("k", &doc, "name.first").unwrap().as_str(), Some("Tom"));
-    assert_eq!(select_property("k", &doc, "friends.1.first").unwrap().as_str(), Some("Roger"));
-    assert_eq!(select_property("k", &doc, "age").unwrap().as_str(), Some("37"));
-    assert_eq!(select_property("k", &doc, "ok").unwrap().as_str(), Some("true"));
+    let doc = v(
+        r#"{"name":{"first":"Tom","last":"Anderson"},"age":37,"friends":[{"first":"Dale"},{"first":"Roger"}],"ok":true}"#,
+    );
+    assert_eq!(
+        select_property("k", &doc, "name.first").unwrap().as_str(),
+        Some("Tom")
+    );
+    assert_eq!(
+        select_property("k", &doc, "friends.1.first")
+            .unwrap()
+            .as_str(),
+        Some("Roger")
+    );
+    assert_eq!(
+        select_property("k", &doc, "age").unwrap().as_str(),
+        Some("37")
+    );
+    assert_eq!(
+        select_property("k", &doc, "ok").unwrap().as_str(),
+        Some("true")
+    );
     assert_eq!(
         select_property("k", &doc, "name").unwrap().as_str(),
         Some(r#"{"first":"Tom","last":"Anderson"}"#)
@@ -194,7 +223,10 @@ fn property_paths_follow_gjson() {
     let err = select_property("/app/x", &doc, "nope").unwrap_err();
     assert_eq!(err.0, r#""/app/x": property "nope" not found"#);
     let err = select_property("/app/x", &v("plain s3cret"), "a").unwrap_err();
-    assert_eq!(err.0, r#""/app/x": value is not JSON, cannot select property "a""#);
+    assert_eq!(
+        err.0,
+        r#""/app/x": value is not JSON, cannot select property "a""#
+    );
 }
 
 #[test]
@@ -209,21 +241,63 @@ fn extract_splits_objects_and_refuses_others() {
 
 #[test]
 fn decoding_strategies() {
-    assert_eq!(decode("k", v("aGVsbG8="), DecodingStrategy::Base64).unwrap().as_str(), Some("hello"));
-    assert_eq!(decode("k", v("aGVsbG8"), DecodingStrategy::Base64).unwrap().as_str(), Some("hello"));
-    assert_eq!(decode("k", v("Pz8_"), DecodingStrategy::Base64Url).unwrap().as_str(), Some("???"));
-    assert_eq!(decode("k", v("Pz8_"), DecodingStrategy::Auto).unwrap().as_str(), Some("???"));
-    assert_eq!(decode("k", v("plain text!"), DecodingStrategy::Auto).unwrap().as_str(), Some("plain text!"));
-    assert_eq!(decode("k", v("x"), DecodingStrategy::None).unwrap().as_str(), Some("x"));
+    assert_eq!(
+        decode("k", v("aGVsbG8="), DecodingStrategy::Base64)
+            .unwrap()
+            .as_str(),
+        Some("hello")
+    );
+    assert_eq!(
+        decode("k", v("aGVsbG8"), DecodingStrategy::Base64)
+            .unwrap()
+            .as_str(),
+        Some("hello")
+    );
+    assert_eq!(
+        decode("k", v("Pz8_"), DecodingStrategy::Base64Url)
+            .unwrap()
+            .as_str(),
+        Some("???")
+    );
+    assert_eq!(
+        decode("k", v("Pz8_"), DecodingStrategy::Auto)
+            .unwrap()
+            .as_str(),
+        Some("???")
+    );
+    assert_eq!(
+        decode("k", v("plain text!"), DecodingStrategy::Auto)
+            .unwrap()
+            .as_str(),
+        Some("plain text!")
+    );
+    assert_eq!(
+        decode("k", v("x"), DecodingStrategy::None)
+            .unwrap()
+            .as_str(),
+        Some("x")
+    );
     let err = decode("password", v("***"), DecodingStrategy::Base64).unwrap_err();
-    assert_eq!(err.0, r#""password": value is not valid Base64 (decodingStrategy)"#);
+    assert_eq!(
+        err.0,
+        r#""password": value is not valid Base64 (decodingStrategy)"#
+    );
 }
 
 #[test]
 fn unicode_conversion() {
-    assert_eq!(convert(v(r"caf\u00e9 \u2603"), ConversionStrategy::Unicode).as_str(), Some("café ☃"));
-    assert_eq!(convert(v(r"bad \u00zz"), ConversionStrategy::Unicode).as_str(), Some(r"bad \u00zz"));
-    assert_eq!(convert(v(r"caf\u00e9"), ConversionStrategy::Default).as_str(), Some(r"caf\u00e9"));
+    assert_eq!(
+        convert(v(r"caf\u00e9 \u2603"), ConversionStrategy::Unicode).as_str(),
+        Some("café ☃")
+    );
+    assert_eq!(
+        convert(v(r"bad \u00zz"), ConversionStrategy::Unicode).as_str(),
+        Some(r"bad \u00zz")
+    );
+    assert_eq!(
+        convert(v(r"caf\u00e9"), ConversionStrategy::Default).as_str(),
+        Some(r"caf\u00e9")
+    );
 }
 
 #[test]
@@ -237,14 +311,22 @@ fn find_keys_and_rewrites() {
         }),
     }];
     let out = rewrite_keys(map(&[("app_db", "1"), ("other", "2")]), &rw).unwrap();
-    assert_eq!(out.keys().cloned().collect::<Vec<_>>(), vec!["APP_db", "other"]);
+    assert_eq!(
+        out.keys().cloned().collect::<Vec<_>>(),
+        vec!["APP_db", "other"]
+    );
     let bad = vec![ExternalSecretRewrite {
         regexp: Some(RewriteRegexp {
             source: "(".into(),
             target: "".into(),
         }),
     }];
-    assert!(rewrite_keys(map(&[("a", "1")]), &bad).unwrap_err().0.starts_with("rewrite regexp \"(\""));
+    assert!(
+        rewrite_keys(map(&[("a", "1")]), &bad)
+            .unwrap_err()
+            .0
+            .starts_with("rewrite regexp \"(\"")
+    );
 }
 
 #[test]
@@ -273,12 +355,19 @@ fn up_to_date_ignores_last_refresh_only() {
     assert!(is_up_to_date(&existing, &build("t2", "a"), true));
     assert!(!is_up_to_date(&existing, &build("t2", "b"), true));
     let mut extra = existing.clone();
-    extra.data.as_mut().unwrap().insert("more".into(), ByteString(b"x".to_vec()));
+    extra
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("more".into(), ByteString(b"x".to_vec()));
     assert!(!is_up_to_date(&extra, &build("t2", "a"), true));
     assert!(is_up_to_date(&extra, &build("t2", "a"), false));
 }
 
 #[test]
 fn secret_value_debug_is_redacted() {
-    assert_eq!(format!("{:?}", v("hunter2")), "SecretValue(<7 bytes redacted>)");
+    assert_eq!(
+        format!("{:?}", v("hunter2")),
+        "SecretValue(<7 bytes redacted>)"
+    );
 }

@@ -4,7 +4,13 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp}
 
 /// A `Ready` condition. `lastTransitionTime` is kept from `previous` when the status does not
 /// change, so the condition only moves when the state does.
-pub fn ready(previous: Option<&[Condition]>, ok: bool, reason: &str, message: &str, generation: Option<i64>) -> Condition {
+pub fn ready(
+    previous: Option<&[Condition]>,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) -> Condition {
     let status = if ok { "True" } else { "False" };
     let prev = previous.and_then(|p| p.iter().find(|c| c.type_ == "Ready"));
     let last_transition_time = match prev {

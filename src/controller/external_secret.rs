@@ -8,34 +8,32 @@ use std::{sync::Arc, time::Duration};
 
 use futures::future::join_all;
 use k8s_openapi::{
-    api::core::v1::Secret,
-    apimachinery::pkg::apis::meta::v1::Time,
-    jiff::Timestamp,
+    api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
 };
 use kube::{
+    Resource, ResourceExt,
     api::{Api, DeleteParams, Patch, PatchParams},
     runtime::{
         controller::Action,
         events::{Event, EventType},
         reflector::ObjectRef,
     },
-    Resource, ResourceExt,
 };
 use rand::RngExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{
-    build::{self, BuildInput},
-    condition,
-    secret_store,
     Context, Error,
+    build::{self, BuildInput},
+    condition, secret_store,
 };
 use crate::{
     api::{
+        ANNOTATION_DATA_HASH, ExternalSecret, FIELD_MANAGER, LABEL_EXTERNAL_SECRET,
+        LABEL_MANAGED_BY, MANAGED_BY,
         external_secret::{CreationPolicy, DeletionPolicy, ExternalSecretStatus, SecretBinding},
         secret_store::SecretStoreProvider,
-        ExternalSecret, ANNOTATION_DATA_HASH, FIELD_MANAGER, LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY, MANAGED_BY,
     },
     providers::{DynProvider, ErrorKind, SecretMap},
 };
@@ -65,7 +63,11 @@ pub fn synced_resource_version(es: &ExternalSecret) -> String {
         h.update(v.as_bytes());
         h.update([0]);
     }
-    format!("{}-{}", es.meta().generation.unwrap_or_default(), &hex::encode(h.finalize())[..16])
+    format!(
+        "{}-{}",
+        es.meta().generation.unwrap_or_default(),
+        &hex::encode(h.finalize())[..16]
+    )
 }
 
 /// What the Secret should become after a fetch.
@@ -150,16 +152,19 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
         None => true,
         Some(t) => interval > 0 && now.as_second() >= t + interval as i64,
     };
-    let drift = policy != CreationPolicy::None && secret_drifted(es, ctx, &secrets, &target).await?;
+    let drift =
+        policy != CreationPolicy::None && secret_drifted(es, ctx, &secrets, &target).await?;
     if !spec_changed && ready && !refresh_due && !drift {
         return Ok(next_refresh(interval, last_fetch, now));
     }
 
     // 2. Resolve the store and fetch.
     let store = secret_store::resolve(es, ctx)?;
-    let provider = ctx.providers.get(&store).await.map_err(|e| {
-        Error::StoreNotReady(format!("{}: {}", store.label, e.message))
-    })?;
+    let provider = ctx
+        .providers
+        .get(&store)
+        .await
+        .map_err(|e| Error::StoreNotReady(format!("{}: {}", store.label, e.message)))?;
     let outcome = match fetch(es, &provider, &store.provider).await {
         Ok(o) => o,
         Err(Error::Provider(e)) if e.kind == ErrorKind::Authentication => {
@@ -174,11 +179,20 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
     let (reason, message, event) = match outcome {
         Outcome::Delete => {
             let deleted = delete_owned(es, &secrets, &target).await?;
-            ctx.state.lock().expect("state lock").secret_version.remove(&key);
+            ctx.state
+                .lock()
+                .expect("state lock")
+                .secret_version
+                .remove(&key);
             (
                 "SecretDeleted",
-                format!("every remote value is gone; Secret {target} deleted (deletionPolicy Delete)"),
-                deleted.then_some(("Deleted", format!("Secret {target} deleted: remote values are gone"))),
+                format!(
+                    "every remote value is gone; Secret {target} deleted (deletionPolicy Delete)"
+                ),
+                deleted.then_some((
+                    "Deleted",
+                    format!("Secret {target} deleted: remote values are gone"),
+                )),
             )
         }
         Outcome::Write(values) => {
@@ -200,7 +214,9 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
                 }
             });
             let message = match policy {
-                CreationPolicy::None => "values fetched (creationPolicy None: no Secret written)".to_string(),
+                CreationPolicy::None => {
+                    "values fetched (creationPolicy None: no Secret written)".to_string()
+                }
                 _ => format!("Secret {target} synced from {}", store.label),
             };
             ("SecretSynced", message, event)
@@ -216,7 +232,13 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
     if let Some((reason, note)) = event {
         publish(ctx, es, EventType::Normal, reason, note).await;
     }
-    let cond = condition::ready(Some(&status.conditions), true, reason, &message, es.meta().generation);
+    let cond = condition::ready(
+        Some(&status.conditions),
+        true,
+        reason,
+        &message,
+        es.meta().generation,
+    );
     let new_status = ExternalSecretStatus {
         conditions: vec![cond],
         observed_generation: es.meta().generation,
@@ -248,18 +270,33 @@ fn next_refresh(interval: u64, last: Option<i64>, now: Timestamp) -> Action {
 /// Whether the target Secret was deleted or edited since we wrote it. A resourceVersion we
 /// wrote or verified needs no API call; an unknown one (after a restart) is trusted when it
 /// carries our hash; a changed one is read and its data checked against our hash.
-async fn secret_drifted(es: &ExternalSecret, ctx: &Context, secrets: &Api<Secret>, target: &str) -> Result<bool, Error> {
+async fn secret_drifted(
+    es: &ExternalSecret,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    target: &str,
+) -> Result<bool, Error> {
     let key = ObjectRef::from_obj(es);
     let ns = es.namespace().unwrap_or_default();
     let Some(meta) = ctx.secrets.get(&ObjectRef::new(target).within(&ns)) else {
         return Ok(true);
     };
     let rv = meta.resource_version().unwrap_or_default();
-    let known = ctx.state.lock().expect("state lock").secret_version.get(&key).cloned();
+    let known = ctx
+        .state
+        .lock()
+        .expect("state lock")
+        .secret_version
+        .get(&key)
+        .cloned();
     let Some(known) = known else {
         let ours = meta.annotations().contains_key(ANNOTATION_DATA_HASH);
         if ours {
-            ctx.state.lock().expect("state lock").secret_version.insert(key, rv);
+            ctx.state
+                .lock()
+                .expect("state lock")
+                .secret_version
+                .insert(key, rv);
         }
         return Ok(!ours);
     };
@@ -269,7 +306,11 @@ async fn secret_drifted(es: &ExternalSecret, ctx: &Context, secrets: &Api<Secret
     let Some(secret) = secrets.get_opt(target).await.map_err(Error::Kube)? else {
         return Ok(true);
     };
-    let hash = secret.data.as_ref().map(build::data_hash).unwrap_or_default();
+    let hash = secret
+        .data
+        .as_ref()
+        .map(build::data_hash)
+        .unwrap_or_default();
     let intact = secret.annotations().get(ANNOTATION_DATA_HASH) == Some(&hash)
         && secret.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
         && secret.labels().get(LABEL_EXTERNAL_SECRET) == es.metadata.name.as_ref();
@@ -292,22 +333,37 @@ fn not_found_message(provider: &SecretStoreProvider, key: &str, version: Option<
     if provider.aws.is_some() {
         format!("ssm GetParameters {selector:?}: ParameterNotFound")
     } else {
-        let mount = provider.vault.as_ref().and_then(|v| v.path.clone()).unwrap_or_else(|| "secret".into());
-        format!("vault: secret {:?} not found", format!("{mount}/{selector}"))
+        let mount = provider
+            .vault
+            .as_ref()
+            .and_then(|v| v.path.clone())
+            .unwrap_or_else(|| "secret".into());
+        format!(
+            "vault: secret {:?} not found",
+            format!("{mount}/{selector}")
+        )
     }
 }
 
 /// Fetches every remote value of `es`: `dataFrom` in order, then `data[]` (whose gets run
 /// concurrently, so a provider can batch them), applying property, decoding, conversion and
 /// rewrites. Missing values follow `deletionPolicy`.
-async fn fetch(es: &ExternalSecret, provider: &DynProvider, store: &SecretStoreProvider) -> Result<Outcome, Error> {
+async fn fetch(
+    es: &ExternalSecret,
+    provider: &DynProvider,
+    store: &SecretStoreProvider,
+) -> Result<Outcome, Error> {
     let mut values = SecretMap::new();
     let mut missing = Vec::new();
     let invalid = |e: build::BuildError| Error::InvalidSpec(e.0);
     for entry in &es.spec.data_from {
         let mut found = SecretMap::new();
         if let Some(r) = &entry.extract {
-            match provider.get(&r.key, r.version.as_deref()).await.map_err(Error::Provider)? {
+            match provider
+                .get(&r.key, r.version.as_deref())
+                .await
+                .map_err(Error::Provider)?
+            {
                 None => missing.push(not_found_message(store, &r.key, r.version.as_deref())),
                 Some(value) => {
                     let value = match &r.property {
@@ -345,8 +401,12 @@ async fn fetch(es: &ExternalSecret, provider: &DynProvider, store: &SecretStoreP
                     Some(p) => build::select_property(&r.key, &value, p).map_err(invalid)?,
                     None => value,
                 };
-                let value = build::decode(&d.secret_key, value, r.decoding_strategy).map_err(invalid)?;
-                values.insert(d.secret_key.clone(), build::convert(value, r.conversion_strategy));
+                let value =
+                    build::decode(&d.secret_key, value, r.decoding_strategy).map_err(invalid)?;
+                values.insert(
+                    d.secret_key.clone(),
+                    build::convert(value, r.conversion_strategy),
+                );
             }
         }
     }
@@ -395,12 +455,12 @@ async fn apply(
         (None, CreationPolicy::Merge) => {
             return Err(Error::SecretMissing(format!(
                 "Secret {ns}/{target} does not exist; creationPolicy Merge only adds keys to an existing Secret"
-            )))
+            )));
         }
         (Some(s), CreationPolicy::Owner | CreationPolicy::Orphan) if !owned_by(s, es) => {
             return Err(Error::SecretConflict(format!(
                 "Secret {ns}/{target} already exists and is not managed by this ExternalSecret; it was left unchanged (delete it, or use creationPolicy Merge)"
-            )))
+            )));
         }
         _ => {}
     }
@@ -420,7 +480,11 @@ async fn apply(
         }
     }
     let written = secrets
-        .patch(target, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
+        .patch(
+            target,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
         .await
         .map_err(Error::Kube)?;
     ctx.state
@@ -432,7 +496,11 @@ async fn apply(
 }
 
 /// Deletes the target Secret if it is ours. Returns whether it deleted.
-async fn delete_owned(es: &ExternalSecret, secrets: &Api<Secret>, target: &str) -> Result<bool, Error> {
+async fn delete_owned(
+    es: &ExternalSecret,
+    secrets: &Api<Secret>,
+    target: &str,
+) -> Result<bool, Error> {
     match secrets.get_opt(target).await.map_err(Error::Kube)? {
         Some(s) if owned_by(&s, es) => {
             secrets
@@ -445,11 +513,20 @@ async fn delete_owned(es: &ExternalSecret, secrets: &Api<Secret>, target: &str) 
     }
 }
 
-async fn write_status(es: &ExternalSecret, ctx: &Context, status: &ExternalSecretStatus) -> Result<(), Error> {
-    let api: Api<ExternalSecret> = Api::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default());
-    api.patch_status(&es.name_any(), &super::merge_params(), &Patch::Merge(json!({ "status": status })))
-        .await
-        .map_err(Error::Kube)?;
+async fn write_status(
+    es: &ExternalSecret,
+    ctx: &Context,
+    status: &ExternalSecretStatus,
+) -> Result<(), Error> {
+    let api: Api<ExternalSecret> =
+        Api::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default());
+    api.patch_status(
+        &es.name_any(),
+        &super::merge_params(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .map_err(Error::Kube)?;
     Ok(())
 }
 
@@ -458,8 +535,15 @@ async fn write_status(es: &ExternalSecret, ctx: &Context, status: &ExternalSecre
 async fn report_failure(es: &ExternalSecret, ctx: &Context, err: &Error) -> Result<(), Error> {
     let status = es.status.clone().unwrap_or_default();
     let message = err.to_string();
-    let cond = condition::ready(Some(&status.conditions), false, err.reason(), &message, es.meta().generation);
-    let unchanged = status.conditions.iter().any(|c| c == &cond) && status.observed_generation == es.meta().generation;
+    let cond = condition::ready(
+        Some(&status.conditions),
+        false,
+        err.reason(),
+        &message,
+        es.meta().generation,
+    );
+    let unchanged = status.conditions.iter().any(|c| c == &cond)
+        && status.observed_generation == es.meta().generation;
     publish(ctx, es, EventType::Warning, "SyncFailed", message).await;
     if unchanged {
         return Ok(());
@@ -484,4 +568,3 @@ async fn publish(ctx: &Context, es: &ExternalSecret, type_: EventType, reason: &
         tracing::warn!(error = %e, "publishing event");
     }
 }
-

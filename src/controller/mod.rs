@@ -11,28 +11,29 @@ pub mod secret_store;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
-use futures::{future, StreamExt};
+use futures::{StreamExt, future};
 use k8s_openapi::{
     api::core::v1::{Namespace, Secret},
     apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
 use kube::{
+    Client, Resource, ResourceExt,
     api::{Api, PatchParams},
     core::PartialObjectMeta,
     runtime::{
+        Controller, WatchStreamExt,
         controller::{self, Action},
         events::{Recorder, Reporter},
         reflector,
         reflector::{ObjectRef, Store},
-        watcher, Controller, WatchStreamExt,
+        watcher,
     },
-    Client, Resource, ResourceExt,
 };
 
 use crate::{
     api::{
-        external_secret::StoreKind, ClusterSecretStore, ExternalSecret, SecretStore, FIELD_MANAGER,
-        LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY, MANAGED_BY,
+        ClusterSecretStore, ExternalSecret, FIELD_MANAGER, LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY,
+        MANAGED_BY, SecretStore, external_secret::StoreKind,
     },
     providers::{ErrorKind, ProviderError},
 };
@@ -145,8 +146,15 @@ pub(crate) fn merge_params() -> PatchParams {
 
 /// Whether `labels` match a LabelSelector (`matchLabels` and `matchExpressions` with `In`,
 /// `NotIn`, `Exists`, `DoesNotExist`).
-pub fn selector_matches(sel: &LabelSelector, labels: &std::collections::BTreeMap<String, String>) -> bool {
-    let by_labels = sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+pub fn selector_matches(
+    sel: &LabelSelector,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let by_labels = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
     let by_exprs = sel.match_expressions.iter().flatten().all(|e| {
         let values = e.values.clone().unwrap_or_default();
         match e.operator.as_str() {
@@ -172,14 +180,24 @@ where
 
 /// Runs the controllers until a shutdown signal. `ready` is called once every cache has
 /// synced (for `/readyz`).
-pub async fn run(client: Client, config: Config, ready: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    config: Config,
+    ready: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<()> {
     let wc = watcher::Config::default().any_semantic();
 
     let (stores, stores_writer) = reflector::store();
-    let store_events = reflector(stores_writer, watcher(api_for::<SecretStore>(&client, &config.namespace), wc.clone()))
-        .default_backoff()
-        .modify(|s| s.managed_fields_mut().clear())
-        .touched_objects();
+    let store_events = reflector(
+        stores_writer,
+        watcher(
+            api_for::<SecretStore>(&client, &config.namespace),
+            wc.clone(),
+        ),
+    )
+    .default_backoff()
+    .modify(|s| s.managed_fields_mut().clear())
+    .touched_objects();
 
     let (cluster_stores, cluster_writer) = reflector::store();
     let cluster_api: Api<ClusterSecretStore> = Api::all(client.clone());
@@ -194,11 +212,19 @@ pub async fn run(client: Client, config: Config, ready: impl FnOnce() + Send + '
     };
 
     let (secrets, secrets_writer) = reflector::store();
-    let secret_wc = wc.clone().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    let secret_events = reflector(secrets_writer, watcher(api_for::<PartialObjectMeta<Secret>>(&client, &config.namespace), secret_wc))
-        .default_backoff()
-        .modify(|s| s.managed_fields_mut().clear())
-        .touched_objects();
+    let secret_wc = wc
+        .clone()
+        .labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let secret_events = reflector(
+        secrets_writer,
+        watcher(
+            api_for::<PartialObjectMeta<Secret>>(&client, &config.namespace),
+            secret_wc,
+        ),
+    )
+    .default_backoff()
+    .modify(|s| s.managed_fields_mut().clear())
+    .touched_objects();
 
     let (namespaces, ns_writer) = reflector::store();
     let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
@@ -229,22 +255,36 @@ pub async fn run(client: Client, config: Config, ready: impl FnOnce() + Send + '
 
     // Store controllers run off their own watches; the ExternalSecret controller is triggered
     // by the shared caches' events through `watches_stream`.
-    let store_ctl = Controller::new(api_for::<SecretStore>(&client, &config.namespace), wc.clone())
-        .shutdown_on_signal()
-        .run(secret_store::reconcile_store, store_error_policy, ctx.clone())
-        .for_each(|_| future::ready(()));
+    let store_ctl = Controller::new(
+        api_for::<SecretStore>(&client, &config.namespace),
+        wc.clone(),
+    )
+    .shutdown_on_signal()
+    .run(
+        secret_store::reconcile_store,
+        store_error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| future::ready(()));
     let cluster_store_ctl = async {
         if config.cluster_stores {
             Controller::new(Api::<ClusterSecretStore>::all(client.clone()), wc.clone())
                 .shutdown_on_signal()
-                .run(secret_store::reconcile_cluster_store, store_error_policy, ctx.clone())
+                .run(
+                    secret_store::reconcile_cluster_store,
+                    store_error_policy,
+                    ctx.clone(),
+                )
                 .for_each(|_| future::ready(()))
                 .await
         }
     };
 
-    let es_ctl = Controller::new(api_for::<ExternalSecret>(&client, &config.namespace), wc.clone())
-        .with_config(controller::Config::default().concurrency(config.concurrency));
+    let es_ctl = Controller::new(
+        api_for::<ExternalSecret>(&client, &config.namespace),
+        wc.clone(),
+    )
+    .with_config(controller::Config::default().concurrency(config.concurrency));
     let es_store = es_ctl.store();
     let by_store = {
         let es_store = es_store.clone();
@@ -272,13 +312,19 @@ pub async fn run(client: Client, config: Config, ready: impl FnOnce() + Send + '
         .watches_stream(secret_events, |s: PartialObjectMeta<Secret>| {
             let es = s.labels().get(LABEL_EXTERNAL_SECRET).cloned();
             let ns = s.namespace();
-            es.zip(ns).map(|(name, ns)| ObjectRef::new(&name).within(&ns))
+            es.zip(ns)
+                .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
         })
         .shutdown_on_signal();
 
     let caches = {
-        let (stores, cluster_stores, secrets, namespaces, es_store) =
-            (stores.clone(), cluster_stores.clone(), secrets.clone(), namespaces.clone(), es_store.clone());
+        let (stores, cluster_stores, secrets, namespaces, es_store) = (
+            stores.clone(),
+            cluster_stores.clone(),
+            secrets.clone(),
+            namespaces.clone(),
+            es_store.clone(),
+        );
         let cluster = config.cluster_stores;
         async move {
             let _ = stores.wait_until_ready().await;
@@ -293,7 +339,11 @@ pub async fn run(client: Client, config: Config, ready: impl FnOnce() + Send + '
     };
     let ns_drain = ns_events.for_each(|_| future::ready(()));
     let es_run = es_ctl
-        .run(external_secret::reconcile, external_secret::error_policy, ctx.clone())
+        .run(
+            external_secret::reconcile,
+            external_secret::error_policy,
+            ctx.clone(),
+        )
         .for_each(|res| {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "reconcile failed");

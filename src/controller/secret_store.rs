@@ -11,22 +11,22 @@ use std::{
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
+    Resource, ResourceExt,
     api::{Api, Patch},
     core::PartialObjectMeta,
     runtime::{controller::Action, reflector::ObjectRef},
-    Resource, ResourceExt,
 };
 use serde_json::json;
 
-use super::{condition, Context, Error};
+use super::{Context, Error, condition};
 use crate::{
     api::{
-        external_secret::StoreKind, secret_store::SecretStoreProvider, ClusterSecretStore, ExternalSecret,
-        SecretStore,
+        ClusterSecretStore, ExternalSecret, SecretStore, external_secret::StoreKind,
+        secret_store::SecretStoreProvider,
     },
     providers::{
-        aws_ssm::SsmProvider, coalesce::Coalesced, vault::VaultKvProvider, AuthContext, Coalescer, DynProvider,
-        ErrorKind, ProviderError,
+        AuthContext, Coalescer, DynProvider, ErrorKind, ProviderError, aws_ssm::SsmProvider,
+        coalesce::Coalesced, vault::VaultKvProvider,
     },
 };
 
@@ -67,7 +67,9 @@ pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Erro
             let store = ctx
                 .stores
                 .get(&ObjectRef::new(&r.name).within(&ns))
-                .ok_or_else(|| Error::StoreNotReady(format!("SecretStore {ns}/{} not found", r.name)))?;
+                .ok_or_else(|| {
+                    Error::StoreNotReady(format!("SecretStore {ns}/{} not found", r.name))
+                })?;
             Ok(ResolvedStore {
                 label: format!("SecretStore/{}", r.name),
                 provider: store.spec.provider.clone(),
@@ -88,7 +90,9 @@ pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Erro
             let store = ctx
                 .cluster_stores
                 .get(&ObjectRef::new(&r.name))
-                .ok_or_else(|| Error::StoreNotReady(format!("ClusterSecretStore {} not found", r.name)))?;
+                .ok_or_else(|| {
+                    Error::StoreNotReady(format!("ClusterSecretStore {} not found", r.name))
+                })?;
             let namespace = ctx.namespaces.get(&ObjectRef::new(&ns));
             if !namespace_allowed(&store, &ns, namespace.as_deref()) {
                 return Err(Error::StoreNotReady(format!(
@@ -117,11 +121,17 @@ pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Erro
 
 /// Whether namespace `ns` (with metadata `meta`, if known) satisfies a ClusterSecretStore's
 /// `conditions`: none = every namespace; otherwise any condition whose given fields all match.
-pub fn namespace_allowed(store: &ClusterSecretStore, ns: &str, meta: Option<&PartialObjectMeta<Namespace>>) -> bool {
+pub fn namespace_allowed(
+    store: &ClusterSecretStore,
+    ns: &str,
+    meta: Option<&PartialObjectMeta<Namespace>>,
+) -> bool {
     if store.spec.conditions.is_empty() {
         return true;
     }
-    let labels = meta.and_then(|m| m.metadata.labels.clone()).unwrap_or_default();
+    let labels = meta
+        .and_then(|m| m.metadata.labels.clone())
+        .unwrap_or_default();
     store.spec.conditions.iter().any(|c| {
         let by_name = c.namespaces.is_empty() || c.namespaces.iter().any(|n| n == ns);
         let by_regex = c.namespace_regexes.is_empty()
@@ -160,7 +170,9 @@ impl ProviderCache {
         let auth = store.auth.clone();
         let built = self
             .builds
-            .run(store.key.clone(), move || async move { build_provider(&spec, &auth).await })
+            .run(store.key.clone(), move || async move {
+                build_provider(&spec, &auth).await
+            })
             .await?;
         let mut entries = self.entries.lock().expect("provider cache lock");
         // Entries of older generations of the same store are dropped with their sessions.
@@ -186,12 +198,18 @@ impl ProviderCache {
     /// Drops the provider of `store` (after an authentication failure: credentials may have
     /// been rotated).
     pub fn invalidate(&self, store: &ResolvedStore) {
-        self.entries.lock().expect("provider cache lock").remove(&store.key);
+        self.entries
+            .lock()
+            .expect("provider cache lock")
+            .remove(&store.key);
     }
 }
 
 /// Builds the provider a store configures, wrapped so concurrent `get`s coalesce.
-async fn build_provider(spec: &SecretStoreProvider, auth: &AuthContext) -> Result<DynProvider, ProviderError> {
+async fn build_provider(
+    spec: &SecretStoreProvider,
+    auth: &AuthContext,
+) -> Result<DynProvider, ProviderError> {
     let inner: DynProvider = match (&spec.aws, &spec.vault) {
         (Some(aws), None) => Arc::new(SsmProvider::new(aws, auth).await?),
         (None, Some(vault)) => Arc::new(VaultKvProvider::new(vault, auth).await?),
@@ -199,7 +217,7 @@ async fn build_provider(spec: &SecretStoreProvider, auth: &AuthContext) -> Resul
             return Err(ProviderError::new(
                 ErrorKind::InvalidConfig,
                 "exactly one provider must be set: aws or vault",
-            ))
+            ));
         }
     };
     Ok(Arc::new(Coalesced::new(inner)))
@@ -247,13 +265,25 @@ pub async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Context>) -> Resu
     };
     let (status, reason, message) = validate(&resolved, &ctx).await;
     let api: Api<SecretStore> = Api::namespaced(ctx.client.clone(), &ns);
-    write_store_status(&api, &store.name_any(), store.status.as_ref().map(|s| &s.conditions[..]), store.meta().generation, status, reason, &message).await?;
+    write_store_status(
+        &api,
+        &store.name_any(),
+        store.status.as_ref().map(|s| &s.conditions[..]),
+        store.meta().generation,
+        status,
+        reason,
+        &message,
+    )
+    .await?;
     Ok(requeue_store(store.spec.refresh_interval))
 }
 
 /// Reconciles a `ClusterSecretStore`. A store whose references resolve per ExternalSecret
 /// namespace (referent auth) is checked for shape only; it is validated when used.
-pub async fn reconcile_cluster_store(store: Arc<ClusterSecretStore>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile_cluster_store(
+    store: Arc<ClusterSecretStore>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let (status, reason, message) = if has_referent_refs(&store.spec.provider) {
         (
             true,
@@ -279,7 +309,16 @@ pub async fn reconcile_cluster_store(store: Arc<ClusterSecretStore>, ctx: Arc<Co
         validate(&resolved, &ctx).await
     };
     let api: Api<ClusterSecretStore> = Api::all(ctx.client.clone());
-    write_store_status(&api, &store.name_any(), store.status.as_ref().map(|s| &s.conditions[..]), store.meta().generation, status, reason, &message).await?;
+    write_store_status(
+        &api,
+        &store.name_any(),
+        store.status.as_ref().map(|s| &s.conditions[..]),
+        store.meta().generation,
+        status,
+        reason,
+        &message,
+    )
+    .await?;
     Ok(requeue_store(store.spec.refresh_interval))
 }
 

@@ -8,15 +8,15 @@ use std::{
     future::Future,
     hash::Hash,
     sync::{
-        atomic::{AtomicU64, Ordering},
         Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
     },
 };
 
 use async_trait::async_trait;
 use futures::{
-    future::{BoxFuture, Shared},
     FutureExt,
+    future::{BoxFuture, Shared},
 };
 
 use super::{DynProvider, Provider, ProviderError, SecretMap, SecretValue};
@@ -102,7 +102,9 @@ impl Provider for Coalesced {
         let inner = Arc::clone(&self.inner);
         let (k, v) = (key.to_string(), version.map(str::to_string));
         self.gets
-            .run((k.clone(), v.clone()), move || async move { inner.get(&k, v.as_deref()).await })
+            .run((k.clone(), v.clone()), move || async move {
+                inner.get(&k, v.as_deref()).await
+            })
             .await
     }
 

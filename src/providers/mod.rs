@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 pub use coalesce::Coalescer;
 
-use crate::api::{external_secret::ExternalSecretFind, SecretKeySelector, ServiceAccountSelector};
+use crate::api::{SecretKeySelector, ServiceAccountSelector, external_secret::ExternalSecretFind};
 
 /// A secret value: bytes that are wiped from memory when dropped and never printed
 /// (`Debug` shows only the length).
@@ -105,7 +105,11 @@ pub trait Provider: Send + Sync {
     /// Fetches one remote value as stored (SSM: the parameter's value; Vault: the secret's data
     /// map as a JSON object). `version`: SSM version number or label, Vault KV v2 version.
     /// `Ok(None)` when the key (or version) does not exist.
-    async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<SecretValue>, ProviderError>;
+    async fn get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<SecretValue>, ProviderError>;
 
     /// Every remote value that `find` selects, keyed by remote name (SSM: the parameter name;
     /// Vault: the path below the mount). Vault values are JSON objects as in [`Provider::get`].
@@ -136,7 +140,9 @@ impl AuthContext {
         match explicit {
             Some(ns) if !self.allow_namespace && ns != self.namespace => Err(ProviderError::new(
                 ErrorKind::InvalidConfig,
-                format!("{what}: namespace {ns:?} is not allowed in a SecretStore (references resolve in the store's namespace)"),
+                format!(
+                    "{what}: namespace {ns:?} is not allowed in a SecretStore (references resolve in the store's namespace)"
+                ),
             )),
             Some(ns) => Ok(ns.to_string()),
             None => Ok(self.namespace.clone()),
@@ -146,11 +152,17 @@ impl AuthContext {
     /// Reads one key of a Secret. Errors: `Authentication` when the Secret or key is missing
     /// (the message names them), `InvalidConfig` for a refused namespace, `Transient` on API
     /// failures.
-    pub async fn secret_value(&self, sel: &SecretKeySelector) -> Result<SecretValue, ProviderError> {
+    pub async fn secret_value(
+        &self,
+        sel: &SecretKeySelector,
+    ) -> Result<SecretValue, ProviderError> {
         let ns = self.namespace_of(sel.namespace.as_deref(), "secret reference")?;
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
         let secret = api.get_opt(&sel.name).await.map_err(|e| {
-            ProviderError::new(ErrorKind::Transient, format!("reading Secret {ns}/{}: {e}", sel.name))
+            ProviderError::new(
+                ErrorKind::Transient,
+                format!("reading Secret {ns}/{}: {e}", sel.name),
+            )
         })?;
         let Some(mut secret) = secret else {
             return Err(ProviderError::new(
@@ -163,20 +175,38 @@ impl AuthContext {
             Some(v) => Ok(SecretValue::new(v.0)),
             None => Err(ProviderError::new(
                 ErrorKind::Authentication,
-                format!("credentials Secret {ns}/{} has no key {:?}", sel.name, sel.key),
+                format!(
+                    "credentials Secret {ns}/{} has no key {:?}",
+                    sel.name, sel.key
+                ),
             )),
         }
     }
 
     /// Reads a key of a ConfigMap (`data`, else `binaryData`), e.g. a CA bundle.
-    pub async fn config_map_value(&self, name: &str, key: &str, namespace: Option<&str>) -> Result<Vec<u8>, ProviderError> {
+    pub async fn config_map_value(
+        &self,
+        name: &str,
+        key: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<u8>, ProviderError> {
         let ns = self.namespace_of(namespace, "configmap reference")?;
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &ns);
         let cm = api
             .get_opt(name)
             .await
-            .map_err(|e| ProviderError::new(ErrorKind::Transient, format!("reading ConfigMap {ns}/{name}: {e}")))?
-            .ok_or_else(|| ProviderError::new(ErrorKind::InvalidConfig, format!("ConfigMap {ns}/{name} not found")))?;
+            .map_err(|e| {
+                ProviderError::new(
+                    ErrorKind::Transient,
+                    format!("reading ConfigMap {ns}/{name}: {e}"),
+                )
+            })?
+            .ok_or_else(|| {
+                ProviderError::new(
+                    ErrorKind::InvalidConfig,
+                    format!("ConfigMap {ns}/{name} not found"),
+                )
+            })?;
         if let Some(v) = cm.data.as_ref().and_then(|d| d.get(key)) {
             return Ok(v.clone().into_bytes());
         }
@@ -223,7 +253,10 @@ impl AuthContext {
                 ),
                 kube::Error::Api(s) if s.code == 403 => ProviderError::new(
                     ErrorKind::Authentication,
-                    format!("TokenRequest for ServiceAccount {ns}/{} forbidden: {}", sa.name, s.message),
+                    format!(
+                        "TokenRequest for ServiceAccount {ns}/{} forbidden: {}",
+                        sa.name, s.message
+                    ),
                 ),
                 _ => ProviderError::new(
                     ErrorKind::Transient,

@@ -7,8 +7,8 @@ use std::{future::Future, time::Duration};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
-    api::{Api, Patch, PatchParams},
     Client, CustomResourceExt,
+    api::{Api, Patch, PatchParams},
 };
 use secret_relay::{
     api::{ClusterSecretStore, ExternalSecret, SecretStore},
@@ -18,24 +18,36 @@ use secret_relay::{
 /// Applies the CRDs (server-side apply, idempotent) and waits until they are Established.
 pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [ExternalSecret::crd(), SecretStore::crd(), ClusterSecretStore::crd()] {
+    for crd in [
+        ExternalSecret::crd(),
+        SecretStore::crd(),
+        ClusterSecretStore::crd(),
+    ] {
         let name = crd.metadata.name.clone().unwrap();
-        api.patch(&name, &PatchParams::apply("secret-relay-tests").force(), &Patch::Apply(&crd))
-            .await
-            .expect("apply CRD");
-        wait_for(&format!("CRD {name} established"), Duration::from_secs(30), || {
-            let api = api.clone();
-            let name = name.clone();
-            async move {
-                let crd = api.get(&name).await.ok()?;
-                let established = crd
-                    .status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                established.then_some(())
-            }
-        })
+        api.patch(
+            &name,
+            &PatchParams::apply("secret-relay-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("apply CRD");
+        wait_for(
+            &format!("CRD {name} established"),
+            Duration::from_secs(30),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    let crd = api.get(&name).await.ok()?;
+                    let established = crd
+                        .status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    established.then_some(())
+                }
+            },
+        )
         .await;
     }
 }
@@ -86,13 +98,20 @@ where
 /// Waits until the ExternalSecret's Ready condition has `reason` (and the status describes the
 /// current generation), returning the object.
 pub async fn wait_reason(api: &Api<ExternalSecret>, name: &str, reason: &str) -> ExternalSecret {
-    wait_for(&format!("ExternalSecret {name} reason {reason}"), Duration::from_secs(60), || async {
-        let es = api.get(name).await.ok()?;
-        let status = es.status.as_ref()?;
-        let ok = status.observed_generation == es.metadata.generation
-            && status.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == reason);
-        ok.then_some(es)
-    })
+    wait_for(
+        &format!("ExternalSecret {name} reason {reason}"),
+        Duration::from_secs(60),
+        || async {
+            let es = api.get(name).await.ok()?;
+            let status = es.status.as_ref()?;
+            let ok = status.observed_generation == es.metadata.generation
+                && status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.reason == reason);
+            ok.then_some(es)
+        },
+    )
     .await
 }
 
@@ -112,13 +131,19 @@ where
 {
     let obj: K = serde_yaml::from_str(yaml).expect("fixture parses");
     let name = obj.meta().name.clone().expect("fixture has a name");
-    api.patch(&name, &PatchParams::apply("test-user").force(), &Patch::Apply(&obj))
-        .await
-        .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+    api.patch(
+        &name,
+        &PatchParams::apply("test-user").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"))
 }
 
 /// Decoded data of a Secret as UTF-8 strings.
-pub fn secret_data(s: &k8s_openapi::api::core::v1::Secret) -> std::collections::BTreeMap<String, String> {
+pub fn secret_data(
+    s: &k8s_openapi::api::core::v1::Secret,
+) -> std::collections::BTreeMap<String, String> {
     s.data
         .clone()
         .unwrap_or_default()
