@@ -57,6 +57,35 @@ pub struct ResolvedStore {
     auth: AuthContext,
 }
 
+impl ResolvedStore {
+    /// A store object (its uid and generation from `meta`) with references resolving in
+    /// `ref_namespace`; `allow_namespace` for ClusterSecretStores.
+    fn new(
+        ctx: &Context,
+        kind: StoreKind,
+        name: &str,
+        provider: &SecretStoreProvider,
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        ref_namespace: String,
+    ) -> Self {
+        ResolvedStore {
+            label: format!("{}/{name}", kind.as_str()),
+            provider: provider.clone(),
+            key: ProviderKey {
+                kind,
+                uid: meta.uid.clone().unwrap_or_default(),
+                generation: meta.generation.unwrap_or_default(),
+                ref_namespace: ref_namespace.clone(),
+            },
+            auth: AuthContext {
+                client: ctx.client.clone(),
+                namespace: ref_namespace,
+                allow_namespace: kind == StoreKind::ClusterSecretStore,
+            },
+        }
+    }
+}
+
 /// Finds the store `es` refers to in the reflector caches and checks that the
 /// ExternalSecret's namespace may use it. Errors are `Error::StoreNotReady` with the reason.
 pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Error> {
@@ -70,21 +99,14 @@ pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Erro
                 .ok_or_else(|| {
                     Error::StoreNotReady(format!("SecretStore {ns}/{} not found", r.name))
                 })?;
-            Ok(ResolvedStore {
-                label: format!("SecretStore/{}", r.name),
-                provider: store.spec.provider.clone(),
-                key: ProviderKey {
-                    kind: StoreKind::SecretStore,
-                    uid: store.uid().unwrap_or_default(),
-                    generation: store.meta().generation.unwrap_or_default(),
-                    ref_namespace: ns.clone(),
-                },
-                auth: AuthContext {
-                    client: ctx.client.clone(),
-                    namespace: ns,
-                    allow_namespace: false,
-                },
-            })
+            Ok(ResolvedStore::new(
+                ctx,
+                StoreKind::SecretStore,
+                &r.name,
+                &store.spec.provider,
+                store.meta(),
+                ns,
+            ))
         }
         StoreKind::ClusterSecretStore => {
             let store = ctx
@@ -100,21 +122,14 @@ pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Erro
                     r.name
                 )));
             }
-            Ok(ResolvedStore {
-                label: format!("ClusterSecretStore/{}", r.name),
-                provider: store.spec.provider.clone(),
-                key: ProviderKey {
-                    kind: StoreKind::ClusterSecretStore,
-                    uid: store.uid().unwrap_or_default(),
-                    generation: store.meta().generation.unwrap_or_default(),
-                    ref_namespace: ns.clone(),
-                },
-                auth: AuthContext {
-                    client: ctx.client.clone(),
-                    namespace: ns,
-                    allow_namespace: true,
-                },
-            })
+            Ok(ResolvedStore::new(
+                ctx,
+                StoreKind::ClusterSecretStore,
+                &r.name,
+                &store.spec.provider,
+                store.meta(),
+                ns,
+            ))
         }
     }
 }
@@ -248,21 +263,14 @@ fn has_referent_refs(provider: &SecretStoreProvider) -> bool {
 /// Reconciles a `SecretStore`: build its provider (credentials, login) and validate it.
 pub async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = store.namespace().unwrap_or_default();
-    let resolved = ResolvedStore {
-        label: format!("SecretStore/{}", store.name_any()),
-        provider: store.spec.provider.clone(),
-        key: ProviderKey {
-            kind: StoreKind::SecretStore,
-            uid: store.uid().unwrap_or_default(),
-            generation: store.meta().generation.unwrap_or_default(),
-            ref_namespace: ns.clone(),
-        },
-        auth: AuthContext {
-            client: ctx.client.clone(),
-            namespace: ns.clone(),
-            allow_namespace: false,
-        },
-    };
+    let resolved = ResolvedStore::new(
+        &ctx,
+        StoreKind::SecretStore,
+        &store.name_any(),
+        &store.spec.provider,
+        store.meta(),
+        ns.clone(),
+    );
     let (status, reason, message) = validate(&resolved, &ctx).await;
     let api: Api<SecretStore> = Api::namespaced(ctx.client.clone(), &ns);
     write_store_status(
@@ -291,21 +299,14 @@ pub async fn reconcile_cluster_store(
             "store uses referent authentication: credentials are resolved and validated in each ExternalSecret's namespace".to_string(),
         )
     } else {
-        let resolved = ResolvedStore {
-            label: format!("ClusterSecretStore/{}", store.name_any()),
-            provider: store.spec.provider.clone(),
-            key: ProviderKey {
-                kind: StoreKind::ClusterSecretStore,
-                uid: store.uid().unwrap_or_default(),
-                generation: store.meta().generation.unwrap_or_default(),
-                ref_namespace: String::new(),
-            },
-            auth: AuthContext {
-                client: ctx.client.clone(),
-                namespace: String::new(),
-                allow_namespace: true,
-            },
-        };
+        let resolved = ResolvedStore::new(
+            &ctx,
+            StoreKind::ClusterSecretStore,
+            &store.name_any(),
+            &store.spec.provider,
+            store.meta(),
+            String::new(),
+        );
         validate(&resolved, &ctx).await
     };
     let api: Api<ClusterSecretStore> = Api::all(ctx.client.clone());
