@@ -1,12 +1,9 @@
 //! The admin HTTP server on one port: `/livez`, `/readyz` (true once every cache has synced),
 //! `/metrics` (Prometheus text format).
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
 };
 
 use axum::{Router, extract::State, http::StatusCode, routing::get};
@@ -33,9 +30,8 @@ struct AdminState {
     registry: Arc<Registry>,
 }
 
-/// Serves the admin endpoints on `addr` until the process ends. Errors when the port cannot
-/// be bound.
-pub async fn serve(addr: SocketAddr, ready: Readiness) -> anyhow::Result<()> {
+/// Serves the admin endpoints on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, ready: Readiness) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     crate::metrics::register(&mut registry);
     let state = AdminState {
@@ -65,7 +61,6 @@ pub async fn serve(addr: SocketAddr, ready: Readiness) -> anyhow::Result<()> {
             }),
         )
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await?;
     Ok(())
 }

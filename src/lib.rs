@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod api;
 pub mod controller;
+pub mod leader;
 pub mod metrics;
 pub mod providers;
 

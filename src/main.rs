@@ -4,7 +4,11 @@
 use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use secret_relay::{admin, controller};
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
+use secret_relay::{admin, controller, leader};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +45,26 @@ struct RunArgs {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "SECRET_RELAY_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Log filter (tracing's EnvFilter syntax: `info`, `debug,kube=info`); RUST_LOG wins if set.
+    #[arg(
+        long,
+        default_value = "info,kube=warn,vaultrs=off",
+        env = "SECRET_RELAY_LOG_LEVEL"
+    )]
+    log_level: String,
+    /// Run the controllers only while holding the Lease (for several replicas).
+    #[arg(long, env = "SECRET_RELAY_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "secret-relay", env = "SECRET_RELAY_LEASE_NAME")]
+    lease_name: String,
+    /// Namespace of the Lease: the operator's own (from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Lease duration in seconds: a standby takes over at most this long after the leader
+    /// stops renewing.
+    #[arg(long, default_value_t = 15, env = "SECRET_RELAY_LEASE_DURATION")]
+    lease_duration: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -64,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| "info,kube=warn,vaultrs=off".into());
+        .unwrap_or_else(|_| args.log_level.as_str().into());
     let fmt = tracing_subscriber::fmt().with_env_filter(filter);
     match args.log_format {
         LogFormat::Json => fmt.json().init(),
@@ -72,15 +96,91 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let client = kube::Client::try_default().await?;
     let ready = admin::Readiness::default();
-    let admin = tokio::spawn(admin::serve(args.admin_addr, ready.clone()));
+    let listener = tokio::net::TcpListener::bind(args.admin_addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "admin server listening");
+    let admin = tokio::spawn(admin::serve(listener, ready.clone()));
+    let shutdown = shutdown_signal(ready.clone());
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting secret-relay");
+
+    let mut leadership = None;
+    if args.leader_elect {
+        // A standby is healthy and ready: it only waits.
+        ready.set(true);
+        let config = leader::LeaseConfig {
+            name: args.lease_name,
+            namespace: args.lease_namespace,
+            identity: identity(),
+            duration_secs: args.lease_duration,
+        };
+        match leader::acquire(client.clone(), &config, shutdown.clone()).await? {
+            Some(l) => leadership = Some(l),
+            None => return Ok(()),
+        }
+        ready.set(false);
+    }
+    let lost = async {
+        match leadership.as_mut() {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
     let config = controller::Config {
         namespace: args.namespace,
         cluster_stores: !args.no_cluster_stores,
         concurrency: args.concurrency,
     };
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting secret-relay");
-    tokio::select! {
-        res = controller::run(client, config, move || ready.set(true)) => res,
+    let controllers = controller::run(client, config, move || ready.set(true), shutdown);
+    let result = tokio::select! {
+        res = controllers => res,
         res = admin => res?,
+        _ = lost => Err(anyhow::anyhow!(
+            "lost the lease to another replica; exiting so that a restart rejoins the election"
+        )),
+    };
+    if let Some(l) = leadership
+        && result.is_ok()
+    {
+        l.release().await;
     }
+    result
+}
+
+/// Resolves on the first SIGTERM or SIGINT (after marking the process not ready); a second
+/// signal exits at once.
+fn shutdown_signal(ready: admin::Readiness) -> Shared<BoxFuture<'static, ()>> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("shutting down: finishing running reconciles (signal again to abort)");
+        ready.set(false);
+        let _ = tx.send(());
+        signal().await;
+        tracing::warn!("second signal: aborting");
+        std::process::exit(130);
+    });
+    async move {
+        let _ = rx.await;
+    }
+    .boxed()
+    .shared()
+}
+
+async fn signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The lease holder identity: the pod name (or host name) and a random suffix, so that a
+/// restarted pod is a new holder.
+fn identity() -> String {
+    use rand::RngExt;
+    let base = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "secret-relay".into());
+    let suffix: u32 = rand::rng().random();
+    format!("{base}-{suffix:08x}")
 }

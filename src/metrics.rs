@@ -1,21 +1,38 @@
 //! Prometheus metrics (prometheus-client). Each component's metrics are process-wide statics,
 //! registered once into the admin server's registry by [`register`].
 //!
-//! Labels are bounded: provider, operation, outcome and reason come from fixed sets; no
-//! per-object labels.
+//! Labels are bounded: provider, operation, outcome, result and reason come from fixed sets;
+//! there is no per-object label.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `secret_relay_provider_calls_total` | counter | provider, operation, outcome |
+//! | `secret_relay_syncs_total` | counter | result (`success`/`error`), reason |
+//! | `secret_relay_reconcile_duration_seconds` | histogram | — |
+//! | `secret_relay_externalsecrets` | gauge | ready (`True`/`False`/`Unknown`) |
+//! | `secret_relay_build_info` | gauge (1) | version |
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, RwLock};
 
+use kube::runtime::reflector::Store;
 use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family},
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
+
+use crate::api::ExternalSecret;
 
 /// Labels of [`PROVIDER_CALLS`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProviderCallLabels {
-    /// `aws_ssm`, `vault`, ...
+    /// `aws_ssm`, `vault`, `aws_kms`, ...
     pub provider: &'static str,
     /// The API action: `GetParameters`, `GetParametersByPath`, `kv_read`, `login`, ...
     pub operation: &'static str,
@@ -26,6 +43,28 @@ pub struct ProviderCallLabels {
 /// Calls made to provider APIs, one per HTTP request sent.
 pub static PROVIDER_CALLS: LazyLock<Family<ProviderCallLabels, Counter>> =
     LazyLock::new(Family::default);
+
+/// Labels of [`SYNCS`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SyncLabels {
+    /// `success` or `error`.
+    pub result: &'static str,
+    /// The condition reason on success (`SecretSynced`, `SecretDeleted`), the error category
+    /// on failure (`NotFound`, `StoreNotReady`, `InvalidSpec`, ...).
+    pub reason: &'static str,
+}
+
+/// ExternalSecret syncs that fetched from a provider (a reconcile with nothing due is not a
+/// sync), by result and reason.
+pub static SYNCS: LazyLock<Family<SyncLabels, Counter>> = LazyLock::new(Family::default);
+
+/// Duration of every ExternalSecret reconcile, in seconds (buckets 1 ms … ~16 s).
+pub static RECONCILE_DURATION: LazyLock<Histogram> =
+    LazyLock::new(|| Histogram::new(exponential_buckets(0.001, 2.0, 15)));
+
+/// The ExternalSecret cache the `secret_relay_externalsecrets` gauge counts at scrape time;
+/// set by the controller when its watch starts.
+static EXTERNAL_SECRETS: RwLock<Option<Store<ExternalSecret>>> = RwLock::new(None);
 
 /// Counts one provider API call.
 pub fn provider_call(provider: &'static str, operation: &'static str, outcome: &'static str) {
@@ -38,6 +77,16 @@ pub fn provider_call(provider: &'static str, operation: &'static str, outcome: &
         .inc();
 }
 
+/// Counts one sync.
+pub fn sync(result: &'static str, reason: &'static str) {
+    SYNCS.get_or_create(&SyncLabels { result, reason }).inc();
+}
+
+/// Sets the ExternalSecret cache counted by the Ready gauge.
+pub fn watch_external_secrets(store: Store<ExternalSecret>) {
+    *EXTERNAL_SECRETS.write().expect("metrics lock") = Some(store);
+}
+
 /// Sum of calls of `provider`/`operation` over all outcomes (for tests and the benchmark).
 pub fn provider_calls_total(provider: &'static str, operation: &'static str) -> u64 {
     [
@@ -46,6 +95,7 @@ pub fn provider_calls_total(provider: &'static str, operation: &'static str) -> 
         "AccessDenied",
         "Authentication",
         "InvalidConfig",
+        "InvalidData",
         "Throttled",
         "Transient",
     ]
@@ -62,11 +112,78 @@ pub fn provider_calls_total(provider: &'static str, operation: &'static str) -> 
     .sum()
 }
 
+/// Counts cached ExternalSecrets by their Ready condition on each scrape.
+#[derive(Debug)]
+struct ReadyCollector;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabels {
+    ready: &'static str,
+}
+
+impl Collector for ReadyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut counts = [0i64; 3];
+        if let Some(store) = EXTERNAL_SECRETS.read().expect("metrics lock").as_ref() {
+            for es in store.state() {
+                let ready = es
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                    .map(|c| c.status.as_str());
+                match ready {
+                    Some("True") => counts[0] += 1,
+                    Some("False") => counts[1] += 1,
+                    _ => counts[2] += 1,
+                }
+            }
+        }
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "secret_relay_externalsecrets",
+            "ExternalSecrets by the status of their Ready condition",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (ready, n) in ["True", "False", "Unknown"].into_iter().zip(counts) {
+            ConstGauge::new(n).encode(family.encode_family(&ReadyLabels { ready })?)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
 /// Registers every metric of the process into `registry`.
 pub fn register(registry: &mut Registry) {
     registry.register(
         "secret_relay_provider_calls",
         "Provider API calls by provider, operation and outcome",
         PROVIDER_CALLS.clone(),
+    );
+    registry.register(
+        "secret_relay_syncs",
+        "ExternalSecret syncs by result and reason",
+        SYNCS.clone(),
+    );
+    registry.register(
+        "secret_relay_reconcile_duration_seconds",
+        "Duration of ExternalSecret reconciles in seconds",
+        RECONCILE_DURATION.clone(),
+    );
+    registry.register_collector(Box::new(ReadyCollector));
+    let build_info = Family::<BuildLabels, Gauge>::default();
+    build_info
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+    registry.register(
+        "secret_relay_build_info",
+        "Build information; the value is always 1",
+        build_info,
     );
 }

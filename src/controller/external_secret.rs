@@ -35,6 +35,7 @@ use crate::{
         external_secret::{CreationPolicy, DeletionPolicy, ExternalSecretStatus, SecretBinding},
         secret_store::SecretStoreProvider,
     },
+    metrics,
     providers::{DynProvider, ErrorKind, SecretMap},
 };
 
@@ -82,12 +83,16 @@ enum Outcome {
 /// are returned for backoff.
 pub async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*es);
-    match sync(&es, &ctx).await {
+    let started = std::time::Instant::now();
+    let result = sync(&es, &ctx).await;
+    metrics::RECONCILE_DURATION.observe(started.elapsed().as_secs_f64());
+    match result {
         Ok(action) => {
             ctx.state.lock().expect("state lock").failures.remove(&key);
             Ok(action)
         }
         Err(e) => {
+            metrics::sync("error", e.category());
             if let Err(report) = report_failure(&es, &ctx, &e).await {
                 tracing::warn!(error = %report, "writing failure status");
             }
@@ -224,6 +229,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
     };
 
     // 5. Status and events.
+    metrics::sync("success", reason);
     {
         let mut state = ctx.state.lock().expect("state lock");
         state.last_fetch.insert(key.clone(), now.as_second());

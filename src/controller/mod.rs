@@ -11,7 +11,7 @@ pub mod secret_store;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
-use futures::{StreamExt, future};
+use futures::{FutureExt, StreamExt, future};
 use k8s_openapi::{
     api::core::v1::{Namespace, Secret},
     apimachinery::pkg::apis::meta::v1::LabelSelector,
@@ -178,13 +178,15 @@ where
     }
 }
 
-/// Runs the controllers until a shutdown signal. `ready` is called once every cache has
-/// synced (for `/readyz`).
+/// Runs the controllers until `shutdown` resolves, then lets running reconciles finish and
+/// returns. `ready` is called once every cache has synced (for `/readyz`).
 pub async fn run(
     client: Client,
     config: Config,
     ready: impl FnOnce() + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let shutdown = shutdown.boxed().shared();
     let wc = watcher::Config::default().any_semantic();
 
     let (stores, stores_writer) = reflector::store();
@@ -259,7 +261,7 @@ pub async fn run(
         api_for::<SecretStore>(&client, &config.namespace),
         wc.clone(),
     )
-    .shutdown_on_signal()
+    .graceful_shutdown_on(shutdown.clone())
     .run(
         secret_store::reconcile_store,
         store_error_policy,
@@ -269,7 +271,7 @@ pub async fn run(
     let cluster_store_ctl = async {
         if config.cluster_stores {
             Controller::new(Api::<ClusterSecretStore>::all(client.clone()), wc.clone())
-                .shutdown_on_signal()
+                .graceful_shutdown_on(shutdown.clone())
                 .run(
                     secret_store::reconcile_cluster_store,
                     store_error_policy,
@@ -286,6 +288,7 @@ pub async fn run(
     )
     .with_config(controller::Config::default().concurrency(config.concurrency));
     let es_store = es_ctl.store();
+    crate::metrics::watch_external_secrets(es_store.clone());
     let by_store = {
         let es_store = es_store.clone();
         move |kind: StoreKind, ns: Option<String>, name: String| {
@@ -315,7 +318,7 @@ pub async fn run(
             es.zip(ns)
                 .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
         })
-        .shutdown_on_signal();
+        .graceful_shutdown_on(shutdown.clone());
 
     let caches = {
         let (stores, cluster_stores, secrets, namespaces, es_store) = (
@@ -337,7 +340,15 @@ pub async fn run(
             ready();
         }
     };
-    let ns_drain = ns_events.for_each(|_| future::ready(()));
+    let ns_drain = ns_events
+        .take_until(shutdown.clone())
+        .for_each(|_| future::ready(()));
+    let caches = async {
+        tokio::select! {
+            _ = caches => {}
+            _ = shutdown.clone() => {}
+        }
+    };
     let es_run = es_ctl
         .run(
             external_secret::reconcile,

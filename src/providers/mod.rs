@@ -70,6 +70,10 @@ pub enum ErrorKind {
     Authentication,
     /// The store's configuration cannot work (bad URL, refused `namespace` field, ...).
     InvalidConfig,
+    /// The remote value exists but cannot be used: a malformed or tampered document (SOPS MAC
+    /// mismatch), a ciphertext for another key. Retried with backoff, since the source (a
+    /// ConfigMap, a parameter) may be fixed without any change to the ExternalSecret.
+    InvalidData,
     /// The backend asked us to slow down.
     Throttled,
     /// Network or server failure; retried with backoff.

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::{future::Future, time::Duration};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -71,7 +73,7 @@ pub async fn start(client: &Client, namespace: &str, cluster_stores: bool) -> Op
     };
     let client = client.clone();
     Operator(tokio::spawn(async move {
-        if let Err(e) = controller::run(client, config, || {}).await {
+        if let Err(e) = controller::run(client, config, || {}, futures::future::pending()).await {
             panic!("operator failed: {e}");
         }
     }))
