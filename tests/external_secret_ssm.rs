@@ -660,7 +660,7 @@ async fn cluster_store_conditions_limit_namespaces() {
         .await
         .unwrap();
     let css: Api<ClusterSecretStore> = Api::all(env.kube.clone());
-    let store = |name: &str, allowed: &str| {
+    let store = |name: &str, condition: &str| {
         format!(
             r#"
 apiVersion: secret-relay.dev/v1alpha1
@@ -668,7 +668,7 @@ kind: ClusterSecretStore
 metadata: {{name: {name}}}
 spec:
   conditions:
-  - namespaces: [{allowed}]
+  - {condition}
   provider:
     aws:
       region: {region}
@@ -682,12 +682,41 @@ spec:
             endpoint = env.aws_endpoint
         )
     };
-    let open = format!("open-{}", random_suffix());
-    let closed = format!("closed-{}", random_suffix());
-    apply_yaml(&css, &store(&open, &ns)).await;
-    apply_yaml(&css, &store(&closed, "somewhere-else")).await;
+    // Each condition kind, once matching this namespace and once not. Test namespaces carry
+    // the label secret-relay.dev/test=true and are named css-<random>.
+    let cases = [
+        ("names-in", format!("namespaces: [{ns}]"), true),
+        (
+            "names-out",
+            "namespaces: [somewhere-else]".to_string(),
+            false,
+        ),
+        (
+            "selector-in",
+            "namespaceSelector: {matchLabels: {secret-relay.dev/test: \"true\"}}".to_string(),
+            true,
+        ),
+        (
+            "selector-out",
+            "namespaceSelector: {matchExpressions: [{key: team, operator: Exists}]}".to_string(),
+            false,
+        ),
+        (
+            "regex-in",
+            "namespaceRegexes: [\"^css-[0-9a-f]+$\"]".to_string(),
+            true,
+        ),
+        (
+            "regex-out",
+            "namespaceRegexes: [\"^prod-\"]".to_string(),
+            false,
+        ),
+    ];
+    let suffix = random_suffix();
     let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
-    for name in [&open, &closed] {
+    for (case, condition, _) in &cases {
+        let name = format!("{case}-{suffix}");
+        apply_yaml(&css, &store(&name, condition)).await;
         apply_yaml(
             &es,
             &format!(
@@ -705,17 +734,235 @@ spec:
         )
         .await;
     }
-    wait_reason(&es, &open, "SecretSynced").await;
     let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
+    for (case, _, allowed) in &cases {
+        let name = format!("{case}-{suffix}");
+        if *allowed {
+            wait_reason(&es, &name, "SecretSynced").await;
+            assert_eq!(
+                secret_data(&secrets.get(&name).await.unwrap())["v"],
+                "cluster",
+                "{case}"
+            );
+        } else {
+            let refused = wait_reason(&es, &name, "SecretStoreNotReady").await;
+            assert_eq!(
+                ready_message(&refused),
+                format!(
+                    "ClusterSecretStore {name} does not allow namespace {ns} (spec.conditions)"
+                ),
+                "{case}"
+            );
+            assert!(
+                secrets.get_opt(&name).await.unwrap().is_none(),
+                "{case}: no Secret"
+            );
+        }
+    }
+    for (case, _, _) in &cases {
+        css.delete(&format!("{case}-{suffix}"), &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn decoding_conversion_tags_and_immutable() {
+    let Some(f) = setup("decoding_conversion_tags_and_immutable").await else {
+        return;
+    };
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode("binary\u{0}ok");
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xfb, 0xff, 0x01]);
+    f.put("/enc/std", &b64, true).await;
+    f.put("/enc/url", &b64url, true).await;
+    f.put("/enc/plain", "not base64!", true).await;
+    f.put("/enc/unicode", r"caf\u00e9 \u2713", false).await;
+    // Tagged parameters: only those with team=payments (and below the path) are found.
+    for (name, team) in [
+        ("/tagged/a", "payments"),
+        ("/tagged/b", "payments"),
+        ("/tagged/c", "search"),
+    ] {
+        f.ssm
+            .put_parameter()
+            .name(format!("{}{name}", f.prefix))
+            .value(format!("v{name}"))
+            .r#type(ParameterType::String)
+            .tags(
+                aws_sdk_ssm::types::Tag::builder()
+                    .key("team")
+                    .value(team)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("put tagged parameter");
+    }
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: enc}
+spec:
+  target:
+    immutable: true
+  dataFrom:
+  - find:
+      path: PREFIX/tagged
+      tags: {team: payments}
+    rewrite:
+    - regexp: {source: ".*_tagged_", target: "tag-"}
+  data:
+  - secretKey: std
+    remoteRef: {key: PREFIX/enc/std, decodingStrategy: Base64}
+  - secretKey: url
+    remoteRef: {key: PREFIX/enc/url, decodingStrategy: Base64URL}
+  - secretKey: auto-b64
+    remoteRef: {key: PREFIX/enc/std, decodingStrategy: Auto}
+  - secretKey: auto-plain
+    remoteRef: {key: PREFIX/enc/plain, decodingStrategy: Auto}
+  - secretKey: unicode
+    remoteRef: {key: PREFIX/enc/unicode, conversionStrategy: Unicode}
+  - secretKey: raw-unicode
+    remoteRef: {key: PREFIX/enc/unicode}
+  refreshInterval: 1h
+  secretStoreRef: {name: ssm}
+"#)
+        .await;
+    wait_reason(&f.es, "enc", "SecretSynced").await;
+    let s = f.secret("enc").await;
+    let raw: std::collections::BTreeMap<String, Vec<u8>> = s
+        .data
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    let expected: std::collections::BTreeMap<String, Vec<u8>> = [
+        ("std", b"binary\0ok".to_vec()),
+        ("url", vec![0xfb, 0xff, 0x01]),
+        ("auto-b64", b"binary\0ok".to_vec()),
+        ("auto-plain", b"not base64!".to_vec()),
+        ("unicode", "café ✓".as_bytes().to_vec()),
+        ("raw-unicode", br"caf\u00e9 \u2713".to_vec()),
+        ("tag-a", b"v/tagged/a".to_vec()),
+        ("tag-b", b"v/tagged/b".to_vec()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(raw, expected);
+    assert_eq!(s.immutable, Some(true));
+
+    // An immutable Secret whose remote values changed is reported, not replaced.
+    f.put("/enc/plain", "changed", true).await;
+    f.es.patch(
+        "enc",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"metadata": {"annotations": {"secret-relay.dev/force-sync": "1"}}})),
+    )
+    .await
+    .unwrap();
+    let es = wait_reason(&f.es, "enc", "SecretSyncedError").await;
     assert_eq!(
-        secret_data(&secrets.get(&open).await.unwrap())["v"],
-        "cluster"
+        ready_message(&es),
+        format!(
+            "Secret {}/enc is immutable and its data differs from the remote values; delete it to let secret-relay recreate it",
+            f.ns
+        )
     );
-    let refused = wait_reason(&es, &closed, "SecretStoreNotReady").await;
     assert_eq!(
-        ready_message(&refused),
-        format!("ClusterSecretStore {closed} does not allow namespace {ns} (spec.conditions)")
+        f.secret("enc").await.data,
+        s.data,
+        "the immutable Secret is left as it was"
     );
-    css.delete(&open, &DeleteParams::default()).await.unwrap();
-    css.delete(&closed, &DeleteParams::default()).await.unwrap();
+
+    // Base64 decoding of a value that is not base64 names the key.
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: bad-b64}
+spec:
+  secretStoreRef: {name: ssm}
+  data:
+  - secretKey: plain
+    remoteRef: {key: PREFIX/enc/unicode, decodingStrategy: Base64}
+"#)
+        .await;
+    let es = wait_reason(&f.es, "bad-b64", "SecretSyncedError").await;
+    assert!(
+        ready_message(&es).starts_with("\"plain\": "),
+        "{}",
+        ready_message(&es)
+    );
+    assert!(
+        !ready_message(&es).contains("caf"),
+        "no value in the message"
+    );
+}
+
+#[tokio::test]
+async fn secret_store_refuses_other_namespaces() {
+    let Some(f) = setup("secret_store_refuses_other_namespaces").await else {
+        return;
+    };
+    let stores: Api<SecretStore> = Api::namespaced(f.env.kube.clone(), &f.ns);
+    apply_yaml(
+        &stores,
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: borrow}}
+spec:
+  provider:
+    aws:
+      region: {region}
+      endpoint: {endpoint}
+      auth:
+        secretRef:
+          accessKeyIDSecretRef: {{name: aws-creds, key: id, namespace: kube-system}}
+          secretAccessKeySecretRef: {{name: aws-creds, key: secret, namespace: kube-system}}
+"#,
+            region = f.env.aws_region,
+            endpoint = f.env.aws_endpoint
+        ),
+    )
+    .await;
+    f.put("/x", "x", false).await;
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: borrow}
+spec:
+  secretStoreRef: {name: borrow}
+  data:
+  - secretKey: x
+    remoteRef: {key: PREFIX/x}
+"#)
+        .await;
+    let es = wait_reason(&f.es, "borrow", "SecretStoreNotReady").await;
+    assert_eq!(
+        ready_message(&es),
+        "SecretStore/borrow: secret reference: namespace \"kube-system\" is not allowed in a SecretStore (references resolve in the store's namespace)"
+    );
+    let store = wait_for("store condition", Duration::from_secs(30), || async {
+        let s = stores.get("borrow").await.ok()?;
+        let c = s
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        (c.status == "False").then_some(c)
+    })
+    .await;
+    assert_eq!(store.reason, "InvalidProviderConfig");
+    assert!(
+        store
+            .message
+            .contains("namespace \"kube-system\" is not allowed"),
+        "{}",
+        store.message
+    );
 }

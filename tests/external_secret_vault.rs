@@ -241,3 +241,150 @@ spec:
     );
     assert!(secrets.get_opt("denied").await.unwrap().is_none());
 }
+
+/// Logins other than a static token, end to end: Kubernetes auth (a TokenRequest token of
+/// ServiceAccount `app` in the ExternalSecret's namespace, reviewed by OpenBao against this
+/// API server) and AppRole (role ID inline, secret ID from a Secret).
+#[tokio::test]
+async fn kubernetes_and_approle_logins() {
+    let Some(env) = TestEnv::get("kubernetes_and_approle_logins").await else {
+        return;
+    };
+    let ns = env.namespace("vault-auth").await;
+    let _op = operator::start(&env.kube, &ns, false).await;
+    let p = random_suffix();
+    vault_put(
+        &env,
+        &format!("{p}/db"),
+        json!({"password": "k8s-pw", "user": "app"}),
+    )
+    .await;
+    let pol = format!("read-{p}");
+    common::vault::policy(
+        &env,
+        &pol,
+        &format!("path \"secret/data/{p}/*\" {{ capabilities = [\"read\"] }}\n"),
+    )
+    .await;
+    let k8s_mount = common::vault::kubernetes_auth_mount(&env, &ns, &pol).await;
+    env.service_account_token(&ns, "app", &[]).await; // creates ServiceAccount app
+    let (approle_mount, role_id, secret_id) = common::vault::approle(&env, &pol, &[]).await;
+    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "approle"}, "stringData": {"secret-id": secret_id}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &s).await.unwrap();
+    let stores: Api<SecretStore> = Api::namespaced(env.kube.clone(), &ns);
+    for (name, auth) in [
+        (
+            "k8s",
+            format!(
+                "kubernetes: {{mountPath: {k8s_mount}, role: app, serviceAccountRef: {{name: app}}}}"
+            ),
+        ),
+        (
+            "approle",
+            format!(
+                "appRole: {{path: {approle_mount}, roleId: {role_id}, secretRef: {{name: approle, key: secret-id}}}}"
+            ),
+        ),
+    ] {
+        apply_yaml(
+            &stores,
+            &format!(
+                r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: {name}}}
+spec:
+  provider:
+    vault:
+      server: {server}
+      auth:
+        {auth}
+"#,
+                server = env.vault_addr
+            ),
+        )
+        .await;
+    }
+    let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
+    for store in ["k8s", "approle"] {
+        apply_yaml(
+            &es,
+            &format!(
+                r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {{name: via-{store}}}
+spec:
+  secretStoreRef: {{name: {store}}}
+  dataFrom:
+  - extract: {{key: {p}/db}}
+"#
+            ),
+        )
+        .await;
+    }
+    for store in ["k8s", "approle"] {
+        let name = format!("via-{store}");
+        let synced = wait_reason(&es, &name, "SecretSynced").await;
+        assert_eq!(
+            ready_message(&synced),
+            format!("Secret {name} synced from SecretStore/{store}")
+        );
+        let s = secrets.get(&name).await.unwrap();
+        assert_eq!(
+            secret_data(&s),
+            [("password", "k8s-pw"), ("user", "app")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        );
+        assert_eq!(s.type_.as_deref(), Some("Opaque"));
+    }
+    // A ServiceAccount the role is not bound to is refused at login, and says so.
+    env.service_account_token(&ns, "intruder", &[]).await;
+    apply_yaml(
+        &stores,
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: k8s-intruder}}
+spec:
+  provider:
+    vault:
+      server: {server}
+      auth:
+        kubernetes: {{mountPath: {k8s_mount}, role: app, serviceAccountRef: {{name: intruder}}}}
+"#,
+            server = env.vault_addr
+        ),
+    )
+    .await;
+    apply_yaml(
+        &es,
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {{name: intruder}}
+spec:
+  secretStoreRef: {{name: k8s-intruder}}
+  dataFrom:
+  - extract: {{key: {p}/db}}
+"#
+        ),
+    )
+    .await;
+    let refused = wait_reason(&es, "intruder", "SecretStoreNotReady").await;
+    assert!(
+        ready_message(&refused).contains(&format!(
+            "vault: login with kubernetes at auth/{k8s_mount} (role \"app\") failed: status 403"
+        )),
+        "{}",
+        ready_message(&refused)
+    );
+}

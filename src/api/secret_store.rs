@@ -51,7 +51,7 @@ pub struct SecretStoreStatus {
 /// The backend of a store. Exactly one field is set (enforced by a CEL rule).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.aws) ? 1 : 0) + (has(self.vault) ? 1 : 0) == 1").message("exactly one provider must be set: aws or vault"))]
+#[x_kube(validation = Rule::new("(has(self.aws) ? 1 : 0) + (has(self.vault) ? 1 : 0) + (has(self.kms) ? 1 : 0) == 1").message("exactly one provider must be set: aws, vault or kms"))]
 pub struct SecretStoreProvider {
     /// AWS Systems Manager Parameter Store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,6 +59,124 @@ pub struct SecretStoreProvider {
     /// HashiCorp Vault or OpenBao, KV secrets engine v1 or v2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<VaultProvider>,
+    /// KMS-encrypted blobs: raw ciphertext in `remoteRef.key`, or a SOPS document in a
+    /// ConfigMap (`remoteRef.key: configmap:<name>/<data key>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms: Option<KmsProvider>,
+}
+
+/// The key service that decrypts blobs and SOPS data keys. Exactly one field is set (CEL rule);
+/// a SOPS document is decrypted with whichever of its key entries is of this kind.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.aws) ? 1 : 0) + (has(self.gcp) ? 1 : 0) + (has(self.vaultTransit) ? 1 : 0) + (has(self.age) ? 1 : 0) == 1").message("exactly one key service must be set: aws, gcp, vaultTransit or age"))]
+pub struct KmsProvider {
+    /// AWS KMS (`Decrypt`); SOPS `kms` entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<KmsAws>,
+    /// Google Cloud KMS (`cryptoKeys.decrypt` over REST); SOPS `gcp_kms` entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcp: Option<KmsGcp>,
+    /// Vault / OpenBao Transit (`POST /v1/<path>/decrypt/<key>`); SOPS `hc_vault` entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_transit: Option<KmsVaultTransit>,
+    /// age identities, for SOPS `age` entries only (age has no raw-ciphertext form here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age: Option<KmsAge>,
+}
+
+/// AWS KMS: the same region, endpoint, role and auth as the Parameter Store provider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KmsAws {
+    /// AWS region, e.g. `eu-west-1`.
+    pub region: String,
+    /// ARN of a role assumed (STS `AssumeRole`) on top of the credentials from `auth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Endpoint URL of KMS and STS (VPC endpoints, local test servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Credentials; absent = the SDK's default chain (env, web identity, Pod Identity, IMDS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AwsAuth>,
+    /// Encryption context sent with `Decrypt` for raw ciphertext (it must equal the one given
+    /// to `Encrypt`). SOPS entries carry their own `context`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub encryption_context: std::collections::BTreeMap<String, String>,
+}
+
+/// Google Cloud KMS.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KmsGcp {
+    /// Key resource name for raw ciphertext:
+    /// `projects/P/locations/L/keyRings/R/cryptoKeys/K`. SOPS entries carry their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// Base URL of the KMS REST API; default `https://cloudkms.googleapis.com`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Credentials; absent = Workload Identity (the metadata server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<GcpAuth>,
+}
+
+/// Google credentials: exactly one of `secretRef` and `workloadIdentity`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.secretRef) ? 1 : 0) + (has(self.workloadIdentity) ? 1 : 0) == 1").message("exactly one of secretRef and workloadIdentity must be set"))]
+pub struct GcpAuth {
+    /// A Secret key holding a service-account key JSON (`gcloud iam service-accounts keys
+    /// create`); its `token_uri` is where the OAuth token is requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeySelector>,
+    /// Tokens from the GKE metadata server (Workload Identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_identity: Option<GcpWorkloadIdentity>,
+}
+
+/// Workload Identity: no fields; the pod's Kubernetes ServiceAccount must be bound to a
+/// Google service account.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct GcpWorkloadIdentity {}
+
+/// Vault / OpenBao Transit: the same server, TLS and auth settings as the KV provider.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KmsVaultTransit {
+    /// Server URL, e.g. `https://vault.example:8200`.
+    pub server: String,
+    /// Mount path of the Transit engine; default `transit`. SOPS entries carry their own
+    /// `engine_path`.
+    #[serde(default = "default_transit_path")]
+    pub path: String,
+    /// Transit key for raw ciphertext (`vault:v1:...`). SOPS entries carry their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
+    /// Vault Enterprise / OpenBao namespace (`X-Vault-Namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Base64 of PEM CA certificates that sign the server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<String>,
+    /// A Secret or ConfigMap key holding PEM CA certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_provider: Option<CaProvider>,
+    /// How to log in; exactly one method.
+    pub auth: VaultAuth,
+}
+
+fn default_transit_path() -> String {
+    "transit".into()
+}
+
+/// age identities (`AGE-SECRET-KEY-1...` lines, as `age-keygen` writes them) in a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KmsAge {
+    /// The Secret key holding the identities.
+    pub secret_ref: SecretKeySelector,
 }
 
 /// The AWS service a store reads. Only Parameter Store is supported.

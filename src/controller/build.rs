@@ -90,6 +90,58 @@ pub fn extract_object(key: &str, value: &SecretValue) -> Result<SecretMap, Build
         .collect())
 }
 
+/// `dataFrom.extract` of a document whose every leaf becomes a key (SOPS documents): nested
+/// objects and lists are flattened, path segments joined with `.` (`db.password`, `hosts.0`,
+/// `users.1.name`); strings as they are, numbers and booleans as JSON prints them, null as
+/// empty. A scalar at the top is an error.
+pub fn extract_leaves(key: &str, value: &SecretValue) -> Result<SecretMap, BuildError> {
+    fn walk(prefix: &str, v: serde_json::Value, out: &mut SecretMap) {
+        let join = |k: &str| {
+            if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        };
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    walk(&join(&k), v, out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.into_iter().enumerate() {
+                    walk(&join(&i.to_string()), v, out);
+                }
+            }
+            serde_json::Value::String(s) => {
+                out.insert(prefix.to_string(), SecretValue::new(s.into_bytes()));
+            }
+            serde_json::Value::Null => {
+                out.insert(prefix.to_string(), SecretValue::new(Vec::new()));
+            }
+            other => {
+                out.insert(
+                    prefix.to_string(),
+                    SecretValue::new(other.to_string().into_bytes()),
+                );
+            }
+        }
+    }
+    let parsed: serde_json::Value = value
+        .as_str()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .filter(|v: &serde_json::Value| v.is_object() || v.is_array())
+        .ok_or_else(|| {
+            BuildError(format!(
+                "{key:?}: value is not a JSON object or list, cannot extract its leaves"
+            ))
+        })?;
+    let mut out = SecretMap::new();
+    walk("", parsed, &mut out);
+    Ok(out)
+}
+
 /// Applies `decodingStrategy` (RFC 4648 base64, standard or URL-safe; padding optional).
 pub fn decode(
     key: &str,

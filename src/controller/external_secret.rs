@@ -83,12 +83,17 @@ enum Outcome {
 /// are returned for backoff.
 pub async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*es);
+    if let Some(wait) = pending_retry(&es, &ctx) {
+        return Ok(Action::requeue(wait));
+    }
     let started = std::time::Instant::now();
     let result = sync(&es, &ctx).await;
     metrics::RECONCILE_DURATION.observe(started.elapsed().as_secs_f64());
     match result {
         Ok(action) => {
-            ctx.state.lock().expect("state lock").failures.remove(&key);
+            let mut state = ctx.state.lock().expect("state lock");
+            state.failures.remove(&key);
+            state.retry_at.remove(&key);
             Ok(action)
         }
         Err(e) => {
@@ -109,13 +114,29 @@ pub fn error_policy(es: Arc<ExternalSecret>, err: &Error, ctx: Arc<Context>) -> 
         return Action::await_change();
     }
     let key = ObjectRef::from_obj(&*es);
-    let n = {
-        let mut state = ctx.state.lock().expect("state lock");
-        let n = state.failures.entry(key).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
-    };
-    Action::requeue(jitter(backoff(n)))
+    let mut state = ctx.state.lock().expect("state lock");
+    let n = state.failures.entry(key.clone()).or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = jitter(backoff(*n));
+    let version = synced_resource_version(&es);
+    state
+        .retry_at
+        .insert(key, (version, std::time::Instant::now() + delay));
+    Action::requeue(delay)
+}
+
+/// After a failure, the time left until its retry is due, unless the spec or annotations
+/// changed since (a force-sync retries at once). Events in between, such as the status write
+/// that reported the failure, do not call the provider again.
+fn pending_retry(es: &ExternalSecret, ctx: &Context) -> Option<Duration> {
+    let key = ObjectRef::from_obj(es);
+    let state = ctx.state.lock().expect("state lock");
+    let (version, at) = state.retry_at.get(&key)?;
+    if *version != synced_resource_version(es) {
+        return None;
+    }
+    let wait = at.saturating_duration_since(std::time::Instant::now());
+    (!wait.is_zero()).then_some(wait)
 }
 
 /// The retry delay after `n` consecutive failures (before jitter).
@@ -338,6 +359,10 @@ fn not_found_message(provider: &SecretStoreProvider, key: &str, version: Option<
     };
     if provider.aws.is_some() {
         format!("ssm GetParameters {selector:?}: ParameterNotFound")
+    } else if provider.kms.is_some() {
+        format!(
+            "kms: SOPS document {key:?} not found (no such ConfigMap in this namespace, or no such data key in it)"
+        )
     } else {
         let mount = provider
             .vault
@@ -376,7 +401,12 @@ async fn fetch(
                         Some(p) => build::select_property(&r.key, &value, p).map_err(invalid)?,
                         None => value,
                     };
-                    for (k, v) in build::extract_object(&r.key, &value).map_err(invalid)? {
+                    let extracted = if provider.extract_leaves(&r.key) {
+                        build::extract_leaves(&r.key, &value)
+                    } else {
+                        build::extract_object(&r.key, &value)
+                    };
+                    for (k, v) in extracted.map_err(invalid)? {
                         let v = build::decode(&k, v, r.decoding_strategy).map_err(invalid)?;
                         found.insert(k, build::convert(v, r.conversion_strategy));
                     }

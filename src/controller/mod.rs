@@ -114,6 +114,10 @@ pub struct State {
     pub secret_version: HashMap<ObjectRef<ExternalSecret>, String>,
     /// Consecutive failures, for backoff.
     pub failures: HashMap<ObjectRef<ExternalSecret>, u32>,
+    /// After a failure: the `syncedResourceVersion` that failed and when its retry is due.
+    /// Reconciles triggered before then by our own status write (or any change that is not a
+    /// spec or annotation edit) wait for the retry instead of calling the provider again.
+    pub retry_at: HashMap<ObjectRef<ExternalSecret>, (String, std::time::Instant)>,
 }
 
 /// Everything a reconcile needs.

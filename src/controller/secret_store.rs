@@ -26,7 +26,7 @@ use crate::{
     },
     providers::{
         AuthContext, Coalescer, DynProvider, ErrorKind, ProviderError, aws_ssm::SsmProvider,
-        coalesce::Coalesced, vault::VaultKvProvider,
+        coalesce::Coalesced, kms::KmsProvider, vault::VaultKvProvider,
     },
 };
 
@@ -225,13 +225,14 @@ async fn build_provider(
     spec: &SecretStoreProvider,
     auth: &AuthContext,
 ) -> Result<DynProvider, ProviderError> {
-    let inner: DynProvider = match (&spec.aws, &spec.vault) {
-        (Some(aws), None) => Arc::new(SsmProvider::new(aws, auth).await?),
-        (None, Some(vault)) => Arc::new(VaultKvProvider::new(vault, auth).await?),
+    let inner: DynProvider = match (&spec.aws, &spec.vault, &spec.kms) {
+        (Some(aws), None, None) => Arc::new(SsmProvider::new(aws, auth).await?),
+        (None, Some(vault), None) => Arc::new(VaultKvProvider::new(vault, auth).await?),
+        (None, None, Some(kms)) => Arc::new(KmsProvider::new(kms, auth).await?),
         _ => {
             return Err(ProviderError::new(
                 ErrorKind::InvalidConfig,
-                "exactly one provider must be set: aws or vault",
+                "exactly one provider must be set: aws, vault or kms",
             ));
         }
     };

@@ -404,7 +404,10 @@ fn describe_filters(
 
 /// The SDK configuration of the store: region, endpoint, timeouts and the credentials
 /// provider that its `auth` and `role` call for.
-async fn sdk_config(spec: &AwsProvider, auth: &AuthContext) -> Result<SdkConfig, ProviderError> {
+pub(crate) async fn sdk_config(
+    spec: &AwsProvider,
+    auth: &AuthContext,
+) -> Result<SdkConfig, ProviderError> {
     let role = spec.role.as_deref().filter(|r| !r.is_empty());
     let (base, sts) = match &spec.auth {
         None => {
@@ -896,14 +899,21 @@ fn match_response(
 
 /// A failed AWS call: its category and `Code: message` (or the SDK's description).
 #[derive(Clone, Debug)]
-struct CallFailure {
-    kind: ErrorKind,
-    detail: String,
+pub(crate) struct CallFailure {
+    /// The category.
+    pub kind: ErrorKind,
+    /// `Code: message` of the AWS error, or the SDK's description.
+    pub detail: String,
 }
 
 impl CallFailure {
     /// `<service> <Action> "<key>": <detail>`.
-    fn provider_error(&self, service: &str, action: &str, key: Option<&str>) -> ProviderError {
+    pub(crate) fn provider_error(
+        &self,
+        service: &str,
+        action: &str,
+        key: Option<&str>,
+    ) -> ProviderError {
         let message = match key {
             Some(key) => format!("{service} {action} {key:?}: {}", self.detail),
             None => format!("{service} {action}: {}", self.detail),
@@ -922,7 +932,7 @@ impl CallFailure {
 
 /// Classifies a failed SDK call. A failure of our own credentials provider keeps its kind and
 /// message; `sts` calls fail with `Authentication` unless throttled or transient.
-fn call_error<E>(err: SdkError<E, HttpResponse>, sts: bool) -> CallFailure
+pub(crate) fn call_error<E>(err: SdkError<E, HttpResponse>, sts: bool) -> CallFailure
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
@@ -1037,7 +1047,8 @@ fn classify(sts: bool, code: Option<&str>, status: Option<u16>) -> ErrorKind {
 /// [`crate::metrics::provider_call`], with outcome `ok` or the [`ErrorKind`] name. Attempts
 /// that never reached the network (credentials could not be resolved) are not counted.
 /// `E` is the operation's error type, from which the AWS error code is read.
-struct CountCalls<E> {
+pub(crate) struct CountCalls<E> {
+    provider: &'static str,
     action: &'static str,
     sts: bool,
     error: PhantomData<fn() -> E>,
@@ -1045,7 +1056,13 @@ struct CountCalls<E> {
 
 impl<E> CountCalls<E> {
     fn new(action: &'static str, sts: bool) -> Self {
+        Self::for_provider(PROVIDER, action, sts)
+    }
+
+    /// Counts calls as `provider` (`aws_kms`, ...) instead of `aws_ssm`.
+    pub(crate) fn for_provider(provider: &'static str, action: &'static str, sts: bool) -> Self {
         CountCalls {
+            provider,
             action,
             sts,
             error: PhantomData,
@@ -1091,7 +1108,7 @@ where
             }
             None => return Ok(()),
         };
-        crate::metrics::provider_call(PROVIDER, self.action, outcome);
+        crate::metrics::provider_call(self.provider, self.action, outcome);
         Ok(())
     }
 }

@@ -115,6 +115,10 @@ impl Provider for Coalesced {
     async fn validate(&self) -> Result<(), ProviderError> {
         self.inner.validate().await
     }
+
+    fn extract_leaves(&self, key: &str) -> bool {
+        self.inner.extract_leaves(key)
+    }
 }
 
 #[cfg(test)]

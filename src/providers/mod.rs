@@ -7,6 +7,7 @@
 
 pub mod aws_ssm;
 pub mod coalesce;
+pub mod kms;
 pub mod vault;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
@@ -121,6 +122,14 @@ pub trait Provider: Send + Sync {
 
     /// Checks that the store can authenticate, for the store's `Ready` condition.
     async fn validate(&self) -> Result<(), ProviderError>;
+
+    /// Whether `dataFrom.extract` of `key` yields every leaf of the value (nested objects and
+    /// lists flattened, path segments joined with `.`) rather than its top-level keys, as for
+    /// a SOPS document. Default: top-level keys, nested values as JSON text (ESO's rule).
+    fn extract_leaves(&self, key: &str) -> bool {
+        let _ = key;
+        false
+    }
 }
 
 /// A shared provider.

@@ -585,6 +585,50 @@ impl VaultKvProvider {
         }
     }
 
+    /// Decrypts a Transit ciphertext (`vault:v1:...`): `POST /v1/<mount>/decrypt/<key>`, one
+    /// `transit_decrypt` call. Returns the plaintext bytes (Vault's base64 decoded).
+    ///
+    /// Errors: `InvalidData` when Vault refuses the ciphertext (400: wrong key, tampered or
+    /// malformed ciphertext), `AccessDenied` (403), `NotFound` (404: no such mount),
+    /// `Transient` otherwise. Messages carry Vault's error text, never the plaintext.
+    pub async fn transit_decrypt(
+        &self,
+        mount: &str,
+        key_name: &str,
+        ciphertext: &str,
+    ) -> Result<SecretValue, ProviderError> {
+        let mount: Arc<str> = normalize_mount(mount)?.into();
+        let key: Arc<str> = key_name.into();
+        let ciphertext: Arc<str> = ciphertext.trim().into();
+        let result = self
+            .call("transit_decrypt", |client| {
+                let (mount, key, ciphertext) = (mount.clone(), key.clone(), ciphertext.clone());
+                async move {
+                    vaultrs::transit::data::decrypt(
+                        client.as_ref(),
+                        &mount,
+                        &key,
+                        &ciphertext,
+                        None,
+                    )
+                    .await
+                }
+            })
+            .await?;
+        let shown = format!("{mount}/decrypt/{key}");
+        let response = result.map_err(|e| kv_error("transit_decrypt", &e, &shown, "decrypt"))?;
+        let encoded = Zeroizing::new(response.plaintext);
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_bytes())
+            .map(SecretValue::new)
+            .map_err(|_| {
+                ProviderError::new(
+                    ErrorKind::InvalidData,
+                    format!("vault: decrypt {shown}: the plaintext is not base64"),
+                )
+            })
+    }
+
     /// Lists the keys directly below `prefix` (`""` or ending in `/`): `LIST
     /// /v1/<mount>/metadata/<prefix>` (v2) or `LIST /v1/<mount>/<prefix>` (v1); one `kv_list`
     /// call. Folders end in `/`. A 404 (nothing there) is an empty list.
@@ -966,6 +1010,7 @@ fn status(e: &ClientError) -> Option<u16> {
 fn kind_of(operation: &str, e: &ClientError) -> ErrorKind {
     let auth_call = matches!(operation, "login" | "renew" | "lookup_self");
     match status(e) {
+        Some(400) if operation == "transit_decrypt" => ErrorKind::InvalidData,
         Some(404) if !auth_call => ErrorKind::NotFound,
         Some(429) => ErrorKind::Throttled,
         Some(403) if !auth_call => ErrorKind::AccessDenied,

@@ -10,6 +10,8 @@
 //! servers.
 #![allow(dead_code)]
 
+pub mod vault;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

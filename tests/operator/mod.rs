@@ -100,21 +100,29 @@ where
 /// Waits until the ExternalSecret's Ready condition has `reason` (and the status describes the
 /// current generation), returning the object.
 pub async fn wait_reason(api: &Api<ExternalSecret>, name: &str, reason: &str) -> ExternalSecret {
-    wait_for(
-        &format!("ExternalSecret {name} reason {reason}"),
-        Duration::from_secs(60),
-        || async {
-            let es = api.get(name).await.ok()?;
-            let status = es.status.as_ref()?;
-            let ok = status.observed_generation == es.metadata.generation
-                && status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.reason == reason);
-            ok.then_some(es)
-        },
-    )
-    .await
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let es = api.get(name).await.ok();
+        if let Some(es) = &es
+            && let Some(status) = &es.status
+            && status.observed_generation == es.metadata.generation
+            && status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.reason == reason)
+        {
+            return es.clone();
+        }
+        if tokio::time::Instant::now() > deadline {
+            let last = es
+                .as_ref()
+                .and_then(|e| e.status.as_ref())
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+                .map(|c| format!("{}: {}", c.reason, c.message));
+            panic!("timed out waiting for ExternalSecret {name} reason {reason}; last Ready: {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The Ready condition's message.

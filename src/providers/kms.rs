@@ -1,0 +1,664 @@
+//! KMS-encrypted blobs: raw ciphertext kept in the ExternalSecret itself, or SOPS documents
+//! kept in a ConfigMap of the ExternalSecret's namespace, decrypted by AWS KMS, Google Cloud
+//! KMS, Vault Transit or age identities.
+//!
+//! `remoteRef.key` is one of:
+//! - `configmap:<name>/<data key>`: a SOPS document (YAML, JSON or dotenv, told by the data
+//!   key's extension, else by its content) in ConfigMap `<name>`. `get` returns the decrypted
+//!   document as JSON (so `property` selects a leaf: `db.password`, `hosts.0`); `extract`
+//!   yields every leaf, its path joined with `.` (see [`crate::sops`]).
+//! - otherwise raw ciphertext: the base64 that `aws kms encrypt --query CiphertextBlob` or
+//!   `gcloud kms encrypt ... | base64` print, or for Transit the `vault:v1:...` string. `get`
+//!   returns the plaintext bytes.
+//!
+//! Economy: a decrypted SOPS data key or blob is cached by the SHA-256 of its ciphertext for
+//! the life of the provider (rebuilt every [`crate::controller::secret_store::PROVIDER_TTL`]),
+//! so a refresh of an unchanged document makes no KMS call; concurrent decrypts of the same
+//! ciphertext share one call.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use async_trait::async_trait;
+use aws_sdk_kms::{operation::decrypt::DecryptError, primitives::Blob};
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::Api;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::{
+    AuthContext, ErrorKind, Provider, ProviderError, SecretMap, SecretValue,
+    aws_ssm::{CountCalls, call_error, sdk_config},
+    coalesce::Coalescer,
+    vault::VaultKvProvider,
+};
+use crate::{
+    api::{
+        external_secret::ExternalSecretFind,
+        secret_store::{
+            AwsProvider, AwsService, KmsAws, KmsGcp, KmsProvider as KmsSpec, KmsVaultTransit,
+            VaultKvVersion, VaultProvider,
+        },
+    },
+    sops::{self, AgeKeyService, Document, Format, KeyService, MasterKey},
+};
+
+/// Prefix of a `remoteRef.key` that names a SOPS document in a ConfigMap.
+pub const CONFIGMAP_PREFIX: &str = "configmap:";
+/// Google Cloud KMS REST endpoint.
+pub const GCP_KMS_ENDPOINT: &str = "https://cloudkms.googleapis.com";
+/// OAuth scope of Cloud KMS.
+pub const GCP_KMS_SCOPE: &str = "https://www.googleapis.com/auth/cloudkms";
+
+/// A store's key service, with its decrypt cache. Build with [`KmsProvider::new`].
+pub struct KmsProvider {
+    backend: Arc<Backend>,
+    auth: AuthContext,
+    /// Plaintext (data key or blob) by SHA-256 of `<backend>\0<ciphertext>`.
+    cache: Mutex<HashMap<[u8; 32], SecretValue>>,
+    decrypts: Coalescer<[u8; 32], Result<SecretValue, ProviderError>>,
+}
+
+enum Backend {
+    Aws {
+        kms: aws_sdk_kms::Client,
+        sts: aws_sdk_sts::Client,
+        context: BTreeMap<String, String>,
+    },
+    Gcp {
+        http: reqwest::Client,
+        endpoint: String,
+        key_name: Option<String>,
+        tokens: Arc<dyn gcp_auth::TokenProvider>,
+    },
+    Transit {
+        vault: Box<VaultKvProvider>,
+        path: String,
+        key_name: Option<String>,
+    },
+    Age(AgeKeyService),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Aws { .. } => "aws",
+            Backend::Gcp { .. } => "gcp",
+            Backend::Transit { .. } => "vaultTransit",
+            Backend::Age(_) => "age",
+        }
+    }
+}
+
+impl KmsProvider {
+    /// Builds the key service of `spec`, resolving credentials through `auth` (which also
+    /// gives the namespace SOPS ConfigMaps are read in):
+    /// - `aws`: as the Parameter Store provider (static keys, web identity, default chain,
+    ///   `role`); the client talks to `endpoint` when set.
+    /// - `gcp`: a service-account key JSON from `auth.secretRef` (tokens from its
+    ///   `token_uri`), or the metadata server (Workload Identity) when `auth` is absent.
+    /// - `vaultTransit`: a Vault login as the KV provider does (reused and renewed).
+    /// - `age`: the identities in `secretRef`.
+    ///
+    /// Errors: `InvalidConfig` (not exactly one backend, bad key JSON or identities),
+    /// `Authentication` (missing Secret, refused login), `Transient`.
+    pub async fn new(spec: &KmsSpec, auth: &AuthContext) -> Result<Self, ProviderError> {
+        let backend = match (&spec.aws, &spec.gcp, &spec.vault_transit, &spec.age) {
+            (Some(aws), None, None, None) => aws_backend(aws, auth).await?,
+            (None, Some(gcp), None, None) => gcp_backend(gcp, auth).await?,
+            (None, None, Some(transit), None) => transit_backend(transit, auth).await?,
+            (None, None, None, Some(age)) => {
+                let identities = auth.secret_value(&age.secret_ref).await?;
+                let text = identities.as_str().ok_or_else(|| {
+                    ProviderError::new(
+                        ErrorKind::InvalidConfig,
+                        "kms: age identities are not UTF-8 text",
+                    )
+                })?;
+                Backend::Age(AgeKeyService::new(text).map_err(ProviderError::from)?)
+            }
+            _ => {
+                return Err(ProviderError::new(
+                    ErrorKind::InvalidConfig,
+                    "kms: exactly one key service must be set: aws, gcp, vaultTransit or age",
+                ));
+            }
+        };
+        Ok(KmsProvider {
+            backend: Arc::new(backend),
+            auth: auth.clone(),
+            cache: Mutex::new(HashMap::new()),
+            decrypts: Coalescer::default(),
+        })
+    }
+
+    /// Number of plaintexts (data keys, blobs) held in the decrypt cache.
+    pub fn cached(&self) -> usize {
+        self.cache.lock().expect("kms cache lock").len()
+    }
+
+    /// Decrypts `ciphertext` with `call` unless its plaintext is cached; concurrent callers
+    /// of the same ciphertext share one call. Only successes are cached.
+    async fn cached_decrypt<F, Fut>(
+        &self,
+        ciphertext: &[u8],
+        call: F,
+    ) -> Result<SecretValue, ProviderError>
+    where
+        F: FnOnce(Arc<Backend>) -> Fut,
+        Fut: Future<Output = Result<SecretValue, ProviderError>> + Send + 'static,
+    {
+        let mut h = Sha256::new();
+        h.update(self.backend.name().as_bytes());
+        h.update([0]);
+        h.update(ciphertext);
+        let hash: [u8; 32] = h.finalize().into();
+        if let Some(hit) = self.cache.lock().expect("kms cache lock").get(&hash) {
+            return Ok(hit.clone());
+        }
+        let backend = self.backend.clone();
+        let result = self.decrypts.run(hash, move || call(backend)).await;
+        if let Ok(plaintext) = &result {
+            self.cache
+                .lock()
+                .expect("kms cache lock")
+                .insert(hash, plaintext.clone());
+        }
+        result
+    }
+
+    /// Raw ciphertext in `key`.
+    async fn raw(&self, key: &str) -> Result<SecretValue, ProviderError> {
+        match self.backend.as_ref() {
+            Backend::Age(_) => Err(ProviderError::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "kms: an age store decrypts SOPS documents only; remoteRef.key must be {CONFIGMAP_PREFIX}<name>/<data key>"
+                ),
+            )),
+            Backend::Transit { path, key_name, .. } => {
+                let ciphertext = key.trim();
+                if !ciphertext.starts_with("vault:v") {
+                    return Err(ProviderError::new(
+                        ErrorKind::InvalidData,
+                        format!(
+                            "kms: remoteRef.key is neither a Transit ciphertext (vault:v<N>:...) nor {CONFIGMAP_PREFIX}<name>/<data key>"
+                        ),
+                    ));
+                }
+                let key_name = key_name.clone().ok_or_else(|| {
+                    ProviderError::new(
+                        ErrorKind::InvalidConfig,
+                        "kms: vaultTransit.keyName is required to decrypt raw ciphertext",
+                    )
+                })?;
+                let (path, ciphertext) = (path.clone(), ciphertext.to_string());
+                self.cached_decrypt(ciphertext.clone().as_bytes(), move |b| async move {
+                    let Backend::Transit { vault, .. } = b.as_ref() else {
+                        unreachable!("backend is Transit")
+                    };
+                    vault.transit_decrypt(&path, &key_name, &ciphertext).await
+                })
+                .await
+            }
+            Backend::Aws { context, .. } => {
+                let blob = decode_base64(key)?;
+                let context = context.clone();
+                self.cached_decrypt(&blob.clone(), move |b| async move {
+                    aws_decrypt(&b, blob, context, None).await
+                })
+                .await
+            }
+            Backend::Gcp { key_name, .. } => {
+                let blob = decode_base64(key)?;
+                let name = key_name.clone().ok_or_else(|| {
+                    ProviderError::new(
+                        ErrorKind::InvalidConfig,
+                        "kms: gcp.keyName is required to decrypt raw ciphertext",
+                    )
+                })?;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(&blob);
+                self.cached_decrypt(&blob, move |b| async move {
+                    gcp_decrypt(&b, &name, &encoded).await
+                })
+                .await
+            }
+        }
+    }
+
+    /// The SOPS document `<name>/<data key>` of a ConfigMap in the references' namespace,
+    /// decrypted to JSON; `None` when the ConfigMap or the key does not exist.
+    async fn document(&self, reference: &str) -> Result<Option<SecretValue>, ProviderError> {
+        let (name, data_key) = reference
+            .split_once('/')
+            .filter(|(n, k)| !n.is_empty() && !k.is_empty())
+            .ok_or_else(|| {
+                ProviderError::new(
+                    ErrorKind::InvalidConfig,
+                    format!(
+                        "kms: remoteRef.key {:?} must be {CONFIGMAP_PREFIX}<name>/<data key>",
+                        format!("{CONFIGMAP_PREFIX}{reference}")
+                    ),
+                )
+            })?;
+        let ns = &self.auth.namespace;
+        let api: Api<ConfigMap> = Api::namespaced(self.auth.client.clone(), ns);
+        let cm = api.get_opt(name).await.map_err(|e| {
+            ProviderError::new(
+                ErrorKind::Transient,
+                format!("reading ConfigMap {ns}/{name}: {e}"),
+            )
+        })?;
+        let Some(cm) = cm else { return Ok(None) };
+        let bytes = match (
+            cm.data.as_ref().and_then(|d| d.get(data_key)),
+            cm.binary_data.as_ref().and_then(|d| d.get(data_key)),
+        ) {
+            (Some(text), _) => text.as_bytes().to_vec(),
+            (None, Some(binary)) => binary.0.clone(),
+            (None, None) => return Ok(None),
+        };
+        let format = Format::from_file_name(data_key).unwrap_or_else(|| Format::detect(&bytes));
+        let doc = Document::parse(&bytes, format).map_err(|e| in_document(ns, name, data_key, e))?;
+        let data_key_bytes = sops::decrypt_data_key(&doc, &Keys(self))
+            .await
+            .map_err(|e| in_document(ns, name, data_key, e))?;
+        let decrypted = doc
+            .decrypt(&data_key_bytes)
+            .map_err(|e| in_document(ns, name, data_key, e))?;
+        Ok(Some(decrypted.to_json()))
+    }
+}
+
+/// A SOPS error as a provider error naming the document: `ConfigMap ns/name key "k": <cause>`.
+fn in_document(ns: &str, name: &str, key: &str, e: sops::SopsError) -> ProviderError {
+    let e = ProviderError::from(e);
+    ProviderError::new(
+        e.kind,
+        format!("ConfigMap {ns}/{name} key {key:?}: {}", e.message),
+    )
+}
+
+fn decode_base64(key: &str) -> Result<Vec<u8>, ProviderError> {
+    let compact: String = key.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact.as_bytes())
+        .ok()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| {
+            ProviderError::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "kms: remoteRef.key is neither base64 ciphertext nor {CONFIGMAP_PREFIX}<name>/<data key>"
+                ),
+            )
+        })
+}
+
+/// The SOPS key service of a store: decrypts the entries of its own kind, through the cache.
+struct Keys<'a>(&'a KmsProvider);
+
+#[async_trait]
+impl KeyService for Keys<'_> {
+    async fn decrypt(&self, key: &MasterKey) -> Result<Option<Zeroizing<Vec<u8>>>, ProviderError> {
+        let p = self.0;
+        let plaintext = match (p.backend.as_ref(), key) {
+            (Backend::Aws { .. }, MasterKey::AwsKms { arn, enc, context, .. }) => {
+                let blob = decode_base64(enc)?;
+                let (arn, context) = (arn.clone(), context.clone());
+                p.cached_decrypt(&blob.clone(), move |b| async move {
+                    aws_decrypt(&b, blob, context, Some(arn)).await
+                })
+                .await?
+            }
+            (Backend::Gcp { .. }, MasterKey::GcpKms { resource_id, enc }) => {
+                let (name, enc) = (resource_id.clone(), enc.clone());
+                p.cached_decrypt(enc.clone().as_bytes(), move |b| async move {
+                    gcp_decrypt(&b, &name, &enc).await
+                })
+                .await?
+            }
+            (
+                Backend::Transit { .. },
+                MasterKey::HcVault {
+                    engine_path,
+                    key_name,
+                    enc,
+                    ..
+                },
+            ) => {
+                let (path, name, enc) = (engine_path.clone(), key_name.clone(), enc.clone());
+                // sops sent the data key base64-encoded, as Transit requires; Vault's answer,
+                // decoded once by `transit_decrypt`, is the data key itself.
+                p.cached_decrypt(enc.clone().as_bytes(), move |b| async move {
+                    let Backend::Transit { vault, .. } = b.as_ref() else {
+                        unreachable!("backend is Transit")
+                    };
+                    vault.transit_decrypt(&path, &name, &enc).await
+                })
+                .await?
+            }
+            (Backend::Age(identities), MasterKey::Age { .. }) => {
+                return identities.decrypt(key).await;
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(Zeroizing::new(plaintext.as_bytes().to_vec())))
+    }
+}
+
+#[async_trait]
+impl Provider for KmsProvider {
+    async fn get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<SecretValue>, ProviderError> {
+        if version.is_some_and(|v| !v.is_empty()) {
+            return Err(ProviderError::new(
+                ErrorKind::InvalidConfig,
+                "kms: remoteRef.version is not supported by a kms store",
+            ));
+        }
+        match key.strip_prefix(CONFIGMAP_PREFIX) {
+            Some(reference) => self.document(reference).await,
+            None => self.raw(key).await.map(Some),
+        }
+    }
+
+    async fn find(&self, _find: &ExternalSecretFind) -> Result<SecretMap, ProviderError> {
+        Err(ProviderError::new(
+            ErrorKind::InvalidConfig,
+            "kms: dataFrom.find is not supported by a kms store (use dataFrom.extract of a SOPS document)",
+        ))
+    }
+
+    fn extract_leaves(&self, key: &str) -> bool {
+        key.starts_with(CONFIGMAP_PREFIX)
+    }
+
+    async fn validate(&self) -> Result<(), ProviderError> {
+        match self.backend.as_ref() {
+            Backend::Aws { sts, .. } => sts
+                .get_caller_identity()
+                .customize()
+                .interceptor(CountCalls::<
+                    aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError,
+                >::for_provider(
+                    PROVIDER_AWS, "GetCallerIdentity", true
+                ))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| call_error(e, true).provider_error("sts", "GetCallerIdentity", None)),
+            Backend::Gcp { tokens, .. } => tokens
+                .token(&[GCP_KMS_SCOPE])
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    ProviderError::new(
+                        ErrorKind::Authentication,
+                        format!("gcp: getting an OAuth token: {e}"),
+                    )
+                }),
+            Backend::Transit { vault, .. } => vault.validate().await,
+            Backend::Age(_) => Ok(()),
+        }
+    }
+}
+
+const PROVIDER_AWS: &str = "aws_kms";
+const PROVIDER_GCP: &str = "gcp_kms";
+
+async fn aws_backend(spec: &KmsAws, auth: &AuthContext) -> Result<Backend, ProviderError> {
+    if spec.region.trim().is_empty() {
+        return Err(ProviderError::new(
+            ErrorKind::InvalidConfig,
+            "kms: aws.region is required",
+        ));
+    }
+    let as_aws = AwsProvider {
+        service: AwsService::ParameterStore,
+        region: spec.region.clone(),
+        role: spec.role.clone(),
+        endpoint: spec.endpoint.clone(),
+        auth: spec.auth.clone(),
+    };
+    let config = sdk_config(&as_aws, auth).await?;
+    Ok(Backend::Aws {
+        kms: aws_sdk_kms::Client::new(&config),
+        sts: aws_sdk_sts::Client::new(&config),
+        context: spec.encryption_context.clone(),
+    })
+}
+
+/// AWS KMS `Decrypt` of `blob` (one call). `key_id`: the key ARN a SOPS entry names.
+async fn aws_decrypt(
+    backend: &Backend,
+    blob: Vec<u8>,
+    context: BTreeMap<String, String>,
+    key_id: Option<String>,
+) -> Result<SecretValue, ProviderError> {
+    let Backend::Aws { kms, .. } = backend else {
+        unreachable!("backend is AWS")
+    };
+    let out = kms
+        .decrypt()
+        .ciphertext_blob(Blob::new(blob))
+        .set_encryption_context((!context.is_empty()).then(|| context.into_iter().collect()))
+        .set_key_id(key_id)
+        .customize()
+        .interceptor(CountCalls::<DecryptError>::for_provider(
+            PROVIDER_AWS,
+            "Decrypt",
+            false,
+        ))
+        .send()
+        .await
+        .map_err(|e| {
+            let mut failure = call_error(e, false);
+            let code = failure.detail.split(':').next().unwrap_or_default();
+            failure.kind = match code {
+                "InvalidCiphertextException" | "IncorrectKeyException" => ErrorKind::InvalidData,
+                "NotFoundException" => ErrorKind::NotFound,
+                "DisabledException" | "KMSInvalidStateException" | "InvalidKeyUsageException" => {
+                    ErrorKind::InvalidConfig
+                }
+                _ => failure.kind,
+            };
+            failure.provider_error("kms", "Decrypt", None)
+        })?;
+    let plaintext = out.plaintext.map(Blob::into_inner).unwrap_or_default();
+    Ok(SecretValue::new(plaintext))
+}
+
+async fn gcp_backend(spec: &KmsGcp, auth: &AuthContext) -> Result<Backend, ProviderError> {
+    let tokens: Arc<dyn gcp_auth::TokenProvider> = match spec.auth.as_ref() {
+        Some(a) if a.secret_ref.is_some() => {
+            let sel = a.secret_ref.as_ref().expect("checked");
+            let json = auth.secret_value(sel).await?;
+            let json = Zeroizing::new(
+                json.as_str()
+                    .ok_or_else(|| {
+                        ProviderError::new(
+                            ErrorKind::Authentication,
+                            "gcp: the service-account key is not UTF-8 text",
+                        )
+                    })?
+                    .to_string(),
+            );
+            let account = gcp_auth::CustomServiceAccount::from_json(&json).map_err(|e| {
+                ProviderError::new(
+                    ErrorKind::Authentication,
+                    format!("gcp: the service-account key JSON cannot be used: {e}"),
+                )
+            })?;
+            Arc::new(account)
+        }
+        _ => Arc::new(
+            gcp_auth::MetadataServiceAccount::new()
+                .await
+                .map_err(|e| {
+                    ProviderError::new(
+                        ErrorKind::Authentication,
+                        format!("gcp: Workload Identity (metadata server): {e}"),
+                    )
+                })?,
+        ),
+    };
+    let endpoint = spec
+        .endpoint
+        .as_deref()
+        .filter(|e| !e.is_empty())
+        .unwrap_or(GCP_KMS_ENDPOINT)
+        .trim_end_matches('/')
+        .to_string();
+    url::Url::parse(&endpoint).map_err(|e| {
+        ProviderError::new(
+            ErrorKind::InvalidConfig,
+            format!("kms: gcp.endpoint {endpoint:?}: {e}"),
+        )
+    })?;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| {
+            ProviderError::new(ErrorKind::InvalidConfig, format!("gcp: HTTP client: {e}"))
+        })?;
+    Ok(Backend::Gcp {
+        http,
+        endpoint,
+        key_name: spec.key_name.clone(),
+        tokens,
+    })
+}
+
+/// Cloud KMS `projects.locations.keyRings.cryptoKeys.decrypt`: `POST
+/// <endpoint>/v1/<name>:decrypt {"ciphertext": <base64>}` with a bearer token, answering
+/// `{"plaintext": <base64>}` (one `decrypt` call).
+async fn gcp_decrypt(
+    backend: &Backend,
+    name: &str,
+    ciphertext_b64: &str,
+) -> Result<SecretValue, ProviderError> {
+    let Backend::Gcp {
+        http,
+        endpoint,
+        tokens,
+        ..
+    } = backend
+    else {
+        unreachable!("backend is GCP")
+    };
+    let valid_name = name.starts_with("projects/")
+        && name.contains("/cryptoKeys/")
+        && !name.contains(['?', '#', ' ']);
+    if !valid_name {
+        return Err(ProviderError::new(
+            ErrorKind::InvalidConfig,
+            format!(
+                "gcp kms: key name {name:?} is not projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>"
+            ),
+        ));
+    }
+    let token = tokens.token(&[GCP_KMS_SCOPE]).await.map_err(|e| {
+        crate::metrics::provider_call(PROVIDER_GCP, "token", "Authentication");
+        ProviderError::new(
+            ErrorKind::Authentication,
+            format!("gcp: getting an OAuth token: {e}"),
+        )
+    })?;
+    let url = format!("{endpoint}/v1/{name}:decrypt");
+    let body = serde_json::json!({ "ciphertext": ciphertext_b64 });
+    let response = http
+        .post(&url)
+        .bearer_auth(token.as_str())
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await;
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => {
+            crate::metrics::provider_call(PROVIDER_GCP, "decrypt", "Transient");
+            return Err(ProviderError::new(
+                ErrorKind::Transient,
+                format!("gcp kms decrypt {name}: {e}"),
+            ));
+        }
+    };
+    let status = response.status().as_u16();
+    let text = Zeroizing::new(response.text().await.unwrap_or_default());
+    if status != 200 {
+        let kind = match status {
+            400 => ErrorKind::InvalidData,
+            401 => ErrorKind::Authentication,
+            403 => ErrorKind::AccessDenied,
+            404 => ErrorKind::NotFound,
+            429 => ErrorKind::Throttled,
+            _ => ErrorKind::Transient,
+        };
+        crate::metrics::provider_call(PROVIDER_GCP, "decrypt", kind.into());
+        // Google's error body: {"error": {"code", "message", "status"}}; no plaintext in it.
+        let detail = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| {
+                let e = v.get("error")?;
+                Some(format!(
+                    "{}: {}",
+                    e.get("status")?.as_str()?,
+                    e.get("message")?.as_str()?
+                ))
+            })
+            .unwrap_or_else(|| format!("HTTP {status}"));
+        return Err(ProviderError::new(
+            kind,
+            format!("gcp kms decrypt {name}: {detail}"),
+        ));
+    }
+    crate::metrics::provider_call(PROVIDER_GCP, "decrypt", "ok");
+    #[derive(serde::Deserialize)]
+    struct Decrypted {
+        #[serde(default)]
+        plaintext: String,
+    }
+    let parsed: Decrypted = serde_json::from_str(&text).map_err(|_| {
+        ProviderError::new(
+            ErrorKind::Transient,
+            format!("gcp kms decrypt {name}: unexpected response"),
+        )
+    })?;
+    let encoded = Zeroizing::new(parsed.plaintext);
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.as_bytes())
+        .map(SecretValue::new)
+        .map_err(|_| {
+            ProviderError::new(
+                ErrorKind::Transient,
+                format!("gcp kms decrypt {name}: the plaintext is not base64"),
+            )
+        })
+}
+
+async fn transit_backend(
+    spec: &KmsVaultTransit,
+    auth: &AuthContext,
+) -> Result<Backend, ProviderError> {
+    let as_vault = VaultProvider {
+        server: spec.server.clone(),
+        path: Some(spec.path.clone()),
+        version: VaultKvVersion::V2,
+        namespace: spec.namespace.clone(),
+        ca_bundle: spec.ca_bundle.clone(),
+        ca_provider: spec.ca_provider.clone(),
+        auth: spec.auth.clone(),
+    };
+    Ok(Backend::Transit {
+        vault: Box::new(VaultKvProvider::new(&as_vault, auth).await?),
+        path: spec.path.clone(),
+        key_name: spec.key_name.clone().filter(|k| !k.is_empty()),
+    })
+}
