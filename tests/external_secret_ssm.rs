@@ -28,40 +28,8 @@ async fn setup(test: &str) -> Option<Fixture> {
     let env = TestEnv::get(test).await?;
     let ns = env.namespace("ssm").await;
     let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
-    let creds: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "aws-creds"},
-        "stringData": {"id": "testing", "secret": "testing"}
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &creds)
-        .await
-        .unwrap();
     let operator = operator::start(&env.kube, &ns, false).await;
-    let stores: Api<SecretStore> = Api::namespaced(env.kube.clone(), &ns);
-    apply_yaml(
-        &stores,
-        &format!(
-            r#"
-apiVersion: secret-relay.dev/v1alpha1
-kind: SecretStore
-metadata: {{name: ssm}}
-spec:
-  provider:
-    aws:
-      service: ParameterStore
-      region: {region}
-      endpoint: {endpoint}
-      auth:
-        secretRef:
-          accessKeyIDSecretRef: {{name: aws-creds, key: id}}
-          secretAccessKeySecretRef: {{name: aws-creds, key: secret}}
-"#,
-            region = env.aws_region,
-            endpoint = env.aws_endpoint
-        ),
-    )
-    .await;
+    operator::ssm_store(&env, &ns).await;
     let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
     Some(Fixture {
         es: Api::namespaced(env.kube.clone(), &ns),

@@ -258,40 +258,6 @@ async fn put_parameter(env: &TestEnv, name: &str, value: &str) {
         .expect("put_parameter");
 }
 
-/// An SSM SecretStore `ssm` in `ns` with moto's static credentials.
-async fn ssm_store(env: &TestEnv, ns: &str) {
-    create_secret(
-        &env.kube,
-        ns,
-        "aws-creds",
-        json!({"id": "testing", "secret": "testing"}),
-    )
-    .await;
-    apply_yaml(
-        &Api::<SecretStore>::namespaced(env.kube.clone(), ns),
-        &format!(
-            r#"
-apiVersion: secret-relay.dev/v1alpha1
-kind: SecretStore
-metadata: {{name: ssm}}
-spec:
-  provider:
-    aws:
-      service: ParameterStore
-      region: {region}
-      endpoint: {endpoint}
-      auth:
-        secretRef:
-          accessKeyIDSecretRef: {{name: aws-creds, key: id}}
-          secretAccessKeySecretRef: {{name: aws-creds, key: secret}}
-"#,
-            region = env.aws_region,
-            endpoint = env.aws_endpoint
-        ),
-    )
-    .await;
-}
-
 /// The Secret `ns/name` has exactly `want` as data, and our labels.
 async fn assert_secret(client: &Client, ns: &str, name: &str, want: &[(&str, &str)]) {
     let s = Api::<Secret>::namespaced(client.clone(), ns)
@@ -849,7 +815,7 @@ async fn namespace_scoped_install_cannot_read_other_namespaces() {
         "{args:?}"
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ssm_store(&env, &ns).await;
+    operator::ssm_store(&env, &ns).await;
     let p = random_suffix();
     put_parameter(&env, &format!("/{p}/token"), "t-1").await;
     let es: Api<ExternalSecret> = Api::namespaced(k.clone(), &ns);

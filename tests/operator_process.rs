@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ssm::types::ParameterType;
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Secret};
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use secret_relay::api::{ExternalSecret, SecretStore};
+use kube::api::{Api, Patch, PatchParams};
+use secret_relay::api::ExternalSecret;
 use serde_json::json;
 
 use common::{TestEnv, random_suffix};
@@ -34,39 +34,7 @@ async fn setup(test: &str) -> Option<Setup> {
     operator::install_crds(&env.kube).await;
     let ns = env.namespace("proc").await;
     let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
-    let creds: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "aws-creds"},
-        "stringData": {"id": "testing", "secret": "testing"}
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &creds)
-        .await
-        .unwrap();
-    let stores: Api<SecretStore> = Api::namespaced(env.kube.clone(), &ns);
-    apply_yaml(
-        &stores,
-        &format!(
-            r#"
-apiVersion: secret-relay.dev/v1alpha1
-kind: SecretStore
-metadata: {{name: ssm}}
-spec:
-  provider:
-    aws:
-      service: ParameterStore
-      region: {region}
-      endpoint: {endpoint}
-      auth:
-        secretRef:
-          accessKeyIDSecretRef: {{name: aws-creds, key: id}}
-          secretAccessKeySecretRef: {{name: aws-creds, key: secret}}
-"#,
-            region = env.aws_region,
-            endpoint = env.aws_endpoint
-        ),
-    )
-    .await;
+    operator::ssm_store(&env, &ns).await;
     let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
     let s = Setup {
         es: Api::namespaced(env.kube.clone(), &ns),

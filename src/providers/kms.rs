@@ -262,7 +262,8 @@ impl KmsProvider {
             (None, None) => return Ok(None),
         };
         let format = Format::from_file_name(data_key).unwrap_or_else(|| Format::detect(&bytes));
-        let doc = Document::parse(&bytes, format).map_err(|e| in_document(ns, name, data_key, e))?;
+        let doc =
+            Document::parse(&bytes, format).map_err(|e| in_document(ns, name, data_key, e))?;
         let data_key_bytes = sops::decrypt_data_key(&doc, &Keys(self))
             .await
             .map_err(|e| in_document(ns, name, data_key, e))?;
@@ -306,7 +307,12 @@ impl KeyService for Keys<'_> {
     async fn decrypt(&self, key: &MasterKey) -> Result<Option<Zeroizing<Vec<u8>>>, ProviderError> {
         let p = self.0;
         let plaintext = match (p.backend.as_ref(), key) {
-            (Backend::Aws { .. }, MasterKey::AwsKms { arn, enc, context, .. }) => {
+            (
+                Backend::Aws { .. },
+                MasterKey::AwsKms {
+                    arn, enc, context, ..
+                },
+            ) => {
                 let blob = decode_base64(enc)?;
                 let (arn, context) = (arn.clone(), context.clone());
                 p.cached_decrypt(&blob.clone(), move |b| async move {
@@ -498,16 +504,12 @@ async fn gcp_backend(spec: &KmsGcp, auth: &AuthContext) -> Result<Backend, Provi
             })?;
             Arc::new(account)
         }
-        _ => Arc::new(
-            gcp_auth::MetadataServiceAccount::new()
-                .await
-                .map_err(|e| {
-                    ProviderError::new(
-                        ErrorKind::Authentication,
-                        format!("gcp: Workload Identity (metadata server): {e}"),
-                    )
-                })?,
-        ),
+        _ => Arc::new(gcp_auth::MetadataServiceAccount::new().await.map_err(|e| {
+            ProviderError::new(
+                ErrorKind::Authentication,
+                format!("gcp: Workload Identity (metadata server): {e}"),
+            )
+        })?),
     };
     let endpoint = spec
         .endpoint

@@ -119,7 +119,9 @@ pub async fn wait_reason(api: &Api<ExternalSecret>, name: &str, reason: &str) ->
                 .and_then(|e| e.status.as_ref())
                 .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
                 .map(|c| format!("{}: {}", c.reason, c.message));
-            panic!("timed out waiting for ExternalSecret {name} reason {reason}; last Ready: {last:?}");
+            panic!(
+                "timed out waiting for ExternalSecret {name} reason {reason}; last Ready: {last:?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -160,4 +162,41 @@ pub fn secret_data(
         .into_iter()
         .map(|(k, v)| (k, String::from_utf8(v.0).expect("utf-8 value")))
         .collect()
+}
+
+/// In `ns`: Secret `aws-creds` (moto's `testing`/`testing` keys) and SecretStore `ssm` for
+/// the environment's moto, with those keys.
+pub async fn ssm_store(env: &crate::common::TestEnv, ns: &str) {
+    let creds: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "aws-creds"},
+        "stringData": {"id": "testing", "secret": "testing"}
+    }))
+    .expect("Secret fixture");
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.kube.clone(), ns)
+        .create(&Default::default(), &creds)
+        .await
+        .unwrap_or_else(|e| panic!("create Secret {ns}/aws-creds: {e}"));
+    apply_yaml(
+        &Api::<SecretStore>::namespaced(env.kube.clone(), ns),
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: ssm}}
+spec:
+  provider:
+    aws:
+      service: ParameterStore
+      region: {region}
+      endpoint: {endpoint}
+      auth:
+        secretRef:
+          accessKeyIDSecretRef: {{name: aws-creds, key: id}}
+          secretAccessKeySecretRef: {{name: aws-creds, key: secret}}
+"#,
+            region = env.aws_region,
+            endpoint = env.aws_endpoint
+        ),
+    )
+    .await;
 }
