@@ -231,7 +231,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
                 },
             )
             .map_err(|e| Error::InvalidSpec(e.0))?;
-            let written = apply(es, ctx, &secrets, &target, desired).await?;
+            let written = apply(es, ctx, &secrets, &target, desired, spec_changed).await?;
             let event = written.map(|created| {
                 if created {
                     ("Created", format!("Secret {target} created"))
@@ -292,6 +292,35 @@ fn next_refresh(interval: u64, last: Option<i64>, now: Timestamp) -> Action {
     let wait = (due - now.as_second()).max(1) as u64;
     // Jitter spreads refreshes of objects created together over 10 % of the interval.
     Action::requeue(Duration::from_secs(wait).mul_f64(rand::rng().random_range(1.0..1.1)))
+}
+
+/// Whether the metadata cache shows the target Secret at the resourceVersion we last wrote or
+/// verified (so its data is the data we hashed) with every label, annotation (the data hash
+/// among them) and owner of `desired`.
+fn unchanged_in_cache(es: &ExternalSecret, ctx: &Context, target: &str, desired: &Secret) -> bool {
+    let ns = es.namespace().unwrap_or_default();
+    let Some(meta) = ctx.secrets.get(&ObjectRef::new(target).within(&ns)) else {
+        return false;
+    };
+    let known = ctx
+        .state
+        .lock()
+        .expect("state lock")
+        .secret_version
+        .get(&ObjectRef::from_obj(es))
+        .cloned();
+    if known.is_none() || known != meta.resource_version() {
+        return false;
+    }
+    let cached = Secret {
+        metadata: meta.metadata.clone(),
+        ..Default::default()
+    };
+    let wanted = Secret {
+        metadata: desired.metadata.clone(),
+        ..Default::default()
+    };
+    build::is_up_to_date(&cached, &wanted, true)
 }
 
 /// Whether the target Secret was deleted or edited since we wrote it. A resourceVersion we
@@ -473,18 +502,29 @@ fn owned_by(secret: &Secret, es: &ExternalSecret) -> bool {
 /// Writes `desired` per `creationPolicy` with server-side apply (field manager
 /// `secret-relay`). Returns `Some(created)` when it wrote, `None` when the Secret was already
 /// up to date (no write). Never overwrites a Secret that is not ours under Owner/Orphan.
+///
+/// When the spec did not change and the cached metadata shows the Secret exactly as we last
+/// wrote or verified it, with the desired data hash, labels, annotations and owner, nothing is
+/// read either: an unchanged refresh costs no kube API call at all.
 async fn apply(
     es: &ExternalSecret,
     ctx: &Context,
     secrets: &Api<Secret>,
     target: &str,
     desired: Secret,
+    spec_changed: bool,
 ) -> Result<Option<bool>, Error> {
     let policy = es.spec.target.creation_policy;
     if policy == CreationPolicy::None {
         return Ok(None);
     }
     let key = ObjectRef::from_obj(es);
+    if !spec_changed
+        && policy != CreationPolicy::Merge
+        && unchanged_in_cache(es, ctx, target, &desired)
+    {
+        return Ok(None);
+    }
     let existing = secrets.get_opt(target).await.map_err(Error::Kube)?;
     let ns = es.namespace().unwrap_or_default();
     match (&existing, policy) {
