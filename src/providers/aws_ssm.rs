@@ -486,8 +486,20 @@ pub(crate) async fn sdk_config(
         .build())
 }
 
-/// The SDK config loader with the store's region and endpoint, and timeouts short enough that
-/// a reconcile never hangs on an unreachable endpoint.
+/// One HTTPS client for every store's SDK clients (SSM, STS, KMS): it builds one connector per
+/// timeout setting, with the trusted roots loaded once and a shared connection pool, where a
+/// client per store would load the roots and keep a pool per store.
+static HTTP_CLIENT: std::sync::LazyLock<aws_sdk_ssm::config::SharedHttpClient> =
+    std::sync::LazyLock::new(|| {
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .build_https()
+    });
+
+/// The SDK config loader with the store's region and endpoint, the shared HTTP client, and
+/// timeouts short enough that a reconcile never hangs on an unreachable endpoint.
 fn loader(spec: &AwsProvider) -> aws_config::ConfigLoader {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5))
@@ -495,6 +507,7 @@ fn loader(spec: &AwsProvider) -> aws_config::ConfigLoader {
         .operation_timeout(Duration::from_secs(45))
         .build();
     let loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(HTTP_CLIENT.clone())
         .region(Region::new(spec.region.clone()))
         .timeout_config(timeouts);
     match spec.endpoint.as_deref().filter(|e| !e.is_empty()) {

@@ -977,12 +977,66 @@ fn client_with_token(
 ) -> Result<VaultClient, ProviderError> {
     let mut settings = settings.clone();
     settings.token = token.to_string();
-    VaultClient::new(settings).map_err(|e| {
-        invalid(format!(
-            "vault: building the HTTP client: {}",
-            error_text(&e)
-        ))
+    if settings.proxy.is_some() || settings.identity.is_some() || !settings.verify {
+        return VaultClient::new(settings).map_err(|e| {
+            invalid(format!(
+                "vault: building the HTTP client: {}",
+                error_text(&e)
+            ))
+        });
+    }
+    let http = shared_http_client(&settings)?;
+    Ok(VaultClient {
+        http: rustify::clients::reqwest::Client::new(settings.address.as_str(), http),
+        middle: vaultrs::api::EndpointMiddleware {
+            token: settings.token.clone(),
+            version: format!("v{}", settings.version),
+            wrap: None,
+            namespace: settings.namespace.clone(),
+        },
+        settings,
     })
+}
+
+/// Key of [`HTTP_CLIENTS`]: plain HTTP or not, the CA files trusted, the request timeout.
+type HttpClientKey = (bool, Vec<String>, Option<Duration>);
+
+/// HTTP clients shared by every Vault client with the same TLS settings. A reqwest client
+/// holds its TLS configuration (the trusted roots) and a connection pool; vaultrs builds a new
+/// one for each `VaultClient`, i.e. for every store and every login.
+static HTTP_CLIENTS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<HttpClientKey, reqwest::Client>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The shared client for `settings`, built as vaultrs builds its own (rustls, the timeout,
+/// the CA files added to the default roots; no roots at all for `http://`).
+fn shared_http_client(settings: &VaultClientSettings) -> Result<reqwest::Client, ProviderError> {
+    let plain = settings.address.as_str().starts_with("http://");
+    let key = (plain, settings.ca_certs.clone(), settings.timeout);
+    let mut clients = HTTP_CLIENTS.lock().expect("vault http clients lock");
+    if let Some(c) = clients.get(&key) {
+        return Ok(c.clone());
+    }
+    let mut builder = reqwest::ClientBuilder::new().tls_backend_rustls();
+    if let Some(timeout) = settings.timeout {
+        builder = builder.timeout(timeout);
+    }
+    if plain {
+        builder = builder.tls_certs_only(Vec::new());
+    } else {
+        for path in &settings.ca_certs {
+            let pem = std::fs::read(path)
+                .map_err(|e| invalid(format!("vault: reading CA file {path}: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| invalid(format!("vault: CA file {path}: {e}")))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+    }
+    let client = builder
+        .build()
+        .map_err(|e| invalid(format!("vault: building the HTTP client: {e}")))?;
+    clients.insert(key, client.clone());
+    Ok(client)
 }
 
 /// Counts one Vault HTTP call of `operation` with its outcome, and passes the result on.
