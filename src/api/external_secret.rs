@@ -143,7 +143,7 @@ pub struct ExternalSecretTemplate {
     /// Labels and annotations added to the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<TemplateMetadata>,
-    /// Data key → template (minijinja syntax, see `docs/templates.md`) rendered over the fetched
+    /// Data key → template (minijinja syntax, see `docs/migrating-from-eso.md`, "Templates") rendered over the fetched
     /// values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub data: BTreeMap<String, String>,

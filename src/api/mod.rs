@@ -1,7 +1,7 @@
 //! The custom resources of `secret-relay.dev/v1alpha1`, one module per kind.
 //!
 //! Field names and semantics follow External Secrets Operator's `external-secrets.io/v1` so
-//! that a user migrates by changing `apiVersion` only (see `docs/migration-from-eso.md`).
+//! that a user migrates by changing `apiVersion` only (see `docs/migrating-from-eso.md`).
 
 pub mod cluster_secret_store;
 pub mod external_secret;

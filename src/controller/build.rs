@@ -245,7 +245,7 @@ pub fn data_hash(data: &BTreeMap<String, ByteString>) -> String {
     hex::encode(h.finalize())
 }
 
-/// Renders `template.data` over the fetched values with minijinja (see `docs/templates.md`):
+/// Renders `template.data` over the fetched values with minijinja (see `docs/migrating-from-eso.md`, "Templates"):
 /// each fetched key is a variable (also reachable as `data["key-with-dashes"]`); filters
 /// `b64enc`, `b64dec`, `fromjson`, plus minijinja's builtins (`tojson`, `upper`, `trim`, ...).
 /// Errors name the template's key and minijinja's message, never a value.

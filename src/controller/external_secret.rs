@@ -46,9 +46,15 @@ pub fn parse_refresh_interval(s: &str) -> Result<u64, Error> {
     if s == "0" || s.is_empty() {
         return Ok(0);
     }
-    humantime::parse_duration(s)
-        .map(|d| d.as_secs())
-        .map_err(|e| Error::InvalidSpec(format!("refreshInterval {s:?}: {e}")))
+    let d = humantime::parse_duration(s)
+        .map_err(|e| Error::InvalidSpec(format!("refreshInterval {s:?}: {e}")))?;
+    match d.as_secs() {
+        // `0` means "sync once"; a sub-second interval must not silently become that.
+        0 if !d.is_zero() => Err(Error::InvalidSpec(format!(
+            "refreshInterval {s:?}: must be 0 (sync once) or at least 1s"
+        ))),
+        secs => Ok(secs),
+    }
 }
 
 /// ESO's `syncedResourceVersion`: `<generation>-<sha256 of labels and annotations>`; a change
@@ -642,5 +648,34 @@ async fn publish(ctx: &Context, es: &ExternalSecret, type_: EventType, reason: &
     };
     if let Err(e) = ctx.recorder.publish(&ev, &es.object_ref(&())).await {
         tracing::warn!(error = %e, "publishing event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_intervals_parse_as_go_durations_and_refuse_sub_second_values() {
+        assert_eq!(parse_refresh_interval("0").unwrap(), 0);
+        assert_eq!(parse_refresh_interval("").unwrap(), 0);
+        assert_eq!(parse_refresh_interval("1h").unwrap(), 3600);
+        assert_eq!(parse_refresh_interval("1h30m").unwrap(), 5400);
+        assert_eq!(parse_refresh_interval("90s").unwrap(), 90);
+        for bad in ["500ms", "ten minutes", "-1h"] {
+            let e = parse_refresh_interval(bad).unwrap_err();
+            assert!(e.permanent(), "{bad}: {e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("refreshInterval {bad:?}: ")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_five_seconds_up_to_ten_minutes() {
+        let secs: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [5, 10, 20, 40, 80, 160, 320, 600, 600]);
     }
 }

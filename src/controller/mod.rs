@@ -293,10 +293,13 @@ pub async fn run(
     .with_config(controller::Config::default().concurrency(config.concurrency));
     let es_store = es_ctl.store();
     crate::metrics::watch_external_secrets(es_store.clone());
+    // A store change requeues the ExternalSecrets that use it, and lets those waiting for a
+    // backoff retry go at once: the change (new credentials, a fixed endpoint) may fix them.
     let by_store = {
         let es_store = es_store.clone();
+        let ctx = ctx.clone();
         move |kind: StoreKind, ns: Option<String>, name: String| {
-            es_store
+            let refs = es_store
                 .state()
                 .into_iter()
                 .filter(|es| {
@@ -305,7 +308,12 @@ pub async fn run(
                         && (ns.is_none() || es.metadata.namespace == ns)
                 })
                 .map(|es| ObjectRef::from_obj(&*es))
-                .collect::<Vec<_>>()
+                .collect::<Vec<_>>();
+            let mut state = ctx.state.lock().expect("state lock");
+            for r in &refs {
+                state.retry_at.remove(r);
+            }
+            refs
         }
     };
     let by_store_ns = by_store.clone();

@@ -1,0 +1,81 @@
+//! The scale benchmark (`tests/scale/mod.rs`, issue 6) at N = 100, on every `cargo test`, so
+//! that its code does not rot. It asserts what must hold at any N, never a timing: every
+//! ExternalSecret becomes Ready; a refresh cycle with unchanged remote values writes no Secret
+//! and no ExternalSecret status; after remote values change, exactly the Secrets that read
+//! them are updated, with the new value.
+//!
+//! Differences from the full benchmark (`hack/bench.sh`), because the test environment is
+//! shared with the other tests running in parallel: one namespace with the operator binary
+//! scoped to it (`--namespace`), refreshInterval 5 s, no raw reference, no server-side counts.
+
+mod common;
+mod scale;
+
+use std::time::{Duration, Instant};
+
+use common::TestEnv;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_invariants_at_n100() {
+    let Some(env) = TestEnv::get("scale_invariants_at_n100").await else {
+        return;
+    };
+    let log_dir = env
+        .vars
+        .get("TESTENV_LOG_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let p = scale::Params {
+        n: 100,
+        namespaces: 1,
+        cluster_stores: false,
+        refresh_secs: 5,
+        create_concurrency: 16,
+        operator_concurrency: 16,
+        operator_bin: env!("CARGO_BIN_EXE_secret-relay").into(),
+        scoped: true,
+        ready_timeout: Duration::from_secs(60),
+        log_dir,
+    };
+    let started = Instant::now();
+    let r = scale::run(&env, &p).await.expect("benchmark set-up");
+    eprintln!(
+        "scale N=100: all Ready {:?} s after start, {:.0} s in all",
+        r.secs_to_all_ready,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        r.all_ready,
+        "{} of 100 ExternalSecrets Ready; not Ready: {:?}; notes: {:?}",
+        r.ready_count, r.not_ready_reasons, r.notes
+    );
+    let u = r.unchanged.as_ref().expect("the unchanged cycle ran");
+    assert!(
+        u.window.syncs >= 100.0,
+        "every ExternalSecret refreshed in the window: {} syncs",
+        u.window.syncs
+    );
+    assert_eq!(
+        u.secret_resource_version_changes, 0,
+        "an unchanged refresh wrote Secrets"
+    );
+    assert_eq!(
+        u.external_secret_resource_version_changes, 0,
+        "an unchanged refresh wrote ExternalSecret statuses"
+    );
+    let c = r.changed.as_ref().expect("the changed cycle ran");
+    assert_eq!(c.expected_updates, 20, "2 keys × 10 readers");
+    assert_eq!(
+        c.updated, c.expected_updates,
+        "Secrets of the changed keys carry the new value"
+    );
+    assert_eq!(
+        c.unexpected_updates, 0,
+        "Secrets of unchanged keys were written"
+    );
+    assert_eq!(
+        c.cycle.secret_resource_version_changes, c.expected_updates,
+        "exactly the changed Secrets were written"
+    );
+    assert!(r.sync_errors.is_empty(), "sync errors: {:?}", r.sync_errors);
+}
