@@ -260,7 +260,7 @@ pub struct ExternalSecretFind {
     /// Remote names matching a regular expression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<FindName>,
-    /// Remote values carrying all these tags (SSM only).
+    /// Remote values carrying all these tags (SSM: parameter tags; Vault KV v2: custom metadata).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
     /// Decoding applied to every value found.
