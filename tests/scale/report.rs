@@ -74,8 +74,7 @@ pub struct Cycle {
     pub operator_writes_apiserver: Option<f64>,
     /// Managed Secrets whose resourceVersion changed over the window.
     pub secret_resource_version_changes: usize,
-    /// ExternalSecrets whose resourceVersion changed over the window (a status write);
-    /// measured for the unchanged cycle.
+    /// ExternalSecrets whose resourceVersion changed over the window (status writes).
     pub external_secret_resource_version_changes: usize,
     /// Provider calls scaled to one cycle (`calls × N / syncs`), server-side where counted:
     /// `"ssm"`, `"vault"`, and per operation.
@@ -231,6 +230,7 @@ fn thousands(n: f64) -> String {
 }
 
 fn num(v: f64) -> String {
+    let v = v + 0.0; // no "-0"
     if v.abs() >= 1000.0 {
         thousands(v)
     } else if v.fract() == 0.0 {
@@ -340,7 +340,7 @@ fn cycle_rows(md: &mut String, runs: &[Results], pick: &dyn Fn(&Results) -> Opti
         md,
         runs,
         pick,
-        "ExternalSecret resourceVersion changes (unchanged cycle)",
+        "ExternalSecret resourceVersion changes (status writes)",
         &|c| thousands(c.external_secret_resource_version_changes as f64),
     );
     cycle_row(md, runs, pick, "kube API requests in the window", &|c| {
