@@ -293,12 +293,14 @@ pub async fn run(
     .with_config(controller::Config::default().concurrency(config.concurrency));
     let es_store = es_ctl.store();
     crate::metrics::watch_external_secrets(es_store.clone());
-    // A store change requeues the ExternalSecrets that use it, and lets those waiting for a
-    // backoff retry go at once: the change (new credentials, a fixed endpoint) may fix them.
+    // A store change requeues the ExternalSecrets that use it. A change of its spec (a new
+    // generation: new credentials, a fixed endpoint) also lets those waiting for a backoff
+    // retry go at once; a status write (the store's own validation) does not.
     let by_store = {
         let es_store = es_store.clone();
         let ctx = ctx.clone();
-        move |kind: StoreKind, ns: Option<String>, name: String| {
+        let generations: Arc<Mutex<HashMap<StoreId, i64>>> = Arc::default();
+        move |kind: StoreKind, ns: Option<String>, name: String, generation: Option<i64>| {
             let refs = es_store
                 .state()
                 .into_iter()
@@ -309,9 +311,16 @@ pub async fn run(
                 })
                 .map(|es| ObjectRef::from_obj(&*es))
                 .collect::<Vec<_>>();
-            let mut state = ctx.state.lock().expect("state lock");
-            for r in &refs {
-                state.retry_at.remove(r);
+            let generation = generation.unwrap_or_default();
+            let previous = generations
+                .lock()
+                .expect("store generations lock")
+                .insert((kind, ns, name), generation);
+            if previous.is_some_and(|g| g != generation) {
+                let mut state = ctx.state.lock().expect("state lock");
+                for r in &refs {
+                    state.retry_at.remove(r);
+                }
             }
             refs
         }
@@ -319,10 +328,20 @@ pub async fn run(
     let by_store_ns = by_store.clone();
     let es_ctl = es_ctl
         .watches_stream(store_events, move |s: SecretStore| {
-            by_store_ns(StoreKind::SecretStore, s.namespace(), s.name_any())
+            by_store_ns(
+                StoreKind::SecretStore,
+                s.namespace(),
+                s.name_any(),
+                s.metadata.generation,
+            )
         })
         .watches_stream(cluster_events, move |s: ClusterSecretStore| {
-            by_store(StoreKind::ClusterSecretStore, None, s.name_any())
+            by_store(
+                StoreKind::ClusterSecretStore,
+                None,
+                s.name_any(),
+                s.metadata.generation,
+            )
         })
         .watches_stream(secret_events, |s: PartialObjectMeta<Secret>| {
             let es = s.labels().get(LABEL_EXTERNAL_SECRET).cloned();
@@ -376,6 +395,9 @@ pub async fn run(
     tokio::join!(es_run, store_ctl, cluster_store_ctl, ns_drain, caches);
     Ok(())
 }
+
+/// A store as the ExternalSecret watch sees it: kind, namespace (None for cluster stores), name.
+type StoreId = (StoreKind, Option<String>, String);
 
 fn store_error_policy<K>(_: Arc<K>, err: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(error = %err, category = err.category(), "store reconcile failed");
