@@ -713,14 +713,22 @@ spec:
                 "{case}"
             );
         } else {
-            let refused = wait_reason(&es, &name, "SecretStoreNotReady").await;
-            assert_eq!(
-                ready_message(&refused),
-                format!(
-                    "ClusterSecretStore {name} does not allow namespace {ns} (spec.conditions)"
-                ),
-                "{case}"
+            // The ExternalSecret may first see the store missing from the cache; wait for the
+            // verdict on the store itself.
+            let expected = format!(
+                "ClusterSecretStore {name} does not allow namespace {ns} (spec.conditions)"
             );
+            wait_for(
+                &format!("{case}: {expected}"),
+                Duration::from_secs(30),
+                || async {
+                    let e = es.get(&name).await.ok()?;
+                    (ready_message(&e) == expected).then_some(())
+                },
+            )
+            .await;
+            let refused = wait_reason(&es, &name, "SecretStoreNotReady").await;
+            assert_eq!(ready_message(&refused), expected, "{case}");
             assert!(
                 secrets.get_opt(&name).await.unwrap().is_none(),
                 "{case}: no Secret"

@@ -293,9 +293,9 @@ pub async fn run(
     .with_config(controller::Config::default().concurrency(config.concurrency));
     let es_store = es_ctl.store();
     crate::metrics::watch_external_secrets(es_store.clone());
-    // A store change requeues the ExternalSecrets that use it. A change of its spec (a new
-    // generation: new credentials, a fixed endpoint) also lets those waiting for a backoff
-    // retry go at once; a status write (the store's own validation) does not.
+    // A store change requeues the ExternalSecrets that use it. A new store or a change of its
+    // spec (a new generation: new credentials, a fixed endpoint) also lets those waiting for a
+    // backoff retry go at once; a status write (the store's own validation) does not.
     let by_store = {
         let es_store = es_store.clone();
         let ctx = ctx.clone();
@@ -316,7 +316,9 @@ pub async fn run(
                 .lock()
                 .expect("store generations lock")
                 .insert((kind, ns, name), generation);
-            if previous.is_some_and(|g| g != generation) {
+            // A store that appears (an ExternalSecret may have failed on "not found") or
+            // whose spec changed releases them; its own status writes keep the generation.
+            if previous != Some(generation) {
                 let mut state = ctx.state.lock().expect("state lock");
                 for r in &refs {
                     state.retry_at.remove(r);
