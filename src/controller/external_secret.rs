@@ -62,7 +62,7 @@ pub fn parse_refresh_interval(s: &str) -> Result<u64, Error> {
 pub fn synced_resource_version(es: &ExternalSecret) -> String {
     let mut h = Sha256::new();
     for (k, v) in es.labels().iter().chain(es.annotations().iter()) {
-        if k == "kubectl.kubernetes.io/last-applied-configuration" {
+        if k == super::LAST_APPLIED {
             continue;
         }
         h.update(k.as_bytes());

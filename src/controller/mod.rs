@@ -2,7 +2,8 @@
 //! sharing one [`Context`].
 //!
 //! Watches are kept small: Secrets and Namespaces are watched metadata-only, Secrets filtered
-//! by our `app.kubernetes.io/managed-by` label; managedFields are dropped from every cache.
+//! by our `app.kubernetes.io/managed-by` label; managedFields and kubectl's last-applied
+//! annotation are dropped before an object enters any cache.
 
 pub mod build;
 pub mod condition;
@@ -194,23 +195,22 @@ pub async fn run(
     let wc = watcher::Config::default().any_semantic();
 
     let (stores, stores_writer) = reflector::store();
-    let store_events = reflector(
-        stores_writer,
-        watcher(
-            api_for::<SecretStore>(&client, &config.namespace),
-            wc.clone(),
-        ),
+    let store_events = watcher(
+        api_for::<SecretStore>(&client, &config.namespace),
+        wc.clone(),
     )
     .default_backoff()
-    .modify(|s| s.managed_fields_mut().clear())
+    .modify(strip)
+    .reflect(stores_writer)
     .touched_objects();
 
     let (cluster_stores, cluster_writer) = reflector::store();
     let cluster_api: Api<ClusterSecretStore> = Api::all(client.clone());
     let cluster_events = if config.cluster_stores {
-        reflector(cluster_writer, watcher(cluster_api, wc.clone()))
+        watcher(cluster_api, wc.clone())
             .default_backoff()
-            .modify(|s| s.managed_fields_mut().clear())
+            .modify(strip)
+            .reflect(cluster_writer)
             .touched_objects()
             .boxed()
     } else {
@@ -221,23 +221,22 @@ pub async fn run(
     let secret_wc = wc
         .clone()
         .labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    let secret_events = reflector(
-        secrets_writer,
-        watcher(
-            api_for::<PartialObjectMeta<Secret>>(&client, &config.namespace),
-            secret_wc,
-        ),
+    let secret_events = watcher(
+        api_for::<PartialObjectMeta<Secret>>(&client, &config.namespace),
+        secret_wc,
     )
     .default_backoff()
-    .modify(|s| s.managed_fields_mut().clear())
+    .modify(strip)
+    .reflect(secrets_writer)
     .touched_objects();
 
     let (namespaces, ns_writer) = reflector::store();
     let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
     let ns_events = if config.cluster_stores {
-        reflector(ns_writer, watcher(ns_api, wc.clone()))
+        watcher(ns_api, wc.clone())
             .default_backoff()
-            .modify(|s| s.managed_fields_mut().clear())
+            .modify(strip)
+            .reflect(ns_writer)
             .touched_objects()
             .boxed()
     } else {
@@ -286,12 +285,17 @@ pub async fn run(
         }
     };
 
-    let es_ctl = Controller::new(
+    let (es_store, es_writer) = reflector::store();
+    let es_events = watcher(
         api_for::<ExternalSecret>(&client, &config.namespace),
         wc.clone(),
     )
-    .with_config(controller::Config::default().concurrency(config.concurrency));
-    let es_store = es_ctl.store();
+    .default_backoff()
+    .modify(strip)
+    .reflect(es_writer)
+    .applied_objects();
+    let es_ctl = Controller::for_stream(es_events, es_store.clone())
+        .with_config(controller::Config::default().concurrency(config.concurrency));
     crate::metrics::watch_external_secrets(es_store.clone());
     // A store change requeues the ExternalSecrets that use it. A new store or a change of its
     // spec (a new generation: new credentials, a fixed endpoint) also lets those waiting for a
@@ -397,6 +401,23 @@ pub async fn run(
     tokio::join!(es_run, store_ctl, cluster_store_ctl, ns_drain, caches);
     Ok(())
 }
+
+/// Drops what no reconcile reads before an object enters a cache: `managedFields` and
+/// kubectl's `last-applied-configuration` annotation (a second copy of the whole object), most
+/// of a cached object's size.
+fn strip<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// kubectl's client-side apply annotation.
+pub(crate) const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// A store as the ExternalSecret watch sees it: kind, namespace (None for cluster stores), name.
 type StoreId = (StoreKind, Option<String>, String);
