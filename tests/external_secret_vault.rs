@@ -9,42 +9,13 @@ use secret_relay::api::{ExternalSecret, SecretStore};
 use serde_json::json;
 
 use common::{TestEnv, random_suffix};
-use operator::{apply_yaml, ready_message, secret_data, wait_reason};
+use operator::{apply_yaml, ready_message, secret_data, vault_store, wait_reason};
 
 async fn vault_put(env: &TestEnv, path: &str, data: serde_json::Value) {
     let client = env.vault();
     vaultrs::kv2::set(&client, "secret", path, &data)
         .await
         .expect("kv2 put");
-}
-
-async fn store(env: &TestEnv, ns: &str, name: &str, extra: &str, token: &str) {
-    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), ns);
-    let s: Secret = serde_json::from_value(json!({
-        "metadata": {"name": format!("{name}-token")}, "stringData": {"token": token}
-    }))
-    .unwrap();
-    secrets.create(&PostParams::default(), &s).await.unwrap();
-    let stores: Api<SecretStore> = Api::namespaced(env.kube.clone(), ns);
-    apply_yaml(
-        &stores,
-        &format!(
-            r#"
-apiVersion: secret-relay.dev/v1alpha1
-kind: SecretStore
-metadata: {{name: {name}}}
-spec:
-  provider:
-    vault:
-      server: {server}
-{extra}
-      auth:
-        tokenSecretRef: {{name: {name}-token, key: token}}
-"#,
-            server = env.vault_addr
-        ),
-    )
-    .await;
 }
 
 #[tokio::test]
@@ -73,7 +44,7 @@ async fn kv2_extract_property_version_and_find() {
         json!({"tls": {"mode": "verify-full"}}),
     )
     .await;
-    store(
+    vault_store(
         &env,
         &ns,
         "vault",
@@ -174,7 +145,7 @@ async fn kv1_and_permission_denied() {
     )
     .await
     .unwrap();
-    store(
+    vault_store(
         &env,
         &ns,
         "v1",
@@ -198,7 +169,7 @@ async fn kv1_and_permission_denied() {
     .await
     .unwrap()
     .client_token;
-    store(&env, &ns, "weak", "", &token).await;
+    vault_store(&env, &ns, "weak", "", &token).await;
     let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
     apply_yaml(
         &es,

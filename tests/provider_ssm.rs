@@ -41,11 +41,7 @@ fn store(env: &TestEnv, auth: Option<AwsAuth>, role: Option<String>) -> AwsProvi
 
 /// References resolve in `namespace`; `cluster`: a ClusterSecretStore (may name namespaces).
 fn auth_context(env: &TestEnv, namespace: &str, cluster: bool) -> AuthContext {
-    AuthContext {
-        client: env.kube.clone(),
-        namespace: namespace.to_string(),
-        allow_namespace: cluster,
-    }
+    AuthContext::new(env.kube.clone(), namespace, cluster)
 }
 
 /// A provider on the default credential chain (the environment's static test keys).

@@ -101,11 +101,7 @@ async fn kube_secret(
 
 /// Credentials resolve in `ns`, as for a SecretStore there.
 fn auth_context(env: &TestEnv, ns: &str) -> AuthContext {
-    AuthContext {
-        client: env.kube.clone(),
-        namespace: ns.into(),
-        allow_namespace: false,
-    }
+    AuthContext::new(env.kube.clone(), ns, false)
 }
 
 fn spec(env: &TestEnv, auth: VaultAuth) -> VaultProvider {

@@ -36,7 +36,7 @@ use crate::{
         secret_store::SecretStoreProvider,
     },
     metrics,
-    providers::{DynProvider, ErrorKind, SecretMap},
+    providers::{ErrorKind, SecretMap, SharedProvider, shared},
 };
 
 /// Parses `refreshInterval`: Go-style durations (`1h`, `30m`, `1h30m`, `90s`, `0`), also
@@ -103,6 +103,7 @@ pub async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Act
             Ok(action)
         }
         Err(e) => {
+            ctx.state.lock().expect("state lock").synced.remove(&key);
             metrics::sync("error", e.category());
             if let Err(report) = report_failure(&es, &ctx, &e).await {
                 tracing::warn!(error = %report, "writing failure status");
@@ -166,29 +167,52 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
     let target = es.target_name();
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
 
-    // 1. Is anything due?
-    let spec_changed = status.synced_resource_version.as_deref() != Some(version.as_str());
-    let ready = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    let last_fetch = ctx
-        .state
-        .lock()
-        .expect("state lock")
-        .last_fetch
-        .get(&key)
-        .copied()
-        .or_else(|| status.refresh_time.as_ref().map(|t| t.0.as_second()));
-    let refresh_due = match last_fetch {
-        None => true,
-        Some(t) => interval > 0 && now.as_second() >= t + interval as i64,
+    // 1. Is anything due? Our own memory of the last sync counts as much as the status: the
+    // cached ExternalSecret may not show our status write yet.
+    let now_ms = shared::now_ms();
+    let (last_fetch, next_due, synced_here) = {
+        let state = ctx.state.lock().expect("state lock");
+        (
+            state.last_fetch.get(&key).copied(),
+            state.next_due.get(&key).copied(),
+            state.synced.get(&key) == Some(&version),
+        )
+    };
+    let last_fetch = last_fetch.or_else(|| status.refresh_time.as_ref().map(|t| t.0.as_second()));
+    let spec_changed =
+        status.synced_resource_version.as_deref() != Some(version.as_str()) && !synced_here;
+    let ready = synced_here
+        || status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+    let due_at = next_due.or_else(|| last_fetch.map(|t| (t + interval as i64) * 1000));
+    let refresh_due = match (last_fetch, due_at) {
+        (Some(_), Some(due)) => interval > 0 && now_ms + DUE_SLACK_MS >= due,
+        _ => true,
     };
     let drift =
         policy != CreationPolicy::None && secret_drifted(es, ctx, &secrets, &target).await?;
     if !spec_changed && ready && !refresh_due && !drift {
-        return Ok(next_refresh(interval, last_fetch, now));
+        return Ok(requeue_until(interval, due_at, now_ms));
     }
+    // How fresh the values must be: a new ExternalSecret takes any value fetched since it was
+    // created; a spec change, force-sync or retry needs a new one; a due refresh, one fetched
+    // since it became due (the same instant for every ExternalSecret on this provider's
+    // ticks); restoring a drifted Secret, the values it had.
+    let fresh_since = if last_fetch.is_none() {
+        es.meta()
+            .creation_timestamp
+            .as_ref()
+            .map_or(now_ms, |t| t.0.as_millisecond())
+            .min(now_ms)
+    } else if spec_changed || !ready {
+        now_ms
+    } else if refresh_due {
+        due_at.unwrap_or(now_ms).min(now_ms)
+    } else {
+        last_fetch.map_or(now_ms, |t| t * 1000)
+    };
 
     // 2. Resolve the store and fetch.
     let store = secret_store::resolve(es, ctx)?;
@@ -197,7 +221,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
         .get(&store)
         .await
         .map_err(|e| Error::StoreNotReady(format!("{}: {}", store.label, e.message)))?;
-    let outcome = match fetch(es, &provider, &store.provider).await {
+    let outcome = match fetch(es, &provider, &store.provider, fresh_since).await {
         Ok(o) => o,
         Err(Error::Provider(e)) if e.kind == ErrorKind::Authentication => {
             ctx.providers.invalidate(&store);
@@ -257,9 +281,15 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
 
     // 5. Status and events.
     metrics::sync("success", reason);
+    let next_due = (interval > 0).then(|| provider.next_tick(now_ms, interval as i64 * 1000));
     {
         let mut state = ctx.state.lock().expect("state lock");
         state.last_fetch.insert(key.clone(), now.as_second());
+        state.synced.insert(key.clone(), version.clone());
+        match next_due {
+            Some(due) => state.next_due.insert(key.clone(), due),
+            None => state.next_due.remove(&key),
+        };
     }
     let wrote = event.is_some();
     if let Some((reason, note)) = event {
@@ -287,17 +317,22 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
         };
         write_status(es, ctx, &new_status).await?;
     }
-    Ok(next_refresh(interval, Some(now.as_second()), now))
+    Ok(requeue_until(interval, next_due, now_ms))
 }
 
-fn next_refresh(interval: u64, last: Option<i64>, now: Timestamp) -> Action {
+/// A reconcile this early (milliseconds) before a refresh is due counts as due: timers and
+/// the wall clock disagree by a little.
+const DUE_SLACK_MS: i64 = 100;
+
+/// Requeue for the refresh due at `due_ms` (Unix ms; the provider's next tick), or wait for a
+/// change when `interval` is 0. Refreshes need no jitter of their own: the tick's phase is
+/// per provider, and the ExternalSecrets that share a tick share its calls.
+fn requeue_until(interval: u64, due_ms: Option<i64>, now_ms: i64) -> Action {
     if interval == 0 {
         return Action::await_change();
     }
-    let due = last.unwrap_or(now.as_second()) + interval as i64;
-    let wait = (due - now.as_second()).max(1) as u64;
-    // Jitter spreads refreshes of objects created together over 10 % of the interval.
-    Action::requeue(Duration::from_secs(wait).mul_f64(rand::rng().random_range(1.0..1.1)))
+    let due = due_ms.unwrap_or(now_ms + interval as i64 * 1000);
+    Action::requeue(Duration::from_millis((due - now_ms).max(10) as u64))
 }
 
 /// Whether the metadata cache shows the target Secret at the resourceVersion we last wrote or
@@ -413,11 +448,13 @@ fn not_found_message(provider: &SecretStoreProvider, key: &str, version: Option<
 
 /// Fetches every remote value of `es`: `dataFrom` in order, then `data[]` (whose gets run
 /// concurrently, so a provider can batch them), applying property, decoding, conversion and
-/// rewrites. Missing values follow `deletionPolicy`.
+/// rewrites. Values fetched at or after `fresh_since` (Unix ms) may come from the provider's
+/// cache. Missing values follow `deletionPolicy`.
 async fn fetch(
     es: &ExternalSecret,
-    provider: &DynProvider,
+    provider: &SharedProvider,
     store: &SecretStoreProvider,
+    fresh_since: i64,
 ) -> Result<Outcome, Error> {
     let mut values = SecretMap::new();
     let mut missing = Vec::new();
@@ -426,7 +463,7 @@ async fn fetch(
         let mut found = SecretMap::new();
         if let Some(r) = &entry.extract {
             match provider
-                .get(&r.key, r.version.as_deref())
+                .get(&r.key, r.version.as_deref(), fresh_since)
                 .await
                 .map_err(Error::Provider)?
             {
@@ -457,11 +494,13 @@ async fn fetch(
         }
         values.extend(build::rewrite_keys(found, &entry.rewrite).map_err(invalid)?);
     }
-    let gets = es
-        .spec
-        .data
-        .iter()
-        .map(|d| provider.get(&d.remote_ref.key, d.remote_ref.version.as_deref()));
+    let gets = es.spec.data.iter().map(|d| {
+        provider.get(
+            &d.remote_ref.key,
+            d.remote_ref.version.as_deref(),
+            fresh_since,
+        )
+    });
     let results = join_all(gets).await;
     for (d, res) in es.spec.data.iter().zip(results) {
         let r = &d.remote_ref;

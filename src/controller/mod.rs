@@ -111,6 +111,11 @@ pub struct Config {
 pub struct State {
     /// Last successful fetch time (Unix seconds) per ExternalSecret.
     pub last_fetch: HashMap<ObjectRef<ExternalSecret>, i64>,
+    /// When the next refresh is due (Unix ms): the provider's tick after the last fetch.
+    pub next_due: HashMap<ObjectRef<ExternalSecret>, i64>,
+    /// The `syncedResourceVersion` last synced successfully, which the cached object may not
+    /// show yet (our status write is still on its way back through the watch).
+    pub synced: HashMap<ObjectRef<ExternalSecret>, String>,
     /// `resourceVersion` of the Secret as we last wrote or verified it.
     pub secret_version: HashMap<ObjectRef<ExternalSecret>, String>,
     /// Consecutive failures, for backoff.

@@ -25,8 +25,8 @@ use crate::{
         secret_store::SecretStoreProvider,
     },
     providers::{
-        AuthContext, Coalescer, DynProvider, ErrorKind, ProviderError, aws_ssm::SsmProvider,
-        coalesce::Coalesced, kms::KmsProvider, vault::VaultKvProvider,
+        AuthContext, Coalescer, DynProvider, ErrorKind, ProviderError, SharedProvider,
+        aws_ssm::SsmProvider, kms::KmsProvider, vault::VaultKvProvider,
     },
 };
 
@@ -77,11 +77,11 @@ impl ResolvedStore {
                 generation: meta.generation.unwrap_or_default(),
                 ref_namespace: ref_namespace.clone(),
             },
-            auth: AuthContext {
-                client: ctx.client.clone(),
-                namespace: ref_namespace,
-                allow_namespace: kind == StoreKind::ClusterSecretStore,
-            },
+            auth: AuthContext::new(
+                ctx.client.clone(),
+                ref_namespace,
+                kind == StoreKind::ClusterSecretStore,
+            ),
         }
     }
 }
@@ -161,48 +161,64 @@ pub fn namespace_allowed(
     })
 }
 
+#[derive(Clone)]
 struct CachedProvider {
-    provider: DynProvider,
+    provider: Arc<SharedProvider>,
+    fingerprint: [u8; 32],
     built: Instant,
 }
 
-/// Providers by [`ProviderKey`], built once and shared; concurrent builds of one key coalesce
-/// into one (one login), and an entry is rebuilt after [`PROVIDER_TTL`] or an authentication
-/// failure.
+/// Providers, built once and shared. A store's provider is looked up by [`ProviderKey`]; a
+/// new build is then matched by fingerprint (the provider configuration, the credential
+/// material it read and, for `kms`, the namespace its documents are read in), so every store
+/// with the same configuration and credentials (a SecretStore per namespace, a
+/// ClusterSecretStore used from many namespaces) shares one [`SharedProvider`] with its
+/// session, value cache and refresh ticks. Concurrent builds of one key coalesce into one
+/// (one login); an entry is rebuilt after [`PROVIDER_TTL`] or an authentication failure.
 #[derive(Default)]
 pub struct ProviderCache {
     entries: Mutex<HashMap<ProviderKey, CachedProvider>>,
-    builds: Coalescer<ProviderKey, Result<DynProvider, ProviderError>>,
+    shared: Mutex<HashMap<[u8; 32], CachedProvider>>,
+    builds: Coalescer<ProviderKey, Result<(DynProvider, [u8; 32]), ProviderError>>,
 }
 
 impl ProviderCache {
     /// The provider of `store`, built if needed.
-    pub async fn get(&self, store: &ResolvedStore) -> Result<DynProvider, ProviderError> {
+    pub async fn get(&self, store: &ResolvedStore) -> Result<Arc<SharedProvider>, ProviderError> {
         if let Some(p) = self.cached(&store.key) {
             return Ok(p);
         }
         let spec = store.provider.clone();
         let auth = store.auth.clone();
-        let built = self
+        let (inner, fingerprint) = self
             .builds
             .run(store.key.clone(), move || async move {
-                build_provider(&spec, &auth).await
+                auth.start_recording();
+                let built = build_provider(&spec, &auth).await;
+                let credentials = auth.finish_recording();
+                Ok((built?, fingerprint(&spec, &auth.namespace, credentials)))
             })
             .await?;
+        let entry = {
+            let mut shared = self.shared.lock().expect("provider cache lock");
+            shared.retain(|_, e| e.built.elapsed() < PROVIDER_TTL);
+            shared
+                .entry(fingerprint)
+                .or_insert_with(|| CachedProvider {
+                    provider: Arc::new(SharedProvider::new(inner, fingerprint)),
+                    fingerprint,
+                    built: Instant::now(),
+                })
+                .clone()
+        };
         let mut entries = self.entries.lock().expect("provider cache lock");
-        // Entries of older generations of the same store are dropped with their sessions.
+        // Entries of older generations of the same store are dropped.
         entries.retain(|k, _| !(k.uid == store.key.uid && k.generation != store.key.generation));
-        entries.insert(
-            store.key.clone(),
-            CachedProvider {
-                provider: built.clone(),
-                built: Instant::now(),
-            },
-        );
-        Ok(built)
+        entries.insert(store.key.clone(), entry.clone());
+        Ok(entry.provider)
     }
 
-    fn cached(&self, key: &ProviderKey) -> Option<DynProvider> {
+    fn cached(&self, key: &ProviderKey) -> Option<Arc<SharedProvider>> {
         let entries = self.entries.lock().expect("provider cache lock");
         entries
             .get(key)
@@ -210,22 +226,50 @@ impl ProviderCache {
             .map(|e| e.provider.clone())
     }
 
-    /// Drops the provider of `store` (after an authentication failure: credentials may have
-    /// been rotated).
+    /// Drops the provider of `store`, for every store sharing it (after an authentication
+    /// failure: credentials may have been rotated).
     pub fn invalidate(&self, store: &ResolvedStore) {
-        self.entries
+        let removed = self
+            .entries
             .lock()
             .expect("provider cache lock")
             .remove(&store.key);
+        if let Some(e) = removed {
+            self.shared
+                .lock()
+                .expect("provider cache lock")
+                .remove(&e.fingerprint);
+        }
+    }
+
+    /// Number of distinct providers alive (for tests and metrics).
+    pub fn distinct(&self) -> usize {
+        self.shared.lock().expect("provider cache lock").len()
     }
 }
 
-/// Builds the provider a store configures, wrapped so concurrent `get`s coalesce.
+/// Identity of a built provider: SHA-256 of its configuration (as JSON), the digest of the
+/// credential material read while building it and, for `kms` (whose SOPS documents are read
+/// in the ExternalSecret's namespace), that namespace.
+fn fingerprint(spec: &SecretStoreProvider, namespace: &str, credentials: [u8; 32]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(spec).unwrap_or_default());
+    h.update([0]);
+    if spec.kms.is_some() {
+        h.update(namespace.as_bytes());
+    }
+    h.update([0]);
+    h.update(credentials);
+    h.finalize().into()
+}
+
+/// Builds the backend a store configures.
 async fn build_provider(
     spec: &SecretStoreProvider,
     auth: &AuthContext,
 ) -> Result<DynProvider, ProviderError> {
-    let inner: DynProvider = match (&spec.aws, &spec.vault, &spec.kms) {
+    Ok(match (&spec.aws, &spec.vault, &spec.kms) {
         (Some(aws), None, None) => Arc::new(SsmProvider::new(aws, auth).await?),
         (None, Some(vault), None) => Arc::new(VaultKvProvider::new(vault, auth).await?),
         (None, None, Some(kms)) => Arc::new(KmsProvider::new(kms, auth).await?),
@@ -235,8 +279,7 @@ async fn build_provider(
                 "exactly one provider must be set: aws, vault or kms",
             ));
         }
-    };
-    Ok(Arc::new(Coalesced::new(inner)))
+    })
 }
 
 /// Whether a ClusterSecretStore has a reference without `namespace` (referent auth): such a

@@ -488,15 +488,33 @@ pub(crate) async fn sdk_config(
 
 /// One HTTPS client for every store's SDK clients (SSM, STS, KMS): it builds one connector per
 /// timeout setting, with the trusted roots loaded once and a shared connection pool, where a
-/// client per store would load the roots and keep a pool per store.
-static HTTP_CLIENT: std::sync::LazyLock<aws_sdk_ssm::config::SharedHttpClient> =
-    std::sync::LazyLock::new(|| {
-        aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
-            ))
-            .build_https()
-    });
+/// client per store would load the roots and keep a pool per store. One per Tokio runtime
+/// (the operator has one): a pooled connection is served by a task of the runtime that
+/// opened it, and dies with that runtime.
+static HTTP_CLIENTS: std::sync::LazyLock<
+    std::sync::Mutex<
+        std::collections::HashMap<
+            Option<tokio::runtime::Id>,
+            aws_sdk_ssm::config::SharedHttpClient,
+        >,
+    >,
+> = std::sync::LazyLock::new(Default::default);
+
+fn shared_http_client() -> aws_sdk_ssm::config::SharedHttpClient {
+    let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+    HTTP_CLIENTS
+        .lock()
+        .expect("aws http clients lock")
+        .entry(runtime)
+        .or_insert_with(|| {
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .build_https()
+        })
+        .clone()
+}
 
 /// The SDK config loader with the store's region and endpoint, the shared HTTP client, and
 /// timeouts short enough that a reconcile never hangs on an unreachable endpoint.
@@ -507,7 +525,7 @@ fn loader(spec: &AwsProvider) -> aws_config::ConfigLoader {
         .operation_timeout(Duration::from_secs(45))
         .build();
     let loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(HTTP_CLIENT.clone())
+        .http_client(shared_http_client())
         .region(Region::new(spec.region.clone()))
         .timeout_config(timeouts);
     match spec.endpoint.as_deref().filter(|e| !e.is_empty()) {
@@ -533,7 +551,7 @@ enum StsSource {
     AssumeRole,
     /// `AssumeRoleWithWebIdentity` with a fresh TokenRequest token of the ServiceAccount.
     WebIdentity {
-        auth: AuthContext,
+        auth: Box<AuthContext>,
         service_account: ServiceAccountSelector,
     },
 }
@@ -582,7 +600,7 @@ impl StsCredentials {
             sts: aws_sdk_sts::Client::new(base),
             role: role.to_string(),
             source: StsSource::WebIdentity {
-                auth,
+                auth: Box::new(auth),
                 service_account,
             },
             cached: Mutex::new(None),

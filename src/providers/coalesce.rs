@@ -1,31 +1,31 @@
 //! Call coalescing ("single flight"): concurrent requests for the same key share one call.
 //!
-//! Used for every provider's `get`: when fifty ExternalSecrets that read `/shared/db` refresh
-//! together, the backend sees one request.
+//! Used for every provider's `get` (see [`super::shared`]): when fifty ExternalSecrets that read
+//! `/shared/db` refresh together, the backend sees one request.
 
 use std::{
     collections::HashMap,
     future::Future,
     hash::Hash,
     sync::{
-        Arc, Mutex,
+        Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
 
-use async_trait::async_trait;
 use futures::{
     FutureExt,
     future::{BoxFuture, Shared},
 };
 
-use super::{DynProvider, Provider, ProviderError, SecretMap, SecretValue};
-use crate::api::external_secret::ExternalSecretFind;
+/// A call in flight, awaited by every caller that joined it.
+type Call<V> = Shared<BoxFuture<'static, V>>;
 
 /// Runs at most one call per key at a time; callers that arrive while it runs get a clone of
 /// its result. Nothing is cached after the call ends.
 pub struct Coalescer<K, V: Clone> {
-    inflight: Mutex<HashMap<K, Shared<BoxFuture<'static, V>>>>,
+    /// Calls in flight, with when they started (Unix ms).
+    inflight: Mutex<HashMap<K, (i64, Call<V>)>>,
     calls: AtomicU64,
 }
 
@@ -52,21 +52,31 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
+        self.run_since(key, i64::MIN, call).await
+    }
+
+    /// As [`Coalescer::run`], but joins a call in flight only if it started at or after
+    /// `since` (Unix ms); otherwise starts a new one, which later callers join instead.
+    pub async fn run_since<F, Fut>(&self, key: K, since: i64, call: F) -> V
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+    {
         let fut = {
             let mut inflight = self.inflight.lock().expect("coalescer lock");
             match inflight.get(&key) {
-                Some(f) => f.clone(),
-                None => {
+                Some((started, f)) if *started >= since => f.clone(),
+                _ => {
                     self.calls.fetch_add(1, Ordering::Relaxed);
                     let f = call().boxed().shared();
-                    inflight.insert(key.clone(), f.clone());
+                    inflight.insert(key.clone(), (super::shared::now_ms(), f.clone()));
                     f
                 }
             }
         };
         let out = fut.clone().await;
         let mut inflight = self.inflight.lock().expect("coalescer lock");
-        if inflight.get(&key).is_some_and(|f| f.ptr_eq(&fut)) {
+        if inflight.get(&key).is_some_and(|(_, f)| f.ptr_eq(&fut)) {
             inflight.remove(&key);
         }
         out
@@ -78,53 +88,10 @@ where
     }
 }
 
-type GetResult = Result<Option<SecretValue>, ProviderError>;
-
-/// A provider whose `get` calls are coalesced per `(key, version)`.
-pub struct Coalesced {
-    inner: DynProvider,
-    gets: Coalescer<(String, Option<String>), GetResult>,
-}
-
-impl Coalesced {
-    /// Wraps `inner`.
-    pub fn new(inner: DynProvider) -> Self {
-        Coalesced {
-            inner,
-            gets: Coalescer::default(),
-        }
-    }
-}
-
-#[async_trait]
-impl Provider for Coalesced {
-    async fn get(&self, key: &str, version: Option<&str>) -> GetResult {
-        let inner = Arc::clone(&self.inner);
-        let (k, v) = (key.to_string(), version.map(str::to_string));
-        self.gets
-            .run((k.clone(), v.clone()), move || async move {
-                inner.get(&k, v.as_deref()).await
-            })
-            .await
-    }
-
-    async fn find(&self, find: &ExternalSecretFind) -> Result<SecretMap, ProviderError> {
-        self.inner.find(find).await
-    }
-
-    async fn validate(&self) -> Result<(), ProviderError> {
-        self.inner.validate().await
-    }
-
-    fn extract_leaves(&self, key: &str) -> bool {
-        self.inner.extract_leaves(key)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::{sync::Arc, time::Duration};
 
     #[tokio::test]
     async fn concurrent_calls_for_one_key_share_one_call() {

@@ -1,6 +1,7 @@
 //! Backends behind one trait, [`Provider`], and what they share: the error type with its
 //! fixed categories, secret values that zeroize themselves, credentials resolution
-//! ([`AuthContext`]) and call coalescing ([`Coalescer`]).
+//! ([`AuthContext`]), call coalescing ([`Coalescer`]) and the economy of a provider shared by
+//! every store with the same configuration and credentials ([`SharedProvider`]).
 //!
 //! A provider returns raw remote values; `property`, decoding and conversion are applied by the
 //! controller, the same way for every backend.
@@ -8,6 +9,7 @@
 pub mod aws_ssm;
 pub mod coalesce;
 pub mod kms;
+pub mod shared;
 pub mod vault;
 
 use std::{collections::BTreeMap, fmt, sync::Arc};
@@ -21,6 +23,7 @@ use kube::{Api, Client};
 use zeroize::Zeroizing;
 
 pub use coalesce::Coalescer;
+pub use shared::SharedProvider;
 
 use crate::api::{SecretKeySelector, ServiceAccountSelector, external_secret::ExternalSecretFind};
 
@@ -132,8 +135,27 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// A shared provider.
+/// A built backend, shared.
 pub type DynProvider = Arc<dyn Provider>;
+
+/// SHA-256 of the credential material read through an [`AuthContext`] while recording
+/// (Secret values, CA bundles, ServiceAccount tokens, in the order read). Two stores whose
+/// providers read the same material with the same configuration get the same backend: what
+/// one of them may fetch, the other may too.
+#[derive(Clone, Default)]
+struct CredentialDigest(Arc<std::sync::Mutex<Option<sha2::Sha256>>>);
+
+impl CredentialDigest {
+    fn record(&self, what: &str, bytes: &[u8]) {
+        use sha2::Digest;
+        if let Some(h) = self.0.lock().expect("credential digest lock").as_mut() {
+            for part in [what.as_bytes(), bytes] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(part);
+            }
+        }
+    }
+}
 
 /// Where a store's references resolve and who may be named there: a `SecretStore` resolves
 /// every reference in its own namespace and refuses `namespace` fields; a `ClusterSecretStore`
@@ -146,9 +168,41 @@ pub struct AuthContext {
     pub namespace: String,
     /// Whether a reference may name a namespace (ClusterSecretStore).
     pub allow_namespace: bool,
+    credentials: CredentialDigest,
 }
 
 impl AuthContext {
+    /// References resolve in `namespace`; `allow_namespace` for a ClusterSecretStore.
+    pub fn new(client: Client, namespace: impl Into<String>, allow_namespace: bool) -> Self {
+        AuthContext {
+            client,
+            namespace: namespace.into(),
+            allow_namespace,
+            credentials: CredentialDigest::default(),
+        }
+    }
+
+    /// Starts digesting the credential material read from now on (by this context and its
+    /// clones), for [`AuthContext::finish_recording`].
+    pub fn start_recording(&self) {
+        use sha2::Digest;
+        *self.credentials.0.lock().expect("credential digest lock") = Some(sha2::Sha256::new());
+    }
+
+    /// Stops recording and returns the SHA-256 of what was read since
+    /// [`AuthContext::start_recording`] (of nothing, if it was not called).
+    pub fn finish_recording(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let h = self
+            .credentials
+            .0
+            .lock()
+            .expect("credential digest lock")
+            .take()
+            .unwrap_or_default();
+        h.finalize().into()
+    }
+
     fn namespace_of(&self, explicit: Option<&str>, what: &str) -> Result<String, ProviderError> {
         match explicit {
             Some(ns) if !self.allow_namespace && ns != self.namespace => Err(ProviderError::new(
@@ -185,7 +239,10 @@ impl AuthContext {
         };
         let value = secret.data.as_mut().and_then(|d| d.remove(&sel.key));
         match value {
-            Some(v) => Ok(SecretValue::new(v.0)),
+            Some(v) => {
+                self.credentials.record("secret", &v.0);
+                Ok(SecretValue::new(v.0))
+            }
             None => Err(ProviderError::new(
                 ErrorKind::Authentication,
                 format!(
@@ -221,9 +278,11 @@ impl AuthContext {
                 )
             })?;
         if let Some(v) = cm.data.as_ref().and_then(|d| d.get(key)) {
+            self.credentials.record("configmap", v.as_bytes());
             return Ok(v.clone().into_bytes());
         }
         if let Some(v) = cm.binary_data.as_ref().and_then(|d| d.get(key)) {
+            self.credentials.record("configmap", &v.0);
             return Ok(v.0.clone());
         }
         Err(ProviderError::new(
@@ -277,6 +336,7 @@ impl AuthContext {
                 ),
             })?;
         let token = resp.status.and_then(|s| s.token).unwrap_or_default();
+        self.credentials.record("token", token.as_bytes());
         Ok(SecretValue::new(token.into_bytes()))
     }
 }

@@ -998,8 +998,15 @@ fn client_with_token(
     })
 }
 
-/// Key of [`HTTP_CLIENTS`]: plain HTTP or not, the CA files trusted, the request timeout.
-type HttpClientKey = (bool, Vec<String>, Option<Duration>);
+/// Key of [`HTTP_CLIENTS`]: plain HTTP or not, the CA files trusted, the request timeout, and
+/// the Tokio runtime (the operator has one): a pooled connection is served by a task of the
+/// runtime that opened it, and dies with that runtime.
+type HttpClientKey = (
+    bool,
+    Vec<String>,
+    Option<Duration>,
+    Option<tokio::runtime::Id>,
+);
 
 /// HTTP clients shared by every Vault client with the same TLS settings. A reqwest client
 /// holds its TLS configuration (the trusted roots) and a connection pool; vaultrs builds a new
@@ -1012,7 +1019,8 @@ static HTTP_CLIENTS: std::sync::LazyLock<
 /// the CA files added to the default roots; no roots at all for `http://`).
 fn shared_http_client(settings: &VaultClientSettings) -> Result<reqwest::Client, ProviderError> {
     let plain = settings.address.as_str().starts_with("http://");
-    let key = (plain, settings.ca_certs.clone(), settings.timeout);
+    let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+    let key = (plain, settings.ca_certs.clone(), settings.timeout, runtime);
     let mut clients = HTTP_CLIENTS.lock().expect("vault http clients lock");
     if let Some(c) = clients.get(&key) {
         return Ok(c.clone());

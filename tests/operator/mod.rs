@@ -167,22 +167,43 @@ pub fn secret_data(
 /// In `ns`: Secret `aws-creds` (moto's `testing`/`testing` keys) and SecretStore `ssm` for
 /// the environment's moto, with those keys.
 pub async fn ssm_store(env: &crate::common::TestEnv, ns: &str) {
-    let creds: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "aws-creds"},
-        "stringData": {"id": "testing", "secret": "testing"}
-    }))
+    create_secret(
+        env,
+        ns,
+        "aws-creds",
+        serde_json::json!({"id": "testing", "secret": "testing"}),
+    )
+    .await;
+    ssm_store_named(env, ns, "ssm").await;
+}
+
+/// Creates Secret `ns/name` with `string_data` (a JSON object of strings).
+pub async fn create_secret(
+    env: &crate::common::TestEnv,
+    ns: &str,
+    name: &str,
+    string_data: serde_json::Value,
+) {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": name}, "stringData": string_data}),
+    )
     .expect("Secret fixture");
     Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.kube.clone(), ns)
-        .create(&Default::default(), &creds)
+        .create(&Default::default(), &secret)
         .await
-        .unwrap_or_else(|e| panic!("create Secret {ns}/aws-creds: {e}"));
+        .unwrap_or_else(|e| panic!("create Secret {ns}/{name}: {e}"));
+}
+
+/// In `ns`: SecretStore `name` for the environment's moto, with the keys of Secret
+/// `aws-creds` (see [`ssm_store`]).
+pub async fn ssm_store_named(env: &crate::common::TestEnv, ns: &str, name: &str) {
     apply_yaml(
         &Api::<SecretStore>::namespaced(env.kube.clone(), ns),
         &format!(
             r#"
 apiVersion: secret-relay.dev/v1alpha1
 kind: SecretStore
-metadata: {{name: ssm}}
+metadata: {{name: {name}}}
 spec:
   provider:
     aws:
@@ -196,6 +217,57 @@ spec:
 "#,
             region = env.aws_region,
             endpoint = env.aws_endpoint
+        ),
+    )
+    .await;
+}
+
+/// In `ns`: Secret `<name>-token` holding `token`, and SecretStore `name` for the
+/// environment's OpenBao logging in with it; `extra` adds lines under `vault:` (indented six
+/// spaces), e.g. `      version: v1`.
+pub async fn vault_store(
+    env: &crate::common::TestEnv,
+    ns: &str,
+    name: &str,
+    extra: &str,
+    token: &str,
+) {
+    let token_secret = format!("{name}-token");
+    create_secret(
+        env,
+        ns,
+        &token_secret,
+        serde_json::json!({ "token": token }),
+    )
+    .await;
+    vault_store_with(env, ns, name, extra, &token_secret).await;
+}
+
+/// In `ns`: SecretStore `name` for the environment's OpenBao, logging in with the token in
+/// key `token` of Secret `token_secret`; `extra` as for [`vault_store`].
+pub async fn vault_store_with(
+    env: &crate::common::TestEnv,
+    ns: &str,
+    name: &str,
+    extra: &str,
+    token_secret: &str,
+) {
+    apply_yaml(
+        &Api::<SecretStore>::namespaced(env.kube.clone(), ns),
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: {name}}}
+spec:
+  provider:
+    vault:
+      server: {server}
+{extra}
+      auth:
+        tokenSecretRef: {{name: {token_secret}, key: token}}
+"#,
+            server = env.vault_addr
         ),
     )
     .await;

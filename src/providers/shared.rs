@@ -1,0 +1,258 @@
+//! The provider every ExternalSecret sees: one built backend shared by every store that
+//! resolves to the same configuration and credentials, with the economy that makes a refresh
+//! cycle cost one call per distinct remote key.
+//!
+//! - **Coalescing:** concurrent `get`s of one `(key, version)` share one call.
+//! - **Freshness cache:** a `get` says how fresh its value must be (`fresh_since`, Unix
+//!   milliseconds); a value fetched at or after that instant is reused instead of calling the
+//!   backend again. A refresh due at instant T asks for a value fetched at T or later, which is
+//!   exactly what a call of its own at T would give, so reuse never makes a Secret staler
+//!   than its `refreshInterval` allows.
+//! - **Aligned refresh ticks:** [`SharedProvider::next_tick`] puts the refreshes of every
+//!   ExternalSecret using this provider with the same interval on the same instants (a phase
+//!   derived from the provider's identity spreads different providers apart), so the values
+//!   one of them fetches serve the others, and SSM's batcher merges their names.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use super::{Coalescer, DynProvider, ProviderError, SecretMap, SecretValue};
+use crate::api::external_secret::ExternalSecretFind;
+
+type GetResult = Result<Option<SecretValue>, ProviderError>;
+
+/// Cached values older than this (milliseconds) are dropped when the cache is swept; no
+/// ExternalSecret can accept them unless its refresh interval is longer.
+const MAX_AGE_MS: i64 = 3_600_000;
+
+/// The cache is swept of entries older than [`MAX_AGE_MS`] when it grows past this many.
+const SWEEP_AT: usize = 4096;
+
+/// Now, in Unix milliseconds (wall clock: refresh times are wall-clock instants, as in the
+/// ExternalSecret's `status.refreshTime`).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+struct Cached {
+    /// When the call that produced `value` started (Unix ms): the value is at least this fresh.
+    fetched_ms: i64,
+    /// The value, or `None` for a key that did not exist.
+    value: Option<SecretValue>,
+}
+
+/// A built backend with coalescing, a freshness cache and a refresh phase. See the module
+/// documentation.
+pub struct SharedProvider {
+    inner: DynProvider,
+    /// Seed of the refresh phase: the identity fingerprint's first 8 bytes.
+    seed: u64,
+    gets: Coalescer<(String, Option<String>), (i64, GetResult)>,
+    cache: Mutex<HashMap<(String, Option<String>), Cached>>,
+}
+
+impl SharedProvider {
+    /// Wraps `inner`; `fingerprint` identifies its configuration and credentials (the same
+    /// fingerprint gives the same refresh phase, also after a rebuild).
+    pub fn new(inner: DynProvider, fingerprint: [u8; 32]) -> Self {
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&fingerprint[..8]);
+        SharedProvider {
+            inner,
+            seed: u64::from_le_bytes(seed),
+            gets: Coalescer::default(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The remote value of `key` at `version` (as [`super::Provider::get`]), fetched at or
+    /// after `fresh_since` (Unix ms): from the cache when a call that started then or later
+    /// got it, else by joining a call in flight that started then or later, else by a new
+    /// call. Only answers are cached (a value, or "does not exist"), never errors.
+    pub async fn get(&self, key: &str, version: Option<&str>, fresh_since: i64) -> GetResult {
+        let id = (key.to_string(), version.map(str::to_string));
+        if let Some(hit) = self.cached(&id, fresh_since) {
+            return Ok(hit);
+        }
+        let inner = Arc::clone(&self.inner);
+        let (k, v) = id.clone();
+        let (started, result) = self
+            .gets
+            .run_since(id.clone(), fresh_since, move || async move {
+                let started = now_ms();
+                (started, inner.get(&k, v.as_deref()).await)
+            })
+            .await;
+        if let Ok(value) = &result {
+            let mut cache = self.cache.lock().expect("value cache lock");
+            if cache.len() >= SWEEP_AT {
+                let oldest = now_ms() - MAX_AGE_MS;
+                cache.retain(|_, c| c.fetched_ms >= oldest);
+            }
+            let newer = cache.get(&id).is_some_and(|c| c.fetched_ms > started);
+            if !newer {
+                cache.insert(
+                    id,
+                    Cached {
+                        fetched_ms: started,
+                        value: value.clone(),
+                    },
+                );
+            }
+        }
+        result
+    }
+
+    fn cached(
+        &self,
+        id: &(String, Option<String>),
+        fresh_since: i64,
+    ) -> Option<Option<SecretValue>> {
+        let cache = self.cache.lock().expect("value cache lock");
+        cache
+            .get(id)
+            .filter(|c| c.fetched_ms >= fresh_since)
+            .map(|c| c.value.clone())
+    }
+
+    /// Every remote value `find` selects ([`super::Provider::find`]); not cached.
+    pub async fn find(&self, find: &ExternalSecretFind) -> Result<SecretMap, ProviderError> {
+        self.inner.find(find).await
+    }
+
+    /// [`super::Provider::validate`].
+    pub async fn validate(&self) -> Result<(), ProviderError> {
+        self.inner.validate().await
+    }
+
+    /// [`super::Provider::extract_leaves`].
+    pub fn extract_leaves(&self, key: &str) -> bool {
+        self.inner.extract_leaves(key)
+    }
+
+    /// The next refresh instant (Unix ms) after a refresh at `last_ms`, for a refresh
+    /// interval of `interval_ms`: the first tick `phase + k × interval` at least one second
+    /// after `last_ms`, the phase fixed by this provider's identity. It lies in
+    /// `[last_ms + 1 s, last_ms + interval_ms + 1 s)`: ExternalSecrets synced at different
+    /// instants meet on the same ticks, and none waits more than its interval (plus a second).
+    pub fn next_tick(&self, last_ms: i64, interval_ms: i64) -> i64 {
+        next_tick(self.seed, last_ms, interval_ms)
+    }
+}
+
+fn next_tick(seed: u64, last_ms: i64, interval_ms: i64) -> i64 {
+    let interval = interval_ms.max(1);
+    let phase = (seed % interval as u64) as i64;
+    let earliest = last_ms + 1000;
+    earliest + (phase - earliest).rem_euclid(interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    struct Counting(AtomicU64);
+
+    #[async_trait]
+    impl super::super::Provider for Counting {
+        async fn get(&self, key: &str, _: Option<&str>) -> GetResult {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            Ok((key != "missing").then(|| SecretValue::from(format!("v{n}"))))
+        }
+        async fn find(&self, _: &ExternalSecretFind) -> Result<SecretMap, ProviderError> {
+            Ok(SecretMap::new())
+        }
+        async fn validate(&self) -> Result<(), ProviderError> {
+            Ok(())
+        }
+    }
+
+    fn provider() -> (Arc<Counting>, SharedProvider) {
+        let inner = Arc::new(Counting(AtomicU64::new(0)));
+        (inner.clone(), SharedProvider::new(inner, [7; 32]))
+    }
+
+    #[tokio::test]
+    async fn a_value_fetched_since_the_due_instant_is_reused() {
+        let (calls, p) = provider();
+        let due = now_ms();
+        let first = p.get("k", None, due).await.unwrap().unwrap();
+        let second = p.get("k", None, due).await.unwrap().unwrap();
+        assert_eq!(first.as_bytes(), b"v1");
+        assert_eq!(second.as_bytes(), b"v1");
+        assert_eq!(calls.0.load(Ordering::SeqCst), 1);
+        // A caller that needs a value fetched after that call started gets a new call.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let later = p.get("k", None, now_ms()).await.unwrap().unwrap();
+        assert_eq!(later.as_bytes(), b"v2");
+        // Another version is another value.
+        p.get("k", Some("3"), due).await.unwrap();
+        assert_eq!(calls.0.load(Ordering::SeqCst), 3);
+        // "Does not exist" is an answer and is cached too.
+        assert!(p.get("missing", None, due).await.unwrap().is_none());
+        assert!(p.get("missing", None, due).await.unwrap().is_none());
+        assert_eq!(calls.0.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn concurrent_gets_share_a_call_that_started_late_enough() {
+        let (calls, p) = provider();
+        let p = Arc::new(p);
+        let due = now_ms();
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move { p.get("k", None, due).await })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().unwrap().as_bytes(), b"v1");
+        }
+        assert_eq!(calls.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn ticks_are_aligned_and_within_the_interval() {
+        let interval = 60_000;
+        let seed = 12_345;
+        let phase = (seed % interval as u64) as i64;
+        for last in [
+            0i64,
+            5_000,
+            11_344,
+            11_345,
+            12_345,
+            12_346,
+            59_999,
+            1_700_000_000_123,
+        ] {
+            let t = next_tick(seed, last, interval);
+            assert_eq!((t - phase).rem_euclid(interval), 0, "aligned, last={last}");
+            assert!(
+                t - last >= 1000,
+                "not right after the last refresh: last={last} tick={t}"
+            );
+            assert!(
+                t - last < interval + 1000,
+                "within the interval: last={last} tick={t}"
+            );
+        }
+        // Objects synced at different instants share the next tick.
+        assert_eq!(next_tick(seed, 20_000, interval), 72_345);
+        assert_eq!(next_tick(seed, 50_000, interval), 72_345);
+        // Two different providers tick at different phases.
+        assert_ne!(next_tick(1, 0, interval), next_tick(30_001, 0, interval));
+        // A 1 s interval ticks every second, on the phase.
+        assert_eq!(next_tick(seed, 10_000, 1000), 11_345);
+        assert_eq!(next_tick(seed, 11_345, 1000), 12_345);
+    }
+}
