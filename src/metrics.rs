@@ -44,6 +44,21 @@ pub struct ProviderCallLabels {
 pub static PROVIDER_CALLS: LazyLock<Family<ProviderCallLabels, Counter>> =
     LazyLock::new(Family::default);
 
+/// Labels of [`PROVIDER_READS`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderReadLabels {
+    /// `aws_ssm`, `vault` or `kms`.
+    pub provider: &'static str,
+    /// `call` (this read started a backend call) or `cache` (served by the value cache, or by
+    /// joining a call already in flight).
+    pub source: &'static str,
+}
+
+/// Remote values read by ExternalSecret syncs (one per remote key per sync), by provider
+/// and by whether they cost a backend call: the provider economy's hit ratio.
+pub static PROVIDER_READS: LazyLock<Family<ProviderReadLabels, Counter>> =
+    LazyLock::new(Family::default);
+
 /// Labels of [`SYNCS`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SyncLabels {
@@ -74,6 +89,13 @@ pub fn provider_call(provider: &'static str, operation: &'static str, outcome: &
             operation,
             outcome,
         })
+        .inc();
+}
+
+/// Counts one remote value read (see [`PROVIDER_READS`]).
+pub fn provider_read(provider: &'static str, source: &'static str) {
+    PROVIDER_READS
+        .get_or_create(&ProviderReadLabels { provider, source })
         .inc();
 }
 
@@ -163,6 +185,11 @@ pub fn register(registry: &mut Registry) {
         "secret_relay_provider_calls",
         "Provider API calls by provider, operation and outcome",
         PROVIDER_CALLS.clone(),
+    );
+    registry.register(
+        "secret_relay_provider_reads",
+        "Remote values read by ExternalSecret syncs, by provider and source (call or cache)",
+        PROVIDER_READS.clone(),
     );
     registry.register(
         "secret_relay_syncs",

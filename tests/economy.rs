@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use secret_relay::{
     api::ExternalSecret,
-    metrics::{SYNCS, SyncLabels, provider_calls_total},
+    metrics::{PROVIDER_READS, ProviderReadLabels, SYNCS, SyncLabels, provider_calls_total},
 };
 use serde_json::json;
 
@@ -33,6 +33,13 @@ fn ssm_calls() -> u64 {
 
 fn vault_calls() -> u64 {
     provider_calls_total("vault", "kv_read")
+}
+
+/// Remote values read by syncs from `provider`, served from `source` (`cache` or `call`).
+fn reads(provider: &'static str, source: &'static str) -> u64 {
+    PROVIDER_READS
+        .get_or_create(&ProviderReadLabels { provider, source })
+        .get()
 }
 
 fn syncs() -> u64 {
@@ -195,6 +202,7 @@ async fn stores_with_the_same_credentials_share_calls_per_distinct_key() {
         v
     };
     let (ssm1, vault1, syncs1) = (ssm_calls(), vault_calls(), syncs());
+    let (hits1, misses1) = (reads("vault", "cache"), reads("vault", "call"));
     let window = Duration::from_secs(3 * INTERVAL + 1);
     tokio::time::sleep(window).await;
     let (ssm_w, vault_w, syncs_w) = (ssm_calls() - ssm1, vault_calls() - vault1, syncs() - syncs1);
@@ -214,6 +222,16 @@ async fn stores_with_the_same_credentials_share_calls_per_distinct_key() {
     assert!(
         vault_w <= KEYS as u64 * ticks,
         "{vault_w} Vault reads in {ticks} ticks for {KEYS} keys ({syncs_w} syncs)"
+    );
+    // The read counters agree: every Vault read that made no call was served by the cache.
+    let (hits, misses) = (
+        reads("vault", "cache") - hits1,
+        reads("vault", "call") - misses1,
+    );
+    assert_eq!(misses, vault_w, "reads that started a call = Vault calls");
+    assert!(
+        hits >= 3 * misses,
+        "each key has 4 readers per tick: {hits} cache hits, {misses} calls"
     );
     for (name, rv) in &versions {
         let now = secrets.get(name).await.expect("secret");
@@ -242,4 +260,37 @@ async fn stores_with_the_same_credentials_share_calls_per_distinct_key() {
             "only the readers of the changed key are updated ({name})"
         );
     }
+
+    // "Not found" is cached like a value, but never answers the retry of the ExternalSecret
+    // it failed: once the parameter exists, the retry (after its ~5 s backoff) finds it.
+    create(
+        &es_api,
+        json!({
+            "apiVersion": "secret-relay.dev/v1alpha1",
+            "kind": "ExternalSecret",
+            "metadata": {"name": "late"},
+            "spec": {
+                "refreshInterval": format!("{INTERVAL}s"),
+                "secretStoreRef": {"name": "ssm-a", "kind": "SecretStore"},
+                "data": [{"secretKey": "value", "remoteRef": {"key": format!("{prefix}/late")}}]
+            }
+        }),
+    )
+    .await;
+    let es = operator::wait_reason(&es_api, "late", "SecretSyncedError").await;
+    assert_eq!(
+        operator::ready_message(&es),
+        format!("ssm GetParameters \"{prefix}/late\": ParameterNotFound")
+    );
+    let name = format!("{prefix}/late");
+    ssm.put_parameter()
+        .name(name)
+        .value("arrived")
+        .r#type(ParameterType::SecureString)
+        .send()
+        .await
+        .expect("put_parameter");
+    operator::wait_reason(&es_api, "late", "SecretSynced").await;
+    let secret = secrets.get("late").await.expect("secret");
+    assert_eq!(secret_data(&secret)["value"], "arrived");
 }

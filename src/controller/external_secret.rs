@@ -170,12 +170,13 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
     // 1. Is anything due? Our own memory of the last sync counts as much as the status: the
     // cached ExternalSecret may not show our status write yet.
     let now_ms = shared::now_ms();
-    let (last_fetch, next_due, synced_here) = {
+    let (last_fetch, next_due, synced_here, failed_before) = {
         let state = ctx.state.lock().expect("state lock");
         (
             state.last_fetch.get(&key).copied(),
             state.next_due.get(&key).copied(),
             state.synced.get(&key) == Some(&version),
+            state.failures.contains_key(&key),
         )
     };
     let last_fetch = last_fetch.or_else(|| status.refresh_time.as_ref().map(|t| t.0.as_second()));
@@ -196,11 +197,13 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
     if !spec_changed && ready && !refresh_due && !drift {
         return Ok(requeue_until(interval, due_at, now_ms));
     }
-    // How fresh the values must be: a new ExternalSecret takes any value fetched since it was
-    // created; a spec change, force-sync or retry needs a new one; a due refresh, one fetched
-    // since it became due (the same instant for every ExternalSecret on this provider's
-    // ticks); restoring a drifted Secret, the values it had.
-    let fresh_since = if last_fetch.is_none() {
+    // How fresh the values must be: a new ExternalSecret's first attempt takes any value
+    // fetched since it was created; a spec change, force-sync or retry needs a new one (a
+    // retry must not be answered by the "not found" that failed it); a due refresh, one
+    // fetched since it became due (the same instant for every ExternalSecret on this
+    // provider's ticks); restoring a drifted Secret, the values it had.
+    let first_attempt = last_fetch.is_none() && !failed_before && status.conditions.is_empty();
+    let fresh_since = if first_attempt {
         es.meta()
             .creation_timestamp
             .as_ref()

@@ -126,6 +126,18 @@ pub struct State {
     pub retry_at: HashMap<ObjectRef<ExternalSecret>, (String, std::time::Instant)>,
 }
 
+impl State {
+    /// Drops everything remembered of a deleted ExternalSecret.
+    pub fn forget(&mut self, es: &ObjectRef<ExternalSecret>) {
+        self.last_fetch.remove(es);
+        self.next_due.remove(es);
+        self.synced.remove(es);
+        self.secret_version.remove(es);
+        self.failures.remove(es);
+        self.retry_at.remove(es);
+    }
+}
+
 /// Everything a reconcile needs.
 pub struct Context {
     /// The API client.
@@ -298,6 +310,17 @@ pub async fn run(
     .default_backoff()
     .modify(strip)
     .reflect(es_writer)
+    .inspect({
+        let ctx = ctx.clone();
+        move |event| {
+            if let Ok(watcher::Event::Delete(es)) = event {
+                ctx.state
+                    .lock()
+                    .expect("state lock")
+                    .forget(&ObjectRef::from_obj(es));
+            }
+        }
+    })
     .applied_objects();
     let es_ctl = Controller::for_stream(es_events, es_store.clone())
         .with_config(controller::Config::default().concurrency(config.concurrency));

@@ -205,7 +205,11 @@ impl ProviderCache {
             shared
                 .entry(fingerprint)
                 .or_insert_with(|| CachedProvider {
-                    provider: Arc::new(SharedProvider::new(inner, fingerprint)),
+                    provider: Arc::new(SharedProvider::new(
+                        inner,
+                        provider_name(&store.provider),
+                        fingerprint,
+                    )),
                     fingerprint,
                     built: Instant::now(),
                 })
@@ -245,6 +249,15 @@ impl ProviderCache {
     /// Number of distinct providers alive (for tests and metrics).
     pub fn distinct(&self) -> usize {
         self.shared.lock().expect("provider cache lock").len()
+    }
+}
+
+/// The provider label of metrics for a store's provider.
+fn provider_name(spec: &SecretStoreProvider) -> &'static str {
+    match (&spec.aws, &spec.vault) {
+        (Some(_), _) => "aws_ssm",
+        (None, Some(_)) => "vault",
+        _ => "kms",
     }
 }
 

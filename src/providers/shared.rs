@@ -51,6 +51,8 @@ struct Cached {
 /// documentation.
 pub struct SharedProvider {
     inner: DynProvider,
+    /// Provider label of the metrics: `aws_ssm`, `vault` or `kms`.
+    name: &'static str,
     /// Seed of the refresh phase: the identity fingerprint's first 8 bytes.
     seed: u64,
     gets: Coalescer<(String, Option<String>), (i64, GetResult)>,
@@ -58,13 +60,14 @@ pub struct SharedProvider {
 }
 
 impl SharedProvider {
-    /// Wraps `inner`; `fingerprint` identifies its configuration and credentials (the same
-    /// fingerprint gives the same refresh phase, also after a rebuild).
-    pub fn new(inner: DynProvider, fingerprint: [u8; 32]) -> Self {
+    /// Wraps `inner`, named `name` in metrics; `fingerprint` identifies its configuration and
+    /// credentials (the same fingerprint gives the same refresh phase, also after a rebuild).
+    pub fn new(inner: DynProvider, name: &'static str, fingerprint: [u8; 32]) -> Self {
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&fingerprint[..8]);
         SharedProvider {
             inner,
+            name,
             seed: u64::from_le_bytes(seed),
             gets: Coalescer::default(),
             cache: Mutex::new(HashMap::new()),
@@ -78,17 +81,23 @@ impl SharedProvider {
     pub async fn get(&self, key: &str, version: Option<&str>, fresh_since: i64) -> GetResult {
         let id = (key.to_string(), version.map(str::to_string));
         if let Some(hit) = self.cached(&id, fresh_since) {
+            crate::metrics::provider_read(self.name, "cache");
             return Ok(hit);
         }
         let inner = Arc::clone(&self.inner);
         let (k, v) = id.clone();
+        let mut source = "cache";
         let (started, result) = self
             .gets
-            .run_since(id.clone(), fresh_since, move || async move {
-                let started = now_ms();
-                (started, inner.get(&k, v.as_deref()).await)
+            .run_since(id.clone(), fresh_since, || {
+                source = "call";
+                async move {
+                    let started = now_ms();
+                    (started, inner.get(&k, v.as_deref()).await)
+                }
             })
             .await;
+        crate::metrics::provider_read(self.name, source);
         if let Ok(value) = &result {
             let mut cache = self.cache.lock().expect("value cache lock");
             if cache.len() >= SWEEP_AT {
@@ -178,7 +187,7 @@ mod tests {
 
     fn provider() -> (Arc<Counting>, SharedProvider) {
         let inner = Arc::new(Counting(AtomicU64::new(0)));
-        (inner.clone(), SharedProvider::new(inner, [7; 32]))
+        (inner.clone(), SharedProvider::new(inner, "test", [7; 32]))
     }
 
     #[tokio::test]

@@ -390,7 +390,8 @@ impl Operator {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// `secret_relay_*` samples: `"provider operation"` → calls, `"syncs result reason"` → n.
+    /// `secret_relay_*` samples: `"provider operation"` → calls; `"result reason"` → syncs
+    /// and `"reads provider"` → remote values read by syncs.
     async fn metrics(&self, http: &reqwest::Client) -> Result<(Counts, Counts)> {
         let text = http
             .get(format!("http://{}/metrics", self.admin))
@@ -422,6 +423,13 @@ impl Operator {
                     *syncs
                         .entry(format!("{} {}", get("result"), get("reason")))
                         .or_default() += v;
+                }
+                "secret_relay_provider_reads_total" => {
+                    let provider = match get("provider").as_str() {
+                        "aws_ssm" => "ssm".to_string(),
+                        other => other.to_string(),
+                    };
+                    *syncs.entry(format!("reads {provider}")).or_default() += v;
                 }
                 _ => {}
             }
@@ -664,6 +672,10 @@ impl Probe<'_> {
                 .map(|(_, v)| v)
                 .sum(),
             provider_calls_operator: delta(&b.operator_calls, &a.operator_calls),
+            provider_reads: delta(&b.operator_syncs, &a.operator_syncs)
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("reads ")?.to_string(), v)))
+                .collect(),
             operator_cpu_secs: b.cpu - a.cpu,
             ..Default::default()
         };
@@ -1272,12 +1284,29 @@ async fn wait_cycle(
     }
 }
 
+/// Scales a window's calls to one refresh cycle. Every ExternalSecret reads one remote key per
+/// sync, half of them from each provider, so a provider's cycles in the window are its reads
+/// divided by N/2, counted per provider: the ExternalSecrets of one provider refresh on its
+/// ticks, and a window may hold a different number of ticks of each provider. Without read
+/// counts, all syncs over N.
+fn cycle_scale(p: &Params, window: &Window, provider: &str) -> f64 {
+    match window.provider_reads.get(provider) {
+        Some(reads) if *reads > 0.0 => (p.n / 2) as f64 / reads,
+        _ if window.syncs > 0.0 => p.n as f64 / window.syncs,
+        _ => 0.0,
+    }
+}
+
 fn cycle_from(p: &Params, window: Window, moto: Option<MotoCounts>) -> Cycle {
     let scale = if window.syncs > 0.0 {
         p.n as f64 / window.syncs
     } else {
         0.0
     };
+    let (ssm_scale, vault_scale) = (
+        cycle_scale(p, &window, "ssm"),
+        cycle_scale(p, &window, "vault"),
+    );
     let mut per_cycle = Counts::new();
     if !p.scoped {
         let server = &window.provider_calls_server;
@@ -1286,18 +1315,25 @@ fn cycle_from(p: &Params, window: Window, moto: Option<MotoCounts>) -> Cycle {
             .filter(|(k, _)| k.starts_with("ssm ") || k.starts_with("sts "))
             .map(|(_, v)| v)
             .sum();
-        per_cycle.insert("ssm+sts, all calls (server)".into(), ssm * scale);
+        per_cycle.insert("ssm+sts, all calls (server)".into(), ssm * ssm_scale);
         per_cycle.insert(
             "ssm GetParameters (server)".into(),
-            server.get("ssm GetParameters").copied().unwrap_or(0.0) * scale,
+            server.get("ssm GetParameters").copied().unwrap_or(0.0) * ssm_scale,
         );
         per_cycle.insert(
             "vault, all calls (server)".into(),
-            vault_operator_calls(server) * scale,
+            vault_operator_calls(server) * vault_scale,
         );
     }
     for (k, v) in &window.provider_calls_operator {
-        per_cycle.insert(format!("{k} (operator)"), v * scale);
+        let provider_scale = if k.starts_with("ssm ") {
+            ssm_scale
+        } else if k.starts_with("vault ") {
+            vault_scale
+        } else {
+            scale
+        };
+        per_cycle.insert(format!("{k} (operator)"), v * provider_scale);
     }
     let secret_writes = (!p.scoped).then(|| writes_to(&window.kube_requests, &["secrets"]));
     let operator_writes = (!p.scoped).then(|| {

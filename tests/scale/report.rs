@@ -54,6 +54,9 @@ pub struct Window {
     pub kube_errors: BTreeMap<String, f64>,
     /// The operator's `secret_relay_provider_calls_total`: `"provider operation"` → calls.
     pub provider_calls_operator: BTreeMap<String, f64>,
+    /// The operator's `secret_relay_provider_reads_total` (remote values read by syncs, from
+    /// a call or the cache): `"ssm"`, `"vault"` → reads.
+    pub provider_reads: BTreeMap<String, f64>,
     /// Server-side counts: moto's recorder (`"ssm GetParameters"`, `"sts GetCallerIdentity"`)
     /// and OpenBao's route metrics (`"vault read secret/"`).
     pub provider_calls_server: BTreeMap<String, f64>,
@@ -76,7 +79,8 @@ pub struct Cycle {
     pub secret_resource_version_changes: usize,
     /// ExternalSecrets whose resourceVersion changed over the window (status writes).
     pub external_secret_resource_version_changes: usize,
-    /// Provider calls scaled to one cycle (`calls × N / syncs`), server-side where counted:
+    /// Provider calls scaled to one cycle (`calls × (N/2) / reads` per provider), server-side
+    /// where counted:
     /// `"ssm"`, `"vault"`, and per operation.
     pub per_cycle: BTreeMap<String, f64>,
     /// Operator CPU seconds scaled to one cycle.
@@ -350,7 +354,7 @@ fn cycle_rows(md: &mut String, runs: &[Results], pick: &dyn Fn(&Results) -> Opti
         md,
         runs,
         pick,
-        "provider calls per cycle (calls × N / syncs)",
+        "provider calls per cycle (calls × (N/2) / the provider's reads)",
         &|c| map_cell(&c.per_cycle, |_| true),
     );
     cycle_row(
@@ -728,9 +732,12 @@ operator's throughput (N / that time) by the plain client's (N / raw create time
 is that the operator needs at most twice the raw time.
 
 **Refresh cycles.** After all are Ready and 5 s of settling, a window runs until at least
-1.1 × refreshInterval + 5 s have passed (refreshes are jittered over +10 %) *and* the operator
-counted at least N successful syncs (`secret_relay_syncs_total`), so every ExternalSecret
-refreshed at least once. Provider calls per cycle are the window's calls × N / syncs. Then
+1.1 × refreshInterval + 5 s have passed *and* the operator counted at least N successful syncs
+(`secret_relay_syncs_total`), so every ExternalSecret refreshed at least once. The
+ExternalSecrets of one provider refresh together on that provider's ticks, so a window holds
+one or two ticks of each provider. Provider calls per cycle are therefore scaled per provider:
+its calls in the window × (N/2) / the remote values its syncs read in the window
+(`secret_relay_provider_reads_total`; every ExternalSecret reads one key per sync). Then
 max(2, M/100) remote keys (half SSM, half Vault) get new values and a second window runs the
 same way; afterwards every managed Secret is listed: exactly the readers of the changed keys
 must have a new resourceVersion and the new value.
