@@ -189,7 +189,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
             .any(|c| c.type_ == "Ready" && c.status == "True");
     let due_at = next_due.or_else(|| last_fetch.map(|t| (t + interval as i64) * 1000));
     let refresh_due = match (last_fetch, due_at) {
-        (Some(_), Some(due)) => interval > 0 && now_ms + DUE_SLACK_MS >= due,
+        (Some(_), Some(due)) => interval > 0 && now_ms >= due,
         _ => true,
     };
     let drift =
@@ -323,13 +323,11 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
     Ok(requeue_until(interval, next_due, now_ms))
 }
 
-/// A reconcile this early (milliseconds) before a refresh is due counts as due: timers and
-/// the wall clock disagree by a little.
-const DUE_SLACK_MS: i64 = 100;
-
 /// Requeue for the refresh due at `due_ms` (Unix ms; the provider's next tick), or wait for a
-/// change when `interval` is 0. Refreshes need no jitter of their own: the tick's phase is
-/// per provider, and the ExternalSecrets that share a tick share its calls.
+/// change when `interval` is 0. A timer that fires a little early finds the refresh not yet
+/// due and requeues for the rest: a refresh that ran before its tick would fetch values the
+/// ExternalSecrets due at the tick could not use. Refreshes need no jitter of their own: the
+/// tick's phase is per provider, and the ExternalSecrets that share a tick share its calls.
 fn requeue_until(interval: u64, due_ms: Option<i64>, now_ms: i64) -> Action {
     if interval == 0 {
         return Action::await_change();
