@@ -224,7 +224,10 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
         .get(&store)
         .await
         .map_err(|e| Error::StoreNotReady(format!("{}: {}", store.label, e.message)))?;
-    let outcome = match fetch(es, &provider, &store.provider, fresh_since).await {
+    // The next refresh is due at this provider's next tick; the reads say so, so that the
+    // provider can read ahead at that tick.
+    let next_due = (interval > 0).then(|| provider.next_tick(now_ms, interval as i64 * 1000));
+    let outcome = match fetch(es, &provider, &store.provider, fresh_since, next_due).await {
         Ok(o) => o,
         Err(Error::Provider(e)) if e.kind == ErrorKind::Authentication => {
             ctx.providers.invalidate(&store);
@@ -284,7 +287,6 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
 
     // 5. Status and events.
     metrics::sync("success", reason);
-    let next_due = (interval > 0).then(|| provider.next_tick(now_ms, interval as i64 * 1000));
     {
         let mut state = ctx.state.lock().expect("state lock");
         state.last_fetch.insert(key.clone(), now.as_second());
@@ -450,12 +452,13 @@ fn not_found_message(provider: &SecretStoreProvider, key: &str, version: Option<
 /// Fetches every remote value of `es`: `dataFrom` in order, then `data[]` (whose gets run
 /// concurrently, so a provider can batch them), applying property, decoding, conversion and
 /// rewrites. Values fetched at or after `fresh_since` (Unix ms) may come from the provider's
-/// cache. Missing values follow `deletionPolicy`.
+/// cache; `next_due` is when `es` refreshes next. Missing values follow `deletionPolicy`.
 async fn fetch(
     es: &ExternalSecret,
-    provider: &SharedProvider,
+    provider: &Arc<SharedProvider>,
     store: &SecretStoreProvider,
     fresh_since: i64,
+    next_due: Option<i64>,
 ) -> Result<Outcome, Error> {
     let mut values = SecretMap::new();
     let mut missing = Vec::new();
@@ -464,7 +467,7 @@ async fn fetch(
         let mut found = SecretMap::new();
         if let Some(r) = &entry.extract {
             match provider
-                .get(&r.key, r.version.as_deref(), fresh_since)
+                .get(&r.key, r.version.as_deref(), fresh_since, next_due)
                 .await
                 .map_err(Error::Provider)?
             {
@@ -500,6 +503,7 @@ async fn fetch(
             &d.remote_ref.key,
             d.remote_ref.version.as_deref(),
             fresh_since,
+            next_due,
         )
     });
     let results = join_all(gets).await;

@@ -313,6 +313,10 @@ impl Provider for SsmProvider {
     /// `GetCallerIdentity`. That call needs no IAM permission, so a store whose role may only
     /// read some parameters still validates; a missing `ssm:GetParameters` permission shows
     /// on the ExternalSecrets that need it, with the key named.
+    fn batched_reads(&self) -> bool {
+        true
+    }
+
     async fn validate(&self) -> Result<(), ProviderError> {
         let arn = self.caller_identity().await?;
         tracing::debug!(identity = %arn, "aws_ssm: store credentials valid");

@@ -126,6 +126,13 @@ pub trait Provider: Send + Sync {
     /// Checks that the store can authenticate, for the store's `Ready` condition.
     async fn validate(&self) -> Result<(), ProviderError>;
 
+    /// Whether concurrent `get`s are merged into batched calls (SSM `GetParameters`, 10 names
+    /// a call). The shared provider then reads every key due at a refresh tick at once, so a
+    /// tick costs ceil(keys / batch size) calls however few ExternalSecrets run at a time.
+    fn batched_reads(&self) -> bool {
+        false
+    }
+
     /// Whether `dataFrom.extract` of `key` yields every leaf of the value (nested objects and
     /// lists flattened, path segments joined with `.`) rather than its top-level keys, as for
     /// a SOPS document. Default: top-level keys, nested values as JSON text (ESO's rule).

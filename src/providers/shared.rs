@@ -11,7 +11,11 @@
 //! - **Aligned refresh ticks:** [`SharedProvider::next_tick`] puts the refreshes of every
 //!   ExternalSecret using this provider with the same interval on the same instants (a phase
 //!   derived from the provider's identity spreads different providers apart), so the values
-//!   one of them fetches serve the others, and SSM's batcher merges their names.
+//!   one of them fetches serve the others.
+//! - **Read-ahead at a tick** (backends with batched reads, SSM): each read says when its
+//!   reader is due next; the first read of a tick that misses the cache starts the reads of
+//!   every key due at that tick at once, so SSM's batcher sends them in full batches of 10
+//!   however few ExternalSecrets the controller runs at a time.
 
 use std::{
     collections::HashMap,
@@ -57,6 +61,10 @@ pub struct SharedProvider {
     seed: u64,
     gets: Coalescer<(String, Option<String>), (i64, GetResult)>,
     cache: Mutex<HashMap<(String, Option<String>), Cached>>,
+    /// The tick (Unix ms) at which each key's readers read it next, from their last read.
+    readers: Mutex<HashMap<(String, Option<String>), i64>>,
+    /// Ticks whose keys were already read ahead.
+    prefetched: Mutex<std::collections::BTreeSet<i64>>,
 }
 
 impl SharedProvider {
@@ -71,6 +79,8 @@ impl SharedProvider {
             seed: u64::from_le_bytes(seed),
             gets: Coalescer::default(),
             cache: Mutex::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
+            prefetched: Mutex::new(Default::default()),
         }
     }
 
@@ -78,26 +88,53 @@ impl SharedProvider {
     /// after `fresh_since` (Unix ms): from the cache when a call that started then or later
     /// got it, else by joining a call in flight that started then or later, else by a new
     /// call. Only answers are cached (a value, or "does not exist"), never errors.
-    pub async fn get(&self, key: &str, version: Option<&str>, fresh_since: i64) -> GetResult {
+    ///
+    /// `next_due` is the tick (Unix ms) at which the caller will read `key` again, if it
+    /// refreshes. For a backend with batched reads, the first read of a tick that misses the
+    /// cache also starts reads of every other key whose readers are due at that tick, so that
+    /// they are all requested together and fill whole batches.
+    pub async fn get(
+        self: &Arc<Self>,
+        key: &str,
+        version: Option<&str>,
+        fresh_since: i64,
+        next_due: Option<i64>,
+    ) -> GetResult {
         let id = (key.to_string(), version.map(str::to_string));
+        if let Some(next) = next_due {
+            self.readers
+                .lock()
+                .expect("readers lock")
+                .insert(id.clone(), next);
+        }
         if let Some(hit) = self.cached(&id, fresh_since) {
             crate::metrics::provider_read(self.name, "cache");
             return Ok(hit);
         }
+        if self.inner.batched_reads() {
+            self.prefetch_tick(fresh_since, &id);
+        }
+        let (called, result) = self.fetch(id, fresh_since).await;
+        crate::metrics::provider_read(self.name, if called { "call" } else { "cache" });
+        result
+    }
+
+    /// Reads `id` fetched at or after `fresh_since` through the coalescer, and caches the
+    /// answer. Returns whether this request started the call.
+    async fn fetch(&self, id: (String, Option<String>), fresh_since: i64) -> (bool, GetResult) {
         let inner = Arc::clone(&self.inner);
         let (k, v) = id.clone();
-        let mut source = "cache";
+        let mut called = false;
         let (started, result) = self
             .gets
             .run_since(id.clone(), fresh_since, || {
-                source = "call";
+                called = true;
                 async move {
                     let started = now_ms();
                     (started, inner.get(&k, v.as_deref()).await)
                 }
             })
             .await;
-        crate::metrics::provider_read(self.name, source);
         if let Ok(value) = &result {
             let mut cache = self.cache.lock().expect("value cache lock");
             if cache.len() >= SWEEP_AT {
@@ -115,7 +152,38 @@ impl SharedProvider {
                 );
             }
         }
-        result
+        (called, result)
+    }
+
+    /// Once per tick: starts reads, at or after `tick`, of every key (but `except`) whose
+    /// readers said they are due at `tick`. A key nobody reads any more is read once more at
+    /// most: only real reads renew a reader's entry.
+    fn prefetch_tick(self: &Arc<Self>, tick: i64, except: &(String, Option<String>)) {
+        {
+            let mut done = self.prefetched.lock().expect("prefetched lock");
+            if !done.insert(tick) {
+                return;
+            }
+            done.retain(|t| *t > tick - MAX_AGE_MS);
+        }
+        let due: Vec<(String, Option<String>)> = {
+            let mut readers = self.readers.lock().expect("readers lock");
+            readers.retain(|_, next| *next > tick - MAX_AGE_MS);
+            readers
+                .iter()
+                .filter(|(id, next)| **next == tick && *id != except)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in due {
+            if self.cached(&id, tick).is_some() {
+                continue;
+            }
+            let this = Arc::clone(self);
+            tokio::spawn(async move {
+                let _ = this.fetch(id, tick).await;
+            });
+        }
     }
 
     fn cached(
@@ -168,10 +236,14 @@ mod tests {
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    struct Counting(AtomicU64);
+    /// Counts `get` calls; `.1`: whether it claims batched reads.
+    struct Counting(AtomicU64, bool);
 
     #[async_trait]
     impl super::super::Provider for Counting {
+        fn batched_reads(&self) -> bool {
+            self.1
+        }
         async fn get(&self, key: &str, _: Option<&str>) -> GetResult {
             let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -185,48 +257,103 @@ mod tests {
         }
     }
 
-    fn provider() -> (Arc<Counting>, SharedProvider) {
-        let inner = Arc::new(Counting(AtomicU64::new(0)));
-        (inner.clone(), SharedProvider::new(inner, "test", [7; 32]))
+    fn provider_with(batched: bool) -> (Arc<Counting>, Arc<SharedProvider>) {
+        let inner = Arc::new(Counting(AtomicU64::new(0), batched));
+        let shared = Arc::new(SharedProvider::new(inner.clone(), "test", [7; 32]));
+        (inner, shared)
+    }
+
+    fn provider() -> (Arc<Counting>, Arc<SharedProvider>) {
+        provider_with(false)
     }
 
     #[tokio::test]
     async fn a_value_fetched_since_the_due_instant_is_reused() {
         let (calls, p) = provider();
         let due = now_ms();
-        let first = p.get("k", None, due).await.unwrap().unwrap();
-        let second = p.get("k", None, due).await.unwrap().unwrap();
+        let first = p.get("k", None, due, None).await.unwrap().unwrap();
+        let second = p.get("k", None, due, None).await.unwrap().unwrap();
         assert_eq!(first.as_bytes(), b"v1");
         assert_eq!(second.as_bytes(), b"v1");
         assert_eq!(calls.0.load(Ordering::SeqCst), 1);
         // A caller that needs a value fetched after that call started gets a new call.
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        let later = p.get("k", None, now_ms()).await.unwrap().unwrap();
+        let later = p.get("k", None, now_ms(), None).await.unwrap().unwrap();
         assert_eq!(later.as_bytes(), b"v2");
         // Another version is another value.
-        p.get("k", Some("3"), due).await.unwrap();
+        p.get("k", Some("3"), due, None).await.unwrap();
         assert_eq!(calls.0.load(Ordering::SeqCst), 3);
         // "Does not exist" is an answer and is cached too.
-        assert!(p.get("missing", None, due).await.unwrap().is_none());
-        assert!(p.get("missing", None, due).await.unwrap().is_none());
+        assert!(p.get("missing", None, due, None).await.unwrap().is_none());
+        assert!(p.get("missing", None, due, None).await.unwrap().is_none());
         assert_eq!(calls.0.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
     async fn concurrent_gets_share_a_call_that_started_late_enough() {
         let (calls, p) = provider();
-        let p = Arc::new(p);
         let due = now_ms();
         let tasks: Vec<_> = (0..10)
             .map(|_| {
                 let p = p.clone();
-                tokio::spawn(async move { p.get("k", None, due).await })
+                tokio::spawn(async move { p.get("k", None, due, None).await })
             })
             .collect();
         for t in tasks {
             assert_eq!(t.await.unwrap().unwrap().unwrap().as_bytes(), b"v1");
         }
         assert_eq!(calls.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_first_read_of_a_tick_reads_every_key_due_then() {
+        let (calls, p) = provider_with(true);
+        let keys = ["a", "b", "c", "d", "e"];
+        // Tick 1: five readers, each due again at tick 2.
+        let tick1 = now_ms();
+        let tick2 = tick1 + 60_000;
+        for k in keys {
+            p.get(k, None, tick1, Some(tick2)).await.unwrap();
+        }
+        assert_eq!(calls.0.load(Ordering::SeqCst), 5);
+        // Tick 2 (simulated: the values above are older than it): the first reader's miss
+        // starts the reads of the other four keys at once.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let tick2 = now_ms();
+        for k in keys {
+            p.readers
+                .lock()
+                .unwrap()
+                .insert((k.to_string(), None), tick2);
+        }
+        p.get("a", None, tick2, Some(tick2 + 60_000)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        assert_eq!(
+            calls.0.load(Ordering::SeqCst),
+            10,
+            "all five keys read at the tick"
+        );
+        // The other readers find their values read since the tick.
+        for k in &keys[1..] {
+            p.get(k, None, tick2, Some(tick2 + 60_000)).await.unwrap();
+        }
+        assert_eq!(calls.0.load(Ordering::SeqCst), 10);
+        // Once per tick only, and never for a backend without batched reads.
+        let (calls, p) = provider_with(false);
+        for k in keys {
+            p.get(k, None, tick1, Some(tick2)).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        let tick3 = now_ms();
+        for k in keys {
+            p.readers
+                .lock()
+                .unwrap()
+                .insert((k.to_string(), None), tick3);
+        }
+        p.get("a", None, tick3, None).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        assert_eq!(calls.0.load(Ordering::SeqCst), 6);
     }
 
     #[test]
