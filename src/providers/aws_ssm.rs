@@ -114,7 +114,7 @@ impl SsmProvider {
                 "aws: region is required",
             ));
         }
-        let config = sdk_config(spec, auth).await?;
+        let config = sdk_config(spec, auth, PROVIDER).await?;
         let ssm = aws_sdk_ssm::Client::new(&config);
         let sts = aws_sdk_sts::Client::new(&config);
         let (batcher, requests) = mpsc::channel(1024);
@@ -411,13 +411,14 @@ fn describe_filters(
 pub(crate) async fn sdk_config(
     spec: &AwsProvider,
     auth: &AuthContext,
+    provider: &'static str,
 ) -> Result<SdkConfig, ProviderError> {
     let role = spec.role.as_deref().filter(|r| !r.is_empty());
     let (base, sts) = match &spec.auth {
         None => {
             let base = loader(spec).load().await;
             let Some(role) = role else { return Ok(base) };
-            let sts = StsCredentials::assume_role(&base, role);
+            let sts = StsCredentials::assume_role(&base, role, provider);
             (base, sts)
         }
         Some(AwsAuth {
@@ -446,7 +447,7 @@ pub(crate) async fn sdk_config(
             );
             let base = loader(spec).credentials_provider(keys).load().await;
             let Some(role) = role else { return Ok(base) };
-            let sts = StsCredentials::assume_role(&base, role);
+            let sts = StsCredentials::assume_role(&base, role, provider);
             (base, sts)
         }
         Some(AwsAuth {
@@ -466,6 +467,7 @@ pub(crate) async fn sdk_config(
                 role,
                 auth.clone(),
                 jwt.service_account_ref.clone(),
+                provider,
             );
             (base, sts)
         }
@@ -567,6 +569,8 @@ enum StsSource {
 struct StsCredentials {
     sts: aws_sdk_sts::Client,
     role: String,
+    /// Provider label of the metrics of the STS calls (`aws_ssm`, `aws_kms`).
+    provider: &'static str,
     source: StsSource,
     cached: Mutex<Option<Credentials>>,
 }
@@ -585,10 +589,11 @@ impl fmt::Debug for StsCredentials {
 }
 
 impl StsCredentials {
-    fn assume_role(base: &SdkConfig, role: &str) -> Self {
+    fn assume_role(base: &SdkConfig, role: &str, provider: &'static str) -> Self {
         StsCredentials {
             sts: aws_sdk_sts::Client::new(base),
             role: role.to_string(),
+            provider,
             source: StsSource::AssumeRole,
             cached: Mutex::new(None),
         }
@@ -599,10 +604,12 @@ impl StsCredentials {
         role: &str,
         auth: AuthContext,
         service_account: ServiceAccountSelector,
+        provider: &'static str,
     ) -> Self {
         StsCredentials {
             sts: aws_sdk_sts::Client::new(base),
             role: role.to_string(),
+            provider,
             source: StsSource::WebIdentity {
                 auth: Box::new(auth),
                 service_account,
@@ -649,7 +656,11 @@ impl StsCredentials {
                     .role_arn(&self.role)
                     .role_session_name(SESSION_NAME)
                     .customize()
-                    .interceptor(CountCalls::<AssumeRoleError>::new("AssumeRole", true))
+                    .interceptor(CountCalls::<AssumeRoleError>::for_provider(
+                        self.provider,
+                        "AssumeRole",
+                        true,
+                    ))
                     .send()
                     .await
                     .map_err(|e| {
@@ -673,8 +684,10 @@ impl StsCredentials {
                     .role_session_name(SESSION_NAME)
                     .web_identity_token(token)
                     .customize()
-                    .interceptor(CountCalls::<AssumeRoleWithWebIdentityError>::new(
-                        action, true,
+                    .interceptor(CountCalls::<AssumeRoleWithWebIdentityError>::for_provider(
+                        self.provider,
+                        action,
+                        true,
                     ))
                     .send()
                     .await
@@ -1309,7 +1322,8 @@ mod tests {
                 "base", "base", None, None, "test",
             )))
             .build();
-        let sts = StsCredentials::assume_role(&config, "arn:aws:iam::123456789012:role/r");
+        let sts =
+            StsCredentials::assume_role(&config, "arn:aws:iam::123456789012:role/r", PROVIDER);
         let expiry = SystemTime::now() + valid_for;
         let cached = Credentials::new("cached", "cached", None, Some(expiry), "test");
         StsCredentials {

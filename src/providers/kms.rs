@@ -433,7 +433,7 @@ async fn aws_backend(spec: &KmsAws, auth: &AuthContext) -> Result<Backend, Provi
         endpoint: spec.endpoint.clone(),
         auth: spec.auth.clone(),
     };
-    let config = sdk_config(&as_aws, auth).await?;
+    let config = sdk_config(&as_aws, auth, PROVIDER_AWS).await?;
     Ok(Backend::Aws {
         kms: aws_sdk_kms::Client::new(&config),
         sts: aws_sdk_sts::Client::new(&config),
