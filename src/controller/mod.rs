@@ -152,8 +152,10 @@ pub struct Context {
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Built providers.
     pub providers: ProviderCache,
-    /// Event recorder.
+    /// Event recorder (its cache folds repeated events into series).
     pub recorder: Recorder,
+    /// Who reports our events (for recorders without that cache).
+    pub reporter: Reporter,
     /// Per-object memory.
     pub state: Mutex<State>,
 }
@@ -271,7 +273,8 @@ pub async fn run(
         secrets: secrets.clone(),
         namespaces: namespaces.clone(),
         providers: ProviderCache::default(),
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        reporter,
         state: Mutex::new(State::default()),
     });
 
