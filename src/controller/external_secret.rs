@@ -97,13 +97,14 @@ pub async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Act
     metrics::RECONCILE_DURATION.observe(started.elapsed().as_secs_f64());
     match result {
         Ok(action) => {
-            let mut state = ctx.state.lock().expect("state lock");
-            state.failures.remove(&key);
-            state.retry_at.remove(&key);
+            ctx.with_state(&key, |o| {
+                o.failures = 0;
+                o.retry_at = None;
+            });
             Ok(action)
         }
         Err(e) => {
-            ctx.state.lock().expect("state lock").synced.remove(&key);
+            ctx.with_state(&key, |o| o.synced = None);
             metrics::sync("error", e.category());
             if let Err(report) = report_failure(&es, &ctx, &e).await {
                 tracing::warn!(error = %report, "writing failure status");
@@ -120,15 +121,13 @@ pub fn error_policy(es: Arc<ExternalSecret>, err: &Error, ctx: Arc<Context>) -> 
     if err.permanent() {
         return Action::await_change();
     }
-    let key = ObjectRef::from_obj(&*es);
-    let mut state = ctx.state.lock().expect("state lock");
-    let n = state.failures.entry(key.clone()).or_insert(0);
-    *n = n.saturating_add(1);
-    let delay = jitter(backoff(*n));
     let version = synced_resource_version(&es);
-    state
-        .retry_at
-        .insert(key, (version, std::time::Instant::now() + delay));
+    let delay = ctx.with_state(&ObjectRef::from_obj(&*es), |o| {
+        o.failures = o.failures.saturating_add(1);
+        let delay = jitter(backoff(o.failures));
+        o.retry_at = Some((version, std::time::Instant::now() + delay));
+        delay
+    });
     Action::requeue(delay)
 }
 
@@ -138,7 +137,7 @@ pub fn error_policy(es: Arc<ExternalSecret>, err: &Error, ctx: Arc<Context>) -> 
 fn pending_retry(es: &ExternalSecret, ctx: &Context) -> Option<Duration> {
     let key = ObjectRef::from_obj(es);
     let state = ctx.state.lock().expect("state lock");
-    let (version, at) = state.retry_at.get(&key)?;
+    let (version, at) = state.get(&key)?.retry_at.as_ref()?;
     if *version != synced_resource_version(es) {
         return None;
     }
@@ -170,15 +169,14 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
     // 1. Is anything due? Our own memory of the last sync counts as much as the status: the
     // cached ExternalSecret may not show our status write yet.
     let now_ms = shared::now_ms();
-    let (last_fetch, next_due, synced_here, failed_before) = {
-        let state = ctx.state.lock().expect("state lock");
+    let (last_fetch, next_due, synced_here, failed_before) = ctx.with_state(&key, |o| {
         (
-            state.last_fetch.get(&key).copied(),
-            state.next_due.get(&key).copied(),
-            state.synced.get(&key) == Some(&version),
-            state.failures.contains_key(&key),
+            o.last_fetch,
+            o.next_due,
+            o.synced.as_ref() == Some(&version),
+            o.failures > 0,
         )
-    };
+    });
     let last_fetch = last_fetch.or_else(|| status.refresh_time.as_ref().map(|t| t.0.as_second()));
     let spec_changed =
         status.synced_resource_version.as_deref() != Some(version.as_str()) && !synced_here;
@@ -241,11 +239,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
     let (reason, message, event) = match outcome {
         Outcome::Delete => {
             let deleted = delete_owned(es, &secrets, &target).await?;
-            ctx.state
-                .lock()
-                .expect("state lock")
-                .secret_version
-                .remove(&key);
+            ctx.with_state(&key, |o| o.secret_version = None);
             (
                 "SecretDeleted",
                 format!(
@@ -287,15 +281,11 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
 
     // 5. Status and events.
     metrics::sync("success", reason);
-    {
-        let mut state = ctx.state.lock().expect("state lock");
-        state.last_fetch.insert(key.clone(), now.as_second());
-        state.synced.insert(key.clone(), version.clone());
-        match next_due {
-            Some(due) => state.next_due.insert(key.clone(), due),
-            None => state.next_due.remove(&key),
-        };
-    }
+    ctx.with_state(&key, |o| {
+        o.last_fetch = Some(now.as_second());
+        o.synced = Some(version.clone());
+        o.next_due = next_due;
+    });
     let wrote = event.is_some();
     if let Some((reason, note)) = event {
         publish(ctx, es, EventType::Normal, reason, note).await;
@@ -346,13 +336,7 @@ fn unchanged_in_cache(es: &ExternalSecret, ctx: &Context, target: &str, desired:
     let Some(meta) = ctx.secrets.get(&ObjectRef::new(target).within(&ns)) else {
         return false;
     };
-    let known = ctx
-        .state
-        .lock()
-        .expect("state lock")
-        .secret_version
-        .get(&ObjectRef::from_obj(es))
-        .cloned();
+    let known = ctx.with_state(&ObjectRef::from_obj(es), |o| o.secret_version.clone());
     if known.is_none() || known != meta.resource_version() {
         return false;
     }
@@ -382,21 +366,11 @@ async fn secret_drifted(
         return Ok(true);
     };
     let rv = meta.resource_version().unwrap_or_default();
-    let known = ctx
-        .state
-        .lock()
-        .expect("state lock")
-        .secret_version
-        .get(&key)
-        .cloned();
+    let known = ctx.with_state(&key, |o| o.secret_version.clone());
     let Some(known) = known else {
         let ours = meta.annotations().contains_key(ANNOTATION_DATA_HASH);
         if ours {
-            ctx.state
-                .lock()
-                .expect("state lock")
-                .secret_version
-                .insert(key, rv);
+            ctx.with_state(&key, |o| o.secret_version = Some(rv));
         }
         return Ok(!ours);
     };
@@ -415,11 +389,9 @@ async fn secret_drifted(
         && secret.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
         && secret.labels().get(LABEL_EXTERNAL_SECRET) == es.metadata.name.as_ref();
     if intact {
-        ctx.state
-            .lock()
-            .expect("state lock")
-            .secret_version
-            .insert(key, secret.resource_version().unwrap_or_default());
+        ctx.with_state(&key, |o| {
+            o.secret_version = Some(secret.resource_version().unwrap_or_default())
+        });
     }
     Ok(!intact)
 }
@@ -592,11 +564,9 @@ async fn apply(
     }
     if let Some(s) = &existing {
         if build::is_up_to_date(s, &desired, policy != CreationPolicy::Merge) {
-            ctx.state
-                .lock()
-                .expect("state lock")
-                .secret_version
-                .insert(key, s.resource_version().unwrap_or_default());
+            ctx.with_state(&key, |o| {
+                o.secret_version = Some(s.resource_version().unwrap_or_default())
+            });
             return Ok(None);
         }
         if s.immutable == Some(true) {
@@ -613,11 +583,9 @@ async fn apply(
         )
         .await
         .map_err(Error::Kube)?;
-    ctx.state
-        .lock()
-        .expect("state lock")
-        .secret_version
-        .insert(key, written.resource_version().unwrap_or_default());
+    ctx.with_state(&key, |o| {
+        o.secret_version = Some(written.resource_version().unwrap_or_default())
+    });
     Ok(Some(existing.is_none()))
 }
 

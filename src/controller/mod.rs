@@ -105,36 +105,45 @@ pub struct Config {
     pub concurrency: u16,
 }
 
-/// Per-object memory of the ExternalSecret controller; lost on restart, which only costs one
-/// extra refresh.
+/// What the ExternalSecret controller remembers of one object; lost on restart, which only
+/// costs one extra refresh.
 #[derive(Default)]
-pub struct State {
-    /// Last successful fetch time (Unix seconds) per ExternalSecret.
-    pub last_fetch: HashMap<ObjectRef<ExternalSecret>, i64>,
+pub struct ObjectState {
+    /// Last successful fetch time (Unix seconds).
+    pub last_fetch: Option<i64>,
     /// When the next refresh is due (Unix ms): the provider's tick after the last fetch.
-    pub next_due: HashMap<ObjectRef<ExternalSecret>, i64>,
+    pub next_due: Option<i64>,
     /// The `syncedResourceVersion` last synced successfully, which the cached object may not
     /// show yet (our status write is still on its way back through the watch).
-    pub synced: HashMap<ObjectRef<ExternalSecret>, String>,
+    pub synced: Option<String>,
     /// `resourceVersion` of the Secret as we last wrote or verified it.
-    pub secret_version: HashMap<ObjectRef<ExternalSecret>, String>,
+    pub secret_version: Option<String>,
     /// Consecutive failures, for backoff.
-    pub failures: HashMap<ObjectRef<ExternalSecret>, u32>,
+    pub failures: u32,
     /// After a failure: the `syncedResourceVersion` that failed and when its retry is due.
     /// Reconciles triggered before then by our own status write (or any change that is not a
     /// spec or annotation edit) wait for the retry instead of calling the provider again.
-    pub retry_at: HashMap<ObjectRef<ExternalSecret>, (String, std::time::Instant)>,
+    pub retry_at: Option<(String, std::time::Instant)>,
 }
 
+/// Per-object memory of the ExternalSecret controller, one entry per ExternalSecret.
+#[derive(Default)]
+pub struct State(HashMap<ObjectRef<ExternalSecret>, ObjectState>);
+
 impl State {
+    /// The memory of `es`, if any.
+    pub fn get(&self, es: &ObjectRef<ExternalSecret>) -> Option<&ObjectState> {
+        self.0.get(es)
+    }
+
+    /// The memory of `es`, created empty if needed.
+    pub fn entry(&mut self, es: &ObjectRef<ExternalSecret>) -> &mut ObjectState {
+        self.0.entry(es.clone()).or_default()
+    }
+
     /// Drops everything remembered of a deleted ExternalSecret.
     pub fn forget(&mut self, es: &ObjectRef<ExternalSecret>) {
-        self.last_fetch.remove(es);
-        self.next_due.remove(es);
-        self.synced.remove(es);
-        self.secret_version.remove(es);
-        self.failures.remove(es);
-        self.retry_at.remove(es);
+        self.0.remove(es);
     }
 }
 
@@ -158,6 +167,17 @@ pub struct Context {
     pub reporter: Reporter,
     /// Per-object memory.
     pub state: Mutex<State>,
+}
+
+impl Context {
+    /// Runs `f` on the memory of `es` (created empty if needed), under the state lock.
+    pub fn with_state<T>(
+        &self,
+        es: &ObjectRef<ExternalSecret>,
+        f: impl FnOnce(&mut ObjectState) -> T,
+    ) -> T {
+        f(self.state.lock().expect("state lock").entry(es))
+    }
 }
 
 /// Patch parameters of every non-apply write.
@@ -356,7 +376,9 @@ pub async fn run(
             if previous != Some(generation) {
                 let mut state = ctx.state.lock().expect("state lock");
                 for r in &refs {
-                    state.retry_at.remove(r);
+                    if let Some(o) = state.0.get_mut(r) {
+                        o.retry_at = None;
+                    }
                 }
             }
             refs
