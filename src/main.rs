@@ -39,6 +39,12 @@ struct RunArgs {
     /// ExternalSecrets reconciled at once.
     #[arg(long, default_value_t = 16, env = "SECRET_RELAY_CONCURRENCY")]
     concurrency: u16,
+    /// Let a SecretStore without `auth` (AWS default chain, GCP Workload Identity) use the
+    /// operator's own identity, so that every tenant who may create a SecretStore reads what
+    /// the operator's role can. Never sent to a custom endpoint a SecretStore names.
+    /// ClusterSecretStores (made by admins) always may.
+    #[arg(long, env = "SECRET_RELAY_ALLOW_SECRET_STORE_AMBIENT_IDENTITY")]
+    allow_secret_store_ambient_identity: bool,
     /// Address of the admin server (/livez, /readyz, /metrics).
     #[arg(long, default_value = "0.0.0.0:8080", env = "SECRET_RELAY_ADMIN_ADDR")]
     admin_addr: SocketAddr,
@@ -128,6 +134,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace,
         cluster_stores: !args.no_cluster_stores,
         concurrency: args.concurrency,
+        allow_secret_store_ambient_identity: args.allow_secret_store_ambient_identity,
     };
     let controllers = controller::run(client, config, move || ready.set(true), shutdown);
     let result = tokio::select! {

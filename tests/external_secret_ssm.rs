@@ -271,6 +271,26 @@ spec:
         )
     );
     assert_eq!(secret_data(&f.secret("taken").await)["k"], "theirs");
+    // No retry can fix it: Stalled too, so kstatus (Flux) reports Failed at once.
+    let stalled = condition(&es, "Stalled").expect("Stalled condition");
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "SecretSyncedError")
+    );
+    assert_eq!(stalled.message, ready_message(&es));
+}
+
+/// The condition of `type_` in the ExternalSecret's status.
+fn condition(
+    es: &ExternalSecret,
+    type_: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    es.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
 }
 
 #[tokio::test]
@@ -301,6 +321,10 @@ spec:
             f.prefix
         )
     );
+    assert!(
+        condition(&es, "Stalled").is_none(),
+        "a missing parameter may appear: retried, not stalled"
+    );
     let after = f.secret("keep").await;
     assert_eq!(secret_data(&after)["a"], "A");
     assert_eq!(
@@ -318,6 +342,9 @@ spec:
             f.prefix
         )
     );
+    let stalled = condition(&es, "Stalled").expect("an invalid spec stalls");
+    assert_eq!(stalled.status, "True");
+    assert_eq!(stalled.message, ready_message(&es));
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(f.env.kube.clone(), &f.ns);
     let list = events.list(&Default::default()).await.unwrap();
@@ -330,6 +357,10 @@ spec:
                     .is_some_and(|n| n.contains("ParameterNotFound"))),
         "a Warning SyncFailed event names the cause"
     );
+    // Fixed: Ready again, and no longer Stalled.
+    f.es(yaml).await;
+    let es = wait_reason(&f.es, "keep", "SecretSynced").await;
+    assert!(condition(&es, "Stalled").is_none(), "{:?}", es.status);
 }
 
 #[tokio::test]
@@ -941,4 +972,112 @@ spec:
         "{}",
         store.message
     );
+}
+
+/// issue 10: a SecretStore without `auth` used the operator's own identity, so any tenant who
+/// may create a SecretStore read everything the operator's role can, and with a custom
+/// endpoint the operator's credentials went to a server the tenant chose. A SecretStore must
+/// name its credentials; a ClusterSecretStore (made by an admin) may use the operator's own.
+#[tokio::test]
+async fn secret_stores_cannot_borrow_the_operators_identity() {
+    let Some(env) = TestEnv::get("secret_stores_cannot_borrow_the_operators_identity").await else {
+        return;
+    };
+    let ns = env.namespace("ambient").await;
+    let _op = operator::start(&env.kube, &ns, true).await;
+    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    let key = format!("/{}/ambient", random_suffix());
+    ssm.put_parameter()
+        .name(&key)
+        .value("admin-only")
+        .r#type(ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let stores: Api<SecretStore> = Api::namespaced(env.kube.clone(), &ns);
+    let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
+    let tenant_stores = [
+        (
+            "ambient",
+            format!("aws: {{region: {}}}", env.aws_region),
+            "SecretStore/ambient: aws has no auth, so it would use the AWS SDK's default chain (the operator's own identity), which a SecretStore may not use; name credentials in auth, use a ClusterSecretStore, or run the operator with --allow-secret-store-ambient-identity".to_string(),
+        ),
+        (
+            "ambient-endpoint",
+            format!(
+                "aws: {{region: {}, endpoint: '{}'}}",
+                env.aws_region, env.aws_endpoint
+            ),
+            format!(
+                "SecretStore/ambient-endpoint: aws has no auth, so it would use the AWS SDK's default chain (the operator's own identity), and the operator's identity is never sent to an endpoint a SecretStore names ({}); name credentials in auth",
+                env.aws_endpoint
+            ),
+        ),
+        (
+            "gcp-workload-identity",
+            "kms: {gcp: {endpoint: 'http://127.0.0.1:9', auth: {workloadIdentity: {}}}}".into(),
+            "SecretStore/gcp-workload-identity: kms.gcp has no auth.secretRef, so it would use Workload Identity (the operator's own identity), and the operator's identity is never sent to an endpoint a SecretStore names (http://127.0.0.1:9); name credentials in auth".into(),
+        ),
+    ];
+    for (name, provider, message) in &tenant_stores {
+        apply_yaml(
+            &stores,
+            &format!(
+                "apiVersion: secret-relay.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: {name}}}\nspec:\n  provider: {{{provider}}}\n"
+            ),
+        )
+        .await;
+        apply_yaml(
+            &es,
+            &format!(
+                "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {{name: {name}}}\nspec:\n  secretStoreRef: {{name: {name}}}\n  data:\n  - secretKey: v\n    remoteRef: {{key: '{key}'}}\n"
+            ),
+        )
+        .await;
+        let synced = wait_reason(&es, name, "SecretStoreNotReady").await;
+        assert_eq!(&ready_message(&synced), message);
+        let store = wait_for("store condition", Duration::from_secs(30), || async {
+            let c = stores
+                .get(name)
+                .await
+                .ok()?
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (c.status == "False").then_some(c)
+        })
+        .await;
+        assert_eq!(store.reason, "InvalidProviderConfig");
+        let unprefixed = message.split_once(": ").unwrap().1;
+        assert_eq!(store.message, unprefixed);
+    }
+    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
+    assert!(secrets.get_opt("ambient").await.unwrap().is_none());
+
+    // The same provider in a ClusterSecretStore: the admin's choice, allowed (the test
+    // process's AWS environment points the default chain at moto).
+    let cluster = format!("ambient-{}", random_suffix());
+    apply_yaml(
+        &Api::<ClusterSecretStore>::all(env.kube.clone()),
+        &format!(
+            "apiVersion: secret-relay.dev/v1alpha1\nkind: ClusterSecretStore\nmetadata: {{name: {cluster}}}\nspec:\n  conditions: [{{namespaces: [{ns}]}}]\n  provider: {{aws: {{region: {}}}}}\n",
+            env.aws_region
+        ),
+    )
+    .await;
+    apply_yaml(
+        &es,
+        &format!(
+            "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {{name: from-cluster}}\nspec:\n  secretStoreRef: {{name: {cluster}, kind: ClusterSecretStore}}\n  data:\n  - secretKey: v\n    remoteRef: {{key: '{key}'}}\n"
+        ),
+    )
+    .await;
+    wait_reason(&es, "from-cluster", "SecretSynced").await;
+    let data = secret_data(&secrets.get("from-cluster").await.unwrap());
+    assert_eq!(data["v"], "admin-only");
+    Api::<ClusterSecretStore>::all(env.kube.clone())
+        .delete(&cluster, &DeleteParams::default())
+        .await
+        .unwrap();
 }

@@ -352,6 +352,10 @@ async fn chart_renders() {
     }
     assert!(!args.iter().any(|a| a.starts_with("--namespace")));
     assert!(!args.contains(&"--no-cluster-stores"));
+    assert!(
+        !args.contains(&"--allow-secret-store-ambient-identity"),
+        "SecretStores may not borrow the operator's identity by default"
+    );
     let sc = &c["securityContext"];
     assert_eq!(sc["runAsNonRoot"], true);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
@@ -396,6 +400,7 @@ async fn chart_renders() {
             "namespaceScope.enabled=true",
             "namespaceScope.namespace=team-a",
             "logLevel=debug",
+            "allowSecretStoreAmbientIdentity=true",
         ],
     )
     .await;
@@ -412,6 +417,7 @@ async fn chart_renders() {
         "--namespace=team-a",
         "--no-cluster-stores",
         "--log-level=debug",
+        "--allow-secret-store-ambient-identity",
     ] {
         assert!(
             args.as_array().unwrap().contains(&json!(want)),

@@ -32,9 +32,58 @@ use crate::{
 #[error("{0}")]
 pub struct BuildError(pub String);
 
+/// Deepest nesting of arrays and objects accepted in a JSON value that `property` or
+/// `extract` parses. The parsers recurse once per level, on a worker's stack: a tenant's value
+/// nested 10,000 deep overflowed it and aborted the process. Secrets nest a few levels.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Largest JSON value (bytes) that `property` or `extract` parses: 1 MiB, the size limit of a
+/// whole Secret.
+pub const MAX_JSON_BYTES: usize = 1 << 20;
+
+/// Checks a JSON text against [`MAX_JSON_DEPTH`] and [`MAX_JSON_BYTES`] before any parser sees
+/// it, in one pass without recursion (brackets inside strings, escapes included, do not
+/// count). Only the shape is checked; the parser still validates the syntax. The message
+/// names `key` and the bound, never the value.
+pub fn check_json_bounds(key: &str, text: &str) -> Result<(), BuildError> {
+    if text.len() > MAX_JSON_BYTES {
+        return Err(BuildError(format!(
+            "{key:?}: value is {} bytes, over the {MAX_JSON_BYTES}-byte limit for JSON values",
+            text.len()
+        )));
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(BuildError(format!(
+                        "{key:?}: JSON value nested deeper than {MAX_JSON_DEPTH} levels"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Selects `property` from a JSON value, gjson syntax (`name.first`, `friends.1.first`), as
 /// ESO does. A string result is returned raw; any other JSON result as compact JSON.
-/// Errors when the value is not JSON or the path matches nothing (the message names `key`).
+/// Errors when the value is not JSON, exceeds [`check_json_bounds`] or the path matches
+/// nothing (the message names `key`).
 pub fn select_property(
     key: &str,
     value: &SecretValue,
@@ -45,6 +94,7 @@ pub fn select_property(
             "{key:?}: value is not UTF-8, cannot select property {property:?}"
         ))
     })?;
+    check_json_bounds(key, text)?;
     if !gjson::valid(text) {
         return Err(BuildError(format!(
             "{key:?}: value is not JSON, cannot select property {property:?}"
@@ -63,8 +113,12 @@ pub fn select_property(
 }
 
 /// Splits a JSON object value into its top-level keys (ESO's `extract`): strings raw, other
-/// values as compact JSON. Errors when the value is not a JSON object.
+/// values as compact JSON. Errors when the value is not a JSON object or exceeds
+/// [`check_json_bounds`].
 pub fn extract_object(key: &str, value: &SecretValue) -> Result<SecretMap, BuildError> {
+    if let Some(text) = value.as_str() {
+        check_json_bounds(key, text)?;
+    }
     let parsed: serde_json::Value = value
         .as_str()
         .and_then(|t| serde_json::from_str(t).ok())
@@ -93,8 +147,11 @@ pub fn extract_object(key: &str, value: &SecretValue) -> Result<SecretMap, Build
 /// `dataFrom.extract` of a document whose every leaf becomes a key (SOPS documents): nested
 /// objects and lists are flattened, path segments joined with `.` (`db.password`, `hosts.0`,
 /// `users.1.name`); strings as they are, numbers and booleans as JSON prints them, null as
-/// empty. A scalar at the top is an error.
+/// empty. A scalar at the top, or a value over [`check_json_bounds`], is an error.
 pub fn extract_leaves(key: &str, value: &SecretValue) -> Result<SecretMap, BuildError> {
+    if let Some(text) = value.as_str() {
+        check_json_bounds(key, text)?;
+    }
     fn walk(prefix: &str, v: serde_json::Value, out: &mut SecretMap) {
         let join = |k: &str| {
             if prefix.is_empty() {
@@ -245,86 +302,168 @@ pub fn data_hash(data: &BTreeMap<String, ByteString>) -> String {
     hex::encode(h.finalize())
 }
 
-/// Renders `template.data` over the fetched values with minijinja (see `docs/migrating-from-eso.md`, "Templates"):
-/// each fetched key is a variable (also reachable as `data["key-with-dashes"]`); filters
-/// `b64enc`, `b64dec`, `fromjson`, plus minijinja's builtins (`tojson`, `upper`, `trim`, ...).
-/// Errors name the template's key and minijinja's message, never a value.
+/// Instructions one template may execute (minijinja's fuel): loops, filters and output
+/// statements each cost about one. A real template uses a few hundred; nested loops over
+/// `range(100000)` ran for minutes on an async worker before this bound.
+pub const TEMPLATE_FUEL: u64 = 50_000;
+
+/// Bytes one template may output: 1 MiB, the size limit of a whole Secret. Output written in
+/// a loop took the operator to 2.1 GiB in 20 s before this bound.
+pub const TEMPLATE_MAX_OUTPUT: usize = 1 << 20;
+
+/// Nesting of template calls and blocks (minijinja's recursion limit, whose default is 500).
+const TEMPLATE_RECURSION_LIMIT: usize = 32;
+
+/// Fixed messages of our own filters: safe to show, since they quote nothing.
+const B64DEC_NOT_BASE64: &str = "b64dec: input is not base64";
+const B64DEC_NOT_UTF8: &str = "b64dec: result is not UTF-8 (binary); keep it base64";
+const FROMJSON_NOT_JSON: &str = "fromjson: input is not JSON";
+const BINARY_OUTPUT: &str =
+    "a binary (non-UTF-8) value cannot be printed as text; pass it through b64enc";
+
+/// Renders `template.data` over the fetched values with minijinja (see
+/// `docs/migrating-from-eso.md`, "Templates"): each fetched key is a variable (also reachable
+/// as `data["key-with-dashes"]`); filters `b64enc`, `b64dec`, `fromjson`, plus minijinja's
+/// builtins (`tojson`, `upper`, `trim`, ...).
+///
+/// Bounded: at most [`TEMPLATE_FUEL`] instructions and [`TEMPLATE_MAX_OUTPUT`] bytes of
+/// output per template. A value that is not UTF-8 stays bytes: `b64enc` encodes it exactly,
+/// and printing it as text is an error, never a lossy copy. Errors name the template's key,
+/// the failure's kind and line, and never a value (minijinja's own messages can quote
+/// operands, so only those that come from the template's text are kept).
 pub fn render_templates(
     templates: &BTreeMap<String, String>,
     values: &SecretMap,
 ) -> Result<SecretMap, BuildError> {
+    use minijinja::{Error as TemplateError, ErrorKind as TemplateErrorKind, Value};
+    let invalid = |msg: &'static str| TemplateError::new(TemplateErrorKind::InvalidOperation, msg);
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.add_filter("b64enc", |v: String| {
-        base64::engine::general_purpose::STANDARD.encode(v.as_bytes())
-    });
-    env.add_filter("b64dec", |v: String| -> Result<String, minijinja::Error> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(v.trim().as_bytes())
-            .map_err(|_| {
-                minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    "b64dec: input is not base64",
-                )
-            })?;
-        String::from_utf8(bytes).map_err(|_| {
-            minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                "b64dec: result is not UTF-8",
-            )
-        })
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.set_recursion_limit(TEMPLATE_RECURSION_LIMIT);
+    env.add_filter("b64enc", |v: Value| -> Result<String, TemplateError> {
+        let engine = base64::engine::general_purpose::STANDARD;
+        match (v.as_bytes(), v.as_str()) {
+            (_, Some(s)) => Ok(engine.encode(s.as_bytes())),
+            (Some(b), None) => Ok(engine.encode(b)),
+            _ => Ok(engine.encode(v.to_string().as_bytes())),
+        }
     });
     env.add_filter(
-        "fromjson",
-        |v: String| -> Result<minijinja::Value, minijinja::Error> {
-            serde_json::from_str::<serde_json::Value>(&v)
-                .map(|v| minijinja::Value::from(minijinja::value::Serde(v)))
-                .map_err(|_| {
-                    minijinja::Error::new(
-                        minijinja::ErrorKind::InvalidOperation,
-                        "fromjson: input is not JSON",
-                    )
-                })
+        "b64dec",
+        move |v: String| -> Result<String, TemplateError> {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.trim().as_bytes())
+                .map_err(|_| invalid(B64DEC_NOT_BASE64))?;
+            String::from_utf8(bytes).map_err(|_| invalid(B64DEC_NOT_UTF8))
         },
     );
-    let strings: BTreeMap<String, String> = values
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let mut ctx: BTreeMap<String, minijinja::Value> = strings
-        .iter()
-        .map(|(k, v)| (k.clone(), minijinja::Value::from(v.as_str())))
-        .collect();
-    ctx.insert(
-        "data".into(),
-        minijinja::Value::from(minijinja::value::Serde(&strings)),
+    env.add_filter(
+        "fromjson",
+        move |v: String| -> Result<Value, TemplateError> {
+            check_json_bounds("fromjson", &v).map_err(|_| invalid(FROMJSON_NOT_JSON))?;
+            serde_json::from_str::<serde_json::Value>(&v)
+                .map(|v| Value::from(minijinja::value::Serde(v)))
+                .map_err(|_| invalid(FROMJSON_NOT_JSON))
+        },
     );
+    // Bytes (a non-UTF-8 value) printed as text would be a lossy copy: refuse them.
+    env.set_formatter(move |out, state, value| {
+        if value.as_bytes().is_some() && value.as_str().is_none() {
+            return Err(invalid(BINARY_OUTPUT));
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
+    let as_value = |v: &SecretValue| match v.as_str() {
+        Some(s) => Value::from(s),
+        None => Value::from_bytes(v.as_bytes().to_vec()),
+    };
+    let mut ctx: BTreeMap<String, Value> = values
+        .iter()
+        .map(|(k, v)| (k.clone(), as_value(v)))
+        .collect();
+    let data: BTreeMap<String, Value> = ctx.clone();
+    ctx.insert("data".into(), Value::from(data));
     let mut out = SecretMap::new();
     for (key, source) in templates {
-        let rendered = env.render_str(source, &ctx).map_err(|e| {
-            BuildError(format!(
-                "template of key {key:?}: {}",
+        let mut sink = CappedWriter::default();
+        let rendered = env
+            .template_from_str(source)
+            .and_then(|t| t.render_captured_to(&ctx, &mut sink).map(drop));
+        if let Err(e) = rendered {
+            let cause = if sink.overflowed {
+                format!("output exceeds {TEMPLATE_MAX_OUTPUT} bytes")
+            } else {
                 describe_template_error(&e)
-            ))
-        })?;
-        out.insert(key.clone(), SecretValue::new(rendered.into_bytes()));
-    }
-    // The map of strings is a copy of secret values: wipe it.
-    for (_, mut v) in strings {
-        zeroize::Zeroize::zeroize(&mut v);
+            };
+            return Err(BuildError(format!("template of key {key:?}: {cause}")));
+        }
+        out.insert(
+            key.clone(),
+            SecretValue::new(std::mem::take(&mut sink.bytes)),
+        );
     }
     Ok(out)
 }
 
-/// minijinja's error text without the source excerpt (which could quote a rendered value).
+/// The template output of one key, refused past [`TEMPLATE_MAX_OUTPUT`] bytes.
+#[derive(Default)]
+struct CappedWriter {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > TEMPLATE_MAX_OUTPUT {
+            self.overflowed = true;
+            return Err(std::io::Error::other("template output limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for CappedWriter {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.bytes);
+    }
+}
+
+/// A template failure without anything a value could have put there: minijinja's detail is
+/// kept only for errors that come from the template's own text (syntax, unknown names,
+/// arguments) and for our filters' fixed messages; otherwise (an operation on values, a
+/// conversion) only the kind and line, since the detail quotes the operands.
 fn describe_template_error(e: &minijinja::Error) -> String {
-    let mut s = e.kind().to_string();
-    if let Some(detail) = e.detail() {
+    use minijinja::ErrorKind as K;
+    let ours = [
+        B64DEC_NOT_BASE64,
+        B64DEC_NOT_UTF8,
+        FROMJSON_NOT_JSON,
+        BINARY_OUTPUT,
+    ];
+    let detail = e.detail().filter(|d| {
+        ours.contains(d)
+            || matches!(
+                e.kind(),
+                K::SyntaxError
+                    | K::UnknownFilter
+                    | K::UnknownTest
+                    | K::UnknownFunction
+                    | K::UnknownMethod
+                    | K::MissingArgument
+                    | K::TooManyArguments
+            )
+    });
+    let mut s = match e.kind() {
+        K::OutOfFuel => format!("exceeds {TEMPLATE_FUEL} steps (loops too long or nested)"),
+        K::UndefinedError => "undefined variable or attribute".to_string(),
+        kind => kind.to_string(),
+    };
+    if let Some(detail) = detail {
         s.push_str(": ");
         s.push_str(detail);
     }

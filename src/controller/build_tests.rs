@@ -371,3 +371,165 @@ fn secret_value_debug_is_redacted() {
         "SecretValue(<7 bytes redacted>)"
     );
 }
+
+/// Renders one template over `values`.
+fn render_one(template: &str, values: SecretMap) -> Result<SecretValue, BuildError> {
+    let templates = BTreeMap::from([("out".to_string(), template.to_string())]);
+    render_templates(&templates, &values).map(|mut m| m.remove("out").unwrap())
+}
+
+/// issue 10: `{{ pin | int % 0 }}` put the PIN into the Ready message, the event and the log.
+/// Every failure path of the engine, fed a recognisable value: the message names the key and
+/// the kind of failure, and never the value.
+#[test]
+fn template_errors_never_quote_values() {
+    const PIN: &str = "918273";
+    let cases = [
+        ("{{ pin | int % 0 }}", "invalid operation"),
+        ("{{ pin | int // 0 }}", "invalid operation"),
+        ("{{ pin - 1 }}", "invalid operation"),
+        ("{{ pin | int + [1] }}", "invalid operation"),
+        ("{{ pin.first.second }}", "undefined"),
+        ("{{ pin[99] }}", "undefined"),
+        ("{{ pin | b64dec }}", "b64dec: input is not base64"),
+        ("{{ pin | fromjson | attr('x') }}", ""),
+        (
+            "{{ (pin ~ '{') | fromjson }}",
+            "fromjson: input is not JSON",
+        ),
+        ("{{ pin | int | list }}", ""),
+        ("{{ pin | int | items }}", ""),
+        ("{{ pin | int | batch(0) }}", ""),
+        ("{{ pin | unknownfilter }}", "unknown filter"),
+        ("{{ pin | replace }}", "missing argument"),
+        ("{{ pin | upper(1, 2, 3) }}", "too many arguments"),
+        ("{% for x in pin | int %}{{ x }}{% endfor %}", ""),
+        ("{{ range(pin | int) | join }}", ""),
+        (
+            "{{ pin | tojson | fromjson | int % 0 }}",
+            "invalid operation",
+        ),
+        ("{% if pin %}{{ pin ", "syntax error"),
+    ];
+    for (template, expected) in cases {
+        let Err(err) = render_one(template, map(&[("pin", PIN)])) else {
+            panic!("{template}: rendered");
+        };
+        assert!(
+            err.0.starts_with("template of key \"out\": "),
+            "{template}: {}",
+            err.0
+        );
+        assert!(err.0.contains(expected), "{template}: {}", err.0);
+        for leaked in [PIN, "18273", "91827"] {
+            assert!(
+                !err.0.contains(leaked),
+                "{template}: value leaked: {}",
+                err.0
+            );
+        }
+    }
+}
+
+/// issue 10: nested loops ran for minutes on an async worker. The fuel bound stops them.
+#[test]
+fn template_steps_are_bounded() {
+    let err = render_one(
+        "{% for a in range(1000) %}{% for b in range(1000) %}{% endfor %}{% endfor %}",
+        SecretMap::new(),
+    )
+    .unwrap_err();
+    assert!(
+        err.0.contains(&format!("exceeds {TEMPLATE_FUEL} steps")),
+        "{}",
+        err.0
+    );
+    // A loop of a realistic size still renders.
+    let ok = render_one(
+        "{% for k, v in data | items %}{{ k }}={{ v }};{% endfor %}",
+        (0..200).map(|i| (format!("k{i:03}"), v("x"))).collect(),
+    )
+    .unwrap();
+    assert_eq!(ok.as_bytes().len(), 200 * "k000=x;".len());
+}
+
+/// issue 10: output written in a loop took RSS to 2.1 GiB. Output stops at 1 MiB.
+#[test]
+fn template_output_is_bounded() {
+    let big = "x".repeat(64 << 10);
+    let err = render_one(
+        "{% for i in range(100) %}{{ big }}{% endfor %}",
+        map(&[("big", &big)]),
+    )
+    .unwrap_err();
+    assert!(
+        err.0
+            .contains(&format!("output exceeds {TEMPLATE_MAX_OUTPUT} bytes")),
+        "{}",
+        err.0
+    );
+    let ok = render_one(
+        "{% for i in range(15) %}{{ big }}{% endfor %}",
+        map(&[("big", &big)]),
+    );
+    assert_eq!(ok.unwrap().as_bytes().len(), 15 * (64 << 10));
+}
+
+/// issue 10: a binary value lost bytes to U+FFFD through a template and the sync said
+/// SecretSynced. Bytes stay bytes: b64enc encodes them exactly, printing them is an error.
+#[test]
+fn binary_values_stay_bytes_through_templates() {
+    let bin = SecretValue::new(vec![0xff, 0x00, 0x80, 0xfe, b'a']);
+    let values: SecretMap = [("cert".to_string(), bin.clone())].into();
+    let encoded = render_one("{{ cert | b64enc }}", values.clone()).unwrap();
+    assert_eq!(encoded.as_bytes(), b"/wCA/mE=");
+    let also = render_one("{{ data.cert | b64enc }}", values.clone()).unwrap();
+    assert_eq!(also.as_bytes(), b"/wCA/mE=");
+    let err = render_one("{{ cert }}", values).unwrap_err();
+    assert!(err.0.contains("binary (non-UTF-8) value"), "{}", err.0);
+    // Text values are unchanged, multi-byte characters included.
+    let text = render_one("{{ s }}|{{ s | b64enc }}", map(&[("s", "zé")])).unwrap();
+    assert_eq!(text.as_str(), Some("zé|esOp"));
+}
+
+/// A JSON value nested `depth` levels deep: `[[[...]]]`.
+fn nested_json(depth: usize) -> SecretValue {
+    v(&format!("{}{}", "[".repeat(depth), "]".repeat(depth)))
+}
+
+/// issue 10: an SSM value nested 10,000 deep, read with any `property`, overflowed a worker's
+/// stack and aborted the operator (and again after every restart). Each JSON reader refuses
+/// it with a message that names the bound.
+#[test]
+fn deep_json_is_refused_not_a_crash() {
+    let deep = nested_json(10_000);
+    let object = v(&format!("{{\"a\":{}}}", "[".repeat(10_000)));
+    let errors = [
+        select_property("/app/deep", &deep, "0").unwrap_err(),
+        select_property("/app/deep", &object, "a").unwrap_err(),
+        extract_object("/app/deep", &object).unwrap_err(),
+        extract_leaves("/app/deep", &deep).unwrap_err(),
+    ];
+    for e in errors {
+        assert_eq!(
+            e.0,
+            format!("\"/app/deep\": JSON value nested deeper than {MAX_JSON_DEPTH} levels")
+        );
+    }
+    let err = render_one("{{ (d | fromjson) }}", [("d".to_string(), deep)].into()).unwrap_err();
+    assert!(err.0.contains("fromjson: input is not JSON"), "{}", err.0);
+    // At the bound: accepted. Brackets inside strings (escaped quotes too) do not count.
+    assert!(extract_leaves("k", &nested_json(MAX_JSON_DEPTH)).is_ok());
+    assert!(extract_leaves("k", &nested_json(MAX_JSON_DEPTH + 1)).is_err());
+    let brackets = v(&format!(
+        r#"{{"a":"{}\"{}"}}"#,
+        "[".repeat(500),
+        "{".repeat(500)
+    ));
+    let got = select_property("k", &brackets, "a").unwrap();
+    assert_eq!(got.as_bytes().len(), 1001);
+    // Over 1 MiB: refused by size.
+    let huge = v(&format!("{{\"a\":\"{}\"}}", "x".repeat(MAX_JSON_BYTES)));
+    let err = select_property("k", &huge, "a").unwrap_err();
+    assert!(err.0.contains("over the 1048576-byte limit"), "{}", err.0);
+}

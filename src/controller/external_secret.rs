@@ -252,15 +252,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
             )
         }
         Outcome::Write(values) => {
-            let desired = build::desired_secret(
-                es,
-                BuildInput {
-                    values,
-                    store: &store.label,
-                    now: &now_str,
-                },
-            )
-            .map_err(|e| Error::InvalidSpec(e.0))?;
+            let desired = build_secret(es, values, &store.label, &now_str).await?;
             let written = apply(es, ctx, &secrets, &target, desired, spec_changed).await?;
             let event = written.map(|created| {
                 if created {
@@ -425,6 +417,45 @@ fn not_found_message(provider: &SecretStoreProvider, key: &str, version: Option<
 /// concurrently, so a provider can batch them), applying property, decoding, conversion and
 /// rewrites. Values fetched at or after `fresh_since` (Unix ms) may come from the provider's
 /// cache; `next_due` is when `es` refreshes next. Missing values follow `deletionPolicy`.
+/// Templates rendered at once, process-wide: one, so that tenants' templates (bounded by
+/// [`build::TEMPLATE_FUEL`] and [`build::TEMPLATE_MAX_OUTPUT`]) never take more than one core.
+static TEMPLATE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// [`build::desired_secret`]; with a template, on Tokio's blocking pool after taking one of
+/// [`TEMPLATE_SLOTS`], so that a slow template never holds an async worker (the watches, the
+/// admin server and every other reconcile run there). Errors: `InvalidSpec`.
+async fn build_secret(
+    es: &ExternalSecret,
+    values: crate::providers::SecretMap,
+    store: &str,
+    now: &str,
+) -> Result<Secret, Error> {
+    let templated = es
+        .spec
+        .target
+        .template
+        .as_ref()
+        .is_some_and(|t| !t.data.is_empty());
+    if !templated {
+        let input = BuildInput { values, store, now };
+        return build::desired_secret(es, input).map_err(|e| Error::InvalidSpec(e.0));
+    }
+    let permit = TEMPLATE_SLOTS.acquire().await.expect("never closed");
+    let (es, store, now) = (es.clone(), store.to_string(), now.to_string());
+    let built = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let input = BuildInput {
+            values,
+            store: &store,
+            now: &now,
+        };
+        build::desired_secret(&es, input)
+    })
+    .await
+    .map_err(|e| Error::InvalidSpec(format!("rendering the template failed: {e}")))?;
+    built.map_err(|e| Error::InvalidSpec(e.0))
+}
+
 async fn fetch(
     es: &ExternalSecret,
     provider: &Arc<SharedProvider>,
@@ -636,14 +667,23 @@ async fn report_failure(es: &ExternalSecret, ctx: &Context, err: &Error) -> Resu
         &message,
         es.meta().generation,
     );
-    let unchanged = status.conditions.iter().any(|c| c == &cond)
-        && status.observed_generation == es.meta().generation;
+    let mut conditions = vec![cond];
+    if err.stalled() {
+        conditions.push(condition::stalled(
+            Some(&status.conditions),
+            err.reason(),
+            &message,
+            es.meta().generation,
+        ));
+    }
+    let unchanged =
+        status.conditions == conditions && status.observed_generation == es.meta().generation;
     publish(ctx, es, EventType::Warning, "SyncFailed", message).await;
     if unchanged {
         return Ok(());
     }
     let new_status = ExternalSecretStatus {
-        conditions: vec![cond],
+        conditions,
         observed_generation: es.meta().generation,
         ..status
     };

@@ -87,6 +87,12 @@ impl Error {
         }
     }
 
+    /// No retry can fix it, whether or not one is made: an invalid spec or store
+    /// configuration, or a Secret that belongs to someone else. Reported as `Stalled=True`.
+    pub fn stalled(&self) -> bool {
+        self.permanent() || matches!(self, Error::SecretConflict(_))
+    }
+
     /// Invalid spec: retrying cannot help until the ExternalSecret changes.
     pub fn permanent(&self) -> bool {
         matches!(self, Error::InvalidSpec(_))
@@ -103,6 +109,9 @@ pub struct Config {
     pub cluster_stores: bool,
     /// ExternalSecrets reconciled at once.
     pub concurrency: u16,
+    /// Let SecretStores without `auth` use the operator's own identity (AWS default chain,
+    /// GCP Workload Identity); never with a custom endpoint. ClusterSecretStores always may.
+    pub allow_secret_store_ambient_identity: bool,
 }
 
 /// What the ExternalSecret controller remembers of one object; lost on restart, which only
@@ -292,7 +301,7 @@ pub async fn run(
         cluster_stores: cluster_stores.clone(),
         secrets: secrets.clone(),
         namespaces: namespaces.clone(),
-        providers: ProviderCache::default(),
+        providers: ProviderCache::new(config.allow_secret_store_ambient_identity),
         recorder: Recorder::new(client.clone(), reporter.clone()),
         reporter,
         state: Mutex::new(State::default()),

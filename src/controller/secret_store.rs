@@ -161,6 +161,64 @@ pub fn namespace_allowed(
     })
 }
 
+/// Where a store's provider would act as the operator itself rather than with credentials
+/// the store names: `aws` or `kms.aws` without `auth` (the AWS SDK's default chain: env,
+/// IRSA, Pod Identity, IMDS) and `kms.gcp` without `auth.secretRef` (Workload Identity, the
+/// metadata server). Returns what it is, for messages, and the custom endpoint the identity
+/// would be sent to, if the store names one.
+pub fn ambient_identity(provider: &SecretStoreProvider) -> Option<(&'static str, Option<&str>)> {
+    fn custom(e: &Option<String>) -> Option<&str> {
+        e.as_deref().filter(|e| !e.trim().is_empty())
+    }
+    if let Some(aws) = provider.aws.as_ref().filter(|a| a.auth.is_none()) {
+        return Some((
+            "aws has no auth, so it would use the AWS SDK's default chain",
+            custom(&aws.endpoint),
+        ));
+    }
+    let kms = provider.kms.as_ref()?;
+    if let Some(aws) = kms.aws.as_ref().filter(|a| a.auth.is_none()) {
+        return Some((
+            "kms.aws has no auth, so it would use the AWS SDK's default chain",
+            custom(&aws.endpoint),
+        ));
+    }
+    let gcp = kms.gcp.as_ref()?;
+    let has_key = gcp.auth.as_ref().is_some_and(|a| a.secret_ref.is_some());
+    (!has_key).then_some((
+        "kms.gcp has no auth.secretRef, so it would use Workload Identity",
+        custom(&gcp.endpoint),
+    ))
+}
+
+/// Refuses a SecretStore (made by a tenant) that would borrow the operator's own identity
+/// ([`ambient_identity`]): always when it names a custom endpoint (a bearer token or a SigV4
+/// request sent there could be replayed against the real service), and otherwise unless the
+/// operator runs with `--allow-secret-store-ambient-identity`. ClusterSecretStores, made by
+/// cluster admins, may use it. Errors are `InvalidConfig`.
+pub fn check_identity(
+    kind: StoreKind,
+    provider: &SecretStoreProvider,
+    allow_ambient: bool,
+) -> Result<(), ProviderError> {
+    if kind != StoreKind::SecretStore {
+        return Ok(());
+    }
+    let Some((what, endpoint)) = ambient_identity(provider) else {
+        return Ok(());
+    };
+    let message = match endpoint {
+        Some(endpoint) => format!(
+            "{what} (the operator's own identity), and the operator's identity is never sent to an endpoint a SecretStore names ({endpoint}); name credentials in auth"
+        ),
+        None if !allow_ambient => format!(
+            "{what} (the operator's own identity), which a SecretStore may not use; name credentials in auth, use a ClusterSecretStore, or run the operator with --allow-secret-store-ambient-identity"
+        ),
+        None => return Ok(()),
+    };
+    Err(ProviderError::new(ErrorKind::InvalidConfig, message))
+}
+
 #[derive(Clone)]
 struct CachedProvider {
     provider: Arc<SharedProvider>,
@@ -175,16 +233,31 @@ struct CachedProvider {
 /// ClusterSecretStore used from many namespaces) shares one [`SharedProvider`] with its
 /// session, value cache and refresh ticks. Concurrent builds of one key coalesce into one
 /// (one login); an entry is rebuilt after [`PROVIDER_TTL`] or an authentication failure.
+///
+/// A SecretStore that would use the operator's own identity is refused here, before any
+/// build ([`check_identity`]).
 #[derive(Default)]
 pub struct ProviderCache {
+    allow_ambient_identity: bool,
     entries: Mutex<HashMap<ProviderKey, CachedProvider>>,
     shared: Mutex<HashMap<[u8; 32], CachedProvider>>,
     builds: Coalescer<ProviderKey, Result<(DynProvider, [u8; 32]), ProviderError>>,
 }
 
 impl ProviderCache {
-    /// The provider of `store`, built if needed.
+    /// An empty cache; `allow_ambient_identity` lets SecretStores use the operator's own
+    /// identity (never with a custom endpoint), see [`check_identity`].
+    pub fn new(allow_ambient_identity: bool) -> Self {
+        ProviderCache {
+            allow_ambient_identity,
+            ..Default::default()
+        }
+    }
+
+    /// The provider of `store`, built if needed. Errors: the build's, or `InvalidConfig` from
+    /// [`check_identity`].
     pub async fn get(&self, store: &ResolvedStore) -> Result<Arc<SharedProvider>, ProviderError> {
+        check_identity(store.key.kind, &store.provider, self.allow_ambient_identity)?;
         if let Some(p) = self.cached(&store.key) {
             return Ok(p);
         }
@@ -426,4 +499,54 @@ where
         .await
         .map_err(Error::Kube)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(yaml: &str) -> SecretStoreProvider {
+        serde_yaml::from_str(yaml).expect("provider fixture")
+    }
+
+    #[test]
+    fn only_admins_lend_the_operators_identity() {
+        use StoreKind::{ClusterSecretStore as Cluster, SecretStore as Tenant};
+        let ambient = provider("aws: {region: eu-west-1}");
+        let ambient_kms = provider("kms: {aws: {region: eu-west-1}}");
+        let ambient_gcp = provider("kms: {gcp: {keyName: k}}");
+        let custom = provider("aws: {region: eu-west-1, endpoint: 'https://evil.example'}");
+        let keyed = provider(
+            "aws: {region: eu-west-1, endpoint: 'https://vpce.example', auth: {secretRef: {accessKeyIDSecretRef: {name: c, key: id}, secretAccessKeySecretRef: {name: c, key: s}}}}",
+        );
+        let gcp_key = provider(
+            "kms: {gcp: {endpoint: 'https://x.example', auth: {secretRef: {name: sa, key: json}}}}",
+        );
+        for p in [&ambient, &ambient_kms, &ambient_gcp, &custom] {
+            let e = check_identity(Tenant, p, false).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::InvalidConfig);
+            assert!(
+                e.message.contains("(the operator's own identity)"),
+                "{}",
+                e.message
+            );
+            check_identity(Cluster, p, false).unwrap();
+        }
+        // The opt-in lets tenants use it, but never towards an endpoint they name.
+        for p in [&ambient, &ambient_kms, &ambient_gcp] {
+            check_identity(Tenant, p, true).unwrap();
+        }
+        let e = check_identity(Tenant, &custom, true).unwrap_err();
+        assert!(
+            e.message
+                .contains("never sent to an endpoint a SecretStore names (https://evil.example)"),
+            "{}",
+            e.message
+        );
+        // Credentials the store names may go anywhere it says.
+        for p in [&keyed, &gcp_key] {
+            assert!(ambient_identity(p).is_none());
+            check_identity(Tenant, p, false).unwrap();
+        }
+    }
 }

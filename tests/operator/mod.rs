@@ -70,6 +70,7 @@ pub async fn start(client: &Client, namespace: &str, cluster_stores: bool) -> Op
         namespace: Some(namespace.to_string()),
         cluster_stores,
         concurrency: 8,
+        allow_secret_store_ambient_identity: false,
     };
     let client = client.clone();
     Operator(tokio::spawn(async move {
