@@ -64,6 +64,7 @@ use self::cipher::{CipherError, EncType, EncValue};
 pub use self::decrypted::{Decrypted, LeafKind};
 use self::decrypted::{Leaf, Value};
 use self::metadata::Metadata;
+pub use self::tree::MAX_DOCUMENT_BYTES;
 use self::tree::Node;
 use crate::providers::{ErrorKind, ProviderError};
 

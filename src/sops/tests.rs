@@ -420,3 +420,49 @@ fn not_sops_and_malformed() {
     let err = Document::parse(b"{\"a\": \"secret-ish\" ", Format::Json).unwrap_err();
     assert!(!err.to_string().contains("secret-ish"));
 }
+
+/// issue 10: a 501 KB document (one anchored list of 100,000 items, aliased 100,000 times)
+/// took the operator past 2 GiB, and again after every restart. The reader stops at twice
+/// the document's size, in both directions of amplification: many nodes and long strings.
+#[test]
+fn yaml_alias_expansion_is_bounded() {
+    let items = vec!["x"; 100_000].join(", ");
+    let aliases = vec!["*a"; 100_000].join(", ");
+    let laughs = format!("a: &a [{items}]\nb: [{aliases}]\nsops: {{version: 3.9.0}}\n");
+    assert!(laughs.len() > 500_000 && laughs.len() < 1_000_000);
+    let err = Document::parse(laughs.as_bytes(), Format::Yaml).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "sops: malformed document: YAML: the document expands to more than twice its size (YAML aliases)"
+    );
+    // One long string aliased many times.
+    let long = "y".repeat(100_000);
+    let strings = format!("a: &s {long}\nb: [{}]\n", vec!["*s"; 30].join(", "));
+    let err = Document::parse(strings.as_bytes(), Format::Yaml).unwrap_err();
+    assert!(
+        err.to_string().contains("expands to more than twice"),
+        "{err}"
+    );
+    // A document that uses an alias or two is read (up to its metadata).
+    let modest = b"base: &b {user: ann, role: admin}\ncopy: *b\nother: *b\n";
+    assert!(matches!(
+        Document::parse(modest, Format::Yaml),
+        Err(SopsError::NotSops)
+    ));
+    // Every fixture made by sops reads as before (the budget is never near for them).
+    for name in [
+        "secrets.enc.yaml",
+        "encrypted-regex.enc.yaml",
+        "shamir-2of3.enc.yaml",
+    ] {
+        Document::parse(&fixture(name), Format::Yaml).unwrap();
+    }
+    Document::parse(&fixture("secrets.enc.json"), Format::Json).unwrap();
+    // Over 1 MiB: refused before parsing.
+    let big = format!("a: {}\n", "z".repeat(MAX_DOCUMENT_BYTES));
+    let err = Document::parse(big.as_bytes(), Format::Yaml).unwrap_err();
+    assert!(
+        err.to_string().contains("over the 1048576-byte limit"),
+        "{err}"
+    );
+}

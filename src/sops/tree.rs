@@ -39,9 +39,40 @@ enum Flavor {
     Json,
 }
 
-struct NodeVisitor(Flavor);
+/// Largest document (bytes) read: 1 MiB, the size limit of the ConfigMap that carries it.
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 
-impl<'de> Visitor<'de> for NodeVisitor {
+/// What a document may expand to while it is read, in units of one per node plus one per byte
+/// of string: twice its size plus 1 KiB. A document without aliases stays under it (every
+/// node takes at least one byte of the source, every string byte at least one), and YAML
+/// aliases may repeat a part of it about once more. Without it, a 501 KB document aliasing
+/// one list of 100,000 items 100,000 times took the operator past 2 GiB.
+fn expansion_budget(len: usize) -> usize {
+    len.saturating_mul(2).saturating_add(1024)
+}
+
+/// The units of [`expansion_budget`] left while reading one document.
+struct Budget(std::cell::Cell<usize>);
+
+impl Budget {
+    fn take<E: de::Error>(&self, units: usize) -> Result<(), E> {
+        let left = self.0.get().checked_sub(units.saturating_add(1));
+        match left {
+            Some(left) => {
+                self.0.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(EXPANSION_EXCEEDED)),
+        }
+    }
+}
+
+/// The error a document over its [`expansion_budget`] gets (matched in [`parse_yaml`]).
+const EXPANSION_EXCEEDED: &str = "the document expands to more than twice its size (YAML aliases)";
+
+struct NodeVisitor<'b>(Flavor, &'b Budget);
+
+impl<'de> Visitor<'de> for NodeVisitor<'_> {
     type Value = Node;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -85,9 +116,11 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Float(v))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
+        self.1.take(v.len())?;
         Ok(Node::Str(v.to_string()))
     }
     fn visit_string<E: de::Error>(self, v: String) -> Result<Node, E> {
+        self.1.take(v.len())?;
         Ok(Node::Str(v))
     }
     fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Node, E> {
@@ -103,16 +136,18 @@ impl<'de> Visitor<'de> for NodeVisitor {
         d.deserialize_any(self)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        self.1.take(0)?;
         let mut items = Vec::new();
-        while let Some(node) = seq.next_element_seed(TypedSeed(self.0))? {
+        while let Some(node) = seq.next_element_seed(TypedSeed(self.0, self.1))? {
             items.push(node);
         }
         Ok(Node::List(items))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        self.1.take(0)?;
         let mut entries = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        while let Some(key) = map.next_key_seed(TypedSeed(self.0))? {
+        while let Some(key) = map.next_key_seed(TypedSeed(self.0, self.1))? {
             // sops.go walkBranch: "Tree contains a non-string key ... Only string keys are supported".
             let Node::Str(key) = key else {
                 return Err(de::Error::custom(
@@ -124,7 +159,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
             if !seen.insert(key.clone()) {
                 return Err(de::Error::custom("duplicate key in a mapping"));
             }
-            let value = map.next_value_seed(TypedSeed(self.0))?;
+            let value = map.next_value_seed(TypedSeed(self.0, self.1))?;
             entries.push((key, value));
         }
         Ok(Node::Map(entries))
@@ -136,22 +171,38 @@ impl<'de> Visitor<'de> for NodeVisitor {
 
 /// Reads a [`Node`] through serde with the typing rules of one store.
 #[derive(Clone, Copy)]
-struct TypedSeed(Flavor);
+struct TypedSeed<'b>(Flavor, &'b Budget);
 
-impl<'de> de::DeserializeSeed<'de> for TypedSeed {
+impl<'de> de::DeserializeSeed<'de> for TypedSeed<'_> {
     type Value = Node;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
-        d.deserialize_any(NodeVisitor(self.0))
+        // Scalars other than strings cost one unit.
+        match d.deserialize_any(NodeVisitor(self.0, self.1)) {
+            Ok(n @ (Node::Int(_) | Node::Float(_) | Node::Bool(_) | Node::Null)) => {
+                self.1.take(0)?;
+                Ok(n)
+            }
+            other => other,
+        }
     }
 }
 
 /// Reads a YAML stream: exactly one document, a mapping (or empty). Aliases are expanded, as
 /// yaml.v3 does for sops. Duplicate keys are refused (sops checks for them too).
 fn parse_yaml(bytes: &[u8]) -> Result<Vec<(String, Node)>, SopsError> {
+    check_size(bytes)?;
+    let budget = Budget(std::cell::Cell::new(expansion_budget(bytes.len())));
     let mut docs = Vec::new();
     for doc in serde_yaml::Deserializer::from_slice(bytes) {
-        let node = de::DeserializeSeed::deserialize(TypedSeed(Flavor::Yaml), doc)
-            .map_err(|e| SopsError::malformed(format!("YAML: {}", redact_yaml_error(&e))))?;
+        let node = de::DeserializeSeed::deserialize(TypedSeed(Flavor::Yaml, &budget), doc)
+            .map_err(|e| {
+                // serde_yaml prefixes the path of the node: `b[6][539]: <message> at ...`.
+                if e.to_string().contains(EXPANSION_EXCEEDED) {
+                    SopsError::malformed(format!("YAML: {EXPANSION_EXCEEDED}"))
+                } else {
+                    SopsError::malformed(format!("YAML: {}", redact_yaml_error(&e)))
+                }
+            })?;
         docs.push(node);
     }
     if docs.len() > 1 {
@@ -172,8 +223,10 @@ fn parse_yaml(bytes: &[u8]) -> Result<Vec<(String, Node)>, SopsError> {
 /// Reads a JSON document whose top level is an object, keeping key order (the crate's
 /// serde_json has no `preserve_order`, so this goes through [`NodeVisitor`]).
 fn parse_json(bytes: &[u8]) -> Result<Vec<(String, Node)>, SopsError> {
+    check_size(bytes)?;
+    let budget = Budget(std::cell::Cell::new(expansion_budget(bytes.len())));
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let node = de::DeserializeSeed::deserialize(TypedSeed(Flavor::Json), &mut de)
+    let node = de::DeserializeSeed::deserialize(TypedSeed(Flavor::Json, &budget), &mut de)
         .map_err(|e| SopsError::malformed(format!("JSON: {}", position_only_json(&e))))?;
     de.end()
         .map_err(|e| SopsError::malformed(format!("JSON: {}", position_only_json(&e))))?;
@@ -184,6 +237,17 @@ fn parse_json(bytes: &[u8]) -> Result<Vec<(String, Node)>, SopsError> {
             "the top level of a JSON document must be an object",
         )),
     }
+}
+
+/// Refuses a document over [`MAX_DOCUMENT_BYTES`].
+fn check_size(bytes: &[u8]) -> Result<(), SopsError> {
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return Err(SopsError::malformed(format!(
+            "the document is {} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit",
+            bytes.len()
+        )));
+    }
+    Ok(())
 }
 
 /// serde_json's messages may quote the offending input (e.g. an unknown variant or an invalid
