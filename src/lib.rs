@@ -11,6 +11,7 @@ pub mod controller;
 pub mod leader;
 pub mod metrics;
 pub mod providers;
+pub mod regexes;
 pub mod sops;
 
 use kube::CustomResourceExt;

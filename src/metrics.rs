@@ -81,6 +81,23 @@ pub static RECONCILE_DURATION: LazyLock<Histogram> =
 /// set by the controller when its watch starts.
 static EXTERNAL_SECRETS: RwLock<Option<Store<ExternalSecret>>> = RwLock::new(None);
 
+/// Shared providers whose backend is not answering (see `providers::health`), by provider.
+pub static PROVIDERS_DOWN: LazyLock<Family<ProviderLabels, Gauge>> = LazyLock::new(Family::default);
+
+/// Labels of [`PROVIDERS_DOWN`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    /// `aws_ssm`, `vault` or `kms`.
+    pub provider: &'static str,
+}
+
+/// Adds `delta` (1 or -1) to the providers of `provider` that are down.
+pub fn provider_down(provider: &'static str, delta: i64) {
+    PROVIDERS_DOWN
+        .get_or_create(&ProviderLabels { provider })
+        .inc_by(delta);
+}
+
 /// Counts one provider API call.
 pub fn provider_call(provider: &'static str, operation: &'static str, outcome: &'static str) {
     PROVIDER_CALLS
@@ -200,6 +217,11 @@ pub fn register(registry: &mut Registry) {
         "secret_relay_reconcile_duration_seconds",
         "Duration of ExternalSecret reconciles in seconds",
         RECONCILE_DURATION.clone(),
+    );
+    registry.register(
+        "secret_relay_providers_down",
+        "Shared providers whose backend is not answering (a call failed as unreachable and no answer came since), by provider",
+        PROVIDERS_DOWN.clone(),
     );
     registry.register_collector(Box::new(ReadyCollector));
     let build_info = Family::<BuildLabels, Gauge>::default();

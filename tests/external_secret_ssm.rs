@@ -12,7 +12,7 @@ use secret_relay::api::{ClusterSecretStore, ExternalSecret, SecretStore};
 use serde_json::json;
 
 use common::{TestEnv, random_suffix};
-use operator::{apply_yaml, ready_message, secret_data, wait_for, wait_reason};
+use operator::{apply_yaml, ready_message, secret_data, wait_for, wait_reason, wait_store_refusal};
 
 struct Fixture {
     env: TestEnv,
@@ -458,7 +458,7 @@ spec:
     remoteRef: {key: /x}
 "#)
         .await;
-    let es = wait_reason(&f.es, "nocreds", "SecretStoreNotReady").await;
+    let es = wait_store_refusal(&f.es, "nocreds").await;
     assert!(
         ready_message(&es).contains(&format!("credentials Secret {}/gone not found", f.ns)),
         "{}",
@@ -949,7 +949,7 @@ spec:
     remoteRef: {key: PREFIX/x}
 "#)
         .await;
-    let es = wait_reason(&f.es, "borrow", "SecretStoreNotReady").await;
+    let es = wait_store_refusal(&f.es, "borrow").await;
     assert_eq!(
         ready_message(&es),
         "SecretStore/borrow: secret reference: namespace \"kube-system\" is not allowed in a SecretStore (references resolve in the store's namespace)"
@@ -1034,7 +1034,7 @@ async fn secret_stores_cannot_borrow_the_operators_identity() {
             ),
         )
         .await;
-        let synced = wait_reason(&es, name, "SecretStoreNotReady").await;
+        let synced = wait_store_refusal(&es, name).await;
         assert_eq!(&ready_message(&synced), message);
         let store = wait_for("store condition", Duration::from_secs(30), || async {
             let c = stores
@@ -1080,4 +1080,90 @@ async fn secret_stores_cannot_borrow_the_operators_identity() {
         .delete(&cluster, &DeleteParams::default())
         .await
         .unwrap();
+}
+
+/// issue 10: after a restart, ExternalSecrets briefly reported "SecretStore ... not found",
+/// with a Warning event, because they were reconciled before the store cache had its first
+/// list. A new operator now waits for its caches: no failure, no event, no rewrite.
+#[tokio::test]
+async fn restart_reports_nothing_before_the_caches_sync() {
+    let Some(f) = setup("restart_reports_nothing_before_the_caches_sync").await else {
+        return;
+    };
+    let Fixture {
+        env,
+        ns,
+        prefix,
+        ssm: _,
+        es,
+        secrets,
+        _operator: first,
+    } = f;
+    let put = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    put.put_parameter()
+        .name(format!("{prefix}/v"))
+        .value("v1")
+        .r#type(ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    const N: usize = 30;
+    for i in 0..N {
+        apply_yaml(
+            &es,
+            &format!(
+                "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {{name: es-{i}}}\nspec:\n  refreshInterval: 1h\n  secretStoreRef: {{name: ssm}}\n  data:\n  - secretKey: v\n    remoteRef: {{key: '{prefix}/v'}}\n"
+            ),
+        )
+        .await;
+    }
+    for i in 0..N {
+        wait_reason(&es, &format!("es-{i}"), "SecretSynced").await;
+    }
+    let versions = |list: Vec<Secret>| {
+        list.into_iter()
+            .map(|s| {
+                (
+                    s.metadata.name.unwrap(),
+                    s.metadata.resource_version.unwrap(),
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let before = versions(secrets.list(&Default::default()).await.unwrap().items);
+    drop(first);
+    let _second = operator::start(&env.kube, &ns, false).await;
+    // The new operator is at work once it restores a deleted Secret.
+    secrets
+        .delete("es-0", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("es-0 restored", Duration::from_secs(60), || async {
+        secrets.get_opt("es-0").await.unwrap()
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.kube.clone(), &ns);
+    let warnings: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for i in 0..N {
+        let got = es.get(&format!("es-{i}")).await.unwrap();
+        assert_eq!(
+            condition(&got, "Ready").map(|c| c.reason),
+            Some("SecretSynced".to_string())
+        );
+    }
+    let after = versions(secrets.list(&Default::default()).await.unwrap().items);
+    let rewritten: Vec<_> = before
+        .iter()
+        .filter(|(name, rv)| *name != "es-0" && after.get(*name) != Some(rv))
+        .collect();
+    assert!(rewritten.is_empty(), "{rewritten:?}");
 }

@@ -350,7 +350,7 @@ spec:
         ),
     )
     .await;
-    let refused = wait_reason(&es, "intruder", "SecretStoreNotReady").await;
+    let refused = operator::wait_store_refusal(&es, "intruder").await;
     assert!(
         ready_message(&refused).contains(&format!(
             "vault: login with kubernetes at auth/{k8s_mount} (role \"app\") failed: status 403"

@@ -279,7 +279,7 @@ pub fn rewrite_keys(
     let mut map = map;
     for rw in rewrites {
         let Some(re) = &rw.regexp else { continue };
-        let pattern = regex::Regex::new(&re.source)
+        let pattern = crate::regexes::compile(&re.source)
             .map_err(|e| BuildError(format!("rewrite regexp {:?}: {e}", re.source)))?;
         map = map
             .into_iter()

@@ -85,10 +85,22 @@ enum Outcome {
     Delete,
 }
 
+/// When a read deferred by a slow backend is tried again.
+const BUSY_RETRY: Duration = Duration::from_secs(2);
+
+/// How often a reconcile that came before the caches' first lists looks again.
+const CACHE_SYNC_POLL: Duration = Duration::from_millis(250);
+
 /// Reconciles one ExternalSecret; failures are written to its status and events before they
 /// are returned for backoff.
 pub async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(&*es);
+    // Until every cache has its first list, a store or Secret missing from it may only be
+    // late: reporting "SecretStore ... not found" (or restoring a "deleted" Secret) would be
+    // wrong, so wait without a word.
+    if !ctx.caches_synced.load(std::sync::atomic::Ordering::Acquire) {
+        return Ok(Action::requeue(CACHE_SYNC_POLL));
+    }
     if let Some(wait) = pending_retry(&es, &ctx) {
         return Ok(Action::requeue(wait));
     }
@@ -102,6 +114,11 @@ pub async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Act
                 o.retry_at = None;
             });
             Ok(action)
+        }
+        // A read deferred by a slow backend (providers::health): not a failure, try again
+        // soon without a word.
+        Err(Error::Provider(e)) if e.kind == ErrorKind::Busy => {
+            Ok(Action::requeue(jitter(BUSY_RETRY)))
         }
         Err(e) => {
             ctx.with_state(&key, |o| o.synced = None);

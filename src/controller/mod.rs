@@ -176,6 +176,9 @@ pub struct Context {
     pub reporter: Reporter,
     /// Per-object memory.
     pub state: Mutex<State>,
+    /// Whether every cache (stores, cluster stores and namespaces when watched, Secrets,
+    /// ExternalSecrets) has had its first list; ExternalSecrets wait for it.
+    pub caches_synced: std::sync::atomic::AtomicBool,
 }
 
 impl Context {
@@ -305,6 +308,7 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter.clone()),
         reporter,
         state: Mutex::new(State::default()),
+        caches_synced: Default::default(),
     });
 
     // Store controllers run off their own watches; the ExternalSecret controller is triggered
@@ -428,6 +432,7 @@ pub async fn run(
             es_store.clone(),
         );
         let cluster = config.cluster_stores;
+        let ctx = ctx.clone();
         async move {
             let _ = stores.wait_until_ready().await;
             let _ = secrets.wait_until_ready().await;
@@ -436,6 +441,8 @@ pub async fn run(
                 let _ = cluster_stores.wait_until_ready().await;
                 let _ = namespaces.wait_until_ready().await;
             }
+            ctx.caches_synced
+                .store(true, std::sync::atomic::Ordering::Release);
             ready();
         }
     };

@@ -149,10 +149,12 @@ pub fn namespace_allowed(
         .unwrap_or_default();
     store.spec.conditions.iter().any(|c| {
         let by_name = c.namespaces.is_empty() || c.namespaces.iter().any(|n| n == ns);
+        // An invalid or empty pattern matches nothing (the store reports it, see
+        // `conditions_error`): an empty one would match every namespace.
         let by_regex = c.namespace_regexes.is_empty()
-            || c.namespace_regexes
-                .iter()
-                .any(|re| regex::Regex::new(re).is_ok_and(|re| re.is_match(ns)));
+            || c.namespace_regexes.iter().any(|re| {
+                !re.is_empty() && crate::regexes::compile(re).is_ok_and(|re| re.is_match(ns))
+            });
         let by_selector = c
             .namespace_selector
             .as_ref()
@@ -217,6 +219,34 @@ pub fn check_identity(
         None => return Ok(()),
     };
     Err(ProviderError::new(ErrorKind::InvalidConfig, message))
+}
+
+/// What is wrong with a ClusterSecretStore's `conditions`, if anything: a `namespaceRegexes`
+/// entry that is empty (it would match every namespace) or does not compile. Such an entry
+/// matches no namespace; the store reports `InvalidProviderConfig` with this message.
+pub fn conditions_error(store: &ClusterSecretStore) -> Option<String> {
+    store
+        .spec
+        .conditions
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            c.namespace_regexes
+                .iter()
+                .enumerate()
+                .map(move |(j, re)| (i, j, re))
+        })
+        .find_map(|(i, j, re)| {
+            let field = format!("spec.conditions[{i}].namespaceRegexes[{j}]");
+            if re.is_empty() {
+                return Some(format!(
+                    "{field} is empty, which would match every namespace; it matches none (omit conditions to allow every namespace)"
+                ));
+            }
+            crate::regexes::compile(re)
+                .err()
+                .map(|e| format!("{field} {re:?} is invalid and matches no namespace: {e}"))
+        })
 }
 
 #[derive(Clone)]
@@ -422,7 +452,9 @@ pub async fn reconcile_cluster_store(
     store: Arc<ClusterSecretStore>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let (status, reason, message) = if has_referent_refs(&store.spec.provider) {
+    let (status, reason, message) = if let Some(e) = conditions_error(&store) {
+        (false, "InvalidProviderConfig", e)
+    } else if has_referent_refs(&store.spec.provider) {
         (
             true,
             "Valid",
@@ -548,5 +580,37 @@ mod tests {
             assert!(ambient_identity(p).is_none());
             check_identity(Tenant, p, false).unwrap();
         }
+    }
+
+    /// issue 10: an invalid `namespaceRegexes` entry denied (safe) but the store said Valid;
+    /// an empty one allowed every namespace.
+    #[test]
+    fn namespace_regexes_empty_or_invalid_match_nothing_and_are_reported() {
+        let store = |regexes: &str| -> ClusterSecretStore {
+            serde_yaml::from_str(&format!(
+                "apiVersion: secret-relay.dev/v1alpha1\nkind: ClusterSecretStore\nmetadata: {{name: s}}\nspec:\n  conditions: [{{namespaceRegexes: {regexes}}}]\n  provider: {{aws: {{region: r}}}}\n"
+            ))
+            .unwrap()
+        };
+        let good = store("['^team-']");
+        assert!(namespace_allowed(&good, "team-a", None));
+        assert!(!namespace_allowed(&good, "other", None));
+        assert_eq!(conditions_error(&good), None);
+        let empty = store("['']");
+        assert!(!namespace_allowed(&empty, "team-a", None));
+        assert!(conditions_error(&empty).unwrap().starts_with(
+            "spec.conditions[0].namespaceRegexes[0] is empty, which would match every namespace"
+        ));
+        let invalid = store("['^team-', '(']");
+        assert!(
+            namespace_allowed(&invalid, "team-a", None),
+            "the valid entry still matches"
+        );
+        assert!(!namespace_allowed(&invalid, "x(", None));
+        assert!(
+            conditions_error(&invalid)
+                .unwrap()
+                .starts_with("spec.conditions[0].namespaceRegexes[1] \"(\" is invalid and matches no namespace: regex parse error")
+        );
     }
 }

@@ -49,7 +49,6 @@ use aws_sdk_sts::operation::{
     get_caller_identity::GetCallerIdentityError,
 };
 use futures::{StreamExt, TryStreamExt};
-use regex::Regex;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{AuthContext, ErrorKind, Provider, ProviderError, SecretMap, SecretValue};
@@ -280,7 +279,7 @@ impl Provider for SsmProvider {
     /// for an invalid regexp or an empty `find`.
     async fn find(&self, find: &ExternalSecretFind) -> Result<SecretMap, ProviderError> {
         let name = match &find.name {
-            Some(n) => Some(Regex::new(&n.regexp).map_err(|e| {
+            Some(n) => Some(crate::regexes::compile(&n.regexp).map_err(|e| {
                 ProviderError::new(
                     ErrorKind::InvalidConfig,
                     format!("ssm find: invalid name.regexp: {e}"),
@@ -527,8 +526,8 @@ fn shared_http_client() -> aws_sdk_ssm::config::SharedHttpClient {
 fn loader(spec: &AwsProvider) -> aws_config::ConfigLoader {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5))
-        .operation_attempt_timeout(Duration::from_secs(15))
-        .operation_timeout(Duration::from_secs(45))
+        .operation_attempt_timeout(Duration::from_secs(10))
+        .operation_timeout(Duration::from_secs(20))
         .build();
     let loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(shared_http_client())

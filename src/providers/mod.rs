@@ -8,6 +8,7 @@
 
 pub mod aws_ssm;
 pub mod coalesce;
+pub mod health;
 pub mod kms;
 pub mod shared;
 pub mod vault;
@@ -82,6 +83,9 @@ pub enum ErrorKind {
     Throttled,
     /// Network or server failure; retried with backoff.
     Transient,
+    /// Not a failure: a call to the backend has been waiting too long for another to start
+    /// (see [`health`]); the read is retried shortly, without a status change.
+    Busy,
 }
 
 /// A provider failure. The message names the operation and the remote key, and the backend's

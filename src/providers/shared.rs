@@ -16,6 +16,8 @@
 //!   reader is due next; the first read of a tick that misses the cache starts the reads of
 //!   every key due at that tick at once, so SSM's batcher sends them in full batches of 10
 //!   however few ExternalSecrets the controller runs at a time.
+//! - **Health:** a backend that is slow or unreachable is given no new calls beyond one probe
+//!   ([`super::health`]), so it holds none of the reconcile slots other backends need.
 
 use std::{
     collections::HashMap,
@@ -23,7 +25,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use super::{Coalescer, DynProvider, ProviderError, SecretMap, SecretValue};
+use super::{
+    Coalescer, DynProvider, ProviderError, SecretMap, SecretValue,
+    health::{Health, SLOW_AFTER},
+};
 use crate::api::external_secret::ExternalSecretFind;
 
 type GetResult = Result<Option<SecretValue>, ProviderError>;
@@ -65,6 +70,8 @@ pub struct SharedProvider {
     readers: Mutex<HashMap<(String, Option<String>), i64>>,
     /// Ticks whose keys were already read ahead.
     prefetched: Mutex<std::collections::BTreeSet<i64>>,
+    /// Admission of backend calls: a slow or unreachable backend holds no reconcile slots.
+    health: Arc<Health>,
 }
 
 impl SharedProvider {
@@ -81,6 +88,7 @@ impl SharedProvider {
             cache: Mutex::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
             prefetched: Mutex::new(Default::default()),
+            health: Health::new(name),
         }
     }
 
@@ -121,38 +129,78 @@ impl SharedProvider {
 
     /// Reads `id` fetched at or after `fresh_since` through the coalescer, and caches the
     /// answer. Returns whether this request started the call.
-    async fn fetch(&self, id: (String, Option<String>), fresh_since: i64) -> (bool, GetResult) {
-        let inner = Arc::clone(&self.inner);
-        let (k, v) = id.clone();
+    ///
+    /// The backend call runs in a task of its own and the caller waits for it at most
+    /// [`SLOW_AFTER`]: then it gets `Busy` (and retries soon, quietly) while the call goes on
+    /// and caches its answer for the retry, so a backend that stops answering holds no
+    /// reconcile slot longer than that.
+    async fn fetch(
+        self: &Arc<Self>,
+        id: (String, Option<String>),
+        fresh_since: i64,
+    ) -> (bool, GetResult) {
         let mut called = false;
-        let (started, result) = self
-            .gets
-            .run_since(id.clone(), fresh_since, || {
-                called = true;
-                async move {
-                    let started = now_ms();
-                    (started, inner.get(&k, v.as_deref()).await)
-                }
-            })
-            .await;
-        if let Ok(value) = &result {
-            let mut cache = self.cache.lock().expect("value cache lock");
-            if cache.len() >= SWEEP_AT {
-                let oldest = now_ms() - MAX_AGE_MS;
-                cache.retain(|_, c| c.fetched_ms >= oldest);
+        let joined = self.gets.run_since(id.clone(), fresh_since, || {
+            let admitted = self.health.admit();
+            called = admitted.is_ok();
+            let this = Arc::clone(self);
+            let id = id.clone();
+            async move {
+                let started = now_ms();
+                let call = match admitted {
+                    Ok(call) => call,
+                    Err(refused) => return (started, Err(refused)),
+                };
+                let task = tokio::spawn(async move {
+                    let result = this.inner.get(&id.0, id.1.as_deref()).await;
+                    call.finish(&result);
+                    if let Ok(value) = &result {
+                        this.remember(id, started, value);
+                    }
+                    result
+                });
+                let result = task.await.unwrap_or_else(|e| {
+                    Err(ProviderError::new(
+                        super::ErrorKind::Transient,
+                        format!("the backend call failed: {e}"),
+                    ))
+                });
+                (started, result)
             }
-            let newer = cache.get(&id).is_some_and(|c| c.fetched_ms > started);
-            if !newer {
-                cache.insert(
-                    id,
-                    Cached {
-                        fetched_ms: started,
-                        value: value.clone(),
-                    },
-                );
-            }
+        });
+        match tokio::time::timeout(SLOW_AFTER, joined).await {
+            Ok((_, result)) => (called, result),
+            Err(_) => (
+                called,
+                Err(ProviderError::new(
+                    super::ErrorKind::Busy,
+                    format!(
+                        "the backend has not answered for {} s; the read is retried",
+                        SLOW_AFTER.as_secs()
+                    ),
+                )),
+            ),
         }
-        (called, result)
+    }
+
+    /// Caches the answer of a call that started at `started` (Unix ms), unless a newer one is
+    /// cached.
+    fn remember(&self, id: (String, Option<String>), started: i64, value: &Option<SecretValue>) {
+        let mut cache = self.cache.lock().expect("value cache lock");
+        if cache.len() >= SWEEP_AT {
+            let oldest = now_ms() - MAX_AGE_MS;
+            cache.retain(|_, c| c.fetched_ms >= oldest);
+        }
+        let newer = cache.get(&id).is_some_and(|c| c.fetched_ms > started);
+        if !newer {
+            cache.insert(
+                id,
+                Cached {
+                    fetched_ms: started,
+                    value: value.clone(),
+                },
+            );
+        }
     }
 
     /// Once per tick: starts reads, at or after `tick`, of every key (but `except`) whose
@@ -198,9 +246,18 @@ impl SharedProvider {
             .map(|c| c.value.clone())
     }
 
-    /// Every remote value `find` selects ([`super::Provider::find`]); not cached.
+    /// Every remote value `find` selects ([`super::Provider::find`]); not cached. Admitted
+    /// like a read (see [`super::health`]).
     pub async fn find(&self, find: &ExternalSecretFind) -> Result<SecretMap, ProviderError> {
-        self.inner.find(find).await
+        let call = self.health.admit()?;
+        let result = self.inner.find(find).await;
+        call.finish(&result);
+        result
+    }
+
+    /// Whether the backend is down (see [`super::health`]).
+    pub fn is_down(&self) -> bool {
+        self.health.is_down()
     }
 
     /// [`super::Provider::validate`].
@@ -354,6 +411,45 @@ mod tests {
         p.get("a", None, tick3, None).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(40)).await;
         assert_eq!(calls.0.load(Ordering::SeqCst), 6);
+    }
+
+    /// A backend whose reads wait for `release`, then answer `late`; counts its calls.
+    struct Stuck(AtomicU64, tokio::sync::Semaphore);
+
+    #[async_trait]
+    impl super::super::Provider for Stuck {
+        async fn get(&self, _: &str, _: Option<&str>) -> GetResult {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let _ = self.1.acquire().await;
+            Ok(Some(SecretValue::from("late".to_string())))
+        }
+        async fn find(&self, _: &ExternalSecretFind) -> Result<SecretMap, ProviderError> {
+            Ok(SecretMap::new())
+        }
+        async fn validate(&self) -> Result<(), ProviderError> {
+            Ok(())
+        }
+    }
+
+    /// issue 10: with one backend frozen, its reads held every reconcile slot for the SDK's
+    /// whole timeout and other backends' ExternalSecrets waited. A read now waits at most
+    /// SLOW_AFTER; the call goes on, and its answer serves the retry.
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_backend_holds_a_reader_for_at_most_slow_after() {
+        let inner = Arc::new(Stuck(AtomicU64::new(0), tokio::sync::Semaphore::new(0)));
+        let p = Arc::new(SharedProvider::new(inner.clone(), "test", [1; 32]));
+        let since = now_ms();
+        let started = tokio::time::Instant::now();
+        let err = p.get("k", None, since, None).await.unwrap_err();
+        assert_eq!(err.kind, super::super::ErrorKind::Busy);
+        assert_eq!(started.elapsed(), SLOW_AFTER);
+        assert_eq!(inner.0.load(Ordering::SeqCst), 1);
+        // The backend answers; the call that went on cached it for the retry.
+        inner.1.add_permits(1);
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let v = p.get("k", None, since, None).await.unwrap().unwrap();
+        assert_eq!(v.as_bytes(), b"late");
+        assert_eq!(inner.0.load(Ordering::SeqCst), 1, "no second call");
     }
 
     #[test]

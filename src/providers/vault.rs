@@ -23,7 +23,6 @@ use std::{
 use async_trait::async_trait;
 use base64::Engine as _;
 use futures::{StreamExt, stream};
-use regex::Regex;
 use rustify::errors::ClientError as RestError;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
@@ -761,7 +760,7 @@ impl Provider for VaultKvProvider {
     async fn find(&self, find: &ExternalSecretFind) -> Result<SecretMap, ProviderError> {
         let name = match &find.name {
             Some(n) => Some(
-                Regex::new(&n.regexp)
+                crate::regexes::compile(&n.regexp)
                     .map_err(|e| invalid(format!("vault: find.name.regexp {:?}: {e}", n.regexp)))?,
             ),
             None => None,

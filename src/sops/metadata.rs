@@ -244,9 +244,13 @@ impl Metadata {
             }
         }
         let regex = |name: &str, re: &str| {
-            Regex::new(re).map_err(|_| {
-                SopsError::malformed(format!("metadata field {name}: invalid regular expression"))
-            })
+            crate::regexes::compile(re)
+                .map(|r| (*r).clone())
+                .map_err(|_| {
+                    SopsError::malformed(format!(
+                        "metadata field {name}: invalid regular expression"
+                    ))
+                })
         };
         let s = text("unencrypted_suffix")?;
         if !s.is_empty() {

@@ -128,6 +128,32 @@ pub async fn wait_reason(api: &Api<ExternalSecret>, name: &str, reason: &str) ->
     }
 }
 
+/// Waits until the ExternalSecret reports `SecretStoreNotReady` for a reason other than its
+/// store missing from the operator's cache: an ExternalSecret applied right after its store
+/// can be seen first (the two watches are not ordered), and then says "not found" until the
+/// store arrives.
+pub async fn wait_store_refusal(api: &Api<ExternalSecret>, name: &str) -> ExternalSecret {
+    wait_for(
+        &format!("ExternalSecret {name}: the store's own refusal"),
+        Duration::from_secs(60),
+        || async {
+            let es = api.get(name).await.ok()?;
+            let ready = es
+                .status
+                .as_ref()?
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")?
+                .clone();
+            let missing = ready.message.ends_with(" not found")
+                && (ready.message.starts_with("SecretStore ")
+                    || ready.message.starts_with("ClusterSecretStore "));
+            (ready.reason == "SecretStoreNotReady" && !missing).then_some(es)
+        },
+    )
+    .await
+}
+
 /// The Ready condition's message.
 pub fn ready_message(es: &ExternalSecret) -> String {
     es.status
