@@ -91,11 +91,39 @@ pub struct ProviderLabels {
     pub provider: &'static str,
 }
 
+/// Shared providers down, all providers together (for `/readyz`).
+static PROVIDERS_DOWN_TOTAL: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
 /// Adds `delta` (1 or -1) to the providers of `provider` that are down.
 pub fn provider_down(provider: &'static str, delta: i64) {
     PROVIDERS_DOWN
         .get_or_create(&ProviderLabels { provider })
         .inc_by(delta);
+    PROVIDERS_DOWN_TOTAL.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Shared providers whose backend is down, all providers together.
+pub fn providers_down() -> i64 {
+    PROVIDERS_DOWN_TOTAL.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// 1 while the Kubernetes API server answers the operator's watches, 0 from a watch error
+/// until a watch gets an answer again.
+pub static KUBE_API_UP: LazyLock<Gauge> = LazyLock::new(|| {
+    let up = Gauge::default();
+    up.set(1);
+    up
+});
+
+/// Records a watch's outcome: an event means the API server answers; an error, that it
+/// does not (the watch retries with backoff).
+pub fn kube_api_observed(answered: bool) {
+    KUBE_API_UP.set(i64::from(answered));
+}
+
+/// Whether the API server answered the last watch request (see [`KUBE_API_UP`]).
+pub fn kube_api_up() -> bool {
+    KUBE_API_UP.get() == 1
 }
 
 /// Counts one provider API call.
@@ -222,6 +250,11 @@ pub fn register(registry: &mut Registry) {
         "secret_relay_providers_down",
         "Shared providers whose backend is not answering (a call failed as unreachable and no answer came since), by provider",
         PROVIDERS_DOWN.clone(),
+    );
+    registry.register(
+        "secret_relay_kube_api_up",
+        "1 while the Kubernetes API server answers the operator's watches, 0 from a watch error until an answer",
+        KUBE_API_UP.clone(),
     );
     registry.register_collector(Box::new(ReadyCollector));
     let build_info = Family::<BuildLabels, Gauge>::default();

@@ -251,6 +251,7 @@ pub async fn run(
         wc.clone(),
     )
     .default_backoff()
+    .inspect(observe_api)
     .modify(strip)
     .reflect(stores_writer)
     .touched_objects();
@@ -260,6 +261,7 @@ pub async fn run(
     let cluster_events = if config.cluster_stores {
         watcher(cluster_api, wc.clone())
             .default_backoff()
+            .inspect(observe_api)
             .modify(strip)
             .reflect(cluster_writer)
             .touched_objects()
@@ -277,6 +279,7 @@ pub async fn run(
         secret_wc,
     )
     .default_backoff()
+    .inspect(observe_api)
     .modify(strip)
     .reflect(secrets_writer)
     .touched_objects();
@@ -286,6 +289,7 @@ pub async fn run(
     let ns_events = if config.cluster_stores {
         watcher(ns_api, wc.clone())
             .default_backoff()
+            .inspect(observe_api)
             .modify(strip)
             .reflect(ns_writer)
             .touched_objects()
@@ -344,6 +348,7 @@ pub async fn run(
         wc.clone(),
     )
     .default_backoff()
+    .inspect(observe_api)
     .modify(strip)
     .reflect(es_writer)
     .inspect({
@@ -483,6 +488,11 @@ fn strip<K: Resource>(obj: &mut K) {
             meta.annotations = None;
         }
     }
+}
+
+/// Tells the metrics (and `/readyz`) whether a watch got an answer from the API server.
+fn observe_api<T>(result: &Result<T, watcher::Error>) {
+    crate::metrics::kube_api_observed(result.is_ok());
 }
 
 /// kubectl's client-side apply annotation.
