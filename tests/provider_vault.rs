@@ -598,6 +598,34 @@ async fn approle_auth() {
         err.message
     );
     assert!(!err.message.contains(&role_id));
+
+    // issue 10: logins were never revoked. A dropped provider revokes its token.
+    assert_eq!(live_tokens(&env, &mount).await, 1, "the provider's login");
+    drop(provider);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    while live_tokens(&env, &mount).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dropped provider's token is still alive"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Tokens alive that were issued by a login at auth mount `mount`.
+async fn live_tokens(env: &TestEnv, mount: &str) -> usize {
+    let listed = bao(env, &["list", "-format=json", "auth/token/accessors"]).await;
+    let accessors: Vec<String> = serde_json::from_str(&listed).expect("accessor list");
+    let root = env.vault();
+    let mut n = 0;
+    for accessor in accessors {
+        if let Ok(token) = vaultrs::token::lookup_accessor(&root, &accessor).await
+            && token.path.starts_with(&format!("auth/{mount}/"))
+        {
+            n += 1;
+        }
+    }
+    n
 }
 
 #[tokio::test]

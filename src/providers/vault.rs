@@ -73,6 +73,33 @@ pub struct VaultKvProvider {
     session: Mutex<Session>,
 }
 
+/// A provider that logged in revokes its token when it is dropped (its store changed or was
+/// deleted, its credentials were rotated, or it duplicated another store's provider), as ESO
+/// does, so that tokens do not pile up in Vault until their TTL. A static token
+/// (`tokenSecretRef`) belongs to its owner and is left alone.
+impl Drop for VaultKvProvider {
+    fn drop(&mut self) {
+        if self.login.is_some() {
+            revoke_later(self.session.get_mut().client.clone(), Duration::ZERO);
+        }
+    }
+}
+
+/// Revokes the token `client` sends (`POST /v1/auth/token/revoke-self`, one `revoke` call)
+/// after `delay`, in a task of the current Tokio runtime (none: nothing is done). A failure
+/// is logged: the token then lives until its TTL.
+fn revoke_later(client: Arc<VaultClient>, delay: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        tokio::time::sleep(delay).await;
+        if let Err(e) = counted("revoke", vaultrs::token::revoke_self(client.as_ref()).await) {
+            debug!(error = %error_text(&e), "vault: revoking a dropped token failed");
+        }
+    });
+}
+
 /// What is needed to make clients and log in: the client settings (without a token), a
 /// token-less client for the login calls and the credentials resolver.
 struct Connector {
@@ -453,6 +480,8 @@ impl VaultKvProvider {
         session: &mut Session,
     ) -> Result<(), ProviderError> {
         let (client, lease) = self.conn.login(login).await?;
+        // The replaced token is revoked once the calls that still hold it are done.
+        revoke_later(session.client.clone(), HTTP_TIMEOUT);
         session.client = Arc::new(client);
         session.lease = Some(lease);
         session.retry_at = None;
