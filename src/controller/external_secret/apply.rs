@@ -1,0 +1,293 @@
+//! Step 4: the desired Secret built from the fetched values (`build`, pure; templates off the
+//! async workers) and written per `creationPolicy`, or deleted per `deletionPolicy`; and the
+//! drift check that step 1 needs.
+
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use kube::{
+    ResourceExt,
+    api::{Api, DeleteParams, Patch, PatchParams},
+    runtime::reflector::ObjectRef,
+};
+
+use super::{
+    super::{
+        Context, Error,
+        build::{self, BuildInput},
+    },
+    fetch::Outcome,
+};
+use crate::{
+    api::{
+        ANNOTATION_DATA_HASH, ExternalSecret, FIELD_MANAGER, LABEL_EXTERNAL_SECRET,
+        LABEL_MANAGED_BY, MANAGED_BY, external_secret::CreationPolicy,
+    },
+    providers::SecretMap,
+};
+
+/// What a successful write did, for the status and events.
+pub(super) struct Synced {
+    /// The `Ready` reason: `SecretSynced` or `SecretDeleted`.
+    pub reason: &'static str,
+    /// The `Ready` message.
+    pub message: String,
+    /// A Normal event to publish (`Created`, `Updated`, `Deleted`) when the Secret changed.
+    pub event: Option<(&'static str, String)>,
+}
+
+/// Writes the outcome of a fetch: the Secret built from the values (store `store_label`,
+/// refreshed `now`), or its deletion. `spec_changed`: read the Secret rather than trust the
+/// cache.
+pub(super) async fn write(
+    es: &ExternalSecret,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    outcome: Outcome,
+    store_label: &str,
+    now: Timestamp,
+    spec_changed: bool,
+) -> Result<Synced, Error> {
+    let target = es.target_name();
+    match outcome {
+        Outcome::Delete => {
+            let deleted = delete_owned(es, secrets, &target).await?;
+            ctx.with_state(&ObjectRef::from_obj(es), |o| o.secret_version = None);
+            Ok(Synced {
+                reason: "SecretDeleted",
+                message: format!(
+                    "every remote value is gone; Secret {target} deleted (deletionPolicy Delete)"
+                ),
+                event: deleted.then(|| {
+                    (
+                        "Deleted",
+                        format!("Secret {target} deleted: remote values are gone"),
+                    )
+                }),
+            })
+        }
+        Outcome::Write(values) => {
+            let now = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let desired = build_secret(es, values, store_label, &now).await?;
+            let written = apply(es, ctx, secrets, &target, desired, spec_changed).await?;
+            let message = match es.spec.target.creation_policy {
+                CreationPolicy::None => {
+                    "values fetched (creationPolicy None: no Secret written)".to_string()
+                }
+                _ => format!("Secret {target} synced from {store_label}"),
+            };
+            Ok(Synced {
+                reason: "SecretSynced",
+                message,
+                event: written.map(|created| {
+                    if created {
+                        ("Created", format!("Secret {target} created"))
+                    } else {
+                        ("Updated", format!("Secret {target} updated"))
+                    }
+                }),
+            })
+        }
+    }
+}
+
+/// Templates rendered at once, process-wide: one, so that tenants' templates (bounded by
+/// [`build::TEMPLATE_FUEL`] and [`build::TEMPLATE_MAX_OUTPUT`]) never take more than one core.
+static TEMPLATE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// [`build::desired_secret`]; with a template, on Tokio's blocking pool after taking one of
+/// [`TEMPLATE_SLOTS`], so that a slow template never holds an async worker (the watches, the
+/// admin server and every other reconcile run there). Errors: `InvalidSpec`.
+async fn build_secret(
+    es: &ExternalSecret,
+    values: SecretMap,
+    store: &str,
+    now: &str,
+) -> Result<Secret, Error> {
+    let templated = es
+        .spec
+        .target
+        .template
+        .as_ref()
+        .is_some_and(|t| !t.data.is_empty());
+    if !templated {
+        let input = BuildInput { values, store, now };
+        return build::desired_secret(es, input).map_err(|e| Error::InvalidSpec(e.0));
+    }
+    let permit = TEMPLATE_SLOTS.acquire().await.expect("never closed");
+    let (es, store, now) = (es.clone(), store.to_string(), now.to_string());
+    let built = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let input = BuildInput {
+            values,
+            store: &store,
+            now: &now,
+        };
+        build::desired_secret(&es, input)
+    })
+    .await
+    .map_err(|e| Error::InvalidSpec(format!("rendering the template failed: {e}")))?;
+    built.map_err(|e| Error::InvalidSpec(e.0))
+}
+
+/// Whether the metadata cache shows the target Secret at the resourceVersion we last wrote or
+/// verified (so its data is the data we hashed) with every label, annotation (the data hash
+/// among them) and owner of `desired`.
+fn unchanged_in_cache(es: &ExternalSecret, ctx: &Context, target: &str, desired: &Secret) -> bool {
+    let ns = es.namespace().unwrap_or_default();
+    let Some(meta) = ctx.secrets.get(&ObjectRef::new(target).within(&ns)) else {
+        return false;
+    };
+    let known = ctx.with_state(&ObjectRef::from_obj(es), |o| o.secret_version.clone());
+    if known.is_none() || known != meta.resource_version() {
+        return false;
+    }
+    let cached = Secret {
+        metadata: meta.metadata.clone(),
+        ..Default::default()
+    };
+    let wanted = Secret {
+        metadata: desired.metadata.clone(),
+        ..Default::default()
+    };
+    build::is_up_to_date(&cached, &wanted, true)
+}
+
+/// Whether the target Secret was deleted or edited since we wrote it. A resourceVersion we
+/// wrote or verified needs no API call; an unknown one (after a restart) is trusted when it
+/// carries our hash; a changed one is read and its data checked against our hash.
+pub(super) async fn secret_drifted(
+    es: &ExternalSecret,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    target: &str,
+) -> Result<bool, Error> {
+    let key = ObjectRef::from_obj(es);
+    let ns = es.namespace().unwrap_or_default();
+    let Some(meta) = ctx.secrets.get(&ObjectRef::new(target).within(&ns)) else {
+        return Ok(true);
+    };
+    let rv = meta.resource_version().unwrap_or_default();
+    let known = ctx.with_state(&key, |o| o.secret_version.clone());
+    let Some(known) = known else {
+        let ours = meta.annotations().contains_key(ANNOTATION_DATA_HASH);
+        if ours {
+            ctx.with_state(&key, |o| o.secret_version = Some(rv));
+        }
+        return Ok(!ours);
+    };
+    if known == rv {
+        return Ok(false);
+    }
+    let Some(secret) = secrets.get_opt(target).await.map_err(Error::Kube)? else {
+        return Ok(true);
+    };
+    let hash = secret
+        .data
+        .as_ref()
+        .map(build::data_hash)
+        .unwrap_or_default();
+    let intact = secret.annotations().get(ANNOTATION_DATA_HASH) == Some(&hash)
+        && secret.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
+        && secret.labels().get(LABEL_EXTERNAL_SECRET) == es.metadata.name.as_ref();
+    if intact {
+        ctx.with_state(&key, |o| {
+            o.secret_version = Some(secret.resource_version().unwrap_or_default())
+        });
+    }
+    Ok(!intact)
+}
+/// Whether `secret` is managed by `es`: our labels name it, or it has `es` as controller.
+fn owned_by(secret: &Secret, es: &ExternalSecret) -> bool {
+    let labelled = secret.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
+        && secret.labels().get(LABEL_EXTERNAL_SECRET) == es.metadata.name.as_ref();
+    let controlled = secret
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == es.metadata.uid.as_ref());
+    labelled || controlled
+}
+
+/// Writes `desired` per `creationPolicy` with server-side apply (field manager
+/// `secret-relay`). Returns `Some(created)` when it wrote, `None` when the Secret was already
+/// up to date (no write). Never overwrites a Secret that is not ours under Owner/Orphan.
+///
+/// When the spec did not change and the cached metadata shows the Secret exactly as we last
+/// wrote or verified it, with the desired data hash, labels, annotations and owner, nothing is
+/// read either: an unchanged refresh costs no kube API call at all.
+async fn apply(
+    es: &ExternalSecret,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    target: &str,
+    desired: Secret,
+    spec_changed: bool,
+) -> Result<Option<bool>, Error> {
+    let policy = es.spec.target.creation_policy;
+    if policy == CreationPolicy::None {
+        return Ok(None);
+    }
+    let key = ObjectRef::from_obj(es);
+    if !spec_changed
+        && policy != CreationPolicy::Merge
+        && unchanged_in_cache(es, ctx, target, &desired)
+    {
+        return Ok(None);
+    }
+    let existing = secrets.get_opt(target).await.map_err(Error::Kube)?;
+    let ns = es.namespace().unwrap_or_default();
+    match (&existing, policy) {
+        (None, CreationPolicy::Merge) => {
+            return Err(Error::SecretMissing(format!(
+                "Secret {ns}/{target} does not exist; creationPolicy Merge only adds keys to an existing Secret"
+            )));
+        }
+        (Some(s), CreationPolicy::Owner | CreationPolicy::Orphan) if !owned_by(s, es) => {
+            return Err(Error::SecretConflict(format!(
+                "Secret {ns}/{target} already exists and is not managed by this ExternalSecret; it was left unchanged (delete it, or use creationPolicy Merge)"
+            )));
+        }
+        _ => {}
+    }
+    if let Some(s) = &existing {
+        if build::is_up_to_date(s, &desired, policy != CreationPolicy::Merge) {
+            ctx.with_state(&key, |o| {
+                o.secret_version = Some(s.resource_version().unwrap_or_default())
+            });
+            return Ok(None);
+        }
+        if s.immutable == Some(true) {
+            return Err(Error::SecretConflict(format!(
+                "Secret {ns}/{target} is immutable and its data differs from the remote values; delete it to let secret-relay recreate it"
+            )));
+        }
+    }
+    let written = secrets
+        .patch(
+            target,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(Error::Kube)?;
+    ctx.with_state(&key, |o| {
+        o.secret_version = Some(written.resource_version().unwrap_or_default())
+    });
+    Ok(Some(existing.is_none()))
+}
+
+/// Deletes the target Secret if it is ours. Returns whether it deleted.
+async fn delete_owned(
+    es: &ExternalSecret,
+    secrets: &Api<Secret>,
+    target: &str,
+) -> Result<bool, Error> {
+    match secrets.get_opt(target).await.map_err(Error::Kube)? {
+        Some(s) if owned_by(&s, es) => {
+            secrets
+                .delete(target, &DeleteParams::default())
+                .await
+                .map_err(Error::Kube)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}

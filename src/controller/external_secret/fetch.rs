@@ -1,0 +1,132 @@
+//! Step 3: the remote values of an ExternalSecret, through its store's shared provider.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+
+use super::super::{Error, build};
+use crate::{
+    api::{ExternalSecret, external_secret::DeletionPolicy, secret_store::SecretStoreProvider},
+    providers::{ErrorKind, ProviderError, SecretMap, SharedProvider},
+};
+
+/// What the Secret should become after a fetch.
+pub(super) enum Outcome {
+    /// Write (or confirm) this Secret.
+    Write(SecretMap),
+    /// Every remote value is gone and `deletionPolicy: Delete`: delete the Secret.
+    Delete,
+}
+
+/// The message of a remote key that does not exist, in the backend's own terms.
+fn not_found_message(provider: &SecretStoreProvider, key: &str, version: Option<&str>) -> String {
+    let selector = match version {
+        Some(v) => format!("{key}:{v}"),
+        None => key.to_string(),
+    };
+    if provider.aws.is_some() {
+        format!("ssm GetParameters {selector:?}: ParameterNotFound")
+    } else if provider.kms.is_some() {
+        format!(
+            "kms: SOPS document {key:?} not found (no such ConfigMap in this namespace, or no such data key in it)"
+        )
+    } else {
+        let mount = provider
+            .vault
+            .as_ref()
+            .and_then(|v| v.path.clone())
+            .unwrap_or_else(|| "secret".into());
+        format!(
+            "vault: secret {:?} not found",
+            format!("{mount}/{selector}")
+        )
+    }
+}
+/// Fetches every remote value of `es`: `dataFrom` in order, then `data[]` (whose gets run
+/// concurrently, so a provider can batch them), applying property, decoding, conversion and
+/// rewrites. Values fetched at or after `fresh_since` (Unix ms) may come from the provider's
+/// cache; `next_due` is when `es` refreshes next. Missing values follow `deletionPolicy`.
+pub(super) async fn fetch(
+    es: &ExternalSecret,
+    provider: &Arc<SharedProvider>,
+    store: &SecretStoreProvider,
+    fresh_since: i64,
+    next_due: Option<i64>,
+) -> Result<Outcome, Error> {
+    let mut values = SecretMap::new();
+    let mut missing = Vec::new();
+    let invalid = |e: build::BuildError| Error::InvalidSpec(e.0);
+    for entry in &es.spec.data_from {
+        let mut found = SecretMap::new();
+        if let Some(r) = &entry.extract {
+            match provider
+                .get(&r.key, r.version.as_deref(), fresh_since, next_due)
+                .await
+                .map_err(Error::Provider)?
+            {
+                None => missing.push(not_found_message(store, &r.key, r.version.as_deref())),
+                Some(value) => {
+                    let value = match &r.property {
+                        Some(p) => build::select_property(&r.key, &value, p).map_err(invalid)?,
+                        None => value,
+                    };
+                    let extracted = if provider.extract_leaves(&r.key) {
+                        build::extract_leaves(&r.key, &value)
+                    } else {
+                        build::extract_object(&r.key, &value)
+                    };
+                    for (k, v) in extracted.map_err(invalid)? {
+                        let v = build::decode(&k, v, r.decoding_strategy).map_err(invalid)?;
+                        found.insert(k, build::convert(v, r.conversion_strategy));
+                    }
+                }
+            }
+        }
+        if let Some(f) = &entry.find {
+            for (name, v) in provider.find(f).await.map_err(Error::Provider)? {
+                let k = build::find_key(&name);
+                let v = build::decode(&k, v, f.decoding_strategy).map_err(invalid)?;
+                found.insert(k, build::convert(v, f.conversion_strategy));
+            }
+        }
+        values.extend(build::rewrite_keys(found, &entry.rewrite).map_err(invalid)?);
+    }
+    let gets = es.spec.data.iter().map(|d| {
+        provider.get(
+            &d.remote_ref.key,
+            d.remote_ref.version.as_deref(),
+            fresh_since,
+            next_due,
+        )
+    });
+    let results = join_all(gets).await;
+    for (d, res) in es.spec.data.iter().zip(results) {
+        let r = &d.remote_ref;
+        match res.map_err(Error::Provider)? {
+            None => missing.push(not_found_message(store, &r.key, r.version.as_deref())),
+            Some(value) => {
+                let value = match &r.property {
+                    Some(p) => build::select_property(&r.key, &value, p).map_err(invalid)?,
+                    None => value,
+                };
+                let value =
+                    build::decode(&d.secret_key, value, r.decoding_strategy).map_err(invalid)?;
+                values.insert(
+                    d.secret_key.clone(),
+                    build::convert(value, r.conversion_strategy),
+                );
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(Outcome::Write(values));
+    }
+    match es.spec.target.deletion_policy {
+        DeletionPolicy::Retain => Err(Error::Provider(ProviderError::new(
+            ErrorKind::NotFound,
+            missing.join("; "),
+        ))),
+        DeletionPolicy::Delete if values.is_empty() => Ok(Outcome::Delete),
+        DeletionPolicy::Delete | DeletionPolicy::Merge => Ok(Outcome::Write(values)),
+    }
+}
