@@ -63,6 +63,10 @@ pub enum Error {
     /// The Kubernetes API failed.
     #[error("kubernetes API: {0}")]
     Kube(#[source] kube::Error),
+    /// The reconcile ran past its deadline (every step has its own timeout; this bounds their
+    /// sum).
+    #[error("the sync did not finish within {} s; it is retried", .0.as_secs())]
+    Deadline(Duration),
 }
 
 impl Error {
@@ -84,6 +88,7 @@ impl Error {
             Error::SecretConflict(_) => "SecretConflict",
             Error::SecretMissing(_) => "SecretMissing",
             Error::Kube(_) => "Kube",
+            Error::Deadline(_) => "Deadline",
         }
     }
 

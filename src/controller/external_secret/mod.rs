@@ -32,6 +32,10 @@ use crate::{
 };
 pub use plan::{Plan, parse_refresh_interval, synced_resource_version};
 
+/// Longest a reconcile may run: each provider read waits at most 5 s (`providers::health`),
+/// kube API calls and templates have bounds of their own; this bounds them together.
+pub const RECONCILE_DEADLINE: Duration = Duration::from_secs(120);
+
 /// When a read deferred by a slow backend is tried again.
 const BUSY_RETRY: Duration = Duration::from_secs(2);
 
@@ -52,7 +56,9 @@ pub async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::requeue(wait));
     }
     let started = std::time::Instant::now();
-    let result = sync(&es, &ctx).await;
+    let result = tokio::time::timeout(RECONCILE_DEADLINE, sync(&es, &ctx))
+        .await
+        .unwrap_or(Err(Error::Deadline(RECONCILE_DEADLINE)));
     metrics::RECONCILE_DURATION.observe(started.elapsed().as_secs_f64());
     match result {
         Ok(action) => {
