@@ -164,9 +164,8 @@ async fn hostile_values_templates_and_documents_fail_alone() {
         ),
         (
             "laughs",
-            format!(
-                "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {{name: laughs}}\nspec:\n  refreshInterval: 1h\n  secretStoreRef: {{name: age}}\n  dataFrom:\n  - extract: {{key: 'configmap:bombs/laughs.yaml'}}\n"
-            ),
+            "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {name: laughs}\nspec:\n  refreshInterval: 1h\n  secretStoreRef: {name: age}\n  dataFrom:\n  - extract: {key: 'configmap:bombs/laughs.yaml'}\n"
+                .to_string(),
             "expands to more than twice its size (YAML aliases)",
         ),
     ];
