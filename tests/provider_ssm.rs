@@ -21,7 +21,7 @@ use secret_relay::api::external_secret::{ExternalSecretFind, FindName};
 use secret_relay::api::secret_store::{AwsAuth, AwsJwtAuth, AwsProvider, AwsSecretRef};
 use secret_relay::api::{SecretKeySelector, ServiceAccountSelector};
 use secret_relay::metrics::{PROVIDER_CALLS, ProviderCallLabels, provider_calls_total};
-use secret_relay::providers::aws_ssm::SsmProvider;
+use secret_relay::providers::aws::SsmProvider;
 use secret_relay::providers::{AuthContext, ErrorKind, Provider, ProviderError, SecretMap};
 use tokio::sync::RwLock;
 

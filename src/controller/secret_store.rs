@@ -26,7 +26,7 @@ use crate::{
     },
     providers::{
         AuthContext, Coalescer, DynProvider, ErrorKind, ProviderError, SharedProvider,
-        aws_ssm::SsmProvider, kms::KmsProvider, vault::VaultKvProvider,
+        aws::SsmProvider, kms::KmsProvider, vault::VaultKvProvider,
     },
 };
 

@@ -17,12 +17,11 @@
 //! ciphertext share one call.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex},
 };
 
 use async_trait::async_trait;
-use aws_sdk_kms::{operation::decrypt::DecryptError, primitives::Blob};
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
@@ -31,27 +30,18 @@ use zeroize::Zeroizing;
 
 use super::{
     AuthContext, ErrorKind, Provider, ProviderError, SecretMap, SecretValue,
-    aws_ssm::{CountCalls, call_error, sdk_config},
+    aws::kms::{AwsKms, aws_backend, aws_decrypt, aws_validate},
     coalesce::Coalescer,
-    vault::VaultKvProvider,
+    gcp::{GcpKms, gcp_backend, gcp_decrypt, gcp_validate},
+    vault::transit::{Transit, transit_backend},
 };
 use crate::{
-    api::{
-        external_secret::ExternalSecretFind,
-        secret_store::{
-            AwsProvider, AwsService, KmsAws, KmsGcp, KmsProvider as KmsSpec, KmsVaultTransit,
-            VaultKvVersion, VaultProvider,
-        },
-    },
+    api::{external_secret::ExternalSecretFind, secret_store::KmsProvider as KmsSpec},
     sops::{self, AgeKeyService, Document, Format, KeyService, MasterKey},
 };
 
 /// Prefix of a `remoteRef.key` that names a SOPS document in a ConfigMap.
 pub const CONFIGMAP_PREFIX: &str = "configmap:";
-/// Google Cloud KMS REST endpoint.
-pub const GCP_KMS_ENDPOINT: &str = "https://cloudkms.googleapis.com";
-/// OAuth scope of Cloud KMS.
-pub const GCP_KMS_SCOPE: &str = "https://www.googleapis.com/auth/cloudkms";
 
 /// A store's key service, with its decrypt cache. Build with [`KmsProvider::new`].
 pub struct KmsProvider {
@@ -63,31 +53,18 @@ pub struct KmsProvider {
 }
 
 enum Backend {
-    Aws {
-        kms: aws_sdk_kms::Client,
-        sts: aws_sdk_sts::Client,
-        context: BTreeMap<String, String>,
-    },
-    Gcp {
-        http: reqwest::Client,
-        endpoint: String,
-        key_name: Option<String>,
-        tokens: Arc<dyn gcp_auth::TokenProvider>,
-    },
-    Transit {
-        vault: Box<VaultKvProvider>,
-        path: String,
-        key_name: Option<String>,
-    },
+    Aws(AwsKms),
+    Gcp(GcpKms),
+    Transit(Transit),
     Age(AgeKeyService),
 }
 
 impl Backend {
     fn name(&self) -> &'static str {
         match self {
-            Backend::Aws { .. } => "aws",
-            Backend::Gcp { .. } => "gcp",
-            Backend::Transit { .. } => "vaultTransit",
+            Backend::Aws(_) => "aws",
+            Backend::Gcp(_) => "gcp",
+            Backend::Transit(_) => "vaultTransit",
             Backend::Age(_) => "age",
         }
     }
@@ -107,9 +84,11 @@ impl KmsProvider {
     /// `Authentication` (missing Secret, refused login), `Transient`.
     pub async fn new(spec: &KmsSpec, auth: &AuthContext) -> Result<Self, ProviderError> {
         let backend = match (&spec.aws, &spec.gcp, &spec.vault_transit, &spec.age) {
-            (Some(aws), None, None, None) => aws_backend(aws, auth).await?,
-            (None, Some(gcp), None, None) => gcp_backend(gcp, auth).await?,
-            (None, None, Some(transit), None) => transit_backend(transit, auth).await?,
+            (Some(aws), None, None, None) => Backend::Aws(aws_backend(aws, auth).await?),
+            (None, Some(gcp), None, None) => Backend::Gcp(gcp_backend(gcp, auth).await?),
+            (None, None, Some(transit), None) => {
+                Backend::Transit(transit_backend(transit, auth).await?)
+            }
             (None, None, None, Some(age)) => {
                 let identities = auth.secret_value(&age.secret_ref).await?;
                 let text = identities.as_str().ok_or_else(|| {
@@ -179,7 +158,7 @@ impl KmsProvider {
                     "kms: an age store decrypts SOPS documents only; remoteRef.key must be {CONFIGMAP_PREFIX}<name>/<data key>"
                 ),
             )),
-            Backend::Transit { path, key_name, .. } => {
+            Backend::Transit(Transit { path, key_name, .. }) => {
                 let ciphertext = key.trim();
                 if !ciphertext.starts_with("vault:v") {
                     return Err(ProviderError::new(
@@ -197,22 +176,25 @@ impl KmsProvider {
                 })?;
                 let (path, ciphertext) = (path.clone(), ciphertext.to_string());
                 self.cached_decrypt(ciphertext.clone().as_bytes(), move |b| async move {
-                    let Backend::Transit { vault, .. } = b.as_ref() else {
+                    let Backend::Transit(Transit { vault, .. }) = b.as_ref() else {
                         unreachable!("backend is Transit")
                     };
                     vault.transit_decrypt(&path, &key_name, &ciphertext).await
                 })
                 .await
             }
-            Backend::Aws { context, .. } => {
+            Backend::Aws(AwsKms { context, .. }) => {
                 let blob = decode_base64(key)?;
                 let context = context.clone();
                 self.cached_decrypt(&blob.clone(), move |b| async move {
-                    aws_decrypt(&b, blob, context, None).await
+                    let Backend::Aws(aws) = b.as_ref() else {
+                        unreachable!("backend is AWS")
+                    };
+                    aws_decrypt(aws, blob, context, None).await
                 })
                 .await
             }
-            Backend::Gcp { key_name, .. } => {
+            Backend::Gcp(GcpKms { key_name, .. }) => {
                 let blob = decode_base64(key)?;
                 let name = key_name.clone().ok_or_else(|| {
                     ProviderError::new(
@@ -222,7 +204,10 @@ impl KmsProvider {
                 })?;
                 let encoded = base64::engine::general_purpose::STANDARD.encode(&blob);
                 self.cached_decrypt(&blob, move |b| async move {
-                    gcp_decrypt(&b, &name, &encoded).await
+                    let Backend::Gcp(gcp) = b.as_ref() else {
+                        unreachable!("backend is GCP")
+                    };
+                    gcp_decrypt(gcp, &name, &encoded).await
                 })
                 .await
             }
@@ -308,7 +293,7 @@ impl KeyService for Keys<'_> {
         let p = self.0;
         let plaintext = match (p.backend.as_ref(), key) {
             (
-                Backend::Aws { .. },
+                Backend::Aws(_),
                 MasterKey::AwsKms {
                     arn, enc, context, ..
                 },
@@ -316,19 +301,25 @@ impl KeyService for Keys<'_> {
                 let blob = decode_base64(enc)?;
                 let (arn, context) = (arn.clone(), context.clone());
                 p.cached_decrypt(&blob.clone(), move |b| async move {
-                    aws_decrypt(&b, blob, context, Some(arn)).await
+                    let Backend::Aws(aws) = b.as_ref() else {
+                        unreachable!("backend is AWS")
+                    };
+                    aws_decrypt(aws, blob, context, Some(arn)).await
                 })
                 .await?
             }
-            (Backend::Gcp { .. }, MasterKey::GcpKms { resource_id, enc }) => {
+            (Backend::Gcp(_), MasterKey::GcpKms { resource_id, enc }) => {
                 let (name, enc) = (resource_id.clone(), enc.clone());
                 p.cached_decrypt(enc.clone().as_bytes(), move |b| async move {
-                    gcp_decrypt(&b, &name, &enc).await
+                    let Backend::Gcp(gcp) = b.as_ref() else {
+                        unreachable!("backend is GCP")
+                    };
+                    gcp_decrypt(gcp, &name, &enc).await
                 })
                 .await?
             }
             (
-                Backend::Transit { .. },
+                Backend::Transit(_),
                 MasterKey::HcVault {
                     engine_path,
                     key_name,
@@ -340,7 +331,7 @@ impl KeyService for Keys<'_> {
                 // sops sent the data key base64-encoded, as Transit requires; Vault's answer,
                 // decoded once by `transit_decrypt`, is the data key itself.
                 p.cached_decrypt(enc.clone().as_bytes(), move |b| async move {
-                    let Backend::Transit { vault, .. } = b.as_ref() else {
+                    let Backend::Transit(Transit { vault, .. }) = b.as_ref() else {
                         unreachable!("backend is Transit")
                     };
                     vault.transit_decrypt(&path, &name, &enc).await
@@ -388,279 +379,10 @@ impl Provider for KmsProvider {
 
     async fn validate(&self) -> Result<(), ProviderError> {
         match self.backend.as_ref() {
-            Backend::Aws { sts, .. } => sts
-                .get_caller_identity()
-                .customize()
-                .interceptor(CountCalls::<
-                    aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError,
-                >::for_provider(
-                    PROVIDER_AWS, "GetCallerIdentity", true
-                ))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| call_error(e, true).provider_error("sts", "GetCallerIdentity", None)),
-            Backend::Gcp { tokens, .. } => tokens
-                .token(&[GCP_KMS_SCOPE])
-                .await
-                .map(|_| ())
-                .map_err(|e| {
-                    ProviderError::new(
-                        ErrorKind::Authentication,
-                        format!("gcp: getting an OAuth token: {e}"),
-                    )
-                }),
-            Backend::Transit { vault, .. } => vault.validate().await,
+            Backend::Aws(aws) => aws_validate(aws).await,
+            Backend::Gcp(gcp) => gcp_validate(gcp).await,
+            Backend::Transit(Transit { vault, .. }) => vault.validate().await,
             Backend::Age(_) => Ok(()),
         }
     }
-}
-
-const PROVIDER_AWS: &str = "aws_kms";
-const PROVIDER_GCP: &str = "gcp_kms";
-
-async fn aws_backend(spec: &KmsAws, auth: &AuthContext) -> Result<Backend, ProviderError> {
-    if spec.region.trim().is_empty() {
-        return Err(ProviderError::new(
-            ErrorKind::InvalidConfig,
-            "kms: aws.region is required",
-        ));
-    }
-    let as_aws = AwsProvider {
-        service: AwsService::ParameterStore,
-        region: spec.region.clone(),
-        role: spec.role.clone(),
-        endpoint: spec.endpoint.clone(),
-        auth: spec.auth.clone(),
-    };
-    let config = sdk_config(&as_aws, auth, PROVIDER_AWS).await?;
-    Ok(Backend::Aws {
-        kms: aws_sdk_kms::Client::new(&config),
-        sts: aws_sdk_sts::Client::new(&config),
-        context: spec.encryption_context.clone(),
-    })
-}
-
-/// AWS KMS `Decrypt` of `blob` (one call). `key_id`: the key ARN a SOPS entry names.
-async fn aws_decrypt(
-    backend: &Backend,
-    blob: Vec<u8>,
-    context: BTreeMap<String, String>,
-    key_id: Option<String>,
-) -> Result<SecretValue, ProviderError> {
-    let Backend::Aws { kms, .. } = backend else {
-        unreachable!("backend is AWS")
-    };
-    let out = kms
-        .decrypt()
-        .ciphertext_blob(Blob::new(blob))
-        .set_encryption_context((!context.is_empty()).then(|| context.into_iter().collect()))
-        .set_key_id(key_id)
-        .customize()
-        .interceptor(CountCalls::<DecryptError>::for_provider(
-            PROVIDER_AWS,
-            "Decrypt",
-            false,
-        ))
-        .send()
-        .await
-        .map_err(|e| {
-            let mut failure = call_error(e, false);
-            let code = failure.detail.split(':').next().unwrap_or_default();
-            failure.kind = match code {
-                "InvalidCiphertextException" | "IncorrectKeyException" => ErrorKind::InvalidData,
-                "NotFoundException" => ErrorKind::NotFound,
-                "DisabledException" | "KMSInvalidStateException" | "InvalidKeyUsageException" => {
-                    ErrorKind::InvalidConfig
-                }
-                _ => failure.kind,
-            };
-            failure.provider_error("kms", "Decrypt", None)
-        })?;
-    let plaintext = out.plaintext.map(Blob::into_inner).unwrap_or_default();
-    Ok(SecretValue::new(plaintext))
-}
-
-async fn gcp_backend(spec: &KmsGcp, auth: &AuthContext) -> Result<Backend, ProviderError> {
-    let tokens: Arc<dyn gcp_auth::TokenProvider> = match spec.auth.as_ref() {
-        Some(a) if a.secret_ref.is_some() => {
-            let sel = a.secret_ref.as_ref().expect("checked");
-            let json = auth.secret_value(sel).await?;
-            let json = Zeroizing::new(
-                json.as_str()
-                    .ok_or_else(|| {
-                        ProviderError::new(
-                            ErrorKind::Authentication,
-                            "gcp: the service-account key is not UTF-8 text",
-                        )
-                    })?
-                    .to_string(),
-            );
-            let account = gcp_auth::CustomServiceAccount::from_json(&json).map_err(|e| {
-                ProviderError::new(
-                    ErrorKind::Authentication,
-                    format!("gcp: the service-account key JSON cannot be used: {e}"),
-                )
-            })?;
-            Arc::new(account)
-        }
-        _ => Arc::new(gcp_auth::MetadataServiceAccount::new().await.map_err(|e| {
-            ProviderError::new(
-                ErrorKind::Authentication,
-                format!("gcp: Workload Identity (metadata server): {e}"),
-            )
-        })?),
-    };
-    let endpoint = spec
-        .endpoint
-        .as_deref()
-        .filter(|e| !e.is_empty())
-        .unwrap_or(GCP_KMS_ENDPOINT)
-        .trim_end_matches('/')
-        .to_string();
-    url::Url::parse(&endpoint).map_err(|e| {
-        ProviderError::new(
-            ErrorKind::InvalidConfig,
-            format!("kms: gcp.endpoint {endpoint:?}: {e}"),
-        )
-    })?;
-    let http = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .map_err(|e| {
-            ProviderError::new(ErrorKind::InvalidConfig, format!("gcp: HTTP client: {e}"))
-        })?;
-    Ok(Backend::Gcp {
-        http,
-        endpoint,
-        key_name: spec.key_name.clone(),
-        tokens,
-    })
-}
-
-/// Cloud KMS `projects.locations.keyRings.cryptoKeys.decrypt`: `POST
-/// <endpoint>/v1/<name>:decrypt {"ciphertext": <base64>}` with a bearer token, answering
-/// `{"plaintext": <base64>}` (one `decrypt` call).
-async fn gcp_decrypt(
-    backend: &Backend,
-    name: &str,
-    ciphertext_b64: &str,
-) -> Result<SecretValue, ProviderError> {
-    let Backend::Gcp {
-        http,
-        endpoint,
-        tokens,
-        ..
-    } = backend
-    else {
-        unreachable!("backend is GCP")
-    };
-    let valid_name = name.starts_with("projects/")
-        && name.contains("/cryptoKeys/")
-        && !name.contains(['?', '#', ' ']);
-    if !valid_name {
-        return Err(ProviderError::new(
-            ErrorKind::InvalidConfig,
-            format!(
-                "gcp kms: key name {name:?} is not projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>"
-            ),
-        ));
-    }
-    let token = tokens.token(&[GCP_KMS_SCOPE]).await.map_err(|e| {
-        crate::metrics::provider_call(PROVIDER_GCP, "token", "Authentication");
-        ProviderError::new(
-            ErrorKind::Authentication,
-            format!("gcp: getting an OAuth token: {e}"),
-        )
-    })?;
-    let url = format!("{endpoint}/v1/{name}:decrypt");
-    let body = serde_json::json!({ "ciphertext": ciphertext_b64 });
-    let response = http
-        .post(&url)
-        .bearer_auth(token.as_str())
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await;
-    let response = match response {
-        Ok(r) => r,
-        Err(e) => {
-            crate::metrics::provider_call(PROVIDER_GCP, "decrypt", "Transient");
-            return Err(ProviderError::new(
-                ErrorKind::Transient,
-                format!("gcp kms decrypt {name}: {e}"),
-            ));
-        }
-    };
-    let status = response.status().as_u16();
-    let text = Zeroizing::new(response.text().await.unwrap_or_default());
-    if status != 200 {
-        let kind = match status {
-            400 => ErrorKind::InvalidData,
-            401 => ErrorKind::Authentication,
-            403 => ErrorKind::AccessDenied,
-            404 => ErrorKind::NotFound,
-            429 => ErrorKind::Throttled,
-            _ => ErrorKind::Transient,
-        };
-        crate::metrics::provider_call(PROVIDER_GCP, "decrypt", kind.into());
-        // Google's error body: {"error": {"code", "message", "status"}}; no plaintext in it.
-        let detail = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| {
-                let e = v.get("error")?;
-                Some(format!(
-                    "{}: {}",
-                    e.get("status")?.as_str()?,
-                    e.get("message")?.as_str()?
-                ))
-            })
-            .unwrap_or_else(|| format!("HTTP {status}"));
-        return Err(ProviderError::new(
-            kind,
-            format!("gcp kms decrypt {name}: {detail}"),
-        ));
-    }
-    crate::metrics::provider_call(PROVIDER_GCP, "decrypt", "ok");
-    #[derive(serde::Deserialize)]
-    struct Decrypted {
-        #[serde(default)]
-        plaintext: String,
-    }
-    let parsed: Decrypted = serde_json::from_str(&text).map_err(|_| {
-        ProviderError::new(
-            ErrorKind::Transient,
-            format!("gcp kms decrypt {name}: unexpected response"),
-        )
-    })?;
-    let encoded = Zeroizing::new(parsed.plaintext);
-    base64::engine::general_purpose::STANDARD
-        .decode(encoded.as_bytes())
-        .map(SecretValue::new)
-        .map_err(|_| {
-            ProviderError::new(
-                ErrorKind::Transient,
-                format!("gcp kms decrypt {name}: the plaintext is not base64"),
-            )
-        })
-}
-
-async fn transit_backend(
-    spec: &KmsVaultTransit,
-    auth: &AuthContext,
-) -> Result<Backend, ProviderError> {
-    let as_vault = VaultProvider {
-        server: spec.server.clone(),
-        path: Some(spec.path.clone()),
-        version: VaultKvVersion::V2,
-        namespace: spec.namespace.clone(),
-        ca_bundle: spec.ca_bundle.clone(),
-        ca_provider: spec.ca_provider.clone(),
-        auth: spec.auth.clone(),
-    };
-    Ok(Backend::Transit {
-        vault: Box::new(VaultKvProvider::new(&as_vault, auth).await?),
-        path: spec.path.clone(),
-        key_name: spec.key_name.clone().filter(|k| !k.is_empty()),
-    })
 }

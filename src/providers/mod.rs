@@ -6,8 +6,9 @@
 //! A provider returns raw remote values; `property`, decoding and conversion are applied by the
 //! controller, the same way for every backend.
 
-pub mod aws_ssm;
+pub mod aws;
 pub mod coalesce;
+pub mod gcp;
 pub mod health;
 pub mod kms;
 pub mod shared;

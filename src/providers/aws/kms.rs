@@ -1,0 +1,105 @@
+//! AWS KMS: the `aws` key service of the [KMS provider](crate::providers::kms::KmsProvider).
+//! It `Decrypt`s raw ciphertext and SOPS data keys, with credentials resolved as for the
+//! Parameter Store provider ([`super::credentials`]); calls are counted as `aws_kms`.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_kms::{operation::decrypt::DecryptError, primitives::Blob};
+
+use super::{
+    credentials::sdk_config,
+    errors::{CountCalls, call_error},
+};
+use crate::{
+    api::secret_store::{AwsProvider, AwsService, KmsAws},
+    providers::{AuthContext, ErrorKind, ProviderError, SecretValue},
+};
+
+const PROVIDER_AWS: &str = "aws_kms";
+
+/// The `aws` key service of a store: a KMS client, an STS client signed with the same
+/// credentials (for `GetCallerIdentity`) and the encryption context of raw ciphertext.
+pub(crate) struct AwsKms {
+    kms: aws_sdk_kms::Client,
+    sts: aws_sdk_sts::Client,
+    pub(crate) context: BTreeMap<String, String>,
+}
+
+pub(crate) async fn aws_backend(
+    spec: &KmsAws,
+    auth: &AuthContext,
+) -> Result<AwsKms, ProviderError> {
+    if spec.region.trim().is_empty() {
+        return Err(ProviderError::new(
+            ErrorKind::InvalidConfig,
+            "kms: aws.region is required",
+        ));
+    }
+    let as_aws = AwsProvider {
+        service: AwsService::ParameterStore,
+        region: spec.region.clone(),
+        role: spec.role.clone(),
+        endpoint: spec.endpoint.clone(),
+        auth: spec.auth.clone(),
+    };
+    let config = sdk_config(&as_aws, auth, PROVIDER_AWS).await?;
+    Ok(AwsKms {
+        kms: aws_sdk_kms::Client::new(&config),
+        sts: aws_sdk_sts::Client::new(&config),
+        context: spec.encryption_context.clone(),
+    })
+}
+
+/// AWS KMS `Decrypt` of `blob` (one call). `key_id`: the key ARN a SOPS entry names.
+pub(crate) async fn aws_decrypt(
+    backend: &AwsKms,
+    blob: Vec<u8>,
+    context: BTreeMap<String, String>,
+    key_id: Option<String>,
+) -> Result<SecretValue, ProviderError> {
+    let AwsKms { kms, .. } = backend;
+    let out = kms
+        .decrypt()
+        .ciphertext_blob(Blob::new(blob))
+        .set_encryption_context((!context.is_empty()).then(|| context.into_iter().collect()))
+        .set_key_id(key_id)
+        .customize()
+        .interceptor(CountCalls::<DecryptError>::for_provider(
+            PROVIDER_AWS,
+            "Decrypt",
+            false,
+        ))
+        .send()
+        .await
+        .map_err(|e| {
+            let mut failure = call_error(e, false);
+            let code = failure.detail.split(':').next().unwrap_or_default();
+            failure.kind = match code {
+                "InvalidCiphertextException" | "IncorrectKeyException" => ErrorKind::InvalidData,
+                "NotFoundException" => ErrorKind::NotFound,
+                "DisabledException" | "KMSInvalidStateException" | "InvalidKeyUsageException" => {
+                    ErrorKind::InvalidConfig
+                }
+                _ => failure.kind,
+            };
+            failure.provider_error("kms", "Decrypt", None)
+        })?;
+    let plaintext = out.plaintext.map(Blob::into_inner).unwrap_or_default();
+    Ok(SecretValue::new(plaintext))
+}
+
+/// Proves the store's credentials: STS `GetCallerIdentity` (which needs no IAM permission).
+pub(crate) async fn aws_validate(backend: &AwsKms) -> Result<(), ProviderError> {
+    let AwsKms { sts, .. } = backend;
+    sts.get_caller_identity()
+        .customize()
+        .interceptor(CountCalls::<
+            aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError,
+        >::for_provider(
+            PROVIDER_AWS, "GetCallerIdentity", true
+        ))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| call_error(e, true).provider_error("sts", "GetCallerIdentity", None))
+}

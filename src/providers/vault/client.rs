@@ -1,0 +1,595 @@
+//! The Vault client of a store: building it (server URL, namespace, CA files, one shared HTTP
+//! client per TLS setting), the session with its login token (renewed, replaced, revoked when
+//! dropped) and the calls made with it.
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+use vaultrs::{
+    api::AuthInfo,
+    client::{VaultClient, VaultClientSettings, VaultClientSettingsBuilder},
+    error::ClientError,
+};
+
+use super::{
+    VaultKvProvider,
+    errors::{counted, error_text, invalid, status},
+    login::{Connector, Login, Method, describe_ref},
+};
+use crate::{
+    api::{
+        SecretKeySelector,
+        secret_store::{CaProviderType, VaultProvider},
+    },
+    providers::{AuthContext, ErrorKind, ProviderError},
+};
+
+/// Timeout of one HTTP request to Vault.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default mount path of the KV engine.
+const DEFAULT_MOUNT: &str = "secret";
+/// Pause between attempts to refresh a token that is due but still valid, when Vault fails.
+const REFRESH_RETRY: Duration = Duration::from_secs(5);
+
+/// A provider that logged in revokes its token when it is dropped (its store changed or was
+/// deleted, its credentials were rotated, or it duplicated another store's provider), as ESO
+/// does, so that tokens do not pile up in Vault until their TTL. A static token
+/// (`tokenSecretRef`) belongs to its owner and is left alone.
+impl Drop for VaultKvProvider {
+    fn drop(&mut self) {
+        if self.login.is_some() {
+            revoke_later(self.session.get_mut().client.clone(), Duration::ZERO);
+        }
+    }
+}
+
+/// Revokes the token `client` sends (`POST /v1/auth/token/revoke-self`, one `revoke` call)
+/// after `delay`, in a task of the current Tokio runtime (none: nothing is done). A failure
+/// is logged: the token then lives until its TTL.
+fn revoke_later(client: Arc<VaultClient>, delay: Duration) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        tokio::time::sleep(delay).await;
+        if let Err(e) = counted("revoke", vaultrs::token::revoke_self(client.as_ref()).await) {
+            debug!(error = %error_text(&e), "vault: revoking a dropped token failed");
+        }
+    });
+}
+
+/// The current token, inside a client that sends it.
+pub(super) struct Session {
+    client: Arc<VaultClient>,
+    /// Incremented at every login, so that callers that saw a rejected token know whether
+    /// someone else has replaced it already.
+    generation: u64,
+    /// `None` for a static token.
+    lease: Option<Lease>,
+    /// After a failed renewal and login while the token still had time left: no new attempt
+    /// before this instant (the token is used meanwhile).
+    retry_at: Option<Instant>,
+}
+
+/// Lifetime of a login token as Vault announced it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Lease {
+    obtained: Instant,
+    /// Zero: the token does not expire.
+    ttl: Duration,
+    renewable: bool,
+}
+
+impl Lease {
+    pub(super) fn from_auth(info: &AuthInfo, obtained: Instant) -> Lease {
+        Lease {
+            obtained,
+            ttl: Duration::from_secs(info.lease_duration),
+            renewable: info.renewable,
+        }
+    }
+
+    /// Whether two thirds of the TTL have passed at `now`.
+    fn due(&self, now: Instant) -> bool {
+        !self.ttl.is_zero() && now.saturating_duration_since(self.obtained) >= self.ttl * 2 / 3
+    }
+
+    fn expiry(&self) -> Instant {
+        self.obtained + self.ttl
+    }
+}
+
+impl VaultKvProvider {
+    /// Builds the client for `spec` and logs in, resolving credential Secrets, CA Secrets or
+    /// ConfigMaps and ServiceAccount tokens through `auth`.
+    ///
+    /// - `server` must be an `http` or `https` URL; `namespace` is sent as `X-Vault-Namespace`
+    ///   on every request; the certificates of `caBundle` (base64 of PEM, or PEM) and
+    ///   `caProvider` are trusted besides the default roots (the PEM is written once to
+    ///   `$TMPDIR/secret-relay-vault-ca/<sha256>.pem`, as vaultrs reads CAs from files).
+    /// - Login (one `login` call): AppRole `POST /v1/auth/<path>/login {role_id, secret_id}`;
+    ///   Kubernetes `POST /v1/auth/<mountPath>/login {role, jwt}` with a TokenRequest token
+    ///   of `serviceAccountRef` (default: ServiceAccount `default`, audiences: the API
+    ///   server's default) or the token kept in `secretRef`; JWT `POST /v1/auth/<path>/login
+    ///   {role, jwt}` with the JWT of `secretRef` or a TokenRequest token (audiences default
+    ///   `["vault"]`); userpass `POST /v1/auth/<path>/login/<username> {password}`.
+    ///   `tokenSecretRef`: no call; the token is used as is.
+    ///
+    /// Errors: `InvalidConfig` for an unusable spec (no or several auth methods, bad URL or
+    /// namespace, bad CA bundle, a refused `namespace` in a reference); `Authentication` when
+    /// a credential Secret is missing or Vault refuses the login (4xx); `Transient` on network
+    /// or server (5xx) failures.
+    pub async fn new(spec: &VaultProvider, auth: &AuthContext) -> Result<Self, ProviderError> {
+        let method = Method::from_spec(&spec.auth)?;
+        let mount = normalize_mount(spec.path.as_deref().unwrap_or(DEFAULT_MOUNT))?;
+        let address = check_server(&spec.server)?;
+        let namespace = match spec.namespace.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(ns) if header_safe(ns) => Some(ns.trim_matches('/').to_string()),
+            Some(ns) => {
+                return Err(invalid(format!(
+                    "vault: namespace {ns:?} is not a valid header value"
+                )));
+            }
+        };
+        let ca_certs = match ca_pem(spec, auth).await? {
+            Some(pem) => vec![write_ca_file(
+                &std::env::temp_dir().join("secret-relay-vault-ca"),
+                &pem,
+            )?],
+            None => Vec::new(),
+        };
+        // Every field is set explicitly: the builder's defaults read VAULT_* variables of
+        // the operator's own environment, which must not leak into a store's client.
+        let settings = VaultClientSettingsBuilder::default()
+            .address(address.as_str())
+            .token("")
+            .ca_certs(ca_certs)
+            .identity(None)
+            .verify(true)
+            .timeout(Some(HTTP_TIMEOUT))
+            .namespace(namespace)
+            .build()
+            .map_err(|e| invalid(format!("vault: client settings: {e}")))?;
+        let conn = Connector {
+            anonymous: client_with_token(&settings, "")?,
+            settings,
+            auth: auth.clone(),
+        };
+        let (login, session) = match method {
+            Method::Token(sel) => {
+                let token = conn.secret_string(&sel, "tokenSecretRef").await?;
+                let token = token.trim();
+                if token.is_empty() || !header_safe(token) {
+                    return Err(ProviderError::new(
+                        ErrorKind::Authentication,
+                        format!(
+                            "vault: tokenSecretRef {}: the token is empty or not a valid header value",
+                            describe_ref(&sel)
+                        ),
+                    ));
+                }
+                let session = Session {
+                    client: Arc::new(client_with_token(&conn.settings, token)?),
+                    generation: 0,
+                    lease: None,
+                    retry_at: None,
+                };
+                (None, session)
+            }
+            Method::Login(login) => {
+                let (client, lease) = conn.login(&login).await?;
+                let session = Session {
+                    client: Arc::new(client),
+                    generation: 1,
+                    lease: Some(lease),
+                    retry_at: None,
+                };
+                (Some(login), session)
+            }
+        };
+        Ok(VaultKvProvider {
+            conn,
+            mount,
+            kv: spec.version,
+            login,
+            session: Mutex::new(session),
+        })
+    }
+
+    /// The client with a usable token, renewing or replacing a login token that is due, and
+    /// the session generation it belongs to. When Vault fails to renew or replace a token that
+    /// has not expired yet, the token is used as it is and the refresh is tried again
+    /// [`REFRESH_RETRY`] later; an expired one makes the error the caller's.
+    pub(super) async fn session(&self) -> Result<(Arc<VaultClient>, u64), ProviderError> {
+        let mut session = self.session.lock().await;
+        let now = Instant::now();
+        if let (Some(login), Some(lease)) = (&self.login, session.lease)
+            && lease.due(now)
+            && session.retry_at.is_none_or(|at| now >= at)
+            && let Err(e) = self.refresh(login, &mut session, lease).await
+        {
+            let now = Instant::now();
+            if now >= lease.expiry() {
+                return Err(e);
+            }
+            warn!(error = %e, "vault: could not refresh the token, using it until it expires");
+            session.retry_at = Some(now + REFRESH_RETRY);
+        }
+        Ok((session.client.clone(), session.generation))
+    }
+
+    /// Renews the session's token (`POST /v1/auth/token/renew-self`, one `renew` call) when
+    /// it is renewable, not yet expired (the store may have been idle) and the renewal pushes
+    /// its expiry out; logs in again otherwise.
+    async fn refresh(
+        &self,
+        login: &Login,
+        session: &mut Session,
+        lease: Lease,
+    ) -> Result<(), ProviderError> {
+        if lease.renewable && Instant::now() < lease.expiry() {
+            let result = counted(
+                "renew",
+                vaultrs::token::renew_self(session.client.as_ref(), None).await,
+            );
+            match result {
+                Ok(info) => {
+                    let renewed = Lease::from_auth(&info, Instant::now());
+                    // At its max TTL a token renews to the same expiry: only a new login helps.
+                    if renewed.expiry() > lease.expiry() + Duration::from_secs(1) {
+                        debug!(ttl_seconds = info.lease_duration, "vault: token renewed");
+                        session.lease = Some(renewed);
+                        session.retry_at = None;
+                        return Ok(());
+                    }
+                    debug!("vault: token at its max TTL, logging in again");
+                }
+                Err(e) => {
+                    warn!(error = %error_text(&e), "vault: token renewal failed, logging in again")
+                }
+            }
+        }
+        self.replace_session(login, session).await
+    }
+
+    async fn replace_session(
+        &self,
+        login: &Login,
+        session: &mut Session,
+    ) -> Result<(), ProviderError> {
+        let (client, lease) = self.conn.login(login).await?;
+        // The replaced token is revoked once the calls that still hold it are done.
+        revoke_later(session.client.clone(), HTTP_TIMEOUT);
+        session.client = Arc::new(client);
+        session.lease = Some(lease);
+        session.retry_at = None;
+        session.generation += 1;
+        Ok(())
+    }
+
+    /// Logs in again unless the session moved past `generation` already (another caller did
+    /// it while this one waited for the lock).
+    pub(super) async fn relogin(&self, generation: u64) -> Result<Arc<VaultClient>, ProviderError> {
+        let mut session = self.session.lock().await;
+        if let Some(login) = &self.login
+            && session.generation == generation
+        {
+            self.replace_session(login, &mut session).await?;
+        }
+        Ok(session.client.clone())
+    }
+
+    /// Runs one Vault request `f` with the session's client and counts it as `operation`.
+    ///
+    /// A 403 with a login token is either a policy denial or a token that Vault no longer
+    /// honours (revoked, expired early). `lookup-self` tells them apart for one light call;
+    /// for a dead token the provider logs in again (once, shared with concurrent callers) and
+    /// retries `f` once. The outer error is a failed login; the inner one is `f`'s.
+    pub(super) async fn call<T, F, Fut>(
+        &self,
+        operation: &'static str,
+        f: F,
+    ) -> Result<Result<T, ClientError>, ProviderError>
+    where
+        F: Fn(Arc<VaultClient>) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let (client, generation) = self.session().await?;
+        let first = counted(operation, f(client.clone()).await);
+        let denied = matches!(&first, Err(e) if status(e) == Some(403));
+        if !denied || self.login.is_none() {
+            return Ok(first);
+        }
+        let lookup = counted(
+            "lookup_self",
+            vaultrs::token::lookup_self(client.as_ref()).await,
+        );
+        if !matches!(&lookup, Err(e) if matches!(status(e), Some(401 | 403))) {
+            return Ok(first);
+        }
+        debug!("vault: token no longer accepted, logging in again");
+        let client = self.relogin(generation).await?;
+        Ok(counted(operation, f(client).await))
+    }
+}
+
+/// A client of `settings` that sends `token`.
+pub(super) fn client_with_token(
+    settings: &VaultClientSettings,
+    token: &str,
+) -> Result<VaultClient, ProviderError> {
+    let mut settings = settings.clone();
+    settings.token = token.to_string();
+    if settings.proxy.is_some() || settings.identity.is_some() || !settings.verify {
+        return VaultClient::new(settings).map_err(|e| {
+            invalid(format!(
+                "vault: building the HTTP client: {}",
+                error_text(&e)
+            ))
+        });
+    }
+    let http = shared_http_client(&settings)?;
+    Ok(VaultClient {
+        http: rustify::clients::reqwest::Client::new(settings.address.as_str(), http),
+        middle: vaultrs::api::EndpointMiddleware {
+            token: settings.token.clone(),
+            version: format!("v{}", settings.version),
+            wrap: None,
+            namespace: settings.namespace.clone(),
+        },
+        settings,
+    })
+}
+
+/// Key of [`HTTP_CLIENTS`]: plain HTTP or not, the CA files trusted, the request timeout, and
+/// the Tokio runtime (the operator has one): a pooled connection is served by a task of the
+/// runtime that opened it, and dies with that runtime.
+type HttpClientKey = (
+    bool,
+    Vec<String>,
+    Option<Duration>,
+    Option<tokio::runtime::Id>,
+);
+
+/// HTTP clients shared by every Vault client with the same TLS settings. A reqwest client
+/// holds its TLS configuration (the trusted roots) and a connection pool; vaultrs builds a new
+/// one for each `VaultClient`, i.e. for every store and every login.
+static HTTP_CLIENTS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<HttpClientKey, reqwest::Client>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The shared client for `settings`, built as vaultrs builds its own (rustls, the timeout,
+/// the CA files added to the default roots; no roots at all for `http://`).
+fn shared_http_client(settings: &VaultClientSettings) -> Result<reqwest::Client, ProviderError> {
+    let plain = settings.address.as_str().starts_with("http://");
+    let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
+    let key = (plain, settings.ca_certs.clone(), settings.timeout, runtime);
+    let mut clients = HTTP_CLIENTS.lock().expect("vault http clients lock");
+    if let Some(c) = clients.get(&key) {
+        return Ok(c.clone());
+    }
+    let mut builder = reqwest::ClientBuilder::new().tls_backend_rustls();
+    if let Some(timeout) = settings.timeout {
+        builder = builder.timeout(timeout);
+    }
+    if plain {
+        builder = builder.tls_certs_only(Vec::new());
+    } else {
+        for path in &settings.ca_certs {
+            let pem = std::fs::read(path)
+                .map_err(|e| invalid(format!("vault: reading CA file {path}: {e}")))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| invalid(format!("vault: CA file {path}: {e}")))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+    }
+    let client = builder
+        .build()
+        .map_err(|e| invalid(format!("vault: building the HTTP client: {e}")))?;
+    clients.insert(key, client.clone());
+    Ok(client)
+}
+
+/// Whether `s` can be sent as an HTTP header value (vaultrs panics on one that cannot).
+pub(super) fn header_safe(s: &str) -> bool {
+    s.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// Checks the server URL (vaultrs panics on an invalid one).
+fn check_server(server: &str) -> Result<url::Url, ProviderError> {
+    let url = url::Url::parse(server.trim())
+        .map_err(|e| invalid(format!("vault: server {server:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(format!(
+            "vault: server {server:?} is not an http(s) URL"
+        )));
+    }
+    Ok(url)
+}
+
+/// `spec.path` without slashes at either end.
+pub(super) fn normalize_mount(path: &str) -> Result<String, ProviderError> {
+    let mount = path.trim().trim_matches('/');
+    if mount.is_empty() {
+        return Err(invalid(format!("vault: KV mount path {path:?} is empty")));
+    }
+    Ok(mount.to_string())
+}
+
+/// An auth method's mount path without slashes and without a leading `auth/`.
+pub(super) fn auth_mount(path: &str) -> Result<String, ProviderError> {
+    let trimmed = path.trim().trim_matches('/');
+    let mount = trimmed
+        .strip_prefix("auth/")
+        .unwrap_or(trimmed)
+        .trim_matches('/');
+    if mount.is_empty() {
+        return Err(invalid(format!("vault: auth mount path {path:?} is empty")));
+    }
+    Ok(mount.to_string())
+}
+
+/// The PEM CA certificates of `caBundle` and `caProvider`, if any.
+async fn ca_pem(
+    spec: &VaultProvider,
+    auth: &AuthContext,
+) -> Result<Option<Vec<u8>>, ProviderError> {
+    let mut pem = Vec::new();
+    if let Some(bundle) = spec
+        .ca_bundle
+        .as_deref()
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+    {
+        let decoded = if bundle.starts_with("-----BEGIN") {
+            bundle.as_bytes().to_vec()
+        } else {
+            let compact: String = bundle.split_whitespace().collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(compact.as_bytes())
+                .map_err(|e| invalid(format!("vault: caBundle is not base64: {e}")))?
+        };
+        pem.extend_from_slice(&decoded);
+        pem.push(b'\n');
+    }
+    if let Some(p) = &spec.ca_provider {
+        let bytes = match p.type_ {
+            CaProviderType::Secret => {
+                let sel = SecretKeySelector {
+                    name: p.name.clone(),
+                    key: p.key.clone(),
+                    namespace: p.namespace.clone(),
+                };
+                auth.secret_value(&sel).await?.as_bytes().to_vec()
+            }
+            CaProviderType::ConfigMap => {
+                auth.config_map_value(&p.name, &p.key, p.namespace.as_deref())
+                    .await?
+            }
+        };
+        pem.extend_from_slice(&bytes);
+        pem.push(b'\n');
+    }
+    if pem.is_empty() {
+        return Ok(None);
+    }
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(invalid(
+            "vault: caBundle/caProvider holds no PEM certificate",
+        ));
+    }
+    Ok(Some(pem))
+}
+
+/// Writes `pem` to `<dir>/<sha256 of pem>.pem` (once; atomically, so concurrent writers and
+/// readers never see a partial file) and returns the path.
+fn write_ca_file(dir: &Path, pem: &[u8]) -> Result<String, ProviderError> {
+    let path: PathBuf = dir.join(format!("{}.pem", hex::encode(Sha256::digest(pem))));
+    let failed = |e: std::io::Error| {
+        ProviderError::new(
+            ErrorKind::Transient,
+            format!("vault: writing the CA bundle to {}: {e}", path.display()),
+        )
+    };
+    if !path.exists() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+        let tmp = dir.join(format!(
+            ".{}.{}.{}.tmp",
+            std::process::id(),
+            rand::random::<u64>(),
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("ca")
+        ));
+        std::fs::write(&tmp, pem).map_err(failed)?;
+        std::fs::rename(&tmp, &path).map_err(failed)?;
+    }
+    path.to_str().map(str::to_string).ok_or_else(|| {
+        invalid(format!(
+            "vault: CA file path {} is not UTF-8",
+            path.display()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_is_due_after_two_thirds_of_its_ttl() {
+        let t0 = Instant::now();
+        let lease = Lease {
+            obtained: t0,
+            ttl: Duration::from_secs(30),
+            renewable: true,
+        };
+        assert!(!lease.due(t0 + Duration::from_secs(19)));
+        assert!(lease.due(t0 + Duration::from_secs(20)));
+        let forever = Lease {
+            ttl: Duration::ZERO,
+            ..lease
+        };
+        assert!(!forever.due(t0 + Duration::from_secs(1_000_000)));
+    }
+
+    #[test]
+    fn mount_and_auth_paths_are_normalized() {
+        assert_eq!(normalize_mount("/secret/").unwrap(), "secret");
+        assert_eq!(normalize_mount("team/kv").unwrap(), "team/kv");
+        assert_eq!(
+            normalize_mount("/").unwrap_err().kind,
+            ErrorKind::InvalidConfig
+        );
+        assert_eq!(auth_mount("auth/approle/").unwrap(), "approle");
+        assert_eq!(auth_mount("k8s-prod").unwrap(), "k8s-prod");
+        assert!(auth_mount("/").is_err());
+    }
+
+    #[test]
+    fn server_must_be_an_http_url() {
+        assert!(check_server("https://vault.example:8200").is_ok());
+        assert!(check_server("http://127.0.0.1:8200").is_ok());
+        for bad in [
+            "vault.example:8200",
+            "ftp://vault.example",
+            "https://",
+            "not a url",
+            "",
+        ] {
+            assert_eq!(
+                check_server(bad).unwrap_err().kind,
+                ErrorKind::InvalidConfig,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_values_are_checked() {
+        assert!(header_safe("hvs.CAESIabc-_.="));
+        assert!(!header_safe("token\n"));
+        assert!(!header_safe("tök"));
+    }
+
+    #[test]
+    fn ca_file_is_named_by_its_hash_and_written_once() {
+        let dir =
+            std::env::temp_dir().join(format!("secret-relay-vault-ca-test-{}", std::process::id()));
+        let pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let a = write_ca_file(&dir, pem).unwrap();
+        let b = write_ca_file(&dir, pem).unwrap();
+        assert_eq!(a, b);
+        assert!(a.ends_with(&format!("{}.pem", hex::encode(Sha256::digest(pem)))));
+        assert_eq!(std::fs::read(&a).unwrap(), pem);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
