@@ -3,7 +3,7 @@
 //! cycle cost one call per distinct remote key.
 //!
 //! - **Coalescing:** concurrent `get`s of one `(key, version)` share one call.
-//! - **Freshness cache:** a `get` says how fresh its value must be (`fresh_since`, Unix
+//! - **Freshness cache** (moka, 15 min TTL, bounded): a `get` says how fresh its value must be (`fresh_since`, Unix
 //!   milliseconds); a value fetched at or after that instant is reused instead of calling the
 //!   backend again. A refresh due at instant T asks for a value fetched at T or later, which is
 //!   exactly what a call of its own at T would give, so reuse never makes a Secret staler
@@ -33,12 +33,16 @@ use crate::api::external_secret::ExternalSecretFind;
 
 type GetResult = Result<Option<SecretValue>, ProviderError>;
 
-/// Cached values older than this (milliseconds) are dropped when the cache is swept; no
-/// ExternalSecret can accept them unless its refresh interval is longer.
+/// Reader and tick memory older than this (milliseconds) is dropped.
 const MAX_AGE_MS: i64 = 3_600_000;
 
-/// The cache is swept of entries older than [`MAX_AGE_MS`] when it grows past this many.
-const SWEEP_AT: usize = 4096;
+/// How long a fetched value stays in the cache: long enough for every ExternalSecret due at
+/// one tick to take it (a tick of 10,000 objects is read in about a minute), short enough
+/// that secret values do not linger: a value is a copy of a secret. 15 minutes.
+const VALUE_TTL: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// Values kept at most, per provider (each zeroized when evicted or expired).
+const VALUE_CAPACITY: u64 = 100_000;
 
 /// Now, in Unix milliseconds (wall clock: refresh times are wall-clock instants, as in the
 /// ExternalSecret's `status.refreshTime`).
@@ -49,6 +53,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
+#[derive(Clone)]
 struct Cached {
     /// When the call that produced `value` started (Unix ms): the value is at least this fresh.
     fetched_ms: i64,
@@ -65,7 +70,7 @@ pub struct SharedProvider {
     /// Seed of the refresh phase: the identity fingerprint's first 8 bytes.
     seed: u64,
     gets: Coalescer<(String, Option<String>), (i64, GetResult)>,
-    cache: Mutex<HashMap<(String, Option<String>), Cached>>,
+    cache: moka::sync::Cache<(String, Option<String>), Cached>,
     /// The tick (Unix ms) at which each key's readers read it next, from their last read.
     readers: Mutex<HashMap<(String, Option<String>), i64>>,
     /// Ticks whose keys were already read ahead.
@@ -85,7 +90,10 @@ impl SharedProvider {
             name,
             seed: u64::from_le_bytes(seed),
             gets: Coalescer::default(),
-            cache: Mutex::new(HashMap::new()),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(VALUE_CAPACITY)
+                .time_to_live(VALUE_TTL)
+                .build(),
             readers: Mutex::new(HashMap::new()),
             prefetched: Mutex::new(Default::default()),
             health: Health::new(name),
@@ -186,14 +194,10 @@ impl SharedProvider {
     /// Caches the answer of a call that started at `started` (Unix ms), unless a newer one is
     /// cached.
     fn remember(&self, id: (String, Option<String>), started: i64, value: &Option<SecretValue>) {
-        let mut cache = self.cache.lock().expect("value cache lock");
-        if cache.len() >= SWEEP_AT {
-            let oldest = now_ms() - MAX_AGE_MS;
-            cache.retain(|_, c| c.fetched_ms >= oldest);
-        }
-        let newer = cache.get(&id).is_some_and(|c| c.fetched_ms > started);
+        // Keep the newer of two answers (a slow call may end after a later one).
+        let newer = self.cache.get(&id).is_some_and(|c| c.fetched_ms > started);
         if !newer {
-            cache.insert(
+            self.cache.insert(
                 id,
                 Cached {
                     fetched_ms: started,
@@ -239,8 +243,7 @@ impl SharedProvider {
         id: &(String, Option<String>),
         fresh_since: i64,
     ) -> Option<Option<SecretValue>> {
-        let cache = self.cache.lock().expect("value cache lock");
-        cache
+        self.cache
             .get(id)
             .filter(|c| c.fetched_ms >= fresh_since)
             .map(|c| c.value.clone())
