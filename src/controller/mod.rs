@@ -174,7 +174,7 @@ pub struct Context {
     /// Namespaces, metadata only (cache), for ClusterSecretStore conditions.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Built providers.
-    pub providers: ProviderCache,
+    pub providers: Arc<ProviderCache>,
     /// Event recorder (its cache folds repeated events into series).
     pub recorder: Recorder,
     /// Who reports our events (for recorders without that cache).
@@ -249,6 +249,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.boxed().shared();
     let wc = watcher::Config::default().any_semantic();
+    let providers = Arc::new(ProviderCache::new(
+        config.allow_secret_store_ambient_identity,
+    ));
+    // A deleted store or namespace takes its providers with it.
+    fn forget_store<K: Resource>(
+        providers: &Arc<ProviderCache>,
+    ) -> impl Fn(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+        let providers = providers.clone();
+        move |event| {
+            if let Ok(watcher::Event::Delete(obj)) = event {
+                providers.forget_store(obj.meta().uid.as_deref().unwrap_or_default());
+            }
+        }
+    }
 
     let (stores, stores_writer) = reflector::store();
     let store_events = watcher(
@@ -257,6 +271,7 @@ pub async fn run(
     )
     .default_backoff()
     .inspect(observe_api)
+    .inspect(forget_store(&providers))
     .modify(strip)
     .reflect(stores_writer)
     .touched_objects();
@@ -267,6 +282,7 @@ pub async fn run(
         watcher(cluster_api, wc.clone())
             .default_backoff()
             .inspect(observe_api)
+            .inspect(forget_store(&providers))
             .modify(strip)
             .reflect(cluster_writer)
             .touched_objects()
@@ -295,6 +311,14 @@ pub async fn run(
         watcher(ns_api, wc.clone())
             .default_backoff()
             .inspect(observe_api)
+            .inspect({
+                let providers = providers.clone();
+                move |event| {
+                    if let Ok(watcher::Event::Delete(ns)) = event {
+                        providers.forget_namespace(&ns.name_any());
+                    }
+                }
+            })
             .modify(strip)
             .reflect(ns_writer)
             .touched_objects()
@@ -313,7 +337,7 @@ pub async fn run(
         cluster_stores: cluster_stores.clone(),
         secrets: secrets.clone(),
         namespaces: namespaces.clone(),
-        providers: ProviderCache::new(config.allow_secret_store_ambient_identity),
+        providers,
         recorder: Recorder::new(client.clone(), reporter.clone()),
         reporter,
         state: Mutex::new(State::default()),

@@ -4,8 +4,7 @@
 //! Pipeline of a store reconcile: build provider (cached) → validate → status.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -264,23 +263,49 @@ struct CachedProvider {
 /// session, value cache and refresh ticks. Concurrent builds of one key coalesce into one
 /// (one login); an entry is rebuilt after [`PROVIDER_TTL`] or an authentication failure.
 ///
+/// Both maps are bounded moka caches whose entries expire after [`PROVIDER_TTL`]; a deleted
+/// store or namespace drops its entries at once ([`ProviderCache::forget_store`],
+/// [`ProviderCache::forget_namespace`]). A provider dropped by the cache is closed when its
+/// last user is done with it (a Vault provider revokes its login).
+///
 /// A SecretStore that would use the operator's own identity is refused here, before any
 /// build ([`check_identity`]).
-#[derive(Default)]
 pub struct ProviderCache {
     allow_ambient_identity: bool,
-    entries: Mutex<HashMap<ProviderKey, CachedProvider>>,
-    shared: Mutex<HashMap<[u8; 32], CachedProvider>>,
+    entries: moka::sync::Cache<ProviderKey, CachedProvider>,
+    shared: moka::sync::Cache<[u8; 32], CachedProvider>,
     builds: Coalescer<ProviderKey, Result<(DynProvider, [u8; 32]), ProviderError>>,
+}
+
+/// Store entries kept at most (a store per namespace, or a ClusterSecretStore per namespace it
+/// serves, each one entry).
+const PROVIDER_CAPACITY: u64 = 100_000;
+
+impl Default for ProviderCache {
+    fn default() -> Self {
+        Self::new(false)
+    }
 }
 
 impl ProviderCache {
     /// An empty cache; `allow_ambient_identity` lets SecretStores use the operator's own
     /// identity (never with a custom endpoint), see [`check_identity`].
     pub fn new(allow_ambient_identity: bool) -> Self {
+        fn cache<K>() -> moka::sync::Cache<K, CachedProvider>
+        where
+            K: std::hash::Hash + Eq + Send + Sync + 'static,
+        {
+            moka::sync::Cache::builder()
+                .max_capacity(PROVIDER_CAPACITY)
+                .time_to_live(PROVIDER_TTL)
+                .support_invalidation_closures()
+                .build()
+        }
         ProviderCache {
             allow_ambient_identity,
-            ..Default::default()
+            entries: cache(),
+            shared: cache(),
+            builds: Coalescer::default(),
         }
     }
 
@@ -302,12 +327,13 @@ impl ProviderCache {
                 Ok((built?, fingerprint(&spec, &auth.namespace, credentials)))
             })
             .await?;
-        let entry = {
-            let mut shared = self.shared.lock().expect("provider cache lock");
-            shared.retain(|_, e| e.built.elapsed() < PROVIDER_TTL);
-            shared
-                .entry(fingerprint)
-                .or_insert_with(|| CachedProvider {
+        // A provider of the same fingerprint built less than PROVIDER_TTL ago is shared; the
+        // new build is then dropped (and closed).
+        let entry = self
+            .shared
+            .entry(fingerprint)
+            .or_insert_with_if(
+                || CachedProvider {
                     provider: Arc::new(SharedProvider::new(
                         inner,
                         provider_name(&store.provider),
@@ -315,43 +341,67 @@ impl ProviderCache {
                     )),
                     fingerprint,
                     built: Instant::now(),
-                })
-                .clone()
-        };
-        let mut entries = self.entries.lock().expect("provider cache lock");
+                },
+                |e| e.built.elapsed() >= PROVIDER_TTL,
+            )
+            .into_value();
         // Entries of older generations of the same store are dropped.
-        entries.retain(|k, _| !(k.uid == store.key.uid && k.generation != store.key.generation));
-        entries.insert(store.key.clone(), entry.clone());
+        let (uid, generation) = (store.key.uid.clone(), store.key.generation);
+        let _ = self
+            .entries
+            .invalidate_entries_if(move |k, _| k.uid == uid && k.generation != generation);
+        self.entries.insert(store.key.clone(), entry.clone());
         Ok(entry.provider)
     }
 
     fn cached(&self, key: &ProviderKey) -> Option<Arc<SharedProvider>> {
-        let entries = self.entries.lock().expect("provider cache lock");
-        entries
+        // The entry's provider may be older than the entry: its own build time decides.
+        self.entries
             .get(key)
             .filter(|e| e.built.elapsed() < PROVIDER_TTL)
-            .map(|e| e.provider.clone())
+            .map(|e| e.provider)
     }
 
     /// Drops the provider of `store`, for every store sharing it (after an authentication
     /// failure: credentials may have been rotated).
     pub fn invalidate(&self, store: &ResolvedStore) {
-        let removed = self
-            .entries
-            .lock()
-            .expect("provider cache lock")
-            .remove(&store.key);
-        if let Some(e) = removed {
-            self.shared
-                .lock()
-                .expect("provider cache lock")
-                .remove(&e.fingerprint);
+        if let Some(e) = self.entries.remove(&store.key) {
+            self.shared.invalidate(&e.fingerprint);
         }
+    }
+
+    /// Drops the entries of a deleted store (by uid), and every shared provider no store
+    /// entry refers to any more.
+    pub fn forget_store(&self, uid: &str) {
+        let uid = uid.to_string();
+        let _ = self.entries.invalidate_entries_if(move |k, _| k.uid == uid);
+        self.prune_shared();
+    }
+
+    /// Drops the entries of ClusterSecretStores resolved in a deleted namespace, and every
+    /// shared provider no store entry refers to any more.
+    pub fn forget_namespace(&self, namespace: &str) {
+        let ns = namespace.to_string();
+        let _ = self
+            .entries
+            .invalidate_entries_if(move |k, _| k.ref_namespace == ns);
+        self.prune_shared();
+    }
+
+    fn prune_shared(&self) {
+        self.entries.run_pending_tasks();
+        let used: std::collections::HashSet<[u8; 32]> =
+            self.entries.iter().map(|(_, e)| e.fingerprint).collect();
+        let _ = self
+            .shared
+            .invalidate_entries_if(move |f, _| !used.contains(f));
+        self.shared.run_pending_tasks();
     }
 
     /// Number of distinct providers alive (for tests and metrics).
     pub fn distinct(&self) -> usize {
-        self.shared.lock().expect("provider cache lock").len()
+        self.shared.run_pending_tasks();
+        self.shared.entry_count() as usize
     }
 }
 
