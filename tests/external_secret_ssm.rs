@@ -464,19 +464,8 @@ spec:
         "{}",
         ready_message(&es)
     );
-    let store = wait_for("store status", Duration::from_secs(30), || async {
-        let s = stores.get("nocreds").await.ok()?;
-        s.status
-            .clone()?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")
-    })
-    .await;
-    assert_eq!(
-        (store.status.as_str(), store.reason.as_str()),
-        ("False", "InvalidProviderConfig")
-    );
+    let store = operator::wait_store_refused(&stores, "nocreds").await;
+    assert_eq!(store.reason, "InvalidProviderConfig");
 }
 
 #[tokio::test]
@@ -642,13 +631,7 @@ async fn cluster_store_conditions_limit_namespaces() {
     let _op = operator::start(&env.kube, &ns, true).await;
     let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
     let key = format!("/{}/css", random_suffix());
-    ssm.put_parameter()
-        .name(&key)
-        .value("cluster")
-        .r#type(ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+    operator::put_parameter(&ssm, &key, "cluster").await;
     let creds_ns = env.namespace("css-creds").await;
     let creds: Secret = serde_json::from_value(json!({
         "metadata": {"name": "aws-creds"}, "stringData": {"id": "testing", "secret": "testing"}
@@ -954,16 +937,7 @@ spec:
         ready_message(&es),
         "SecretStore/borrow: secret reference: namespace \"kube-system\" is not allowed in a SecretStore (references resolve in the store's namespace)"
     );
-    let store = wait_for("store condition", Duration::from_secs(30), || async {
-        let s = stores.get("borrow").await.ok()?;
-        let c = s
-            .status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Ready")?;
-        (c.status == "False").then_some(c)
-    })
-    .await;
+    let store = operator::wait_store_refused(&stores, "borrow").await;
     assert_eq!(store.reason, "InvalidProviderConfig");
     assert!(
         store
@@ -987,13 +961,7 @@ async fn secret_stores_cannot_borrow_the_operators_identity() {
     let _op = operator::start(&env.kube, &ns, true).await;
     let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
     let key = format!("/{}/ambient", random_suffix());
-    ssm.put_parameter()
-        .name(&key)
-        .value("admin-only")
-        .r#type(ParameterType::SecureString)
-        .send()
-        .await
-        .unwrap();
+    operator::put_parameter(&ssm, &key, "admin-only").await;
     let stores: Api<SecretStore> = Api::namespaced(env.kube.clone(), &ns);
     let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
     let tenant_stores = [
@@ -1036,18 +1004,7 @@ async fn secret_stores_cannot_borrow_the_operators_identity() {
         .await;
         let synced = wait_store_refusal(&es, name).await;
         assert_eq!(&ready_message(&synced), message);
-        let store = wait_for("store condition", Duration::from_secs(30), || async {
-            let c = stores
-                .get(name)
-                .await
-                .ok()?
-                .status?
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "Ready")?;
-            (c.status == "False").then_some(c)
-        })
-        .await;
+        let store = operator::wait_store_refused(&stores, name).await;
         assert_eq!(store.reason, "InvalidProviderConfig");
         let unprefixed = message.split_once(": ").unwrap().1;
         assert_eq!(store.message, unprefixed);

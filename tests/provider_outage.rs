@@ -94,13 +94,7 @@ async fn a_frozen_backend_holds_neither_other_backends_nor_its_own_errors() {
     })
     .await;
     for i in 1..SSM_OBJECTS {
-        ssm.put_parameter()
-            .name(format!("{prefix}/p{i}"))
-            .value("one")
-            .r#type(ParameterType::SecureString)
-            .send()
-            .await
-            .unwrap();
+        operator::put_parameter(&ssm, &format!("{prefix}/p{i}"), "one").await;
     }
     let vault = env.vault();
     for i in 0..VAULT_OBJECTS {
@@ -223,14 +217,7 @@ async fn a_frozen_backend_holds_neither_other_backends_nor_its_own_errors() {
     // the outage.
     moto.signal("-CONT");
     let resumed = std::time::Instant::now();
-    ssm.put_parameter()
-        .name(format!("{prefix}/p0"))
-        .value("two")
-        .r#type(ParameterType::SecureString)
-        .overwrite(true)
-        .send()
-        .await
-        .unwrap();
+    operator::put_parameter(&ssm, &format!("{prefix}/p0"), "two").await;
     wait_for(
         "every SSM ExternalSecret recovers",
         Duration::from_secs(180),

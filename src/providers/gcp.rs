@@ -111,12 +111,8 @@ pub(crate) async fn gcp_decrypt(
             ),
         ));
     }
-    let token = tokens.token(&[GCP_KMS_SCOPE]).await.map_err(|e| {
-        crate::metrics::provider_call(PROVIDER_GCP, "token", "Authentication");
-        ProviderError::new(
-            ErrorKind::Authentication,
-            format!("gcp: getting an OAuth token: {e}"),
-        )
+    let token = oauth_token(tokens.as_ref()).await.inspect_err(|e| {
+        crate::metrics::provider_call(PROVIDER_GCP, "token", e.kind.into());
     })?;
     let url = format!("{endpoint}/v1/{name}:decrypt");
     let body = serde_json::json!({ "ciphertext": ciphertext_b64 });
@@ -192,15 +188,29 @@ pub(crate) async fn gcp_decrypt(
 
 /// Proves the store's credentials: an OAuth token for the Cloud KMS scope.
 pub(crate) async fn gcp_validate(backend: &GcpKms) -> Result<(), ProviderError> {
-    let GcpKms { tokens, .. } = backend;
-    tokens
-        .token(&[GCP_KMS_SCOPE])
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            ProviderError::new(
-                ErrorKind::Authentication,
-                format!("gcp: getting an OAuth token: {e}"),
-            )
-        })
+    oauth_token(backend.tokens.as_ref()).await.map(|_| ())
+}
+
+/// Longest wait for an OAuth token (gcp_auth has no timeout of its own).
+const TOKEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An OAuth token for the Cloud KMS scope, within [`TOKEN_TIMEOUT`]. Errors:
+/// `Authentication` when refused, `Transient` on timeout.
+async fn oauth_token(
+    tokens: &dyn gcp_auth::TokenProvider,
+) -> Result<Arc<gcp_auth::Token>, ProviderError> {
+    match tokio::time::timeout(TOKEN_TIMEOUT, tokens.token(&[GCP_KMS_SCOPE])).await {
+        Ok(Ok(token)) => Ok(token),
+        Ok(Err(e)) => Err(ProviderError::new(
+            ErrorKind::Authentication,
+            format!("gcp: getting an OAuth token: {e}"),
+        )),
+        Err(_) => Err(ProviderError::new(
+            ErrorKind::Transient,
+            format!(
+                "gcp: getting an OAuth token: no answer within {} s",
+                TOKEN_TIMEOUT.as_secs()
+            ),
+        )),
+    }
 }

@@ -154,6 +154,41 @@ pub async fn wait_store_refusal(api: &Api<ExternalSecret>, name: &str) -> Extern
     .await
 }
 
+/// Waits until the store's Ready condition is False (its verdict), returning the condition.
+pub async fn wait_store_refused(
+    api: &Api<SecretStore>,
+    name: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    wait_for(
+        &format!("SecretStore {name}: Ready False"),
+        Duration::from_secs(30),
+        || async {
+            let c = api
+                .get(name)
+                .await
+                .ok()?
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            (c.status == "False").then_some(c)
+        },
+    )
+    .await
+}
+
+/// Creates or overwrites SSM parameter `name` = `value` (SecureString).
+pub async fn put_parameter(ssm: &aws_sdk_ssm::Client, name: &str, value: &str) {
+    ssm.put_parameter()
+        .name(name)
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .overwrite(true)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("put_parameter {name}: {e}"));
+}
+
 /// The Ready condition's message.
 pub fn ready_message(es: &ExternalSecret) -> String {
     es.status

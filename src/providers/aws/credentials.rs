@@ -193,16 +193,20 @@ enum StsSource {
 }
 
 /// Temporary credentials of `role` from STS, cached until [`REFRESH_MARGIN`] before they
-/// expire. One refresh runs at a time; callers arriving meanwhile wait for it. When a refresh
-/// fails while the old credentials are still valid for a minute, those are used (and the
-/// refresh is retried on the next call).
+/// expire. One refresh runs at a time, and no lock on the credentials is held across it:
+/// callers arriving meanwhile use the current credentials while they are valid for another
+/// minute, and wait for the refresh only when they are not. When a refresh fails while the old
+/// credentials are still valid for a minute, those are used (and the refresh is retried on the
+/// next call).
 struct StsCredentials {
     sts: aws_sdk_sts::Client,
     role: String,
     /// Provider label of the metrics of the STS calls (`aws_ssm`, `aws_kms`).
     provider: &'static str,
     source: StsSource,
-    cached: Mutex<Option<Credentials>>,
+    cached: std::sync::Mutex<Option<Credentials>>,
+    /// Held by the one refresh in flight (never together with `cached`).
+    refreshing: Mutex<()>,
 }
 
 impl fmt::Debug for StsCredentials {
@@ -225,7 +229,8 @@ impl StsCredentials {
             role: role.to_string(),
             provider,
             source: StsSource::AssumeRole,
-            cached: Mutex::new(None),
+            cached: std::sync::Mutex::new(None),
+            refreshing: Mutex::new(()),
         }
     }
 
@@ -244,30 +249,47 @@ impl StsCredentials {
                 auth: Box::new(auth),
                 service_account,
             },
-            cached: Mutex::new(None),
+            cached: std::sync::Mutex::new(None),
+            refreshing: Mutex::new(()),
         }
     }
 
     /// Valid credentials: the cached ones, or new ones from STS.
     async fn credentials(&self) -> Result<Credentials, ProviderError> {
-        let mut cached = self.cached.lock().await;
+        let fresh_enough = |now: SystemTime| {
+            self.cached
+                .lock()
+                .expect("sts credentials lock")
+                .clone()
+                .filter(|c| valid_until(c, now + REFRESH_MARGIN))
+        };
         let now = SystemTime::now();
-        if let Some(c) = cached
-            .as_ref()
-            .filter(|c| valid_until(c, now + REFRESH_MARGIN))
-        {
-            return Ok(c.clone());
+        if let Some(c) = fresh_enough(now) {
+            return Ok(c);
+        }
+        let usable = self
+            .cached
+            .lock()
+            .expect("sts credentials lock")
+            .clone()
+            .filter(|c| valid_until(c, now + Duration::from_secs(60)));
+        let _refresh = match (self.refreshing.try_lock(), &usable) {
+            (Ok(gate), _) => gate,
+            // Another caller refreshes: use the current credentials meanwhile.
+            (Err(_), Some(c)) => return Ok(c.clone()),
+            (Err(_), None) => self.refreshing.lock().await,
+        };
+        // A refresh that ended while this caller waited serves it.
+        if let Some(c) = fresh_enough(SystemTime::now()) {
+            return Ok(c);
         }
         match self.fetch().await {
             Ok(fresh) => {
                 tracing::debug!(role = %self.role, expiry = ?fresh.expiry(), "aws_ssm: new STS credentials");
-                *cached = Some(fresh.clone());
+                *self.cached.lock().expect("sts credentials lock") = Some(fresh.clone());
                 Ok(fresh)
             }
-            Err(e) => match cached
-                .as_ref()
-                .filter(|c| valid_until(c, now + Duration::from_secs(60)))
-            {
+            Err(e) => match usable {
                 Some(c) => {
                     tracing::warn!(role = %self.role, error = %e, "aws_ssm: refreshing STS credentials failed; using the current ones until they expire");
                     Ok(c.clone())
@@ -393,9 +415,23 @@ mod tests {
         let expiry = SystemTime::now() + valid_for;
         let cached = Credentials::new("cached", "cached", None, Some(expiry), "test");
         StsCredentials {
-            cached: Mutex::new(Some(cached)),
+            cached: std::sync::Mutex::new(Some(cached)),
             ..sts
         }
+    }
+
+    /// issue 16: a tokio Mutex was held across the STS call, so one slow refresh stalled
+    /// every read of the store. While another caller refreshes, credentials that are still
+    /// valid serve at once.
+    #[tokio::test]
+    async fn a_refresh_in_flight_does_not_stall_readers() {
+        let sts = sts_with_cache(Duration::from_secs(120));
+        let _another_refresh = sts.refreshing.lock().await;
+        let c = tokio::time::timeout(Duration::from_millis(500), sts.credentials())
+            .await
+            .expect("served without waiting for the refresh")
+            .unwrap();
+        assert_eq!(c.access_key_id(), "cached");
     }
 
     #[tokio::test]

@@ -45,8 +45,10 @@ const REFRESH_RETRY: Duration = Duration::from_secs(5);
 /// (`tokenSecretRef`) belongs to its owner and is left alone.
 impl Drop for VaultKvProvider {
     fn drop(&mut self) {
-        if self.login.is_some() {
-            revoke_later(self.session.get_mut().client.clone(), Duration::ZERO);
+        if self.login.is_some()
+            && let Ok(session) = self.session.get_mut()
+        {
+            revoke_later(session.client.clone(), Duration::ZERO);
         }
     }
 }
@@ -67,6 +69,7 @@ fn revoke_later(client: Arc<VaultClient>, delay: Duration) {
 }
 
 /// The current token, inside a client that sends it.
+#[derive(Clone)]
 pub(super) struct Session {
     client: Arc<VaultClient>,
     /// Incremented at every login, so that callers that saw a rejected token know whether
@@ -77,6 +80,14 @@ pub(super) struct Session {
     /// After a failed renewal and login while the token still had time left: no new attempt
     /// before this instant (the token is used meanwhile).
     retry_at: Option<Instant>,
+}
+
+/// What a refresh of the session did.
+enum Refreshed {
+    /// The token was renewed: its new lease.
+    Renewed(Lease),
+    /// A new login: its client and lease.
+    LoggedIn(Box<VaultClient>, Lease),
 }
 
 /// Lifetime of a login token as Vault announced it.
@@ -201,41 +212,72 @@ impl VaultKvProvider {
             mount,
             kv: spec.version,
             login,
-            session: Mutex::new(session),
+            session: std::sync::Mutex::new(session),
+            refreshing: Mutex::new(()),
         })
+    }
+
+    /// The current session (a copy: the lock is held for the copy only).
+    fn current(&self) -> Session {
+        self.session.lock().expect("vault session lock").clone()
     }
 
     /// The client with a usable token, renewing or replacing a login token that is due, and
     /// the session generation it belongs to. When Vault fails to renew or replace a token that
     /// has not expired yet, the token is used as it is and the refresh is tried again
     /// [`REFRESH_RETRY`] later; an expired one makes the error the caller's.
+    ///
+    /// One renewal or login runs at a time and no lock on the session is held across it:
+    /// callers arriving meanwhile use the current token while it has not expired, and wait for
+    /// the refresh only when it has.
     pub(super) async fn session(&self) -> Result<(Arc<VaultClient>, u64), ProviderError> {
-        let mut session = self.session.lock().await;
-        let now = Instant::now();
-        if let (Some(login), Some(lease)) = (&self.login, session.lease)
-            && lease.due(now)
-            && session.retry_at.is_none_or(|at| now >= at)
-            && let Err(e) = self.refresh(login, &mut session, lease).await
-        {
-            let now = Instant::now();
-            if now >= lease.expiry() {
-                return Err(e);
-            }
-            warn!(error = %e, "vault: could not refresh the token, using it until it expires");
-            session.retry_at = Some(now + REFRESH_RETRY);
+        let due = |s: &Session, now: Instant| match (&self.login, s.lease) {
+            (Some(_), Some(lease)) => lease.due(now) && s.retry_at.is_none_or(|at| now >= at),
+            _ => false,
+        };
+        let seen = self.current();
+        let (Some(login), Some(lease)) = (&self.login, seen.lease) else {
+            return Ok((seen.client, seen.generation));
+        };
+        if !due(&seen, Instant::now()) {
+            return Ok((seen.client, seen.generation));
         }
-        Ok((session.client.clone(), session.generation))
+        let _refresh = match self.refreshing.try_lock() {
+            Ok(gate) => gate,
+            Err(_) if Instant::now() < lease.expiry() => {
+                return Ok((seen.client, seen.generation));
+            }
+            Err(_) => self.refreshing.lock().await,
+        };
+        // A refresh that ended while this caller waited serves it.
+        let current = self.current();
+        if current.generation != seen.generation || !due(&current, Instant::now()) {
+            return Ok((current.client, current.generation));
+        }
+        match self.refresh(login, &current, lease).await {
+            Ok(update) => Ok(self.apply(update)),
+            Err(e) => {
+                let now = Instant::now();
+                if now >= lease.expiry() {
+                    return Err(e);
+                }
+                warn!(error = %e, "vault: could not refresh the token, using it until it expires");
+                self.session.lock().expect("vault session lock").retry_at =
+                    Some(now + REFRESH_RETRY);
+                Ok((current.client, current.generation))
+            }
+        }
     }
 
     /// Renews the session's token (`POST /v1/auth/token/renew-self`, one `renew` call) when
     /// it is renewable, not yet expired (the store may have been idle) and the renewal pushes
-    /// its expiry out; logs in again otherwise.
+    /// its expiry out; logs in again otherwise. Returns what changed, for [`Self::apply`].
     async fn refresh(
         &self,
         login: &Login,
-        session: &mut Session,
+        session: &Session,
         lease: Lease,
-    ) -> Result<(), ProviderError> {
+    ) -> Result<Refreshed, ProviderError> {
         if lease.renewable && Instant::now() < lease.expiry() {
             let result = counted(
                 "renew",
@@ -247,9 +289,7 @@ impl VaultKvProvider {
                     // At its max TTL a token renews to the same expiry: only a new login helps.
                     if renewed.expiry() > lease.expiry() + Duration::from_secs(1) {
                         debug!(ttl_seconds = info.lease_duration, "vault: token renewed");
-                        session.lease = Some(renewed);
-                        session.retry_at = None;
-                        return Ok(());
+                        return Ok(Refreshed::Renewed(renewed));
                     }
                     debug!("vault: token at its max TTL, logging in again");
                 }
@@ -258,34 +298,40 @@ impl VaultKvProvider {
                 }
             }
         }
-        self.replace_session(login, session).await
+        let (client, lease) = self.conn.login(login).await?;
+        Ok(Refreshed::LoggedIn(Box::new(client), lease))
     }
 
-    async fn replace_session(
-        &self,
-        login: &Login,
-        session: &mut Session,
-    ) -> Result<(), ProviderError> {
-        let (client, lease) = self.conn.login(login).await?;
-        // The replaced token is revoked once the calls that still hold it are done.
-        revoke_later(session.client.clone(), HTTP_TIMEOUT);
-        session.client = Arc::new(client);
-        session.lease = Some(lease);
+    /// Records a renewal or a new login in the session; returns its client and generation.
+    /// A replaced token is revoked once the calls that still hold it are done.
+    fn apply(&self, update: Refreshed) -> (Arc<VaultClient>, u64) {
+        let mut session = self.session.lock().expect("vault session lock");
         session.retry_at = None;
-        session.generation += 1;
-        Ok(())
+        match update {
+            Refreshed::Renewed(lease) => session.lease = Some(lease),
+            Refreshed::LoggedIn(client, lease) => {
+                revoke_later(session.client.clone(), HTTP_TIMEOUT);
+                session.client = Arc::new(*client);
+                session.lease = Some(lease);
+                session.generation += 1;
+            }
+        }
+        (session.client.clone(), session.generation)
     }
 
     /// Logs in again unless the session moved past `generation` already (another caller did
-    /// it while this one waited for the lock).
+    /// it while this one waited).
     pub(super) async fn relogin(&self, generation: u64) -> Result<Arc<VaultClient>, ProviderError> {
-        let mut session = self.session.lock().await;
-        if let Some(login) = &self.login
-            && session.generation == generation
-        {
-            self.replace_session(login, &mut session).await?;
+        let _refresh = self.refreshing.lock().await;
+        let current = self.current();
+        let Some(login) = &self.login else {
+            return Ok(current.client);
+        };
+        if current.generation != generation {
+            return Ok(current.client);
         }
-        Ok(session.client.clone())
+        let (client, lease) = self.conn.login(login).await?;
+        Ok(self.apply(Refreshed::LoggedIn(Box::new(client), lease)).0)
     }
 
     /// Runs one Vault request `f` with the session's client and counts it as `operation`.

@@ -37,9 +37,10 @@ pub struct VaultKvProvider {
     pub(super) kv: VaultKvVersion,
     /// How to log in again; `None` for a static token.
     pub(super) login: Option<Login>,
-    /// The current token and what is known of its lease. The lock is held across a login or
-    /// renewal, so that there is one in flight at a time.
-    pub(super) session: Mutex<Session>,
+    /// The current token and what is known of its lease; never locked across a call.
+    pub(super) session: std::sync::Mutex<Session>,
+    /// Held by the one renewal or login in flight.
+    pub(super) refreshing: Mutex<()>,
 }
 
 impl VaultKvProvider {
