@@ -38,28 +38,55 @@ use crate::{
     },
     providers::{ErrorKind, ProviderError},
 };
+use build::BuildError;
 
 pub use secret_store::ProviderCache;
 
-/// Why a reconcile failed. `reason()` is the ExternalSecret condition reason; `permanent()`
-/// says whether to wait for a change instead of retrying with backoff.
+/// Why a reconcile failed: one variant per cause, each with its fixed [`Error::category`]
+/// (metrics label, log field), its `Ready` condition [`Error::reason`] and whether a retry
+/// can help. The condition message, the `SyncFailed` event and the log all use its `Display`,
+/// which names the cause and never a value.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The store is missing, refuses the namespace, or its provider cannot be built.
-    #[error("{0}")]
-    StoreNotReady(String),
+    /// The store the ExternalSecret names is not in the cache (`SecretStore NS/NAME`,
+    /// `ClusterSecretStore NAME`).
+    #[error("{store} not found")]
+    StoreMissing { store: String },
+    /// A ClusterSecretStore's `conditions` do not admit the ExternalSecret's namespace.
+    #[error("ClusterSecretStore {store} does not allow namespace {namespace} (spec.conditions)")]
+    NamespaceRefused { store: String, namespace: String },
+    /// The store's provider cannot be built (credentials, login, refused settings); `store` is
+    /// `<Kind>/<name>`.
+    #[error("{store}: {source}")]
+    Store {
+        store: String,
+        #[source]
+        source: ProviderError,
+    },
     /// The backend failed (not found, access denied, throttled, ...).
     #[error("{0}")]
     Provider(#[source] ProviderError),
-    /// The spec cannot produce a Secret (property, template, decoding, refresh interval).
+    /// The spec cannot produce a Secret (property, template, decoding, rewrite).
     #[error("{0}")]
-    InvalidSpec(String),
-    /// The target Secret exists and belongs to someone else, or is immutable.
-    #[error("{0}")]
-    SecretConflict(String),
+    InvalidSpec(#[from] BuildError),
+    /// `refreshInterval` is not a duration the controller accepts.
+    #[error("refreshInterval {value:?}: {why}")]
+    RefreshInterval { value: String, why: String },
+    /// The target Secret exists and is not managed by this ExternalSecret.
+    #[error(
+        "Secret {secret} already exists and is not managed by this ExternalSecret; it was left unchanged (delete it, or use creationPolicy Merge)"
+    )]
+    NotOurs { secret: String },
+    /// The target Secret is immutable and its data differs.
+    #[error(
+        "Secret {secret} is immutable and its data differs from the remote values; delete it to let secret-relay recreate it"
+    )]
+    Immutable { secret: String },
     /// `creationPolicy: Merge` and the Secret does not exist.
-    #[error("{0}")]
-    SecretMissing(String),
+    #[error(
+        "Secret {secret} does not exist; creationPolicy Merge only adds keys to an existing Secret"
+    )]
+    MergeTargetMissing { secret: String },
     /// The Kubernetes API failed.
     #[error("kubernetes API: {0}")]
     Kube(#[source] kube::Error),
@@ -73,8 +100,10 @@ impl Error {
     /// The `Ready` condition reason this error reports.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::StoreNotReady(_) => "SecretStoreNotReady",
-            Error::SecretMissing(_) => "SecretMissing",
+            Error::StoreMissing { .. } | Error::NamespaceRefused { .. } | Error::Store { .. } => {
+                "SecretStoreNotReady"
+            }
+            Error::MergeTargetMissing { .. } => "SecretMissing",
             _ => "SecretSyncedError",
         }
     }
@@ -82,11 +111,13 @@ impl Error {
     /// Fixed category, for metrics labels and logs.
     pub fn category(&self) -> &'static str {
         match self {
-            Error::StoreNotReady(_) => "StoreNotReady",
+            Error::StoreMissing { .. } | Error::NamespaceRefused { .. } | Error::Store { .. } => {
+                "StoreNotReady"
+            }
             Error::Provider(e) => e.kind.into(),
-            Error::InvalidSpec(_) => "InvalidSpec",
-            Error::SecretConflict(_) => "SecretConflict",
-            Error::SecretMissing(_) => "SecretMissing",
+            Error::InvalidSpec(_) | Error::RefreshInterval { .. } => "InvalidSpec",
+            Error::NotOurs { .. } | Error::Immutable { .. } => "SecretConflict",
+            Error::MergeTargetMissing { .. } => "SecretMissing",
             Error::Kube(_) => "Kube",
             Error::Deadline(_) => "Deadline",
         }
@@ -95,12 +126,14 @@ impl Error {
     /// No retry can fix it, whether or not one is made: an invalid spec or store
     /// configuration, or a Secret that belongs to someone else. Reported as `Stalled=True`.
     pub fn stalled(&self) -> bool {
-        self.permanent() || matches!(self, Error::SecretConflict(_))
+        self.permanent()
+            || matches!(self, Error::NotOurs { .. } | Error::Immutable { .. })
+            || matches!(self, Error::Store { source, .. } if source.kind == ErrorKind::InvalidConfig)
     }
 
     /// Invalid spec: retrying cannot help until the ExternalSecret changes.
     pub fn permanent(&self) -> bool {
-        matches!(self, Error::InvalidSpec(_))
+        matches!(self, Error::InvalidSpec(_) | Error::RefreshInterval { .. })
             || matches!(self, Error::Provider(e) if e.kind == ErrorKind::InvalidConfig)
     }
 }
@@ -533,4 +566,119 @@ type StoreId = (StoreKind, Option<String>, String);
 fn store_error_policy<K>(_: Arc<K>, err: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(error = %err, category = err.category(), "store reconcile failed");
     Action::requeue(Duration::from_secs(30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One row per cause: its message, category (metrics), condition reason, and whether a
+    /// retry can help (permanent) or kstatus should say Failed (stalled).
+    #[test]
+    fn every_error_has_its_message_category_reason_and_retry_rule() {
+        let provider =
+            |kind| ProviderError::new(kind, "ssm GetParameters \"/a\": ParameterNotFound");
+        let cases: Vec<(Error, &str, &str, &str, bool, bool)> = vec![
+            (
+                Error::StoreMissing {
+                    store: "SecretStore ns/x".into(),
+                },
+                "SecretStore ns/x not found",
+                "StoreNotReady",
+                "SecretStoreNotReady",
+                false,
+                false,
+            ),
+            (
+                Error::NamespaceRefused {
+                    store: "css".into(),
+                    namespace: "ns".into(),
+                },
+                "ClusterSecretStore css does not allow namespace ns (spec.conditions)",
+                "StoreNotReady",
+                "SecretStoreNotReady",
+                false,
+                false,
+            ),
+            (
+                Error::Store {
+                    store: "SecretStore/x".into(),
+                    source: ProviderError::new(ErrorKind::InvalidConfig, "aws has no auth"),
+                },
+                "SecretStore/x: aws has no auth",
+                "StoreNotReady",
+                "SecretStoreNotReady",
+                false,
+                true,
+            ),
+            (
+                Error::Provider(provider(ErrorKind::NotFound)),
+                "ssm GetParameters \"/a\": ParameterNotFound",
+                "NotFound",
+                "SecretSyncedError",
+                false,
+                false,
+            ),
+            (
+                Error::InvalidSpec(BuildError("\"/a\": property \"x\" not found".into())),
+                "\"/a\": property \"x\" not found",
+                "InvalidSpec",
+                "SecretSyncedError",
+                true,
+                true,
+            ),
+            (
+                Error::RefreshInterval {
+                    value: "1x".into(),
+                    why: "invalid unit".into(),
+                },
+                "refreshInterval \"1x\": invalid unit",
+                "InvalidSpec",
+                "SecretSyncedError",
+                true,
+                true,
+            ),
+            (
+                Error::NotOurs {
+                    secret: "ns/s".into(),
+                },
+                "Secret ns/s already exists and is not managed by this ExternalSecret; it was left unchanged (delete it, or use creationPolicy Merge)",
+                "SecretConflict",
+                "SecretSyncedError",
+                false,
+                true,
+            ),
+            (
+                Error::MergeTargetMissing {
+                    secret: "ns/s".into(),
+                },
+                "Secret ns/s does not exist; creationPolicy Merge only adds keys to an existing Secret",
+                "SecretMissing",
+                "SecretMissing",
+                false,
+                false,
+            ),
+            (
+                Error::Deadline(Duration::from_secs(120)),
+                "the sync did not finish within 120 s; it is retried",
+                "Deadline",
+                "SecretSyncedError",
+                false,
+                false,
+            ),
+        ];
+        for (e, message, category, reason, permanent, stalled) in cases {
+            assert_eq!(e.to_string(), message);
+            assert_eq!(e.category(), category, "{message}");
+            assert_eq!(e.reason(), reason, "{message}");
+            assert_eq!(e.permanent(), permanent, "{message}");
+            assert_eq!(e.stalled(), stalled, "{message}");
+        }
+        // The store's own failure is kept as the source.
+        let e = Error::Store {
+            store: "SecretStore/x".into(),
+            source: provider(ErrorKind::Authentication),
+        };
+        assert!(std::error::Error::source(&e).is_some());
+    }
 }

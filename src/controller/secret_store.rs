@@ -86,7 +86,7 @@ impl ResolvedStore {
 }
 
 /// Finds the store `es` refers to in the reflector caches and checks that the
-/// ExternalSecret's namespace may use it. Errors are `Error::StoreNotReady` with the reason.
+/// ExternalSecret's namespace may use it. Errors: `StoreMissing`, `NamespaceRefused`.
 pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Error> {
     let ns = es.namespace().unwrap_or_default();
     let r = &es.spec.secret_store_ref;
@@ -95,8 +95,8 @@ pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Erro
             let store = ctx
                 .stores
                 .get(&ObjectRef::new(&r.name).within(&ns))
-                .ok_or_else(|| {
-                    Error::StoreNotReady(format!("SecretStore {ns}/{} not found", r.name))
+                .ok_or_else(|| Error::StoreMissing {
+                    store: format!("SecretStore {ns}/{}", r.name),
                 })?;
             Ok(ResolvedStore::new(
                 ctx,
@@ -111,15 +111,15 @@ pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Erro
             let store = ctx
                 .cluster_stores
                 .get(&ObjectRef::new(&r.name))
-                .ok_or_else(|| {
-                    Error::StoreNotReady(format!("ClusterSecretStore {} not found", r.name))
+                .ok_or_else(|| Error::StoreMissing {
+                    store: format!("ClusterSecretStore {}", r.name),
                 })?;
             let namespace = ctx.namespaces.get(&ObjectRef::new(&ns));
             if !namespace_allowed(&store, &ns, namespace.as_deref()) {
-                return Err(Error::StoreNotReady(format!(
-                    "ClusterSecretStore {} does not allow namespace {ns} (spec.conditions)",
-                    r.name
-                )));
+                return Err(Error::NamespaceRefused {
+                    store: r.name.clone(),
+                    namespace: ns,
+                });
             }
             Ok(ResolvedStore::new(
                 ctx,

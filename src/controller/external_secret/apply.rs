@@ -110,7 +110,7 @@ async fn build_secret(
         .is_some_and(|t| !t.data.is_empty());
     if !templated {
         let input = BuildInput { values, store, now };
-        return build::desired_secret(es, input).map_err(|e| Error::InvalidSpec(e.0));
+        return build::desired_secret(es, input).map_err(Error::InvalidSpec);
     }
     let permit = TEMPLATE_SLOTS.acquire().await.expect("never closed");
     let (es, store, now) = (es.clone(), store.to_string(), now.to_string());
@@ -124,8 +124,8 @@ async fn build_secret(
         build::desired_secret(&es, input)
     })
     .await
-    .map_err(|e| Error::InvalidSpec(format!("rendering the template failed: {e}")))?;
-    built.map_err(|e| Error::InvalidSpec(e.0))
+    .map_err(|e| build::BuildError(format!("rendering the template failed: {e}")))?;
+    built.map_err(Error::InvalidSpec)
 }
 
 /// Whether the metadata cache shows the target Secret at the resourceVersion we last wrote or
@@ -236,14 +236,14 @@ async fn apply(
     let ns = es.namespace().unwrap_or_default();
     match (&existing, policy) {
         (None, CreationPolicy::Merge) => {
-            return Err(Error::SecretMissing(format!(
-                "Secret {ns}/{target} does not exist; creationPolicy Merge only adds keys to an existing Secret"
-            )));
+            return Err(Error::MergeTargetMissing {
+                secret: format!("{ns}/{target}"),
+            });
         }
         (Some(s), CreationPolicy::Owner | CreationPolicy::Orphan) if !owned_by(s, es) => {
-            return Err(Error::SecretConflict(format!(
-                "Secret {ns}/{target} already exists and is not managed by this ExternalSecret; it was left unchanged (delete it, or use creationPolicy Merge)"
-            )));
+            return Err(Error::NotOurs {
+                secret: format!("{ns}/{target}"),
+            });
         }
         _ => {}
     }
@@ -255,9 +255,9 @@ async fn apply(
             return Ok(None);
         }
         if s.immutable == Some(true) {
-            return Err(Error::SecretConflict(format!(
-                "Secret {ns}/{target} is immutable and its data differs from the remote values; delete it to let secret-relay recreate it"
-            )));
+            return Err(Error::Immutable {
+                secret: format!("{ns}/{target}"),
+            });
         }
     }
     let written = secrets

@@ -55,7 +55,7 @@ pub(super) async fn fetch(
 ) -> Result<Outcome, Error> {
     let mut values = SecretMap::new();
     let mut missing = Vec::new();
-    let invalid = |e: build::BuildError| Error::InvalidSpec(e.0);
+    let invalid = Error::InvalidSpec;
     for entry in &es.spec.data_from {
         let mut found = SecretMap::new();
         if let Some(r) = &entry.extract {

@@ -169,7 +169,10 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
         .providers
         .get(&store)
         .await
-        .map_err(|e| Error::StoreNotReady(format!("{}: {}", store.label, e.message)))?;
+        .map_err(|source| Error::Store {
+            store: store.label.clone(),
+            source,
+        })?;
     let next_due = (interval > 0).then(|| provider.next_tick(now_ms, interval as i64 * 1000));
 
     // 3. Fetch.

@@ -24,7 +24,10 @@ pub fn parse_refresh_interval(s: &str) -> Result<u64, Error> {
     if s == "0" || s.is_empty() {
         return Ok(0);
     }
-    let refuse = |why: String| Error::InvalidSpec(format!("refreshInterval {s:?}: {why}"));
+    let refuse = |why: String| Error::RefreshInterval {
+        value: s.to_string(),
+        why,
+    };
     let longest_number = s
         .split(|c: char| !c.is_ascii_digit())
         .map(str::len)
