@@ -481,19 +481,15 @@ pub async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Context>) -> Resu
         store.meta(),
         ns.clone(),
     );
-    let (status, reason, message) = validate(&resolved, &ctx).await;
-    let api: Api<SecretStore> = Api::namespaced(ctx.client.clone(), &ns);
-    write_store_status(
-        &api,
-        &store.name_any(),
+    let verdict = validate(&resolved, &ctx).await;
+    report(
+        &Api::namespaced(ctx.client.clone(), &ns),
+        &*store,
         store.status.as_ref().map(|s| &s.conditions[..]),
-        store.meta().generation,
-        status,
-        reason,
-        &message,
+        store.spec.refresh_interval,
+        verdict,
     )
-    .await?;
-    Ok(requeue_store(store.spec.refresh_interval))
+    .await
 }
 
 /// Reconciles a `ClusterSecretStore`. A store whose references resolve per ExternalSecret
@@ -502,7 +498,7 @@ pub async fn reconcile_cluster_store(
     store: Arc<ClusterSecretStore>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let (status, reason, message) = if let Some(e) = conditions_error(&store) {
+    let verdict = if let Some(e) = conditions_error(&store) {
         (false, "InvalidProviderConfig", e)
     } else if has_referent_refs(&store.spec.provider) {
         (
@@ -521,18 +517,14 @@ pub async fn reconcile_cluster_store(
         );
         validate(&resolved, &ctx).await
     };
-    let api: Api<ClusterSecretStore> = Api::all(ctx.client.clone());
-    write_store_status(
-        &api,
-        &store.name_any(),
+    report(
+        &Api::all(ctx.client.clone()),
+        &*store,
         store.status.as_ref().map(|s| &s.conditions[..]),
-        store.meta().generation,
-        status,
-        reason,
-        &message,
+        store.spec.refresh_interval,
+        verdict,
     )
-    .await?;
-    Ok(requeue_store(store.spec.refresh_interval))
+    .await
 }
 
 async fn validate(store: &ResolvedStore, ctx: &Context) -> (bool, &'static str, String) {
@@ -557,30 +549,34 @@ fn requeue_store(interval: Option<i64>) -> Action {
     }
 }
 
-async fn write_store_status<K>(
+/// Writes a store's verdict `(ready, reason, message)` as its `Ready` condition (no write
+/// when it is unchanged) and requeues it for its `refreshInterval` (seconds).
+async fn report<K>(
     api: &Api<K>,
-    name: &str,
+    store: &K,
     previous: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
-    generation: Option<i64>,
-    ready: bool,
-    reason: &str,
-    message: &str,
-) -> Result<(), Error>
+    refresh_interval: Option<i64>,
+    (ready, reason, message): (bool, &'static str, String),
+) -> Result<Action, Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let cond = condition::ready(previous, ready, reason, message, generation);
+    let generation = store.meta().generation;
+    let cond = condition::ready(previous, ready, reason, &message, generation);
     let unchanged = previous
         .and_then(|p| p.iter().find(|c| c.type_ == "Ready"))
         .is_some_and(|c| c == &cond);
-    if unchanged {
-        return Ok(());
-    }
-    let patch = json!({ "status": { "conditions": [cond], "observedGeneration": generation } });
-    api.patch_status(name, &super::merge_params(), &Patch::Merge(&patch))
+    if !unchanged {
+        let patch = json!({ "status": { "conditions": [cond], "observedGeneration": generation } });
+        api.patch_status(
+            &store.name_any(),
+            &super::merge_params(),
+            &Patch::Merge(&patch),
+        )
         .await
         .map_err(Error::Kube)?;
-    Ok(())
+    }
+    Ok(requeue_store(refresh_interval))
 }
 
 #[cfg(test)]
