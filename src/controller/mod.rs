@@ -238,28 +238,15 @@ pub(crate) fn merge_params() -> PatchParams {
     }
 }
 
-/// Whether `labels` match a LabelSelector (`matchLabels` and `matchExpressions` with `In`,
-/// `NotIn`, `Exists`, `DoesNotExist`).
+/// Whether `labels` match a LabelSelector, by kube's own [`kube::core::Selector`]
+/// (`matchLabels`, and `matchExpressions` with `In`, `NotIn`, `Exists`, `DoesNotExist`). An
+/// invalid selector (an unknown operator, `In` without values) matches nothing.
 pub fn selector_matches(
     sel: &LabelSelector,
     labels: &std::collections::BTreeMap<String, String>,
 ) -> bool {
-    let by_labels = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let by_exprs = sel.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.clone().unwrap_or_default();
-        match e.operator.as_str() {
-            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
-            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
-            "Exists" => labels.contains_key(&e.key),
-            "DoesNotExist" => !labels.contains_key(&e.key),
-            _ => false,
-        }
-    });
-    by_labels && by_exprs
+    use kube::core::{Selector, SelectorExt};
+    Selector::try_from(sel.clone()).is_ok_and(|s| s.matches(labels))
 }
 
 fn api_for<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -680,5 +667,32 @@ mod tests {
             source: provider(ErrorKind::Authentication),
         };
         assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn label_selectors_follow_kubernetes() {
+        let sel = |yaml: &str| -> LabelSelector { serde_yaml::from_str(yaml).unwrap() };
+        let labels: std::collections::BTreeMap<String, String> = [
+            ("team".to_string(), "a".to_string()),
+            ("env".into(), "prod".into()),
+        ]
+        .into();
+        assert!(selector_matches(&sel("{}"), &labels));
+        assert!(selector_matches(&sel("{matchLabels: {team: a}}"), &labels));
+        assert!(!selector_matches(&sel("{matchLabels: {team: b}}"), &labels));
+        assert!(selector_matches(
+            &sel(
+                "{matchExpressions: [{key: env, operator: In, values: [prod, stage]}, {key: x, operator: DoesNotExist}]}"
+            ),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &sel("{matchExpressions: [{key: env, operator: NotIn, values: [prod]}]}"),
+            &labels
+        ));
+        assert!(!selector_matches(
+            &sel("{matchExpressions: [{key: env, operator: Bogus}]}"),
+            &labels
+        ));
     }
 }

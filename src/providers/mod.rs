@@ -10,6 +10,7 @@ pub mod aws;
 pub mod coalesce;
 pub mod gcp;
 pub mod health;
+pub(crate) mod http;
 pub mod kms;
 pub mod shared;
 pub mod vault;

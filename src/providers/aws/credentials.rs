@@ -20,6 +20,8 @@ use aws_sdk_sts::operation::{
 };
 use tokio::sync::Mutex;
 
+use crate::providers::http::PerRuntime;
+
 use super::errors::{CountCalls, call_error};
 use crate::{
     api::{
@@ -127,29 +129,19 @@ pub(crate) async fn sdk_config(
 /// client per store would load the roots and keep a pool per store. One per Tokio runtime
 /// (the operator has one): a pooled connection is served by a task of the runtime that
 /// opened it, and dies with that runtime.
-static HTTP_CLIENTS: std::sync::LazyLock<
-    std::sync::Mutex<
-        std::collections::HashMap<
-            Option<tokio::runtime::Id>,
-            aws_sdk_ssm::config::SharedHttpClient,
-        >,
-    >,
-> = std::sync::LazyLock::new(Default::default);
+static HTTP_CLIENTS: PerRuntime<(), aws_sdk_ssm::config::SharedHttpClient> = PerRuntime::new();
 
 fn shared_http_client() -> aws_sdk_ssm::config::SharedHttpClient {
-    let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
-    HTTP_CLIENTS
-        .lock()
-        .expect("aws http clients lock")
-        .entry(runtime)
-        .or_insert_with(|| {
+    let Ok(client) = HTTP_CLIENTS.get_or_try_make((), || {
+        Ok::<_, std::convert::Infallible>(
             aws_smithy_http_client::Builder::new()
                 .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                     aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
                 ))
-                .build_https()
-        })
-        .clone()
+                .build_https(),
+        )
+    });
+    client
 }
 
 /// The SDK config loader with the store's region and endpoint, the shared HTTP client, and

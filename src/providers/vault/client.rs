@@ -12,6 +12,8 @@ use std::{
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
+
+use crate::providers::http::PerRuntime;
 use tracing::{debug, warn};
 use vaultrs::{
     api::AuthInfo,
@@ -396,53 +398,38 @@ pub(super) fn client_with_token(
     })
 }
 
-/// Key of [`HTTP_CLIENTS`]: plain HTTP or not, the CA files trusted, the request timeout, and
-/// the Tokio runtime (the operator has one): a pooled connection is served by a task of the
-/// runtime that opened it, and dies with that runtime.
-type HttpClientKey = (
-    bool,
-    Vec<String>,
-    Option<Duration>,
-    Option<tokio::runtime::Id>,
-);
+/// Key of [`HTTP_CLIENTS`]: plain HTTP or not, the CA files trusted, the request timeout.
+type HttpClientKey = (bool, Vec<String>, Option<Duration>);
 
-/// HTTP clients shared by every Vault client with the same TLS settings. A reqwest client
-/// holds its TLS configuration (the trusted roots) and a connection pool; vaultrs builds a new
-/// one for each `VaultClient`, i.e. for every store and every login.
-static HTTP_CLIENTS: std::sync::LazyLock<
-    std::sync::Mutex<std::collections::HashMap<HttpClientKey, reqwest::Client>>,
-> = std::sync::LazyLock::new(Default::default);
+/// HTTP clients shared by every Vault client with the same TLS settings (vaultrs would build
+/// a new one for each `VaultClient`, i.e. for every store and every login).
+static HTTP_CLIENTS: PerRuntime<HttpClientKey, reqwest::Client> = PerRuntime::new();
 
 /// The shared client for `settings`, built as vaultrs builds its own (rustls, the timeout,
 /// the CA files added to the default roots; no roots at all for `http://`).
 fn shared_http_client(settings: &VaultClientSettings) -> Result<reqwest::Client, ProviderError> {
     let plain = settings.address.as_str().starts_with("http://");
-    let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
-    let key = (plain, settings.ca_certs.clone(), settings.timeout, runtime);
-    let mut clients = HTTP_CLIENTS.lock().expect("vault http clients lock");
-    if let Some(c) = clients.get(&key) {
-        return Ok(c.clone());
-    }
-    let mut builder = reqwest::ClientBuilder::new().tls_backend_rustls();
-    if let Some(timeout) = settings.timeout {
-        builder = builder.timeout(timeout);
-    }
-    if plain {
-        builder = builder.tls_certs_only(Vec::new());
-    } else {
-        for path in &settings.ca_certs {
-            let pem = std::fs::read(path)
-                .map_err(|e| invalid(format!("vault: reading CA file {path}: {e}")))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| invalid(format!("vault: CA file {path}: {e}")))?;
-            builder = builder.tls_certs_merge(certs);
+    let key = (plain, settings.ca_certs.clone(), settings.timeout);
+    HTTP_CLIENTS.get_or_try_make(key, || {
+        let mut builder = reqwest::ClientBuilder::new().tls_backend_rustls();
+        if let Some(timeout) = settings.timeout {
+            builder = builder.timeout(timeout);
         }
-    }
-    let client = builder
-        .build()
-        .map_err(|e| invalid(format!("vault: building the HTTP client: {e}")))?;
-    clients.insert(key, client.clone());
-    Ok(client)
+        if plain {
+            builder = builder.tls_certs_only(Vec::new());
+        } else {
+            for path in &settings.ca_certs {
+                let pem = std::fs::read(path)
+                    .map_err(|e| invalid(format!("vault: reading CA file {path}: {e}")))?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| invalid(format!("vault: CA file {path}: {e}")))?;
+                builder = builder.tls_certs_merge(certs);
+            }
+        }
+        builder
+            .build()
+            .map_err(|e| invalid(format!("vault: building the HTTP client: {e}")))
+    })
 }
 
 /// Whether `s` can be sent as an HTTP header value (vaultrs panics on one that cannot).
