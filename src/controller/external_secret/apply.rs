@@ -74,19 +74,37 @@ pub(super) async fn write(
                 }
                 _ => format!("Secret {target} synced from {store_label}"),
             };
+            let event = match written {
+                Some(true) => Some(("Created", format!("Secret {target} created"))),
+                Some(false) => Some(("Updated", format!("Secret {target} updated"))),
+                None if created_unreported(es, ctx, &target) => {
+                    Some(("Created", format!("Secret {target} created")))
+                }
+                None => None,
+            };
             Ok(Synced {
                 reason: "SecretSynced",
                 message,
-                event: written.map(|created| {
-                    if created {
-                        ("Created", format!("Secret {target} created"))
-                    } else {
-                        ("Updated", format!("Secret {target} updated"))
-                    }
-                }),
+                event,
             })
         }
     }
+}
+
+/// Whether the target Secret was created for `es` by a sync that never reported (the
+/// operator was killed between the write and the status): `es` has no condition yet, and the
+/// Secret, ours and up to date, is younger than `es`. Its `Created` event is then due.
+fn created_unreported(es: &ExternalSecret, ctx: &Context, target: &str) -> bool {
+    let never_reported = es.status.as_ref().is_none_or(|s| s.conditions.is_empty());
+    let ns = es.namespace().unwrap_or_default();
+    never_reported
+        && ctx
+            .secrets
+            .get(&ObjectRef::new(target).within(&ns))
+            .is_some_and(|m| {
+                m.metadata.creation_timestamp.as_ref().map(|t| t.0)
+                    >= es.metadata.creation_timestamp.as_ref().map(|t| t.0)
+            })
 }
 
 /// Templates rendered at once, process-wide: one, so that tenants' templates (bounded by
