@@ -3,9 +3,10 @@
 //! it should say so promptly.
 //!
 //! Each [`super::SharedProvider`] admits its backend calls through a [`Health`]:
-//! - **Slow:** while a call has been waiting longer than [`SLOW_AFTER`], a new call is not
-//!   started: the read is deferred ([`ErrorKind::Busy`], requeued quietly), so the slot goes
-//!   to ExternalSecrets of other backends. Reads that join a call in flight still wait for it.
+//! - **Slow:** a read waits at most [`SLOW_AFTER`] for its call. While a call has been waiting
+//!   longer than that, a new call is not started and a read does not wait at all: it is
+//!   deferred ([`ErrorKind::Busy`], requeued quietly), so the reconcile slots go to
+//!   ExternalSecrets of other backends.
 //! - **Down:** after a call fails as unreachable ([`ErrorKind::Transient`]: connection,
 //!   timeout, 5xx), one call at a time probes the backend, and every other read fails at once
 //!   with that failure's message, so each affected ExternalSecret reports the cause at its
@@ -133,6 +134,18 @@ impl Health {
         })
     }
 
+    /// How long a reader may wait for a call: [`SLOW_AFTER`], or nothing once a call has
+    /// waited longer than that (the backend is slow: a reader that joined a stuck call would
+    /// hold its reconcile slot for nothing).
+    pub fn wait_budget(&self) -> Duration {
+        let s = self.state.lock().expect("health lock");
+        if s.in_flight.values().any(|t| t.elapsed() > SLOW_AFTER) {
+            Duration::ZERO
+        } else {
+            SLOW_AFTER
+        }
+    }
+
     /// Whether the backend is down (for tests and readiness).
     pub fn is_down(&self) -> bool {
         self.state.lock().expect("health lock").down.is_some()
@@ -201,8 +214,11 @@ mod tests {
         );
         let deferred = h.admit().err().unwrap();
         assert_eq!(deferred.kind, ErrorKind::Busy);
+        // Readers do not wait for a stuck call either.
+        assert_eq!(h.wait_budget(), Duration::ZERO);
         // Once the slow call ends, calls go again.
         slow.finish(&Ok::<(), ProviderError>(()));
+        assert_eq!(h.wait_budget(), SLOW_AFTER);
         h.admit().unwrap();
     }
 }

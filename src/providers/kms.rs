@@ -11,15 +11,13 @@
 //!   `gcloud kms encrypt ... | base64` print, or for Transit the `vault:v1:...` string. `get`
 //!   returns the plaintext bytes.
 //!
-//! Economy: a decrypted SOPS data key or blob is cached by the SHA-256 of its ciphertext for
-//! the life of the provider (rebuilt every [`crate::controller::secret_store::PROVIDER_TTL`]),
-//! so a refresh of an unchanged document makes no KMS call; concurrent decrypts of the same
-//! ciphertext share one call.
+//! Economy: a decrypted SOPS data key or blob is cached by the SHA-256 of its ciphertext
+//! (bounded: [`DECRYPT_CACHE_CAPACITY`] entries, each dropped and zeroized after
+//! [`DECRYPT_CACHE_IDLE`] unused, and with the provider, rebuilt every
+//! [`crate::controller::secret_store::PROVIDER_TTL`]), so a refresh of an unchanged document
+//! makes no KMS call; concurrent decrypts of the same ciphertext share one call.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -43,12 +41,18 @@ use crate::{
 /// Prefix of a `remoteRef.key` that names a SOPS document in a ConfigMap.
 pub const CONFIGMAP_PREFIX: &str = "configmap:";
 
+/// Plaintexts kept at most per provider.
+pub const DECRYPT_CACHE_CAPACITY: u64 = 10_000;
+
+/// How long an unused plaintext stays cached: 10 minutes, longer than a refresh tick's reads.
+pub const DECRYPT_CACHE_IDLE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// A store's key service, with its decrypt cache. Build with [`KmsProvider::new`].
 pub struct KmsProvider {
     backend: Arc<Backend>,
     auth: AuthContext,
     /// Plaintext (data key or blob) by SHA-256 of `<backend>\0<ciphertext>`.
-    cache: Mutex<HashMap<[u8; 32], SecretValue>>,
+    cache: moka::sync::Cache<[u8; 32], SecretValue>,
     decrypts: Coalescer<[u8; 32], Result<SecretValue, ProviderError>>,
 }
 
@@ -109,14 +113,18 @@ impl KmsProvider {
         Ok(KmsProvider {
             backend: Arc::new(backend),
             auth: auth.clone(),
-            cache: Mutex::new(HashMap::new()),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(DECRYPT_CACHE_CAPACITY)
+                .time_to_idle(DECRYPT_CACHE_IDLE)
+                .build(),
             decrypts: Coalescer::default(),
         })
     }
 
     /// Number of plaintexts (data keys, blobs) held in the decrypt cache.
     pub fn cached(&self) -> usize {
-        self.cache.lock().expect("kms cache lock").len()
+        self.cache.run_pending_tasks();
+        self.cache.entry_count() as usize
     }
 
     /// Decrypts `ciphertext` with `call` unless its plaintext is cached; concurrent callers
@@ -135,16 +143,13 @@ impl KmsProvider {
         h.update([0]);
         h.update(ciphertext);
         let hash: [u8; 32] = h.finalize().into();
-        if let Some(hit) = self.cache.lock().expect("kms cache lock").get(&hash) {
-            return Ok(hit.clone());
+        if let Some(hit) = self.cache.get(&hash) {
+            return Ok(hit);
         }
         let backend = self.backend.clone();
         let result = self.decrypts.run(hash, move || call(backend)).await;
         if let Ok(plaintext) = &result {
-            self.cache
-                .lock()
-                .expect("kms cache lock")
-                .insert(hash, plaintext.clone());
+            self.cache.insert(hash, plaintext.clone());
         }
         result
     }

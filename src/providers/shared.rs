@@ -176,14 +176,14 @@ impl SharedProvider {
                 (started, result)
             }
         });
-        match tokio::time::timeout(SLOW_AFTER, joined).await {
+        match tokio::time::timeout(self.health.wait_budget(), joined).await {
             Ok((_, result)) => (called, result),
             Err(_) => (
                 called,
                 Err(ProviderError::new(
                     super::ErrorKind::Busy,
                     format!(
-                        "the backend has not answered for {} s; the read is retried",
+                        "the backend is slow (a call has waited up to {} s); the read is retried",
                         SLOW_AFTER.as_secs()
                     ),
                 )),
