@@ -3,8 +3,9 @@
 //! must pick up where it was once it is back.
 //!
 //! It kills the test environment's own kube-apiserver, so it cannot share an environment with
-//! other tests: it is `#[ignore]`d in `hack/test.sh` and run alone, in an environment of its
-//! own, by `hack/chaos.sh` (`--ignored`). Figures are printed as a `RELIABILITY {json}` line.
+//! other tests: it is `#[ignore]`d in the shared run, and `hack/test.sh` (after the shared run)
+//! and `hack/chaos.sh` run it alone, in an environment of its own (`--ignored`). Figures are
+//! printed as a `RELIABILITY {json}` line.
 
 mod common;
 mod operator;
@@ -79,7 +80,7 @@ impl Drop for Restarted {
 }
 
 #[tokio::test]
-#[ignore = "kills the environment's API server: run alone by hack/chaos.sh"]
+#[ignore = "kills the environment's API server: hack/test.sh and hack/chaos.sh run it alone"]
 async fn the_api_server_goes_away_and_comes_back() {
     let Some(env) = TestEnv::get("the_api_server_goes_away_and_comes_back").await else {
         return;
