@@ -30,12 +30,15 @@ for t in provider_outage operator_kill hostile_input api_server_restart; do
     >"$out/$t.log" 2>&1; then
     echo "chaos.sh: $t failed; its output:" >&2
     tail -50 "$out/$t.log" >&2
+    reason="$(grep -ho 'timed out after [^"]*' "$out/$t.log" | head -1 || true)"
+    printf '%s\t%s\n' "$t" "${reason:-see its output}" >>"$out/failed.tsv"
     status=1
   fi
   # The test harness may print the line after its own `test NAME ... ` on the same line.
   grep -ho 'RELIABILITY {.*}' "$out/$t.log" | sed 's/^RELIABILITY //' >>"$out/figures.jsonl" || true
 done
-python3 - "$out/figures.jsonl" "$commit" <<'EOF'
+touch "$out/figures.jsonl" "$out/failed.tsv"
+python3 - "$out/figures.jsonl" "$commit" "$out/failed.tsv" <<'EOF'
 import datetime, json, os, platform, sys
 
 figures = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -92,6 +95,12 @@ if h:
         f"{h['rss_before_kib'] / 1024:.1f} → {h['rss_after_kib'] / 1024:.1f} MiB",
     ))
 
+for line in open(sys.argv[3]):
+    name, why = line.rstrip("\n").split("\t", 1)
+    rows.append((f"`{name}`: **failed in this run** ({why})", "", "", "", "", ""))
+run["failed"] = [l.split("\t")[0] for l in open(sys.argv[3]) if l.strip()]
+json.dump(run, open("RELIABILITY.json", "w"), indent=2)
+
 lines = [
     "# secret-relay under faults and hostile input",
     "",
@@ -138,7 +147,8 @@ lines += [
     "- `api_server_restart` (run only here, as it kills its environment's API server): the operator "
     "binary syncs one ExternalSecret; the kube-apiserver is killed, `/readyz` is polled until 503, the "
     "SSM value changes, and after 10 s the API server is started again with its own command line; "
-    "`/readyz` must return to 200 and a force-sync must bring the new value.",
+    "`/readyz` must return to 200 and a force-sync must bring the new value. Known failure, 3 of "
+    "the last 4 runs: the force-synced change takes over 60 s (the watches resume slowly).",
     "- Not yet in this tier: leader kill while values change (needs the node tier).",
 ]
 open("RELIABILITY.md", "w").write("\n".join(lines) + "\n")

@@ -6,9 +6,9 @@
 //! other tests: it is `#[ignore]`d in `hack/test.sh`, and `hack/chaos.sh` runs it alone, in
 //! an environment of its own (`--ignored`). Figures are printed as a `RELIABILITY {json}` line.
 //!
-//! Known flake (about one run in three): after the restart, the force-synced change sometimes
+//! Known failure (3 of the last 4 runs): after the restart, the force-synced change sometimes
 //! takes over 60 s to arrive; the watches resume where they were, and something in that
-//! resumption is slow. Under investigation; the readiness part is reliable.
+//! resumption is slow (see RELIABILITY.md). Under investigation; the readiness part is reliable.
 
 mod common;
 mod operator;
