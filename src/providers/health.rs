@@ -39,6 +39,13 @@ struct State {
     probing: bool,
 }
 
+impl State {
+    /// Whether a call has waited longer than [`SLOW_AFTER`].
+    fn slow(&self) -> bool {
+        self.in_flight.values().any(|t| t.elapsed() > SLOW_AFTER)
+    }
+}
+
 /// The admission state of one backend. See the module documentation.
 pub struct Health {
     /// Provider label of the metrics.
@@ -110,8 +117,7 @@ impl Health {
             }
             Some(_) => true,
             None => {
-                let slow = s.in_flight.values().any(|t| t.elapsed() > SLOW_AFTER);
-                if slow {
+                if s.slow() {
                     return Err(ProviderError::new(
                         ErrorKind::Busy,
                         format!(
@@ -138,8 +144,7 @@ impl Health {
     /// waited longer than that (the backend is slow: a reader that joined a stuck call would
     /// hold its reconcile slot for nothing).
     pub fn wait_budget(&self) -> Duration {
-        let s = self.state.lock().expect("health lock");
-        if s.in_flight.values().any(|t| t.elapsed() > SLOW_AFTER) {
+        if self.state.lock().expect("health lock").slow() {
             Duration::ZERO
         } else {
             SLOW_AFTER
