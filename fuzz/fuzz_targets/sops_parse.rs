@@ -10,8 +10,7 @@ use secret_relay::sops::{Document, Format};
 const KEY: [u8; 32] = [0x42; 32];
 
 fuzz_target!(|data: &[u8]| {
-    let _ = Format::detect(data);
-    for format in [Format::Yaml, Format::Json, Format::Dotenv] {
+    for format in [Format::Yaml, Format::Json, Format::Dotenv, Format::Binary] {
         let Ok(doc) = Document::parse(data, format) else {
             continue;
         };

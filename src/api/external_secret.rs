@@ -192,8 +192,16 @@ pub struct ExternalSecretData {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteRef {
-    /// SSM parameter name (`/app/db`) or Vault secret path under the store's mount (`app/db`).
+    /// SSM parameter name (`/app/db`) or Vault secret path under the store's mount (`app/db`);
+    /// for a kms store, raw ciphertext, `configmap:<name>/<data key>`, or with `configMapRef`
+    /// the data key of that ConfigMap (`DATABASE_URL.enc`, `secrets.enc.yaml`).
     pub key: String,
+    /// kms stores only: the ConfigMap of the ExternalSecret's namespace whose data key `key`
+    /// holds a SOPS document or a ciphertext file. A structured name, so that Kustomize's
+    /// `nameReference` rewrites it to a `configMapGenerator`'s hashed name (the examples'
+    /// `kustomizeconfig.yaml`); the same as `key: configmap:<name>/<key>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<ConfigMapRef>,
     /// JSON path into a JSON value, gjson syntax as ESO: `name.first`, `friends.1.first`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub property: Option<String>,
@@ -206,6 +214,77 @@ pub struct RemoteRef {
     /// `Default` keeps the value; `Unicode` turns `\uXXXX` escapes into characters.
     #[serde(default)]
     pub conversion_strategy: ConversionStrategy,
+}
+
+/// `remoteRef.configMapRef`: a ConfigMap holding encrypted files (kms stores).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapRef {
+    /// The ConfigMap's name, in the ExternalSecret's namespace.
+    pub name: String,
+    /// The document's format, as sops' `--input-type`: by default sops' rule on the data key's
+    /// name (`.yaml`/`.yml` YAML, `.json` JSON, `.env` dotenv, `.ini` INI, anything else
+    /// binary). A binary file is a sops binary document (a JSON object) or, without sops
+    /// metadata, ciphertext of the store's key service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_type: Option<SopsInputType>,
+}
+
+/// A sops document format, named as sops' `--input-type` names it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SopsInputType {
+    /// YAML (`stores/yaml`).
+    Yaml,
+    /// JSON (`stores/json`).
+    Json,
+    /// dotenv (`stores/dotenv`).
+    Dotenv,
+    /// INI (`stores/ini`).
+    Ini,
+    /// Binary (`stores/json`'s BinaryStore): the whole plaintext under `data`.
+    Binary,
+}
+
+impl SopsInputType {
+    /// The name sops gives it (`yaml`, `json`, `dotenv`, `ini`, `binary`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SopsInputType::Yaml => "yaml",
+            SopsInputType::Json => "json",
+            SopsInputType::Dotenv => "dotenv",
+            SopsInputType::Ini => "ini",
+            SopsInputType::Binary => "binary",
+        }
+    }
+}
+
+/// Prefix of a `remoteRef.key` that names a data key of a ConfigMap (kms stores):
+/// `configmap:<name>/<data key>`.
+pub const CONFIGMAP_PREFIX: &str = "configmap:";
+
+/// Separator of the input type in a ConfigMap reference's provider key
+/// (`configmap:<name>/<data key>?inputType=<type>`); `?` cannot occur in a ConfigMap name or key.
+pub const INPUT_TYPE_QUERY: &str = "?inputType=";
+
+impl RemoteRef {
+    /// The key the store's provider reads: `key` as written, or with `configMapRef`
+    /// `configmap:<name>/<key>`, followed by `?inputType=<type>` when an input type is set.
+    /// Cache and coalescing keys are this string, so a renamed ConfigMap (a new
+    /// `configMapGenerator` hash) is read afresh.
+    pub fn provider_key(&self) -> std::borrow::Cow<'_, str> {
+        match &self.config_map_ref {
+            None => std::borrow::Cow::Borrowed(&self.key),
+            Some(cm) => {
+                let mut k = format!("{CONFIGMAP_PREFIX}{}/{}", cm.name, self.key);
+                if let Some(t) = cm.input_type {
+                    k.push_str(INPUT_TYPE_QUERY);
+                    k.push_str(t.as_str());
+                }
+                std::borrow::Cow::Owned(k)
+            }
+        }
+    }
 }
 
 /// ESO's `decodingStrategy`.

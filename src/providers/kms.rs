@@ -1,12 +1,19 @@
-//! KMS-encrypted blobs: raw ciphertext kept in the ExternalSecret itself, or SOPS documents
-//! kept in a ConfigMap of the ExternalSecret's namespace, decrypted by AWS KMS, Google Cloud
-//! KMS, Vault Transit or age identities.
+//! KMS-encrypted blobs: raw ciphertext kept in the ExternalSecret itself, or files (SOPS
+//! documents or ciphertext) kept in a ConfigMap of the ExternalSecret's namespace, decrypted by
+//! AWS KMS, Google Cloud KMS, Vault Transit or age identities.
 //!
 //! `remoteRef.key` is one of:
-//! - `configmap:<name>/<data key>`: a SOPS document (YAML, JSON or dotenv, told by the data
-//!   key's extension, else by its content) in ConfigMap `<name>`. `get` returns the decrypted
-//!   document as JSON (so `property` selects a leaf: `db.password`, `hosts.0`); `extract`
-//!   yields every leaf, its path joined with `.` (see [`crate::sops`]).
+//! - `configmap:<name>/<data key>` (or `configMapRef.name` beside `key: <data key>`, see
+//!   [`RemoteRef::provider_key`]): a file in ConfigMap `<name>`, under `data` or `binaryData`.
+//!   Its format is sops' rule on the data key's name ([`Format::for_file_name`]: `.yaml`/`.yml`,
+//!   `.json`, `.env`, `.ini`, else binary) unless `inputType` names one.
+//!   - A YAML, JSON or dotenv SOPS document: `get` returns it decrypted, as JSON (so `property`
+//!     selects a leaf: `db.password`, `hosts.0`); `extract` yields every leaf, its path joined
+//!     with `.` (see [`crate::sops`]).
+//!   - A binary file: a SOPS binary document (a JSON object; `sops -e` of any other file name)
+//!     gives its plaintext; anything else is ciphertext of the store's key service: the bytes
+//!     of `aws kms encrypt` / `gcloud kms encrypt --ciphertext-file` (`binaryData`), their
+//!     base64 text, or a Transit `vault:v<N>:...` string.
 //! - otherwise raw ciphertext: the base64 that `aws kms encrypt --query CiphertextBlob` or
 //!   `gcloud kms encrypt ... | base64` print, or for Transit the `vault:v1:...` string. `get`
 //!   returns the plaintext bytes.
@@ -16,6 +23,8 @@
 //! [`DECRYPT_CACHE_IDLE`] unused, and with the provider, rebuilt every
 //! [`crate::controller::secret_store::PROVIDER_TTL`]), so a refresh of an unchanged document
 //! makes no KMS call; concurrent decrypts of the same ciphertext share one call.
+//!
+//! [`RemoteRef::provider_key`]: crate::api::external_secret::RemoteRef::provider_key
 
 use std::sync::Arc;
 
@@ -33,13 +42,14 @@ use super::{
     gcp::{GcpKms, gcp_backend, gcp_decrypt, gcp_validate},
     vault::transit::{Transit, transit_backend},
 };
+pub use crate::api::external_secret::CONFIGMAP_PREFIX;
 use crate::{
-    api::{external_secret::ExternalSecretFind, secret_store::KmsProvider as KmsSpec},
+    api::{
+        external_secret::{ExternalSecretFind, INPUT_TYPE_QUERY, SopsInputType},
+        secret_store::KmsProvider as KmsSpec,
+    },
     sops::{self, AgeKeyService, Document, Format, KeyService, MasterKey},
 };
-
-/// Prefix of a `remoteRef.key` that names a SOPS document in a ConfigMap.
-pub const CONFIGMAP_PREFIX: &str = "configmap:";
 
 /// Plaintexts kept at most per provider.
 pub const DECRYPT_CACHE_CAPACITY: u64 = 10_000;
@@ -154,32 +164,25 @@ impl KmsProvider {
         result
     }
 
-    /// Raw ciphertext in `key`.
-    async fn raw(&self, key: &str) -> Result<SecretValue, ProviderError> {
-        match self.backend.as_ref() {
-            Backend::Age(_) => Err(ProviderError::new(
+    /// Decrypts raw ciphertext with the store's key service.
+    async fn decrypt_ciphertext(
+        &self,
+        ciphertext: Ciphertext,
+    ) -> Result<SecretValue, ProviderError> {
+        let wrong = |what: &str| ProviderError::new(ErrorKind::InvalidData, format!("kms: {what}"));
+        match (self.backend.as_ref(), ciphertext) {
+            (Backend::Age(_), _) => Err(ProviderError::new(
                 ErrorKind::InvalidConfig,
-                format!(
-                    "kms: an age store decrypts SOPS documents only; remoteRef.key must be {CONFIGMAP_PREFIX}<name>/<data key>"
-                ),
+                "kms: an age store decrypts SOPS documents only, not raw ciphertext",
             )),
-            Backend::Transit(Transit { path, key_name, .. }) => {
-                let ciphertext = key.trim();
-                if !ciphertext.starts_with("vault:v") {
-                    return Err(ProviderError::new(
-                        ErrorKind::InvalidData,
-                        format!(
-                            "kms: remoteRef.key is neither a Transit ciphertext (vault:v<N>:...) nor {CONFIGMAP_PREFIX}<name>/<data key>"
-                        ),
-                    ));
-                }
+            (Backend::Transit(Transit { path, key_name, .. }), Ciphertext::Transit(ciphertext)) => {
                 let key_name = key_name.clone().ok_or_else(|| {
                     ProviderError::new(
                         ErrorKind::InvalidConfig,
                         "kms: vaultTransit.keyName is required to decrypt raw ciphertext",
                     )
                 })?;
-                let (path, ciphertext) = (path.clone(), ciphertext.to_string());
+                let path = path.clone();
                 self.cached_decrypt(ciphertext.clone().as_bytes(), move |b| async move {
                     let Backend::Transit(Transit { vault, .. }) = b.as_ref() else {
                         unreachable!("backend is Transit")
@@ -188,8 +191,13 @@ impl KmsProvider {
                 })
                 .await
             }
-            Backend::Aws(AwsKms { context, .. }) => {
-                let blob = decode_base64(key)?;
+            (Backend::Transit(_), Ciphertext::Blob(_)) => Err(wrong(
+                "the ciphertext is not a Transit ciphertext (vault:v<N>:...)",
+            )),
+            (Backend::Aws(_) | Backend::Gcp(_), Ciphertext::Transit(_)) => Err(wrong(
+                "the ciphertext is a Vault Transit ciphertext (vault:v<N>:...), but the store's key service is not vaultTransit",
+            )),
+            (Backend::Aws(AwsKms { context, .. }), Ciphertext::Blob(blob)) => {
                 let context = context.clone();
                 self.cached_decrypt(&blob.clone(), move |b| async move {
                     let Backend::Aws(aws) = b.as_ref() else {
@@ -199,8 +207,7 @@ impl KmsProvider {
                 })
                 .await
             }
-            Backend::Gcp(GcpKms { key_name, .. }) => {
-                let blob = decode_base64(key)?;
+            (Backend::Gcp(GcpKms { key_name, .. }), Ciphertext::Blob(blob)) => {
                 let name = key_name.clone().ok_or_else(|| {
                     ProviderError::new(
                         ErrorKind::InvalidConfig,
@@ -219,21 +226,14 @@ impl KmsProvider {
         }
     }
 
-    /// The SOPS document `<name>/<data key>` of a ConfigMap in the references' namespace,
-    /// decrypted to JSON; `None` when the ConfigMap or the key does not exist.
-    async fn document(&self, reference: &str) -> Result<Option<SecretValue>, ProviderError> {
-        let (name, data_key) = reference
-            .split_once('/')
-            .filter(|(n, k)| !n.is_empty() && !k.is_empty())
-            .ok_or_else(|| {
-                ProviderError::new(
-                    ErrorKind::InvalidConfig,
-                    format!(
-                        "kms: remoteRef.key {:?} must be {CONFIGMAP_PREFIX}<name>/<data key>",
-                        format!("{CONFIGMAP_PREFIX}{reference}")
-                    ),
-                )
-            })?;
+    /// The file `reference` names in a ConfigMap of the references' namespace, decrypted;
+    /// `None` when the ConfigMap or its data key does not exist.
+    async fn file(&self, reference: &str) -> Result<Option<SecretValue>, ProviderError> {
+        let FileRef {
+            name,
+            data_key,
+            format,
+        } = FileRef::parse(reference)?;
         let ns = &self.auth.namespace;
         let api: Api<ConfigMap> = Api::namespaced(self.auth.client.clone(), ns);
         let cm = api.get_opt(name).await.map_err(|e| {
@@ -251,42 +251,137 @@ impl KmsProvider {
             (None, Some(binary)) => binary.0.clone(),
             (None, None) => return Ok(None),
         };
-        let format = Format::from_file_name(data_key).unwrap_or_else(|| Format::detect(&bytes));
-        let doc =
-            Document::parse(&bytes, format).map_err(|e| in_document(ns, name, data_key, e))?;
+        let in_file = |e: ProviderError| {
+            ProviderError::new(
+                e.kind,
+                format!("ConfigMap {ns}/{name} key {data_key:?}: {}", e.message),
+            )
+        };
+        if format == Format::Binary && !is_json_object(&bytes) {
+            let ciphertext = Ciphertext::from_file(&bytes).map_err(in_file)?;
+            return self
+                .decrypt_ciphertext(ciphertext)
+                .await
+                .map(Some)
+                .map_err(in_file);
+        }
+        let sops_err = |e: sops::SopsError| in_file(ProviderError::from(e));
+        let doc = Document::parse(&bytes, format).map_err(sops_err)?;
         let data_key_bytes = sops::decrypt_data_key(&doc, &Keys(self))
             .await
-            .map_err(|e| in_document(ns, name, data_key, e))?;
-        let decrypted = doc
-            .decrypt(&data_key_bytes)
-            .map_err(|e| in_document(ns, name, data_key, e))?;
+            .map_err(sops_err)?;
+        let decrypted = doc.decrypt(&data_key_bytes).map_err(sops_err)?;
+        if format == Format::Binary {
+            let (_, plaintext) = decrypted
+                .leaf(&["data"])
+                .expect("a parsed binary document has `data`");
+            return Ok(Some(SecretValue::new(plaintext.to_vec())));
+        }
         Ok(Some(decrypted.to_json()))
     }
 }
 
-/// A SOPS error as a provider error naming the document: `ConfigMap ns/name key "k": <cause>`.
-fn in_document(ns: &str, name: &str, key: &str, e: sops::SopsError) -> ProviderError {
-    let e = ProviderError::from(e);
-    ProviderError::new(
-        e.kind,
-        format!("ConfigMap {ns}/{name} key {key:?}: {}", e.message),
-    )
+/// A file in a ConfigMap: `<name>/<data key>[?inputType=<type>]` (after `configmap:`).
+struct FileRef<'a> {
+    name: &'a str,
+    data_key: &'a str,
+    format: Format,
 }
 
-fn decode_base64(key: &str) -> Result<Vec<u8>, ProviderError> {
-    let compact: String = key.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+impl<'a> FileRef<'a> {
+    fn parse(reference: &'a str) -> Result<FileRef<'a>, ProviderError> {
+        let invalid = |why: String| ProviderError::new(ErrorKind::InvalidConfig, why);
+        let (path, input_type) = match reference.split_once(INPUT_TYPE_QUERY) {
+            Some((path, t)) => {
+                let t: SopsInputType = serde_json::from_value(serde_json::Value::from(t))
+                    .map_err(|_| {
+                        invalid(format!(
+                            "kms: inputType {t:?} is none of yaml, json, dotenv, ini, binary"
+                        ))
+                    })?;
+                (path, Some(t))
+            }
+            None => (reference, None),
+        };
+        let (name, data_key) = path
+            .split_once('/')
+            .filter(|(n, k)| !n.is_empty() && !k.is_empty())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "kms: remoteRef.key {:?} must be {CONFIGMAP_PREFIX}<name>/<data key>",
+                    format!("{CONFIGMAP_PREFIX}{reference}")
+                ))
+            })?;
+        let format = input_type.map_or_else(|| Format::for_file_name(data_key), Format::from_input_type);
+        Ok(FileRef {
+            name,
+            data_key,
+            format,
+        })
+    }
+}
+
+/// Whether a file's first non-blank byte opens a JSON object: a SOPS binary document, as
+/// opposed to ciphertext (a KMS blob starts with a binary header, base64 text with a letter,
+/// digit, `+` or `/`, a Transit ciphertext with `vault:`).
+fn is_json_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// Raw ciphertext, as the key service takes it.
+enum Ciphertext {
+    /// AWS KMS `CiphertextBlob` or Cloud KMS ciphertext bytes.
+    Blob(Vec<u8>),
+    /// A Vault Transit `vault:v<N>:<base64>` string.
+    Transit(String),
+}
+
+impl Ciphertext {
+    /// `remoteRef.key` as ciphertext: a Transit string, else base64 (whitespace ignored).
+    fn from_key(key: &str) -> Result<Ciphertext, ProviderError> {
+        let trimmed = key.trim();
+        if trimmed.starts_with("vault:v") {
+            return Ok(Ciphertext::Transit(trimmed.to_string()));
+        }
+        decode_base64(key).map(Ciphertext::Blob).ok_or_else(|| {
+            ProviderError::new(
+                ErrorKind::InvalidData,
+                format!(
+                    "kms: remoteRef.key is neither ciphertext (base64, or vault:v<N>:... for Transit) nor {CONFIGMAP_PREFIX}<name>/<data key>"
+                ),
+            )
+        })
+    }
+
+    /// A ciphertext file's bytes: a Transit string, base64 text (as `aws kms encrypt --output
+    /// text` writes it), or else the ciphertext bytes themselves.
+    fn from_file(bytes: &[u8]) -> Result<Ciphertext, ProviderError> {
+        if bytes.is_empty() {
+            return Err(ProviderError::new(
+                ErrorKind::InvalidData,
+                "the file is empty: neither a SOPS document nor ciphertext",
+            ));
+        }
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            let trimmed = text.trim();
+            if trimmed.starts_with("vault:v") {
+                return Ok(Ciphertext::Transit(trimmed.to_string()));
+            }
+            if let Some(blob) = decode_base64(text) {
+                return Ok(Ciphertext::Blob(blob));
+            }
+        }
+        Ok(Ciphertext::Blob(bytes.to_vec()))
+    }
+}
+
+/// Standard base64 (whitespace ignored) of at least one byte.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
     base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())
         .ok()
         .filter(|b| !b.is_empty())
-        .ok_or_else(|| {
-            ProviderError::new(
-                ErrorKind::InvalidData,
-                format!(
-                    "kms: remoteRef.key is neither base64 ciphertext nor {CONFIGMAP_PREFIX}<name>/<data key>"
-                ),
-            )
-        })
 }
 
 /// The SOPS key service of a store: decrypts the entries of its own kind, through the cache.
@@ -303,7 +398,12 @@ impl KeyService for Keys<'_> {
                     arn, enc, context, ..
                 },
             ) => {
-                let blob = decode_base64(enc)?;
+                let blob = decode_base64(enc).ok_or_else(|| {
+                    ProviderError::new(
+                        ErrorKind::InvalidData,
+                        "sops: a kms entry's enc is not base64",
+                    )
+                })?;
                 let (arn, context) = (arn.clone(), context.clone());
                 p.cached_decrypt(&blob.clone(), move |b| async move {
                     let Backend::Aws(aws) = b.as_ref() else {
@@ -366,8 +466,8 @@ impl Provider for KmsProvider {
             ));
         }
         match key.strip_prefix(CONFIGMAP_PREFIX) {
-            Some(reference) => self.document(reference).await,
-            None => self.raw(key).await.map(Some),
+            Some(reference) => self.file(reference).await,
+            None => self.decrypt_ciphertext(Ciphertext::from_key(key)?).await.map(Some),
         }
     }
 
@@ -378,8 +478,12 @@ impl Provider for KmsProvider {
         ))
     }
 
+    /// SOPS YAML, JSON and dotenv documents are extracted leaf by leaf; a binary file's
+    /// plaintext is extracted as any JSON value is.
     fn extract_leaves(&self, key: &str) -> bool {
-        key.starts_with(CONFIGMAP_PREFIX)
+        key.strip_prefix(CONFIGMAP_PREFIX)
+            .and_then(|r| FileRef::parse(r).ok())
+            .is_some_and(|r| r.format != Format::Binary)
     }
 
     async fn validate(&self) -> Result<(), ProviderError> {

@@ -68,7 +68,8 @@ pub use self::tree::MAX_DOCUMENT_BYTES;
 use self::tree::Node;
 use crate::providers::{ErrorKind, ProviderError};
 
-/// The file format of a SOPS document.
+/// The file format of a SOPS document, chosen as sops chooses its store
+/// (`cmd/sops/formats/formats.go`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
     /// YAML (`stores/yaml`): one document whose top level is a mapping; metadata under `sops`.
@@ -77,33 +78,43 @@ pub enum Format {
     Json,
     /// dotenv (`stores/dotenv`): `KEY=VALUE` lines; metadata as flattened `sops_*` keys.
     Dotenv,
+    /// INI (`stores/ini`): recognised by name so that it is reported, not decrypted
+    /// ([`SopsError::Unsupported`]).
+    Ini,
+    /// Binary (`stores/json`: `BinaryStore`): a JSON object whose one data key, `data`, holds
+    /// the whole file's plaintext; metadata under `sops`.
+    Binary,
 }
 
 impl Format {
-    /// The format for a file name by its extension, as sops picks its store: `.yaml`/`.yml`,
-    /// `.json`, `.env` (case-insensitive). None for anything else.
-    pub fn from_file_name(name: &str) -> Option<Format> {
-        let lower = name.to_ascii_lowercase();
-        let ext = lower.rsplit_once('.').map(|(_, e)| e)?;
-        match ext {
-            "yaml" | "yml" => Some(Format::Yaml),
-            "json" => Some(Format::Json),
-            "env" => Some(Format::Dotenv),
-            _ => None,
+    /// The format of a file named `name`, exactly as sops picks its store
+    /// (`formats.FormatForPath`): a name ending in `.yaml` or `.yml` is YAML, `.json` JSON,
+    /// `.env` dotenv, `.ini` INI, anything else binary. Case-sensitive, as in sops
+    /// (`x.YAML` is binary).
+    pub fn for_file_name(name: &str) -> Format {
+        if name.ends_with(".yaml") || name.ends_with(".yml") {
+            Format::Yaml
+        } else if name.ends_with(".json") {
+            Format::Json
+        } else if name.ends_with(".env") {
+            Format::Dotenv
+        } else if name.ends_with(".ini") {
+            Format::Ini
+        } else {
+            Format::Binary
         }
     }
 
-    /// Guesses the format of a document: JSON when the first non-blank byte is `{`; dotenv when
-    /// some line starts with `sops_mac=` or `sops_lastmodified=` (the metadata of an encrypted
-    /// dotenv file); YAML otherwise.
-    pub fn detect(bytes: &[u8]) -> Format {
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-            return Format::Json;
+    /// The format sops' `--input-type` names (`yaml`, `json`, `dotenv`, `ini`, `binary`).
+    pub fn from_input_type(t: crate::api::external_secret::SopsInputType) -> Format {
+        use crate::api::external_secret::SopsInputType as T;
+        match t {
+            T::Yaml => Format::Yaml,
+            T::Json => Format::Json,
+            T::Dotenv => Format::Dotenv,
+            T::Ini => Format::Ini,
+            T::Binary => Format::Binary,
         }
-        let dotenv = bytes
-            .split(|b| *b == b'\n')
-            .any(|line| line.starts_with(b"sops_mac=") || line.starts_with(b"sops_lastmodified="));
-        if dotenv { Format::Dotenv } else { Format::Yaml }
     }
 }
 

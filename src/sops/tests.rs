@@ -393,17 +393,41 @@ async fn key_service_outcomes() {
 }
 
 #[test]
-fn formats() {
-    assert_eq!(Format::from_file_name("a/b.YAML"), Some(Format::Yaml));
-    assert_eq!(Format::from_file_name("x.yml"), Some(Format::Yaml));
-    assert_eq!(Format::from_file_name("x.json"), Some(Format::Json));
-    assert_eq!(Format::from_file_name("prod.env"), Some(Format::Dotenv));
-    assert_eq!(Format::from_file_name(".env"), Some(Format::Dotenv));
-    assert_eq!(Format::from_file_name("x.ini"), None);
-    assert_eq!(Format::from_file_name("noext"), None);
-    assert_eq!(Format::detect(&fixture("secrets.enc.json")), Format::Json);
-    assert_eq!(Format::detect(&fixture("secrets.enc.env")), Format::Dotenv);
-    assert_eq!(Format::detect(&fixture("secrets.enc.yaml")), Format::Yaml);
+fn formats_by_name_as_sops() {
+    // cmd/sops/formats: FormatForPath, suffixes compared as they are.
+    for (name, format) in [
+        ("a/b.yaml", Format::Yaml),
+        ("x.yml", Format::Yaml),
+        ("x.enc.json", Format::Json),
+        ("prod.env", Format::Dotenv),
+        (".env", Format::Dotenv),
+        ("x.ini", Format::Ini),
+        ("DATABASE_URL.enc", Format::Binary),
+        ("noext", Format::Binary),
+        ("a/b.YAML", Format::Binary),
+        ("x.yaml.bak", Format::Binary),
+    ] {
+        assert_eq!(Format::for_file_name(name), format, "{name}");
+    }
+}
+
+#[test]
+fn binary_documents_hold_one_data_string() {
+    let doc = br#"{"data": "ENC[AES256_GCM,data:AA==,iv:AAAAAAAAAAAAAAAAAAAAAA==,tag:AAAAAAAAAAAAAAAAAAAAAA==,type:str]", "sops": {"version": "3.13.3", "mac": "", "lastmodified": "2026-01-01T00:00:00Z", "age": [{"recipient": "age1x", "enc": "x"}]}}"#;
+    assert!(Document::parse(doc, Format::Binary).is_ok());
+    let extra = br#"{"data": "x", "other": "y", "sops": {"version": "3.13.3", "mac": "", "lastmodified": "2026-01-01T00:00:00Z", "age": [{"recipient": "age1x", "enc": "x"}]}}"#;
+    assert!(matches!(
+        Document::parse(extra, Format::Binary),
+        Err(SopsError::Malformed(_))
+    ));
+    assert!(matches!(
+        Document::parse(b"{}", Format::Binary),
+        Err(SopsError::NotSops)
+    ));
+    assert!(matches!(
+        Document::parse(b"[sops]\nversion = 3\n", Format::Ini),
+        Err(SopsError::Unsupported(_))
+    ));
 }
 
 #[test]

@@ -329,7 +329,10 @@ pub(crate) struct SplitDocument {
 /// (`stores/flatten.go`: `__map_` and `__list_` separators), values as strings.
 pub(crate) fn split(bytes: &[u8], format: Format) -> Result<SplitDocument, SopsError> {
     match format {
-        Format::Yaml | Format::Json => {
+        Format::Ini => Err(SopsError::Unsupported(
+            "INI documents (sops decides the format by the file name: .ini); re-encrypt the file as YAML, JSON or dotenv".into(),
+        )),
+        Format::Yaml | Format::Json | Format::Binary => {
             let entries = if matches!(format, Format::Yaml) {
                 parse_yaml(bytes)?
             } else {
@@ -353,6 +356,13 @@ pub(crate) fn split(bytes: &[u8], format: Format) -> Result<SplitDocument, SopsE
                 }
             }
             let metadata = metadata.ok_or(SopsError::NotSops)?;
+            if format == Format::Binary
+                && !(data.len() == 1 && data[0].0 == "data" && matches!(data[0].1, Node::Str(_)))
+            {
+                return Err(SopsError::malformed(
+                    "a SOPS binary document holds exactly one string, `data`",
+                ));
+            }
             Ok(SplitDocument { data, metadata })
         }
         Format::Dotenv => {

@@ -28,7 +28,7 @@ fn not_found_message(provider: &SecretStoreProvider, key: &str, version: Option<
         format!("ssm GetParameters {selector:?}: ParameterNotFound")
     } else if provider.kms.is_some() {
         format!(
-            "kms: SOPS document {key:?} not found (no such ConfigMap in this namespace, or no such data key in it)"
+            "kms: {key:?} not found (no such ConfigMap in this namespace, or no such data key in it)"
         )
     } else {
         let mount = provider
@@ -42,6 +42,29 @@ fn not_found_message(provider: &SecretStoreProvider, key: &str, version: Option<
         )
     }
 }
+/// `remoteRef.configMapRef` names a ConfigMap only a kms store reads: refused for others, where
+/// it would silently become part of a parameter name or Vault path.
+fn check_config_map_refs(es: &ExternalSecret, store: &SecretStoreProvider) -> Result<(), Error> {
+    if store.kms.is_some() {
+        return Ok(());
+    }
+    let refs = es
+        .spec
+        .data
+        .iter()
+        .map(|d| &d.remote_ref)
+        .chain(es.spec.data_from.iter().filter_map(|d| d.extract.as_ref()));
+    for r in refs {
+        if r.config_map_ref.is_some() {
+            return Err(Error::InvalidSpec(build::BuildError(format!(
+                "{:?}: remoteRef.configMapRef is read by kms stores only",
+                r.key
+            ))));
+        }
+    }
+    Ok(())
+}
+
 /// Fetches every remote value of `es`: `dataFrom` in order, then `data[]` (whose gets run
 /// concurrently, so a provider can batch them), applying property, decoding, conversion and
 /// rewrites. Values fetched at or after `fresh_since` (Unix ms) may come from the provider's
@@ -56,24 +79,26 @@ pub(super) async fn fetch(
     let mut values = SecretMap::new();
     let mut missing = Vec::new();
     let invalid = Error::InvalidSpec;
+    check_config_map_refs(es, store)?;
     for entry in &es.spec.data_from {
         let mut found = SecretMap::new();
         if let Some(r) = &entry.extract {
+            let key = r.provider_key();
             match provider
-                .get(&r.key, r.version.as_deref(), fresh_since, next_due)
+                .get(&key, r.version.as_deref(), fresh_since, next_due)
                 .await
                 .map_err(Error::Provider)?
             {
-                None => missing.push(not_found_message(store, &r.key, r.version.as_deref())),
+                None => missing.push(not_found_message(store, &key, r.version.as_deref())),
                 Some(value) => {
                     let value = match &r.property {
-                        Some(p) => build::select_property(&r.key, &value, p).map_err(invalid)?,
+                        Some(p) => build::select_property(&key, &value, p).map_err(invalid)?,
                         None => value,
                     };
-                    let extracted = if provider.extract_leaves(&r.key) {
-                        build::extract_leaves(&r.key, &value)
+                    let extracted = if provider.extract_leaves(&key) {
+                        build::extract_leaves(&key, &value)
                     } else {
-                        build::extract_object(&r.key, &value)
+                        build::extract_object(&key, &value)
                     };
                     for (k, v) in extracted.map_err(invalid)? {
                         let v = build::decode(&k, v, r.decoding_strategy).map_err(invalid)?;
@@ -91,22 +116,23 @@ pub(super) async fn fetch(
         }
         values.extend(build::rewrite_keys(found, &entry.rewrite).map_err(invalid)?);
     }
-    let gets = es.spec.data.iter().map(|d| {
-        provider.get(
-            &d.remote_ref.key,
-            d.remote_ref.version.as_deref(),
-            fresh_since,
-            next_due,
-        )
+    let keys: Vec<_> = es
+        .spec
+        .data
+        .iter()
+        .map(|d| d.remote_ref.provider_key())
+        .collect();
+    let gets = es.spec.data.iter().zip(&keys).map(|(d, key)| {
+        provider.get(key, d.remote_ref.version.as_deref(), fresh_since, next_due)
     });
     let results = join_all(gets).await;
-    for (d, res) in es.spec.data.iter().zip(results) {
+    for ((d, key), res) in es.spec.data.iter().zip(&keys).zip(results) {
         let r = &d.remote_ref;
         match res.map_err(Error::Provider)? {
-            None => missing.push(not_found_message(store, &r.key, r.version.as_deref())),
+            None => missing.push(not_found_message(store, key, r.version.as_deref())),
             Some(value) => {
                 let value = match &r.property {
-                    Some(p) => build::select_property(&r.key, &value, p).map_err(invalid)?,
+                    Some(p) => build::select_property(key, &value, p).map_err(invalid)?,
                     None => value,
                 };
                 let value =
