@@ -10,9 +10,12 @@ mod operator;
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
 use secret_relay::metrics::provider_calls_total;
 use serde_json::json;
 
+use common::random_suffix;
 use kms_fixture::{moto_kms_key, setup, wait_resynced};
 use operator::{ready_message, wait_reason};
 

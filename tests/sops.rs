@@ -354,7 +354,7 @@ async fn dotenv_document_matches_sops() {
             "dotenv",
         ],
     );
-    assert_eq!(Format::detect(&enc), Format::Dotenv);
+    assert_eq!(Format::for_file_name("doc.env"), Format::Dotenv);
     let d = module_decrypt(&enc, Format::Dotenv, &sops, &[0])
         .await
         .unwrap();
@@ -377,6 +377,46 @@ async fn dotenv_document_matches_sops() {
         })
         .collect();
     assert_eq!(flat(&d), theirs);
+}
+
+#[tokio::test]
+async fn binary_document_matches_sops() {
+    let Some(sops) = Sops::new("binary_document_matches_sops", 1).await else {
+        return;
+    };
+    let r = sops.recipient(0).to_string();
+    // `echo -n "$URL" > DATABASE_URL.enc; sops -e -i DATABASE_URL.enc`: any name sops does not
+    // know is a binary document, the whole file its one value.
+    let plain = "postgres://app:p4ss@db:5432/app?sslmode=require\n  with = and \u{2713}";
+    assert_eq!(Format::for_file_name("DATABASE_URL.enc"), Format::Binary);
+    sops.write("DATABASE_URL.enc", plain);
+    let out = sops
+        .command()
+        .args(["-e", "-i", "--age", &r, "DATABASE_URL.enc"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let enc = std::fs::read(sops.dir.join("DATABASE_URL.enc")).unwrap();
+    let d = module_decrypt(&enc, Format::Binary, &sops, &[0])
+        .await
+        .unwrap();
+    let (_, bytes) = d.leaf(&["data"]).expect("data");
+    assert_eq!(bytes, plain.as_bytes());
+    assert_eq!(
+        sops.decrypt(&enc, "binary", "binary", &[0]).unwrap(),
+        plain.as_bytes(),
+        "sops itself agrees"
+    );
+    // The envelope is sops' JSON store (`BinaryStore` wraps it): read as JSON, it is the tree
+    // `{"data": ...}`, which the operator used to write instead of the value.
+    let as_json = module_decrypt(&enc, Format::Json, &sops, &[0])
+        .await
+        .unwrap();
+    assert_eq!(flat(&as_json).get("data").map(String::as_str), Some(plain));
 }
 
 #[tokio::test]

@@ -293,8 +293,8 @@ impl<'a> FileRef<'a> {
         let invalid = |why: String| ProviderError::new(ErrorKind::InvalidConfig, why);
         let (path, input_type) = match reference.split_once(INPUT_TYPE_QUERY) {
             Some((path, t)) => {
-                let t: SopsInputType = serde_json::from_value(serde_json::Value::from(t))
-                    .map_err(|_| {
+                let t: SopsInputType =
+                    serde_json::from_value(serde_json::Value::from(t)).map_err(|_| {
                         invalid(format!(
                             "kms: inputType {t:?} is none of yaml, json, dotenv, ini, binary"
                         ))
@@ -312,7 +312,8 @@ impl<'a> FileRef<'a> {
                     format!("{CONFIGMAP_PREFIX}{reference}")
                 ))
             })?;
-        let format = input_type.map_or_else(|| Format::for_file_name(data_key), Format::from_input_type);
+        let format =
+            input_type.map_or_else(|| Format::for_file_name(data_key), Format::from_input_type);
         Ok(FileRef {
             name,
             data_key,
@@ -467,7 +468,10 @@ impl Provider for KmsProvider {
         }
         match key.strip_prefix(CONFIGMAP_PREFIX) {
             Some(reference) => self.file(reference).await,
-            None => self.decrypt_ciphertext(Ciphertext::from_key(key)?).await.map(Some),
+            None => self
+                .decrypt_ciphertext(Ciphertext::from_key(key)?)
+                .await
+                .map(Some),
         }
     }
 

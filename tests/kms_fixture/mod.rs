@@ -199,4 +199,3 @@ pub async fn wait_resynced(api: &Api<ExternalSecret>, name: &str, before: Option
     })
     .await;
 }
-

@@ -122,9 +122,10 @@ pub(super) async fn fetch(
         .iter()
         .map(|d| d.remote_ref.provider_key())
         .collect();
-    let gets = es.spec.data.iter().zip(&keys).map(|(d, key)| {
-        provider.get(key, d.remote_ref.version.as_deref(), fresh_since, next_due)
-    });
+    let gets =
+        es.spec.data.iter().zip(&keys).map(|(d, key)| {
+            provider.get(key, d.remote_ref.version.as_deref(), fresh_since, next_due)
+        });
     let results = join_all(gets).await;
     for ((d, key), res) in es.spec.data.iter().zip(&keys).zip(results) {
         let r = &d.remote_ref;
