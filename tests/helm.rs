@@ -941,33 +941,45 @@ async fn examples_render_and_validate() {
         );
     }
 
-    // prod: every `configmap:NAME/KEY` names a generated ConfigMap key, and the document in it
-    // decrypts with the demo key (kustomize carried it byte for byte, sops' MAC included).
+    // prod: every ConfigMap reference (`configMapRef.name` + key, or `configmap:NAME/KEY`)
+    // names a generated ConfigMap key, under the generator's hashed name, and the document in
+    // it decrypts with the demo key (kustomize carried it byte for byte, sops' MAC included).
     let prod = kustomize(&env, "overlays/prod").await;
     let mut sops_refs = 0;
     for es in of_kind(&prod, "ExternalSecret") {
-        let keys = es["spec"]["data"]
+        let refs = es["spec"]["data"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|d| &d["remoteRef"]["key"])
+            .map(|d| &d["remoteRef"])
             .chain(
                 es["spec"]["dataFrom"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|d| &d["extract"]["key"]),
+                    .map(|d| &d["extract"]),
             );
-        for key in keys.filter_map(Value::as_str) {
-            let Some(reference) = key.strip_prefix("configmap:") else {
-                continue;
+        for r in refs {
+            let key = r["key"].as_str().unwrap_or_default();
+            let (name, data_key) = match (
+                r["configMapRef"]["name"].as_str(),
+                key.strip_prefix("configmap:"),
+            ) {
+                (Some(name), _) => {
+                    assert!(
+                        name.starts_with("app-secrets-"),
+                        "Kustomize rewrote configMapRef.name to the hashed name: {name}"
+                    );
+                    (name, key)
+                }
+                (None, Some(reference)) => reference.split_once('/').expect("configmap:NAME/KEY"),
+                (None, None) => continue,
             };
             sops_refs += 1;
-            let (name, data_key) = reference.split_once('/').expect("configmap:NAME/KEY");
             let cm = of_kind(&prod, "ConfigMap")
                 .into_iter()
                 .find(|c| c["metadata"]["name"] == name)
-                .unwrap_or_else(|| panic!("no ConfigMap {name} for {key}"));
+                .unwrap_or_else(|| panic!("no ConfigMap {name} for {data_key}"));
             assert_eq!(cm["metadata"]["namespace"], es["metadata"]["namespace"]);
             let doc = cm["data"][data_key]
                 .as_str()

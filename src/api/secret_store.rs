@@ -59,8 +59,9 @@ pub struct SecretStoreProvider {
     /// HashiCorp Vault or OpenBao, KV secrets engine v1 or v2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<VaultProvider>,
-    /// KMS-encrypted blobs: raw ciphertext in `remoteRef.key`, or a SOPS document in a
-    /// ConfigMap (`remoteRef.key: configmap:<name>/<data key>`).
+    /// KMS-encrypted blobs: raw ciphertext in `remoteRef.key`, or an encrypted file (a SOPS
+    /// document, or ciphertext) in a ConfigMap (`remoteRef.configMapRef.name` + `key`, or
+    /// `remoteRef.key: configmap:<name>/<data key>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kms: Option<KmsProvider>,
 }

@@ -360,7 +360,7 @@ pub(crate) fn split(bytes: &[u8], format: Format) -> Result<SplitDocument, SopsE
                 && !(data.len() == 1 && data[0].0 == "data" && matches!(data[0].1, Node::Str(_)))
             {
                 return Err(SopsError::malformed(
-                    "a SOPS binary document holds exactly one string, `data`",
+                    "a SOPS binary document holds exactly one string, \"data\"",
                 ));
             }
             Ok(SplitDocument { data, metadata })
