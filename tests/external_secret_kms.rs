@@ -429,3 +429,45 @@ spec:
         ready_message(&es)
     );
 }
+
+#[tokio::test]
+async fn sops_kms_entry_role_is_assumed_before_decrypt() {
+    let Some(f) = setup("sops_kms_entry_role_is_assumed_before_decrypt").await else {
+        return;
+    };
+    let (_, arn) = moto_kms_key(&f.env).await;
+    f.aws_store("aws", "").await;
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", f.env.aws_region.as_str()),
+        ("AWS_ENDPOINT_URL", f.env.aws_endpoint.as_str()),
+    ];
+    // sops' `--kms ARN+ROLE`: the entry carries the role, and sops assumes it to decrypt.
+    let role = "arn:aws:iam::123456789012:role/sops-decrypt";
+    let doc = f.sops_encrypt(
+        "app.yaml",
+        DOC_YAML,
+        &["--kms", &format!("{arn}+{role}")],
+        &env,
+    );
+    assert!(doc.contains(&format!("role: {role}")), "{doc}");
+    f.config_map("docs", "app.enc.yaml", &doc).await;
+    let assumed = provider_calls_total("aws_kms", "AssumeRole");
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: doc}
+spec:
+  secretStoreRef: {name: aws}
+  dataFrom:
+  - extract: {configMapRef: {name: docs}, key: app.enc.yaml}
+"#)
+        .await;
+    wait_reason(&f.es, "doc", "SecretSynced").await;
+    assert_eq!(f.data("doc").await, doc_leaves());
+    assert!(
+        provider_calls_total("aws_kms", "AssumeRole") > assumed,
+        "the entry's role was assumed (STS AssumeRole) before Decrypt"
+    );
+}

@@ -203,7 +203,7 @@ impl KmsProvider {
                     let Backend::Aws(aws) = b.as_ref() else {
                         unreachable!("backend is AWS")
                     };
-                    aws_decrypt(aws, blob, context, None).await
+                    aws_decrypt(aws, blob, context, None, None).await
                 })
                 .await
             }
@@ -396,7 +396,10 @@ impl KeyService for Keys<'_> {
             (
                 Backend::Aws(_),
                 MasterKey::AwsKms {
-                    arn, enc, context, ..
+                    arn,
+                    enc,
+                    context,
+                    role,
                 },
             ) => {
                 let blob = decode_base64(enc).ok_or_else(|| {
@@ -405,12 +408,12 @@ impl KeyService for Keys<'_> {
                         "sops: a kms entry's enc is not base64",
                     )
                 })?;
-                let (arn, context) = (arn.clone(), context.clone());
+                let (arn, context, role) = (arn.clone(), context.clone(), role.clone());
                 p.cached_decrypt(&blob.clone(), move |b| async move {
                     let Backend::Aws(aws) = b.as_ref() else {
                         unreachable!("backend is AWS")
                     };
-                    aws_decrypt(aws, blob, context, Some(arn)).await
+                    aws_decrypt(aws, blob, context, Some(arn), role).await
                 })
                 .await?
             }

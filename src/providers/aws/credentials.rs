@@ -124,6 +124,19 @@ pub(crate) async fn sdk_config(
         .build())
 }
 
+/// `config` with the credentials of `role`, assumed through STS `AssumeRole` with `config`'s
+/// own credentials, cached and refreshed as a store's `role` is (a SOPS `kms` entry's `role`:
+/// sops' `kms/keysource.go` assumes it before `Decrypt`). Nothing is called until the first
+/// request signed with it.
+pub(crate) fn assume_role(config: &SdkConfig, role: &str, provider: &'static str) -> SdkConfig {
+    let sts = Arc::new(StsCredentials::assume_role(config, role, provider));
+    config
+        .to_builder()
+        .credentials_provider(SharedCredentialsProvider::new(StsProvider(sts)))
+        .identity_cache(IdentityCache::no_cache())
+        .build()
+}
+
 /// One HTTPS client for every store's SDK clients (SSM, STS, KMS): it builds one connector per
 /// timeout setting, with the trusted roots loaded once and a shared connection pool, where a
 /// client per store would load the roots and keep a pool per store. One per Tokio runtime

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use aws_sdk_kms::{operation::decrypt::DecryptError, primitives::Blob};
 
 use super::{
-    credentials::sdk_config,
+    credentials::{assume_role, sdk_config},
     errors::{CountCalls, call_error},
 };
 use crate::{
@@ -17,12 +17,19 @@ use crate::{
 
 const PROVIDER_AWS: &str = "aws_kms";
 
+/// Roles of SOPS `kms` entries whose clients a store keeps: a document names its role, so the
+/// number is bounded for a tenant's documents (the least recently used client is dropped).
+const ROLE_CLIENTS: u64 = 16;
+
 /// The `aws` key service of a store: a KMS client, an STS client signed with the same
-/// credentials (for `GetCallerIdentity`) and the encryption context of raw ciphertext.
+/// credentials (for `GetCallerIdentity`), the encryption context of raw ciphertext, and KMS
+/// clients for the roles SOPS entries name.
 pub(crate) struct AwsKms {
+    config: aws_config::SdkConfig,
     kms: aws_sdk_kms::Client,
     sts: aws_sdk_sts::Client,
     pub(crate) context: BTreeMap<String, String>,
+    roles: moka::sync::Cache<String, aws_sdk_kms::Client>,
 }
 
 pub(crate) async fn aws_backend(
@@ -46,18 +53,28 @@ pub(crate) async fn aws_backend(
     Ok(AwsKms {
         kms: aws_sdk_kms::Client::new(&config),
         sts: aws_sdk_sts::Client::new(&config),
+        config,
         context: spec.encryption_context.clone(),
+        roles: moka::sync::Cache::new(ROLE_CLIENTS),
     })
 }
 
-/// AWS KMS `Decrypt` of `blob` (one call). `key_id`: the key ARN a SOPS entry names.
+/// AWS KMS `Decrypt` of `blob` (one call). `key_id`: the key ARN a SOPS entry names; `role`:
+/// the IAM role it names, assumed with the store's credentials first (STS `AssumeRole`,
+/// counted as `aws_kms` calls; its failure is the error).
 pub(crate) async fn aws_decrypt(
     backend: &AwsKms,
     blob: Vec<u8>,
     context: BTreeMap<String, String>,
     key_id: Option<String>,
+    role: Option<String>,
 ) -> Result<SecretValue, ProviderError> {
-    let AwsKms { kms, .. } = backend;
+    let kms = match role {
+        None => backend.kms.clone(),
+        Some(role) => backend.roles.get_with(role.clone(), || {
+            aws_sdk_kms::Client::new(&assume_role(&backend.config, &role, PROVIDER_AWS))
+        }),
+    };
     let out = kms
         .decrypt()
         .ciphertext_blob(Blob::new(blob))
