@@ -25,7 +25,8 @@ const ROLE_CLIENTS: u64 = 16;
 /// credentials (for `GetCallerIdentity`), the encryption context of raw ciphertext, and KMS
 /// clients for the roles SOPS entries name.
 pub(crate) struct AwsKms {
-    config: aws_config::SdkConfig,
+    /// Boxed: the SDK configuration is some 500 bytes, the other key services' a tenth.
+    config: Box<aws_config::SdkConfig>,
     kms: aws_sdk_kms::Client,
     sts: aws_sdk_sts::Client,
     pub(crate) context: BTreeMap<String, String>,
@@ -53,7 +54,7 @@ pub(crate) async fn aws_backend(
     Ok(AwsKms {
         kms: aws_sdk_kms::Client::new(&config),
         sts: aws_sdk_sts::Client::new(&config),
-        config,
+        config: Box::new(config),
         context: spec.encryption_context.clone(),
         roles: moka::sync::Cache::new(ROLE_CLIENTS),
     })
