@@ -7,7 +7,10 @@
 //! - `POST /v1/{name}:decrypt` (projects.locations.keyRings.cryptoKeys.decrypt): the bearer
 //!   token it issued, a full key resource name, and a JSON body whose `ciphertext` is base64.
 //!   Its "ciphertext" is `GCPKMS1` + the plaintext XOR 0x5a; it answers `{"plaintext"}` as the
-//!   real API does, or the real API's error shape.
+//!   real API does, or the real API's error shape;
+//! - `POST /v1/{name}:encrypt`, for the real `sops` binary (Google's REST client, pointed at the
+//!   stand-in by `SOPS_GCP_KMS_ENDPOINT`) making a `gcp_kms` document that the operator then
+//!   decrypts end to end.
 
 mod common;
 mod operator;
@@ -149,7 +152,8 @@ async fn token(State(s): State<StandIn>, headers: HeaderMap, body: Bytes) -> (St
     )
 }
 
-async fn decrypt(
+/// `POST /v1/{name}:decrypt` and `:encrypt`.
+async fn crypto_key_call(
     State(s): State<StandIn>,
     Path(rest): Path<String>,
     headers: HeaderMap,
@@ -175,9 +179,15 @@ async fn decrypt(
             "Request had invalid authentication credentials.",
         );
     }
-    let Some(name) = rest.strip_suffix(":decrypt") else {
-        s.violation(format!("decrypt: path {rest:?} does not end in :decrypt"));
-        return error(404, "NOT_FOUND", "no such method");
+    let (name, encrypt) = match (rest.strip_suffix(":decrypt"), rest.strip_suffix(":encrypt")) {
+        (Some(name), _) => (name, false),
+        (None, Some(name)) => (name, true),
+        (None, None) => {
+            s.violation(format!(
+                "decrypt: path {rest:?} ends in neither :decrypt nor :encrypt"
+            ));
+            return error(404, "NOT_FOUND", "no such method");
+        }
     };
     if name != KEY_NAME {
         return error(404, "NOT_FOUND", &format!("CryptoKey {name} not found."));
@@ -186,6 +196,22 @@ async fn decrypt(
         s.violation("decrypt: body is not JSON".into());
         return error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.");
     };
+    if encrypt {
+        // projects.locations.keyRings.cryptoKeys.encrypt (sops encrypting a data key).
+        let Some(Ok(plaintext)) = req["plaintext"].as_str().map(|p| b64().decode(p)) else {
+            s.violation(format!(
+                "encrypt: plaintext is not base64: {}",
+                req["plaintext"]
+            ));
+            return error(400, "INVALID_ARGUMENT", "Invalid value at 'plaintext'.");
+        };
+        return (
+            StatusCode::OK,
+            json!({"name": format!("{KEY_NAME}/cryptoKeyVersions/1"),
+                   "ciphertext": b64().encode(standin_encrypt(&plaintext))})
+            .to_string(),
+        );
+    }
     let Some(Ok(ciphertext)) = req["ciphertext"].as_str().map(|c| b64().decode(c)) else {
         s.violation(format!(
             "decrypt: ciphertext is not base64: {}",
@@ -207,11 +233,34 @@ async fn decrypt(
     )
 }
 
-#[tokio::test]
-async fn gcp_kms_raw_ciphertext_through_a_stand_in() {
-    let Some(env) = TestEnv::get("gcp_kms_raw_ciphertext_through_a_stand_in").await else {
-        return;
-    };
+/// The stand-in serving on a loopback port, with a service-account key whose `token_uri` is
+/// its token endpoint.
+struct Running {
+    state: StandIn,
+    base: String,
+    key_json: serde_json::Value,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.server.abort();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Running {
+    fn assert_no_violations(&self) {
+        let violations = self.state.violations.lock().unwrap().clone();
+        assert!(
+            violations.is_empty(),
+            "requests the real API would refuse: {violations:#?}"
+        );
+    }
+}
+
+async fn start_stand_in() -> Running {
     // A service-account key: an RSA key made by openssl.
     let dir = std::env::temp_dir().join(format!("sr-gcp-key-{}", common::random_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -247,7 +296,7 @@ async fn gcp_kms_raw_ciphertext_through_a_stand_in() {
     };
     let app = Router::new()
         .route("/token", post(token))
-        .route("/v1/{*rest}", post(decrypt))
+        .route("/v1/{*rest}", post(crypto_key_call))
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -264,7 +313,20 @@ async fn gcp_kms_raw_ciphertext_through_a_stand_in() {
         "auth_uri": format!("{base}/auth"),
         "token_uri": format!("{base}/token"),
     });
+    Running {
+        state,
+        base,
+        key_json,
+        server,
+        dir,
+    }
+}
 
+/// A namespace with the service-account key in Secret `gcp-sa`, and the operator watching it.
+async fn namespace_with_key(
+    env: &TestEnv,
+    key_json: &serde_json::Value,
+) -> (String, Api<Secret>, operator::Operator) {
     let ns = env.namespace("gcp").await;
     let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
     let sa: Secret = serde_json::from_value(json!({
@@ -273,7 +335,18 @@ async fn gcp_kms_raw_ciphertext_through_a_stand_in() {
     }))
     .unwrap();
     secrets.create(&PostParams::default(), &sa).await.unwrap();
-    let _op = operator::start(&env.kube, &ns, false).await;
+    let op = operator::start(&env.kube, &ns, false).await;
+    (ns, secrets, op)
+}
+
+#[tokio::test]
+async fn gcp_kms_raw_ciphertext_through_a_stand_in() {
+    let Some(env) = TestEnv::get("gcp_kms_raw_ciphertext_through_a_stand_in").await else {
+        return;
+    };
+    let standin = start_stand_in().await;
+    let (state, base) = (&standin.state, &standin.base);
+    let (ns, secrets, _op) = namespace_with_key(&env, &standin.key_json).await;
     let stores: Api<SecretStore> = Api::namespaced(env.kube.clone(), &ns);
     for (name, key_name) in [
         ("gcp", KEY_NAME),
@@ -345,11 +418,93 @@ spec:
     );
 
     assert!(*state.decrypt_calls.lock().unwrap() >= 3);
-    let violations = state.violations.lock().unwrap().clone();
+    standin.assert_no_violations();
+}
+
+#[tokio::test]
+async fn gcp_kms_sops_document_through_a_stand_in() {
+    let Some(env) = TestEnv::get("gcp_kms_sops_document_through_a_stand_in").await else {
+        return;
+    };
+    let standin = start_stand_in().await;
+    // The real sops encrypts with `--gcp-kms`, through Google's REST client pointed at the
+    // stand-in (SOPS_GCP_KMS_ENDPOINT, SOPS_GCP_KMS_CLIENT_TYPE=rest) with its access token.
+    let file = standin.dir.join("app.enc.yaml");
+    std::fs::write(&file, "db:\n  password: gcp-sops-s3cr3t\nport: 5432\n").unwrap();
+    // Async: the stand-in is served by this test's own (single-threaded) runtime.
+    let out = tokio::process::Command::new(env.tool("SOPS"))
+        .args(["-e", "-i", "--gcp-kms", KEY_NAME])
+        .arg(&file)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &standin.dir)
+        .env("SOPS_GCP_KMS_ENDPOINT", &standin.base)
+        .env("SOPS_GCP_KMS_CLIENT_TYPE", "rest")
+        .env("GOOGLE_OAUTH_ACCESS_TOKEN", TOKEN)
+        .output()
+        .await
+        .expect("run sops");
     assert!(
-        violations.is_empty(),
-        "requests the real API would refuse: {violations:#?}"
+        out.status.success(),
+        "sops -e --gcp-kms: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    server.abort();
-    let _ = std::fs::remove_dir_all(&dir);
+    let doc = std::fs::read_to_string(&file).unwrap();
+    assert!(doc.contains("gcp_kms:") && doc.contains(KEY_NAME), "{doc}");
+
+    let (ns, secrets, _op) = namespace_with_key(&env, &standin.key_json).await;
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(env.kube.clone(), &ns);
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "docs"}, "data": {"app.enc.yaml": doc}
+    }))
+    .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let stores: Api<SecretStore> = Api::namespaced(env.kube.clone(), &ns);
+    apply_yaml(
+        &stores,
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: gcp}}
+spec:
+  provider:
+    kms:
+      gcp:
+        endpoint: {base}
+        auth:
+          secretRef: {{name: gcp-sa, key: key.json}}
+"#,
+            base = standin.base
+        ),
+    )
+    .await;
+    let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
+    apply_yaml(
+        &es,
+        r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: app}
+spec:
+  secretStoreRef: {name: gcp}
+  dataFrom:
+  - extract: {configMapRef: {name: docs}, key: app.enc.yaml}
+"#,
+    )
+    .await;
+    wait_reason(&es, "app", "SecretSynced").await;
+    let s = secrets.get("app").await.unwrap();
+    assert_eq!(
+        secret_data(&s),
+        [("db.password", "gcp-sops-s3cr3t"), ("port", "5432")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    );
+    assert!(
+        *standin.state.decrypt_calls.lock().unwrap() >= 1,
+        "the data key was decrypted by the stand-in's :decrypt"
+    );
+    standin.assert_no_violations();
 }
