@@ -387,7 +387,9 @@ spec:
   dataFrom:
   - find: {path: PREFIX/svc}
     rewrite:
-    - regexp: {source: "^.*_svc_(.*)$", target: "svc_$1"}
+    - regexp: {source: "^.*/svc/", target: "svc_"}
+    - regexp: {source: "/", target: "_"}
+  - find: {path: PREFIX/svc, name: {regexp: "/a$"}}
   - extract: {key: PREFIX/json}
 "#)
         .await;
@@ -396,11 +398,16 @@ spec:
     let d = secret_data(&s);
     assert_eq!(d["svc_a"], "1");
     assert_eq!(d["svc_nested_b"], "2");
+    // Without rewrite, ESO's key for `/<prefix>/svc/a`: every `/` becomes `_`, the first too.
+    assert_eq!(
+        d[&format!("_{}_svc_a", f.prefix.trim_start_matches('/'))],
+        "1"
+    );
     assert_eq!(d["user"], "u");
     assert_eq!(d["pass"], "p");
     assert_eq!(d["username"], "u");
     assert_eq!(d["dsn"], "u:p@1");
-    assert_eq!(d.len(), 6);
+    assert_eq!(d.len(), 7);
     assert_eq!(s.type_.as_deref(), Some("kubernetes.io/basic-auth"));
 }
 
@@ -802,7 +809,8 @@ spec:
       path: PREFIX/tagged
       tags: {team: payments}
     rewrite:
-    - regexp: {source: ".*_tagged_", target: "tag-"}
+    - regexp: {source: ".*/tagged/", target: "tag-"}
+  - find: {path: PREFIX/enc, name: {regexp: "unicode$"}, conversionStrategy: Unicode}
   data:
   - secretKey: std
     remoteRef: {key: PREFIX/enc/std, decodingStrategy: Base64}
@@ -821,6 +829,11 @@ spec:
 "#)
         .await;
     wait_reason(&f.es, "enc", "SecretSynced").await;
+    // ESO's Unicode conversion of the found name `/<prefix>/enc/unicode`.
+    let unicode_key = format!(
+        "_U002f_{}_U002f_enc_U002f_unicode",
+        f.prefix.trim_start_matches('/')
+    );
     let s = f.secret("enc").await;
     let raw: std::collections::BTreeMap<String, Vec<u8>> = s
         .data
@@ -834,8 +847,10 @@ spec:
         ("url", vec![0xfb, 0xff, 0x01]),
         ("auto-b64", b"binary\0ok".to_vec()),
         ("auto-plain", b"not base64!".to_vec()),
-        ("unicode", "café ✓".as_bytes().to_vec()),
+        // As in ESO, conversionStrategy converts dataFrom keys, never values.
+        ("unicode", br"caf\u00e9 \u2713".to_vec()),
         ("raw-unicode", br"caf\u00e9 \u2713".to_vec()),
+        (unicode_key.as_str(), br"caf\u00e9 \u2713".to_vec()),
         ("tag-a", b"v/tagged/a".to_vec()),
         ("tag-b", b"v/tagged/b".to_vec()),
     ]

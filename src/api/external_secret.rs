@@ -211,7 +211,8 @@ pub struct RemoteRef {
     /// How the fetched value is decoded before it is stored; default `None`.
     #[serde(default)]
     pub decoding_strategy: DecodingStrategy,
-    /// `Default` keeps the value; `Unicode` turns `\uXXXX` escapes into characters.
+    /// With `dataFrom.extract` and no `rewrite`: how keys with characters a Secret key cannot
+    /// hold are converted (see [`ConversionStrategy`]); unused by `data[]`, as in ESO.
     #[serde(default)]
     pub conversion_strategy: ConversionStrategy,
 }
@@ -302,13 +303,15 @@ pub enum DecodingStrategy {
     Auto,
 }
 
-/// ESO's `conversionStrategy`.
+/// ESO's `conversionStrategy` (`esutils.ConvertKeys`): applied to the keys a `dataFrom`
+/// entry yields when it has no `rewrite`. Characters other than Unicode letters and numbers,
+/// `-`, `.` and `_` are replaced.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum ConversionStrategy {
-    /// No conversion.
+    /// Each by `_`: SSM's `/app/db/user` → `_app_db_user`.
     #[default]
     Default,
-    /// `\uXXXX` escape sequences become the characters they name.
+    /// Each by `_U<hex code point, 4 digits at least>_`: `/app/db` → `_U002f_app_U002f_db`.
     Unicode,
 }
 
@@ -321,7 +324,9 @@ pub struct ExternalSecretDataFrom {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extract: Option<RemoteRef>,
     /// Every remote value under `path` / matching `name` / carrying `tags`; the Secret key is
-    /// the remote name (for SSM without the leading `/`), `/` replaced by `_`.
+    /// the remote name (SSM: the full parameter name; Vault: the path under the mount),
+    /// converted by `conversionStrategy` unless `rewrite` is set (then the rewrites see the
+    /// remote names as they are), as in ESO: `/app/db/user` → `_app_db_user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub find: Option<ExternalSecretFind>,
     /// Key rewrites applied in order to the keys this entry yields.
@@ -345,7 +350,7 @@ pub struct ExternalSecretFind {
     /// Decoding applied to every value found.
     #[serde(default)]
     pub decoding_strategy: DecodingStrategy,
-    /// Conversion applied to every value found.
+    /// Conversion of the keys found (the remote names), when the entry has no `rewrite`.
     #[serde(default)]
     pub conversion_strategy: ConversionStrategy,
 }

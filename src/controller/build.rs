@@ -234,41 +234,59 @@ pub fn decode(
     })
 }
 
-/// Applies `conversionStrategy`: `Unicode` replaces `\uXXXX` escapes by their characters.
-pub fn convert(value: SecretValue, strategy: ConversionStrategy) -> SecretValue {
-    if strategy == ConversionStrategy::Default {
-        return value;
-    }
-    let Some(text) = value.as_str() else {
-        return value;
-    };
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find("\\u") {
-        out.push_str(&rest[..pos]);
-        let hex = rest.get(pos + 2..pos + 6);
-        match hex
-            .and_then(|h| u32::from_str_radix(h, 16).ok())
-            .and_then(char::from_u32)
-        {
-            Some(c) => {
-                out.push(c);
-                rest = &rest[pos + 6..];
-            }
-            None => {
-                out.push_str("\\u");
-                rest = &rest[pos + 2..];
+/// Whether ESO accepts `c` in a key it writes (`esutils.ValidateKeys`, `convert`): a Unicode
+/// letter or number, `-`, `.` or `_`.
+fn key_char(c: char) -> bool {
+    c.is_alphabetic() || c.is_numeric() || matches!(c, '-' | '.' | '_')
+}
+
+/// ESO's key conversion of `dataFrom` `extract`/`find` keys when the entry has no `rewrite`
+/// (`esutils.ConvertKeys`): every other character becomes `_` (`Default`: SSM's
+/// `/app/db/user` → `_app_db_user`, Vault's `app/db` → `app_db`) or `_U%04x_` (`Unicode`:
+/// `/` → `_U002f_`).
+pub fn convert_key(key: &str, strategy: ConversionStrategy) -> String {
+    let mut out = String::with_capacity(key.len());
+    for c in key.chars() {
+        if key_char(c) {
+            out.push(c);
+        } else {
+            match strategy {
+                ConversionStrategy::Default => out.push('_'),
+                ConversionStrategy::Unicode => out.push_str(&format!("_U{:04x}_", c as u32)),
             }
         }
     }
-    out.push_str(rest);
-    SecretValue::new(out.into_bytes())
+    out
 }
 
-/// The Secret key of a value found by `dataFrom.find`: the remote name without leading `/`,
-/// every `/` replaced by `_` (ESO's key naming for Parameter Store and Vault).
-pub fn find_key(remote_name: &str) -> String {
-    remote_name.trim_start_matches('/').replace('/', "_")
+/// Longest Secret data key ESO writes (`esutils.ValidateKeys`), in bytes.
+pub const MAX_KEY_BYTES: usize = 253;
+
+/// ESO's check of the keys a `dataFrom` entry yields, after conversion or rewrite
+/// (`esutils.ValidateKeys`): empty keys are dropped; a key over [`MAX_KEY_BYTES`] or with a
+/// character outside letters, numbers, `-`, `.` and `_` is an error naming the key (a key,
+/// never a value).
+pub fn validate_keys(map: SecretMap) -> Result<SecretMap, BuildError> {
+    let mut out = SecretMap::new();
+    for (k, v) in map {
+        if k.is_empty() {
+            continue;
+        }
+        if k.len() > MAX_KEY_BYTES {
+            return Err(BuildError(format!(
+                "key {:?}... is {} bytes, over the {MAX_KEY_BYTES}-byte limit",
+                k.chars().take(40).collect::<String>(),
+                k.len()
+            )));
+        }
+        if let Some(c) = k.chars().find(|c| !key_char(*c)) {
+            return Err(BuildError(format!(
+                "key {k:?} has the character {c:?}: only letters, numbers, '-', '.' and '_' are allowed (check dataFrom's rewrite)"
+            )));
+        }
+        out.insert(k, v);
+    }
+    Ok(out)
 }
 
 /// Applies `rewrite[]` in order to every key of `map`. Errors on an invalid regexp.

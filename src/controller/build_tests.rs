@@ -285,32 +285,58 @@ fn decoding_strategies() {
 }
 
 #[test]
-fn unicode_conversion() {
-    assert_eq!(
-        convert(v(r"caf\u00e9 \u2603"), ConversionStrategy::Unicode).as_str(),
-        Some("café ☃")
+fn key_conversion_as_eso() {
+    // esutils.ConvertKeys / convert, and the cases of its unit tests.
+    for (key, default, unicode) in [
+        (
+            "/app/db/user",
+            "_app_db_user",
+            "_U002f_app_U002f_db_U002f_user",
+        ),
+        ("app/db", "app_db", "app_U002f_db"),
+        ("db.password", "db.password", "db.password"),
+        ("key-with_dash", "key-with_dash", "key-with_dash"),
+        ("a b@c", "a_b_c", "a_U0020_b_U0040_c"),
+        ("café☃", "café_", "café_U2603_"),
+        ("emoji😀", "emoji_", "emoji_U1f600_"),
+    ] {
+        assert_eq!(
+            convert_key(key, ConversionStrategy::Default),
+            default,
+            "{key}"
+        );
+        assert_eq!(
+            convert_key(key, ConversionStrategy::Unicode),
+            unicode,
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn keys_checked_as_eso() {
+    let ok = validate_keys(map(&[("", "dropped"), ("a.b-c_d", "1")])).unwrap();
+    assert_eq!(ok.keys().cloned().collect::<Vec<_>>(), vec!["a.b-c_d"]);
+    let err = validate_keys(map(&[("app/db", "s3cr3t")])).unwrap_err();
+    assert!(
+        err.0.contains("\"app/db\"") && err.0.contains("'/'"),
+        "{}",
+        err.0
     );
-    assert_eq!(
-        convert(v(r"bad \u00zz"), ConversionStrategy::Unicode).as_str(),
-        Some(r"bad \u00zz")
-    );
-    assert_eq!(
-        convert(v(r"caf\u00e9"), ConversionStrategy::Default).as_str(),
-        Some(r"caf\u00e9")
-    );
+    assert!(!err.0.contains("s3cr3t"));
+    let long = "k".repeat(254);
+    assert!(validate_keys(map(&[(long.as_str(), "v")])).is_err());
 }
 
 #[test]
 fn find_keys_and_rewrites() {
-    assert_eq!(find_key("/app/db/password"), "app_db_password");
-    assert_eq!(find_key("app/db"), "app_db");
     let rw = vec![ExternalSecretRewrite {
         regexp: Some(RewriteRegexp {
-            source: "^app_(.*)$".into(),
+            source: "^/app/(.*)$".into(),
             target: "APP_$1".into(),
         }),
     }];
-    let out = rewrite_keys(map(&[("app_db", "1"), ("other", "2")]), &rw).unwrap();
+    let out = rewrite_keys(map(&[("/app/db", "1"), ("other", "2")]), &rw).unwrap();
     assert_eq!(
         out.keys().cloned().collect::<Vec<_>>(),
         vec!["APP_db", "other"]

@@ -81,8 +81,12 @@ pub(super) async fn fetch(
     let invalid = Error::InvalidSpec;
     check_config_map_refs(es, store)?;
     for entry in &es.spec.data_from {
-        let mut found = SecretMap::new();
+        // As ESO: the entry's keys as the backend names them, then either converted or
+        // rewritten, then checked; values decoded last.
+        let mut raw = SecretMap::new();
+        let (mut decoding, mut conversion) = Default::default();
         if let Some(r) = &entry.extract {
+            (decoding, conversion) = (r.decoding_strategy, r.conversion_strategy);
             let key = r.provider_key();
             match provider
                 .get(&key, r.version.as_deref(), fresh_since, next_due)
@@ -95,26 +99,32 @@ pub(super) async fn fetch(
                         Some(p) => build::select_property(&key, &value, p).map_err(invalid)?,
                         None => value,
                     };
-                    let extracted = if provider.extract_leaves(&key) {
-                        build::extract_leaves(&key, &value)
-                    } else {
-                        build::extract_object(&key, &value)
-                    };
-                    for (k, v) in extracted.map_err(invalid)? {
-                        let v = build::decode(&k, v, r.decoding_strategy).map_err(invalid)?;
-                        found.insert(k, build::convert(v, r.conversion_strategy));
-                    }
+                    raw.extend(
+                        if provider.extract_leaves(&key) {
+                            build::extract_leaves(&key, &value)
+                        } else {
+                            build::extract_object(&key, &value)
+                        }
+                        .map_err(invalid)?,
+                    );
                 }
             }
         }
         if let Some(f) = &entry.find {
-            for (name, v) in provider.find(f).await.map_err(Error::Provider)? {
-                let k = build::find_key(&name);
-                let v = build::decode(&k, v, f.decoding_strategy).map_err(invalid)?;
-                found.insert(k, build::convert(v, f.conversion_strategy));
-            }
+            (decoding, conversion) = (f.decoding_strategy, f.conversion_strategy);
+            raw.extend(provider.find(f).await.map_err(Error::Provider)?);
         }
-        values.extend(build::rewrite_keys(found, &entry.rewrite).map_err(invalid)?);
+        let keyed = if entry.rewrite.is_empty() {
+            raw.into_iter()
+                .map(|(k, v)| (build::convert_key(&k, conversion), v))
+                .collect()
+        } else {
+            build::rewrite_keys(raw, &entry.rewrite).map_err(invalid)?
+        };
+        for (k, v) in build::validate_keys(keyed).map_err(invalid)? {
+            let v = build::decode(&k, v, decoding).map_err(invalid)?;
+            values.insert(k, v);
+        }
     }
     let keys: Vec<_> = es
         .spec
@@ -138,10 +148,7 @@ pub(super) async fn fetch(
                 };
                 let value =
                     build::decode(&d.secret_key, value, r.decoding_strategy).map_err(invalid)?;
-                values.insert(
-                    d.secret_key.clone(),
-                    build::convert(value, r.conversion_strategy),
-                );
+                values.insert(d.secret_key.clone(), value);
             }
         }
     }
