@@ -1139,3 +1139,119 @@ async fn restart_reports_nothing_before_the_caches_sync() {
         .collect();
     assert!(rewritten.is_empty(), "{rewritten:?}");
 }
+
+/// ESO's `refreshPolicy` (CreatedOnce, OnChange) and `creationPolicy: CreateOrMerge`.
+#[tokio::test]
+async fn refresh_policies_and_create_or_merge() {
+    let Some(f) = setup("refresh_policies_and_create_or_merge").await else {
+        return;
+    };
+    f.put("/p", "v1", true).await;
+    for (name, policy) in [("once", "CreatedOnce"), ("on-change", "OnChange")] {
+        f.es(&format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {{name: {name}}}
+spec:
+  refreshInterval: 1s
+  refreshPolicy: {policy}
+  secretStoreRef: {{name: ssm}}
+  data:
+  - secretKey: v
+    remoteRef: {{key: PREFIX/p}}
+"#
+        ))
+        .await;
+        wait_reason(&f.es, name, "SecretSynced").await;
+        assert_eq!(secret_data(&f.secret(name).await)["v"], "v1");
+    }
+    // Neither refreshes on the 1 s interval.
+    f.put("/p", "v2", true).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for name in ["once", "on-change"] {
+        assert_eq!(secret_data(&f.secret(name).await)["v"], "v1", "{name}");
+    }
+    // A change of the ExternalSecret (the force-sync annotation) syncs OnChange, not
+    // CreatedOnce.
+    for name in ["once", "on-change"] {
+        f.es.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"secret-relay.dev/force-sync": "1"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    wait_for(
+        "on-change synced after its change",
+        Duration::from_secs(30),
+        || async { (secret_data(&f.secret("on-change").await)["v"] == "v2").then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(secret_data(&f.secret("once").await)["v"], "v1");
+    // A deleted Secret is restored under CreatedOnce too.
+    f.secrets.delete("once", &Default::default()).await.unwrap();
+    wait_for(
+        "the CreatedOnce Secret restored",
+        Duration::from_secs(30),
+        || async { f.secrets.get_opt("once").await.ok()?.map(|_| ()) },
+    )
+    .await;
+
+    // CreateOrMerge: merged into someone's Secret, their keys kept; created when missing
+    // (again after a deletion), never owned.
+    let theirs: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "theirs"}, "type": "Opaque", "stringData": {"keep": "mine"}
+    }))
+    .unwrap();
+    f.secrets
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    for (name, target) in [("com-existing", "theirs"), ("com-missing", "made")] {
+        f.es(&format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {{name: {name}}}
+spec:
+  secretStoreRef: {{name: ssm}}
+  target: {{name: {target}, creationPolicy: CreateOrMerge}}
+  data:
+  - secretKey: added
+    remoteRef: {{key: PREFIX/p}}
+"#
+        ))
+        .await;
+        wait_reason(&f.es, name, "SecretSynced").await;
+    }
+    let merged = f.secret("theirs").await;
+    let d = secret_data(&merged);
+    assert_eq!((d["keep"].as_str(), d["added"].as_str()), ("mine", "v2"));
+    assert!(merged.metadata.owner_references.is_none());
+    let made = f.secret("made").await;
+    assert_eq!(secret_data(&made)["added"], "v2");
+    assert!(
+        made.metadata.owner_references.is_none(),
+        "CreateOrMerge never owns"
+    );
+    f.secrets.delete("made", &Default::default()).await.unwrap();
+    wait_for(
+        "the CreateOrMerge Secret created again",
+        Duration::from_secs(30),
+        || async { f.secrets.get_opt("made").await.ok()?.map(|_| ()) },
+    )
+    .await;
+    f.es.delete("com-missing", &Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        f.secrets.get_opt("made").await.unwrap().is_some(),
+        "the Secret outlives its ExternalSecret"
+    );
+}

@@ -35,6 +35,9 @@ pub struct ExternalSecretSpec {
     /// default `1h`; `0` = sync once (spec edits and force-sync still re-sync).
     #[serde(default = "default_refresh_interval")]
     pub refresh_interval: String,
+    /// When values are fetched again (ESO's `refreshPolicy`); default `Periodic`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_policy: Option<RefreshPolicy>,
     /// The store to fetch from.
     pub secret_store_ref: SecretStoreRef,
     /// The Secret to write and how.
@@ -52,6 +55,20 @@ pub struct ExternalSecretSpec {
 
 fn default_refresh_interval() -> String {
     "1h".into()
+}
+
+/// ESO's `refreshPolicy` (`shouldRefresh` in its controller). Under every policy a Secret that
+/// was deleted or edited is restored, and a failed sync is retried.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RefreshPolicy {
+    /// Fetch once, when the Secret is first written; never again, not even after a spec
+    /// change.
+    CreatedOnce,
+    /// Fetch every `refreshInterval`, and whenever the spec, labels or annotations change.
+    #[default]
+    Periodic,
+    /// Fetch only when the spec, labels or annotations change (a force-sync annotation, say).
+    OnChange,
 }
 
 /// Reference to a `SecretStore` (same namespace) or `ClusterSecretStore`.
@@ -119,6 +136,19 @@ pub enum CreationPolicy {
     Merge,
     /// Fetch and report only; write no Secret.
     None,
+    /// Create the Secret without an ownerReference when it is missing (again after a
+    /// deletion), merge the keys into it when it exists (whoever made it); it outlives the
+    /// ExternalSecret.
+    CreateOrMerge,
+}
+
+impl CreationPolicy {
+    /// Whether the Secret may hold keys of others that must stay (`Merge`, `CreateOrMerge`):
+    /// only our keys are compared and written, and its type stays as it is unless a template
+    /// sets one.
+    pub fn merges(self) -> bool {
+        matches!(self, CreationPolicy::Merge | CreationPolicy::CreateOrMerge)
+    }
 }
 
 /// ESO's `deletionPolicy`: what happens when every remote value is gone.

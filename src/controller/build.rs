@@ -548,14 +548,12 @@ pub fn desired_secret(es: &ExternalSecret, input: BuildInput<'_>) -> Result<Secr
         .then(|| es.controller_owner_ref(&()))
         .flatten()
         .map(|o: OwnerReference| vec![o]);
-    // Merge writes into someone else's Secret: the type stays theirs unless a template sets it.
-    let type_ = match (
-        template.and_then(|t| t.type_.clone()),
-        es.spec.target.creation_policy,
-    ) {
-        (Some(t), _) => Some(t),
-        (None, CreationPolicy::Merge) => None,
-        (None, _) => Some("Opaque".into()),
+    // Merge writes into someone else's Secret: the type stays theirs unless a template sets it
+    // (a Secret CreateOrMerge creates is Opaque, the API server's default).
+    let type_ = match template.and_then(|t| t.type_.clone()) {
+        Some(t) => Some(t),
+        None if es.spec.target.creation_policy.merges() => None,
+        None => Some("Opaque".into()),
     };
     Ok(Secret {
         metadata: ObjectMeta {

@@ -226,7 +226,8 @@ fn owned_by(secret: &Secret, es: &ExternalSecret) -> bool {
 
 /// Writes `desired` per `creationPolicy` with server-side apply (field manager
 /// `secret-relay`). Returns `Some(created)` when it wrote, `None` when the Secret was already
-/// up to date (no write). Never overwrites a Secret that is not ours under Owner/Orphan.
+/// up to date (no write). Never overwrites a Secret that is not ours under Owner/Orphan;
+/// merges into anyone's under Merge/CreateOrMerge (creating it under CreateOrMerge).
 ///
 /// When the spec did not change and the cached metadata shows the Secret exactly as we last
 /// wrote or verified it, with the desired data hash, labels, annotations and owner, nothing is
@@ -244,10 +245,7 @@ async fn apply(
         return Ok(None);
     }
     let key = ObjectRef::from_obj(es);
-    if !spec_changed
-        && policy != CreationPolicy::Merge
-        && unchanged_in_cache(es, ctx, target, &desired)
-    {
+    if !spec_changed && !policy.merges() && unchanged_in_cache(es, ctx, target, &desired) {
         return Ok(None);
     }
     let existing = secrets.get_opt(target).await.map_err(Error::Kube)?;
@@ -266,7 +264,7 @@ async fn apply(
         _ => {}
     }
     if let Some(s) = &existing {
-        if build::is_up_to_date(s, &desired, policy != CreationPolicy::Merge) {
+        if build::is_up_to_date(s, &desired, !policy.merges()) {
             ctx.with_state(&key, |o| {
                 o.secret_version = Some(s.resource_version().unwrap_or_default())
             });

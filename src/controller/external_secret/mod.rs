@@ -26,7 +26,10 @@ use rand::RngExt;
 
 use super::{Context, Error, secret_store};
 use crate::{
-    api::{ExternalSecret, external_secret::CreationPolicy},
+    api::{
+        ExternalSecret,
+        external_secret::{CreationPolicy, RefreshPolicy},
+    },
     metrics,
     providers::ErrorKind,
 };
@@ -128,7 +131,12 @@ fn jitter(d: Duration) -> Duration {
 /// The pipeline of one reconcile; see the module documentation.
 async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
     let key = ObjectRef::from_obj(es);
-    let interval = parse_refresh_interval(&es.spec.refresh_interval)?;
+    let policy = es.spec.refresh_policy.unwrap_or_default();
+    // Only `Periodic` refreshes on a timer; the others sync as `refreshInterval: 0` does.
+    let interval = match (parse_refresh_interval(&es.spec.refresh_interval)?, policy) {
+        (secs, RefreshPolicy::Periodic) => secs,
+        (_, RefreshPolicy::OnChange | RefreshPolicy::CreatedOnce) => 0,
+    };
     let status = es.status.clone().unwrap_or_default();
     let version = synced_resource_version(es);
     let (now, now_ms) = plan::now();
@@ -142,6 +150,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
         let state = ctx.state.lock().expect("state lock");
         plan::plan(plan::PlanInput {
             interval,
+            created_once: policy == RefreshPolicy::CreatedOnce,
             status: &status,
             version: &version,
             memory: state.get(&key),

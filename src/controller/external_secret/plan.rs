@@ -71,8 +71,11 @@ pub fn synced_resource_version(es: &ExternalSecret) -> String {
 
 /// Everything [`plan`] decides on.
 pub struct PlanInput<'a> {
-    /// `refreshInterval` in seconds (0: sync once).
+    /// `refreshInterval` in seconds (0: sync once, and for `refreshPolicy` other than
+    /// `Periodic`).
     pub interval: u64,
+    /// `refreshPolicy: CreatedOnce`: once a sync succeeded, a spec change fetches nothing.
+    pub created_once: bool,
     /// The status as cached (it may not show our last status write yet).
     pub status: &'a ExternalSecretStatus,
     /// The current [`synced_resource_version`].
@@ -102,8 +105,9 @@ pub enum Plan {
 }
 
 /// Decides whether anything is due, and how fresh the values must be:
-/// - due when the spec or annotations changed (a force-sync), when the last sync failed or
-///   never happened, when the refresh tick passed, or when the Secret drifted;
+/// - due when the spec or annotations changed (a force-sync; under `CreatedOnce` only before
+///   the first successful sync), when the last sync failed or never happened, when the refresh
+///   tick passed, or when the Secret drifted;
 /// - a new ExternalSecret's first attempt takes any value fetched since it was created; a
 ///   spec change, force-sync or retry needs a new one (a retry must not be answered by the
 ///   "not found" that failed it); a due refresh, one fetched since it became due (the same
@@ -112,6 +116,7 @@ pub enum Plan {
 pub fn plan(input: PlanInput<'_>) -> Plan {
     let PlanInput {
         interval,
+        created_once,
         status,
         version,
         memory,
@@ -124,12 +129,15 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     let last_fetch = memory
         .and_then(|m| m.last_fetch)
         .or_else(|| status.refresh_time.as_ref().map(|t| t.0.as_second()));
-    let spec_changed = status.synced_resource_version.as_deref() != Some(version) && !synced_here;
     let ready = synced_here
         || status
             .conditions
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True");
+    // ESO's CreatedOnce: a change counts only until the first successful sync.
+    let spec_changed = status.synced_resource_version.as_deref() != Some(version)
+        && !synced_here
+        && !(created_once && ready && last_fetch.is_some());
     let due_ms = memory
         .and_then(|m| m.next_due)
         .or_else(|| last_fetch.map(|t| (t + interval as i64) * 1000));
@@ -221,6 +229,7 @@ syncedResourceVersion: 3-abc
     ) -> PlanInput<'a> {
         PlanInput {
             interval: HOUR,
+            created_once: false,
             status,
             version: "3-abc",
             memory,
@@ -358,5 +367,47 @@ syncedResourceVersion: 3-abc
                 spec_changed: false
             }
         );
+    }
+
+    #[test]
+    fn refresh_policies_as_eso() {
+        // OnChange and CreatedOnce run with interval 0: no timer, as refreshInterval 0.
+        let s = status(SYNCED);
+        let on_change = |version| PlanInput {
+            interval: 0,
+            version,
+            ..input(&s, None)
+        };
+        assert!(matches!(plan(on_change("3-abc")), Plan::UpToDate { .. }));
+        assert!(matches!(
+            plan(on_change("4-abc")),
+            Plan::Sync {
+                spec_changed: true,
+                ..
+            }
+        ));
+        // CreatedOnce: after the first successful sync a spec change fetches nothing...
+        let created_once = |status, drift| PlanInput {
+            interval: 0,
+            created_once: true,
+            version: "4-abc",
+            drift,
+            ..input(status, None)
+        };
+        assert!(matches!(
+            plan(created_once(&s, false)),
+            Plan::UpToDate { .. }
+        ));
+        // ...but a deleted or edited Secret is restored,
+        assert!(matches!(plan(created_once(&s, true)), Plan::Sync { .. }));
+        // and until a sync succeeded, every change and retry fetches.
+        let never = ExternalSecretStatus::default();
+        assert!(matches!(
+            plan(created_once(&never, false)),
+            Plan::Sync {
+                spec_changed: true,
+                ..
+            }
+        ));
     }
 }
