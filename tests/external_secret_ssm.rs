@@ -1255,3 +1255,74 @@ spec:
         "the Secret outlives its ExternalSecret"
     );
 }
+
+/// ESO's `metadataPolicy: Fetch` on SSM: the parameter's tags (`ListTagsForResource`).
+#[tokio::test]
+async fn metadata_policy_fetch_reads_tags() {
+    let Some(f) = setup("metadata_policy_fetch_reads_tags").await else {
+        return;
+    };
+    f.put("/tagged", "value", true).await;
+    for (k, v) in [("team", "payments"), ("cost-center", "42")] {
+        f.ssm
+            .add_tags_to_resource()
+            .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
+            .resource_id(format!("{}/tagged", f.prefix))
+            .tags(
+                aws_sdk_ssm::types::Tag::builder()
+                    .key(k)
+                    .value(v)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("AddTagsToResource");
+    }
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: tags}
+spec:
+  secretStoreRef: {name: ssm}
+  dataFrom:
+  - extract: {key: PREFIX/tagged, metadataPolicy: Fetch}
+  data:
+  - secretKey: the-team
+    remoteRef: {key: PREFIX/tagged, metadataPolicy: Fetch, property: team}
+  - secretKey: value
+    remoteRef: {key: PREFIX/tagged}
+"#)
+        .await;
+    wait_reason(&f.es, "tags", "SecretSynced").await;
+    assert_eq!(
+        secret_data(&f.secret("tags").await),
+        [
+            ("cost-center", "42"),
+            ("team", "payments"),
+            ("the-team", "payments"),
+            ("value", "value")
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    );
+    // A parameter that does not exist is reported as missing, as for its value.
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: no-tags}
+spec:
+  secretStoreRef: {name: ssm}
+  data:
+  - secretKey: t
+    remoteRef: {key: PREFIX/nothing, metadataPolicy: Fetch, property: team}
+"#)
+        .await;
+    let es = wait_reason(&f.es, "no-tags", "SecretSyncedError").await;
+    assert!(
+        ready_message(&es).contains("nothing"),
+        "{}",
+        ready_message(&es)
+    );
+}

@@ -359,3 +359,79 @@ spec:
         ready_message(&refused)
     );
 }
+
+/// ESO's `metadataPolicy: Fetch` on KV v2: the secret's `custom_metadata` (set with
+/// `bao kv metadata put -custom-metadata=...`), one entry by `property` or all by `extract`.
+#[tokio::test]
+async fn metadata_policy_fetch_reads_custom_metadata() {
+    let Some(env) = TestEnv::get("metadata_policy_fetch_reads_custom_metadata").await else {
+        return;
+    };
+    let ns = env.namespace("vault").await;
+    let _op = operator::start(&env.kube, &ns, false).await;
+    let p = random_suffix();
+    vault_put(&env, &format!("{p}/app"), json!({"password": "pw"})).await;
+    let out = tokio::process::Command::new(env.tool("BAO"))
+        .args([
+            "kv",
+            "metadata",
+            "put",
+            "-mount=secret",
+            "-custom-metadata=team=payments",
+            "-custom-metadata=owner=alice",
+            &format!("{p}/app"),
+        ])
+        .env("BAO_ADDR", &env.vault_addr)
+        .env("BAO_TOKEN", &env.vault_token)
+        .output()
+        .await
+        .expect("run bao");
+    assert!(
+        out.status.success(),
+        "bao kv metadata put: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    vault_store(
+        &env,
+        &ns,
+        "vault",
+        "      path: secret\n      version: v2",
+        &env.vault_token,
+    )
+    .await;
+    let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
+    apply_yaml(
+        &es,
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {{name: meta}}
+spec:
+  secretStoreRef: {{name: vault}}
+  dataFrom:
+  - extract: {{key: {p}/app, metadataPolicy: Fetch}}
+  data:
+  - secretKey: the-team
+    remoteRef: {{key: {p}/app, metadataPolicy: Fetch, property: team}}
+  - secretKey: password
+    remoteRef: {{key: {p}/app, property: password}}
+"#
+        ),
+    )
+    .await;
+    wait_reason(&es, "meta", "SecretSynced").await;
+    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
+    assert_eq!(
+        secret_data(&secrets.get("meta").await.unwrap()),
+        [
+            ("owner", "alice"),
+            ("password", "pw"),
+            ("team", "payments"),
+            ("the-team", "payments")
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    );
+}

@@ -238,6 +238,11 @@ pub struct RemoteRef {
     /// SSM parameter version or label; Vault KV v2 version number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// `Fetch`: read the remote value's metadata instead of its value, as a JSON object
+    /// (SSM: the parameter's tags; Vault KV v2: `custom_metadata`), so `property` selects one
+    /// entry and `extract` yields them all; default `None` (ESO's `metadataPolicy`).
+    #[serde(default, skip_serializing_if = "MetadataPolicy::is_none")]
+    pub metadata_policy: MetadataPolicy,
     /// How the fetched value is decoded before it is stored; default `None`.
     #[serde(default)]
     pub decoding_strategy: DecodingStrategy,
@@ -315,6 +320,23 @@ impl RemoteRef {
                 std::borrow::Cow::Owned(k)
             }
         }
+    }
+}
+
+/// ESO's `metadataPolicy`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum MetadataPolicy {
+    /// Read the value.
+    #[default]
+    None,
+    /// Read the metadata (tags, custom metadata) instead.
+    Fetch,
+}
+
+impl MetadataPolicy {
+    /// Whether it is the default, `None`.
+    pub fn is_none(&self) -> bool {
+        *self == MetadataPolicy::None
     }
 }
 

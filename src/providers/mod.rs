@@ -129,6 +129,18 @@ pub trait Provider: Send + Sync {
     /// Vault: the path below the mount). Vault values are JSON objects as in [`Provider::get`].
     async fn find(&self, find: &ExternalSecretFind) -> Result<SecretMap, ProviderError>;
 
+    /// The remote value's metadata as a JSON object of strings, for ESO's
+    /// `remoteRef.metadataPolicy: Fetch` (SSM: the parameter's tags; Vault KV v2: the secret's
+    /// `custom_metadata`). `Ok(None)` when the key does not exist. Default: `InvalidConfig`
+    /// (the store keeps no metadata).
+    async fn get_metadata(&self, key: &str) -> Result<Option<SecretValue>, ProviderError> {
+        let _ = key;
+        Err(ProviderError::new(
+            ErrorKind::InvalidConfig,
+            "remoteRef.metadataPolicy Fetch is not supported by this kind of store",
+        ))
+    }
+
     /// Checks that the store can authenticate, for the store's `Ready` condition.
     async fn validate(&self) -> Result<(), ProviderError>;
 

@@ -258,6 +258,15 @@ impl SharedProvider {
         result
     }
 
+    /// [`super::Provider::get_metadata`], uncached (metadata reads are rare: ESO's
+    /// `metadataPolicy: Fetch`), admitted like any backend call.
+    pub async fn get_metadata(&self, key: &str) -> GetResult {
+        let call = self.health.admit()?;
+        let result = self.inner.get_metadata(key).await;
+        call.finish(&result);
+        result
+    }
+
     /// Whether the backend is down (see [`super::health`]).
     pub fn is_down(&self) -> bool {
         self.health.is_down()

@@ -6,8 +6,12 @@ use futures::future::join_all;
 
 use super::super::{Error, build};
 use crate::{
-    api::{ExternalSecret, external_secret::DeletionPolicy, secret_store::SecretStoreProvider},
-    providers::{ErrorKind, ProviderError, SecretMap, SharedProvider},
+    api::{
+        ExternalSecret,
+        external_secret::{DeletionPolicy, MetadataPolicy, RemoteRef},
+        secret_store::SecretStoreProvider,
+    },
+    providers::{ErrorKind, ProviderError, SecretMap, SecretValue, SharedProvider},
 };
 
 /// What the Secret should become after a fetch.
@@ -42,6 +46,24 @@ fn not_found_message(provider: &SecretStoreProvider, key: &str, version: Option<
         )
     }
 }
+/// Reads one remote reference: its value, or with `metadataPolicy: Fetch` its metadata.
+async fn read(
+    provider: &Arc<SharedProvider>,
+    r: &RemoteRef,
+    key: &str,
+    fresh_since: i64,
+    next_due: Option<i64>,
+) -> Result<Option<SecretValue>, ProviderError> {
+    match r.metadata_policy {
+        MetadataPolicy::None => {
+            provider
+                .get(key, r.version.as_deref(), fresh_since, next_due)
+                .await
+        }
+        MetadataPolicy::Fetch => provider.get_metadata(key).await,
+    }
+}
+
 /// `remoteRef.configMapRef` names a ConfigMap only a kms store reads: refused for others, where
 /// it would silently become part of a parameter name or Vault path.
 fn check_config_map_refs(es: &ExternalSecret, store: &SecretStoreProvider) -> Result<(), Error> {
@@ -88,8 +110,7 @@ pub(super) async fn fetch(
         if let Some(r) = &entry.extract {
             (decoding, conversion) = (r.decoding_strategy, r.conversion_strategy);
             let key = r.provider_key();
-            match provider
-                .get(&key, r.version.as_deref(), fresh_since, next_due)
+            match read(provider, r, &key, fresh_since, next_due)
                 .await
                 .map_err(Error::Provider)?
             {
@@ -132,10 +153,12 @@ pub(super) async fn fetch(
         .iter()
         .map(|d| d.remote_ref.provider_key())
         .collect();
-    let gets =
-        es.spec.data.iter().zip(&keys).map(|(d, key)| {
-            provider.get(key, d.remote_ref.version.as_deref(), fresh_since, next_due)
-        });
+    let gets = es
+        .spec
+        .data
+        .iter()
+        .zip(&keys)
+        .map(|(d, key)| read(provider, &d.remote_ref, key, fresh_since, next_due));
     let results = join_all(gets).await;
     for ((d, key), res) in es.spec.data.iter().zip(&keys).zip(results) {
         let r = &d.remote_ref;

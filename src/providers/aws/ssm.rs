@@ -26,8 +26,9 @@ use aws_sdk_ssm::{
     operation::{
         describe_parameters::DescribeParametersError,
         get_parameters_by_path::GetParametersByPathError,
+        list_tags_for_resource::ListTagsForResourceError,
     },
-    types::ParameterStringFilter,
+    types::{ParameterStringFilter, ResourceTypeForTagging},
 };
 use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError;
 use futures::{StreamExt, TryStreamExt};
@@ -245,6 +246,44 @@ impl Provider for SsmProvider {
     /// label does not exist.
     async fn get(&self, key: &str, version: Option<&str>) -> GetResult {
         self.get_selector(selector(key, version)).await
+    }
+
+    /// The parameter's tags as a JSON object (`ListTagsForResource`, one call; ESO's
+    /// `metadataPolicy: Fetch`). `Ok(None)` when the parameter does not exist.
+    async fn get_metadata(&self, key: &str) -> GetResult {
+        let out = self
+            .ssm
+            .list_tags_for_resource()
+            .resource_type(ResourceTypeForTagging::Parameter)
+            .resource_id(key)
+            .customize()
+            .interceptor(CountCalls::<ListTagsForResourceError>::new(
+                "ListTagsForResource",
+                false,
+            ))
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                let failure = call_error(e, false);
+                if failure.detail.starts_with("InvalidResourceId")
+                    || failure.kind == ErrorKind::NotFound
+                {
+                    return Ok(None);
+                }
+                return Err(failure.provider_error("ssm", "ListTagsForResource", Some(key)));
+            }
+        };
+        let tags: serde_json::Map<String, serde_json::Value> = out
+            .tag_list
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| (t.key, serde_json::Value::String(t.value)))
+            .collect();
+        Ok(Some(SecretValue::new(
+            serde_json::to_vec(&tags).expect("a map of strings serializes"),
+        )))
     }
 
     /// Parameters selected by `find`, keyed by full parameter name:

@@ -242,6 +242,25 @@ impl Provider for VaultKvProvider {
         }
     }
 
+    /// KV v2: the secret's `custom_metadata` as a JSON object (`GET /v1/<mount>/data/<key>`,
+    /// one `kv_read` call; ESO's `metadataPolicy: Fetch`). `Ok(None)` on 404. KV v1 keeps no
+    /// metadata: `InvalidConfig`.
+    async fn get_metadata(&self, key: &str) -> Result<Option<SecretValue>, ProviderError> {
+        let path = self.secret_path(key)?;
+        if matches!(self.kv, VaultKvVersion::V1) {
+            return Err(invalid(format!(
+                "vault: metadataPolicy Fetch reads KV v2 custom_metadata, but {} is KV v1",
+                self.read_path(&path)
+            )));
+        }
+        Ok(match self.read(&path, None).await? {
+            Some(secret) => Some(SecretValue::new(
+                serde_json::to_vec(&secret.custom_metadata).expect("a map of strings serializes"),
+            )),
+            None => None,
+        })
+    }
+
     /// Lists every secret below `find.path` (default: the whole mount) recursively — `LIST
     /// /v1/<mount>/metadata/<prefix>` (v2) or `LIST /v1/<mount>/<prefix>` (v1), one `kv_list`
     /// call per folder — and reads those whose path below the mount matches `find.name.regexp`
