@@ -21,6 +21,7 @@ use kube::CustomResourceExt;
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
     for crd in [
+        api::ClusterExternalSecret::crd(),
         api::ClusterSecretStore::crd(),
         api::ExternalSecret::crd(),
         api::SecretStore::crd(),

@@ -36,6 +36,10 @@ struct RunArgs {
     /// Do not watch ClusterSecretStores (for namespace-scoped RBAC).
     #[arg(long)]
     no_cluster_stores: bool,
+    /// Do not run ClusterExternalSecrets (they write ExternalSecrets in any namespace they
+    /// select: for namespace-scoped RBAC).
+    #[arg(long)]
+    no_cluster_external_secrets: bool,
     /// ExternalSecrets reconciled at once.
     #[arg(long, default_value_t = 16, env = "SECRET_RELAY_CONCURRENCY")]
     concurrency: u16,
@@ -133,6 +137,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = controller::Config {
         namespace: args.namespace,
         cluster_stores: !args.no_cluster_stores,
+        cluster_external_secrets: !args.no_cluster_external_secrets,
         concurrency: args.concurrency,
         allow_secret_store_ambient_identity: args.allow_secret_store_ambient_identity,
     };

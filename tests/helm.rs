@@ -352,6 +352,30 @@ async fn chart_renders() {
     }
     assert!(!args.iter().any(|a| a.starts_with("--namespace")));
     assert!(!args.contains(&"--no-cluster-stores"));
+    assert!(!args.contains(&"--no-cluster-external-secrets"));
+    let creates_external_secrets = |objs: &[Value]| {
+        of_kind(objs, "ClusterRole").iter().any(|r| {
+            r["rules"].as_array().unwrap().iter().any(|rule| {
+                rule["resources"] == json!(["externalsecrets"])
+                    && rule["verbs"].as_array().unwrap().contains(&json!("create"))
+            })
+        })
+    };
+    assert!(
+        creates_external_secrets(&objs),
+        "for ClusterExternalSecrets"
+    );
+    // ClusterExternalSecrets off: no flag-less write to ExternalSecrets.
+    let off = render(&env, &["clusterExternalSecrets.enabled=false"]).await;
+    assert!(!creates_external_secrets(&off));
+    let off_args =
+        &of_kind(&off, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        off_args
+            .as_array()
+            .unwrap()
+            .contains(&json!("--no-cluster-external-secrets"))
+    );
     assert!(
         !args.contains(&"--allow-secret-store-ambient-identity"),
         "SecretStores may not borrow the operator's identity by default"
@@ -416,6 +440,7 @@ async fn chart_renders() {
     for want in [
         "--namespace=team-a",
         "--no-cluster-stores",
+        "--no-cluster-external-secrets",
         "--log-level=debug",
         "--allow-secret-store-ambient-identity",
     ] {
@@ -534,8 +559,9 @@ async fn cluster_install_syncs_ssm_and_vault_with_chart_rbac() {
                 .create(&PostParams::default(), &es_yaml)
                 .await
         ),
-        Some(403),
-        "ExternalSecrets are read-only to the operator"
+        Some(422),
+        "ClusterExternalSecrets make ExternalSecrets, so RBAC lets the operator create one \
+         (this one is then refused by the CRD's rules: no data)"
     );
 
     // Remote values: SSM through a ClusterSecretStore (cluster stores and namespaces watched),

@@ -3,10 +3,12 @@
 //! Field names and semantics follow External Secrets Operator's `external-secrets.io/v1` so
 //! that a user migrates by changing `apiVersion` only (see `docs/migrating-from-eso.md`).
 
+pub mod cluster_external_secret;
 pub mod cluster_secret_store;
 pub mod external_secret;
 pub mod secret_store;
 
+pub use cluster_external_secret::{ClusterExternalSecret, ClusterExternalSecretSpec};
 pub use cluster_secret_store::{ClusterSecretStore, ClusterSecretStoreSpec};
 pub use external_secret::{ExternalSecret, ExternalSecretSpec, ExternalSecretStatus};
 pub use secret_store::{SecretStore, SecretStoreSpec, SecretStoreStatus};

@@ -6,6 +6,7 @@
 //! annotation are dropped before an object enters any cache.
 
 pub mod build;
+pub mod cluster_external_secret;
 pub mod condition;
 pub mod external_secret;
 pub mod secret_store;
@@ -33,8 +34,9 @@ use kube::{
 
 use crate::{
     api::{
-        ClusterSecretStore, ExternalSecret, FIELD_MANAGER, LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY,
-        MANAGED_BY, SecretStore, external_secret::StoreKind,
+        ClusterExternalSecret, ClusterSecretStore, ExternalSecret, FIELD_MANAGER,
+        LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY, MANAGED_BY, SecretStore,
+        cluster_external_secret::LABEL_CLUSTER_EXTERNAL_SECRET, external_secret::StoreKind,
     },
     providers::{ErrorKind, ProviderError},
 };
@@ -145,6 +147,9 @@ pub struct Config {
     pub namespace: Option<String>,
     /// Also watch ClusterSecretStores (needs cluster-wide RBAC).
     pub cluster_stores: bool,
+    /// Also run ClusterExternalSecrets (cluster-wide: they write ExternalSecrets in any
+    /// namespace they select, whatever `namespace` says).
+    pub cluster_external_secrets: bool,
     /// ExternalSecrets reconciled at once.
     pub concurrency: u16,
     /// Let SecretStores without `auth` use the operator's own identity (AWS default chain,
@@ -327,7 +332,7 @@ pub async fn run(
 
     let (namespaces, ns_writer) = reflector::store();
     let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-    let ns_events = if config.cluster_stores {
+    let ns_events = if config.cluster_stores || config.cluster_external_secrets {
         relist_at_once(watcher(ns_api, wc.clone()))
             .backoff(watch_backoff())
             .inspect(observe_api)
@@ -488,6 +493,7 @@ pub async fn run(
             es_store.clone(),
         );
         let cluster = config.cluster_stores;
+        let watch_namespaces = config.cluster_stores || config.cluster_external_secrets;
         let ctx = ctx.clone();
         async move {
             let _ = stores.wait_until_ready().await;
@@ -495,6 +501,8 @@ pub async fn run(
             let _ = es_store.wait_until_ready().await;
             if cluster {
                 let _ = cluster_stores.wait_until_ready().await;
+            }
+            if watch_namespaces {
                 let _ = namespaces.wait_until_ready().await;
             }
             ctx.caches_synced
@@ -502,9 +510,41 @@ pub async fn run(
             ready();
         }
     };
-    let ns_drain = ns_events
-        .take_until(shutdown.clone())
-        .for_each(|_| future::ready(()));
+    // Namespace changes re-select every ClusterExternalSecret's namespaces.
+    let ces_run = async {
+        if config.cluster_external_secrets {
+            // A change to one of the ExternalSecrets it made (in any namespace: a metadata
+            // watch of those labelled as such) reconciles its owner, so a deleted one is made
+            // again at once.
+            let made = relist_at_once(watcher(
+                Api::<PartialObjectMeta<ExternalSecret>>::all(client.clone()),
+                wc.clone().labels(LABEL_CLUSTER_EXTERNAL_SECRET),
+            ))
+            .backoff(watch_backoff())
+            .inspect(observe_api)
+            .touched_objects();
+            Controller::new(
+                Api::<ClusterExternalSecret>::all(client.clone()),
+                wc.clone(),
+            )
+            .trigger_backoff(watch_backoff())
+            .reconcile_all_on(ns_events.map(|_| ()))
+            .owns_stream(made)
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                cluster_external_secret::reconcile,
+                cluster_external_secret::error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| future::ready(()))
+            .await
+        } else {
+            ns_events
+                .take_until(shutdown.clone())
+                .for_each(|_| future::ready(()))
+                .await
+        }
+    };
     // A watch that reconnects after an outage resumes where it was and may see no event for
     // long, so it cannot say the API server is back: a light request does.
     let api_probe = {
@@ -547,7 +587,7 @@ pub async fn run(
         es_run,
         store_ctl,
         cluster_store_ctl,
-        ns_drain,
+        ces_run,
         caches,
         api_probe
     );

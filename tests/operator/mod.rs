@@ -13,7 +13,7 @@ use kube::{
     api::{Api, Patch, PatchParams},
 };
 use secret_relay::{
-    api::{ClusterSecretStore, ExternalSecret, SecretStore},
+    api::{ClusterExternalSecret, ClusterSecretStore, ExternalSecret, SecretStore},
     controller,
 };
 
@@ -21,6 +21,7 @@ use secret_relay::{
 pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in [
+        ClusterExternalSecret::crd(),
         ExternalSecret::crd(),
         SecretStore::crd(),
         ClusterSecretStore::crd(),
@@ -65,13 +66,22 @@ impl Drop for Operator {
 
 /// Starts the operator watching `namespace` (and ClusterSecretStores when `cluster_stores`).
 pub async fn start(client: &Client, namespace: &str, cluster_stores: bool) -> Operator {
+    start_with(
+        client,
+        controller::Config {
+            namespace: Some(namespace.to_string()),
+            cluster_stores,
+            cluster_external_secrets: false,
+            concurrency: 8,
+            allow_secret_store_ambient_identity: false,
+        },
+    )
+    .await
+}
+
+/// Starts the operator with `config`.
+pub async fn start_with(client: &Client, config: controller::Config) -> Operator {
     install_crds(client).await;
-    let config = controller::Config {
-        namespace: Some(namespace.to_string()),
-        cluster_stores,
-        concurrency: 8,
-        allow_secret_store_ambient_identity: false,
-    };
     let client = client.clone();
     Operator(tokio::spawn(async move {
         if let Err(e) = controller::run(client, config, || {}, futures::future::pending()).await {

@@ -57,6 +57,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.clusterSecretStores.enabled (not .Values.namespaceScope.enabled) }}true{{ end }}
 {{- end }}
 
+{{- define "secret-relay.clusterExternalSecrets" -}}
+{{- if and .Values.clusterExternalSecrets.enabled (not .Values.namespaceScope.enabled) }}true{{ end }}
+{{- end }}
+
 {{- define "secret-relay.leaseName" -}}
 {{- default (include "secret-relay.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
