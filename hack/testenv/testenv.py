@@ -4,12 +4,18 @@
     testenv.py run [--dir DIR] [--keep] -- CMD ARGS...   start everything, run CMD, tear down
     testenv.py up  [--dir DIR] [--keep]                  start everything, wait for SIGINT/SIGTERM
 
+    --node [--import OCI_ARCHIVE]...   also a node (node.py): containerd, kubelet, kube-scheduler,
+                                       kube-controller-manager; the archives are imported into
+                                       its containerd (as root only; see node.py)
+
 Starts, on free 127.0.0.1 ports:
   - etcd and kube-apiserver, as envtest runs them (generated CA and serving cert,
     service-account signing keys, client-certificate auth, RBAC), with an admin kubeconfig;
     skipped when SECRET_RELAY_EXISTING_KUBECONFIG names the kubeconfig of a cluster to use;
   - OpenBao (`bao server -dev`, root token "root");
-  - moto's server (AWS SSM, KMS, STS, ...).
+  - moto's server (AWS SSM, KMS, STS, ...);
+  - with --node, a node that runs Pods: kube-apiserver then also runs ServiceAccount admission,
+    Node,RBAC authorization and a kubelet client certificate (`kubectl logs`/`exec` work).
 
 Writes DIR/kubeconfig and DIR/env (KEY=VALUE lines, no quoting; SECRET_RELAY_TESTENV names
 it), and gives CMD those variables plus PATH prefixed with DIR/bin (links to kubectl, helm,
@@ -41,6 +47,7 @@ import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # node.py
 GRACE_SECONDS = 5
 SERVERS = ("etcd", "kube-apiserver", "bao", "moto")
 CACHE_HINT = "$HOME/.cache/secret-relay"
@@ -302,6 +309,23 @@ def make_certs(out):
     write("admin.crt", cert.public_bytes(pem))
     write("admin.key", key_pem(key), private=True)
 
+    # The node's: kubelet's client identity, its serving certificate, and kube-apiserver's
+    # client certificate towards kubelet (logs, exec).
+    key, cert = leaf(client_ca_key, client_ca_cert, name("system:node:localhost", "system:nodes"),
+                     ExtendedKeyUsageOID.CLIENT_AUTH)
+    write("kubelet.crt", cert.public_bytes(pem))
+    write("kubelet.key", key_pem(key), private=True)
+    key, cert = leaf(ca_key, ca_cert, name("localhost"), ExtendedKeyUsageOID.SERVER_AUTH, [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
+    ])
+    write("kubelet-serving.crt", cert.public_bytes(pem))
+    write("kubelet-serving.key", key_pem(key), private=True)
+    key, cert = leaf(client_ca_key, client_ca_cert,
+                     name("kube-apiserver-kubelet-client", "system:masters"),
+                     ExtendedKeyUsageOID.CLIENT_AUTH)
+    write("apiserver-kubelet-client.crt", cert.public_bytes(pem))
+    write("apiserver-kubelet-client.key", key_pem(key), private=True)
+
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     write("sa.key", key_pem(sa_key), private=True)
     write("sa.pub", sa_key.public_key().public_bytes(
@@ -363,8 +387,14 @@ class StartFailure(Failure):
 # The environment
 
 class Env:
+    # For node.py, which gets this object.
+    StartFailure = StartFailure
+    check_signal = staticmethod(check_signal)
+    free_port = staticmethod(free_port)
+
     def __init__(self, args):
         self.args = args
+        self.node = None
         self.procs = []
         self.tmp_created = False
         self.dir = None
@@ -376,7 +406,7 @@ class Env:
         if self.args.dir:
             self.dir = os.path.abspath(self.args.dir)
             os.makedirs(self.dir, exist_ok=True)
-            for sub in ("etcd", "bin", "certs", "bao-home"):
+            for sub in ("etcd", "bin", "certs", "bao-home", "images"):
                 shutil.rmtree(os.path.join(self.dir, sub), ignore_errors=True)
         else:
             self.dir = tempfile.mkdtemp(prefix="secret-relay-testenv-")
@@ -388,7 +418,10 @@ class Env:
     def build_tools(self):
         out_path = os.path.join(self.dir, "build-tools.out")
         with open(out_path, "wb") as out:
-            p = Proc("build-tools.sh", ["bash", os.path.join(HERE, "build-tools.sh")],
+            argv = ["bash", os.path.join(HERE, "build-tools.sh")]
+            if self.args.node:
+                argv.append("all,node")
+            p = Proc("build-tools.sh", argv,
                      env=os.environ.copy(), stdout=out)
             # stderr is inherited: build progress shows on the terminal
             self.procs.append(p)
@@ -425,6 +458,11 @@ class Env:
         self.bao = tool("BAO", "VENV_BIN", "bao")
         self.moto = tool("MOTO_SERVER", "VENV_BIN", "moto_server")
         self.venv_python = os.path.join(tools["VENV_BIN"], "python")
+        if self.args.node:
+            if "KUBE_NODE_BIN" not in tools:
+                raise Failure("build-tools.sh did not print KUBE_NODE_BIN=")
+            self.node_bins = {name: tool(name.upper().replace("-", "_"), "KUBE_NODE_BIN", name)
+                              for name in ("kubelet", "kube-scheduler", "kube-controller-manager")}
 
     def start(self, name, argv, env=None):
         p = Proc(name, argv, env=env or self.child_env(),
@@ -501,6 +539,19 @@ class Env:
         c = self.certs
         port = free_port()
         url = f"https://127.0.0.1:{port}"
+        if self.args.node:
+            # Pods get ServiceAccount tokens; kubelet is a node (Node authorizer); the
+            # apiserver reaches kubelet at its Hostname address, "localhost".
+            node_flags = [
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={c}/apiserver-kubelet-client.crt",
+                f"--kubelet-client-key={c}/apiserver-kubelet-client.key",
+                f"--kubelet-certificate-authority={c}/ca.crt",
+                "--kubelet-preferred-address-types=Hostname,InternalIP",
+            ]
+        else:
+            node_flags = ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
         api = self.start("kube-apiserver", [
             self.kube_apiserver,
             f"--etcd-servers={etcd_url}",
@@ -509,40 +560,74 @@ class Env:
             f"--cert-dir={c}",
             f"--tls-cert-file={c}/apiserver.crt", f"--tls-private-key-file={c}/apiserver.key",
             f"--client-ca-file={c}/client-ca.crt",
-            "--authorization-mode=RBAC",
+            *node_flags,
             f"--service-account-issuer={url}",
             f"--service-account-key-file={c}/sa.pub",
             f"--service-account-signing-key-file={c}/sa.key",
             "--service-cluster-ip-range=10.0.0.0/24",
             "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
             "--profiling=false",
         ])
         ctx = ssl.create_default_context(cafile=f"{c}/ca.crt")
         ctx.load_cert_chain(f"{c}/admin.crt", f"{c}/admin.key")
         wait_ready(api, "kube-apiserver", timeout, http_probe(f"{url}/readyz?verbose", context=ctx))
 
+        kubeconfig = os.path.join(self.dir, "kubeconfig")
+        self.write_kubeconfig(kubeconfig, url, "admin.crt", "admin.key")
+        self.values.update({
+            "KUBECONFIG": kubeconfig, "KUBE_APISERVER_URL": url,
+            "KUBE_APISERVER_HOST": "127.0.0.1", "KUBE_APISERVER_PORT": str(port),
+            "KUBE_CA_FILE": f"{c}/ca.crt",
+            "KUBE_ADMIN_CERT_FILE": f"{c}/admin.crt", "KUBE_ADMIN_KEY_FILE": f"{c}/admin.key",
+        })
+
+    def write_kubeconfig(self, path, url, cert, key):
+        """A kubeconfig for url with the client certificate files cert/key of self.certs."""
         def b64(name):
-            with open(os.path.join(c, name), "rb") as f:
+            with open(os.path.join(self.certs, name), "rb") as f:
                 return base64.b64encode(f.read()).decode()
 
-        kubeconfig = os.path.join(self.dir, "kubeconfig")
         # JSON is YAML: no YAML library needed.
-        with open(kubeconfig, "w") as f:
+        with open(path, "w") as f:
             json.dump({
                 "apiVersion": "v1", "kind": "Config",
                 "clusters": [{"name": "testenv", "cluster": {
                     "server": url, "certificate-authority-data": b64("ca.crt")}}],
-                "users": [{"name": "admin", "user": {
-                    "client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")}}],
-                "contexts": [{"name": "testenv", "context": {"cluster": "testenv", "user": "admin"}}],
+                "users": [{"name": "user", "user": {
+                    "client-certificate-data": b64(cert), "client-key-data": b64(key)}}],
+                "contexts": [{"name": "testenv", "context": {"cluster": "testenv", "user": "user"}}],
                 "current-context": "testenv",
             }, f, indent=2)
-        os.chmod(kubeconfig, 0o600)
+        os.chmod(path, 0o600)
+
+    def start_node(self):
+        """The node (node.py): containerd with the pause image and --import archives, the
+        scheduler and controller-manager, kubelet; waits for the Node to be Ready."""
+        import node as node_mod
+        if os.geteuid() != 0:
+            raise Failure("--node needs root (containerd, kubelet)")
+        self.node = node_mod.Node(self, self.node_bins, log)
+        self.node.prepare()
+        timeout = self.args.timeout
+        self.node.start_containerd(timeout)
+        images = os.path.join(self.dir, "images")
+        os.makedirs(images, exist_ok=True)
+        pause = os.path.join(images, "pause.tar")
+        r = subprocess.run(["bash", os.path.join(HERE, "..", "image", "build.sh"), "pause", pause],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            raise Failure(f"building the pause image failed:\n{r.stdout}{r.stderr}")
+        self.node.import_image(pause)
+        for archive in self.args.import_images or []:
+            self.node.import_image(os.path.abspath(archive))
+        url = self.values["KUBE_APISERVER_URL"]
+        self.node.start_control_plane(url)
+        self.node.start_kubelet(url, timeout)
+        self.node.wait_ready({**self.child_env(), "KUBECONFIG": self.values["KUBECONFIG"]},
+                             max(timeout, 120))
         self.values.update({
-            "KUBECONFIG": kubeconfig, "KUBE_APISERVER_URL": url,
-            "KUBE_CA_FILE": f"{c}/ca.crt",
-            "KUBE_ADMIN_CERT_FILE": f"{c}/admin.crt", "KUBE_ADMIN_KEY_FILE": f"{c}/admin.key",
+            "TESTENV_NODE": node_mod.NODE_NAME,
+            "CONTAINERD_ADDRESS": self.node.sock,
         })
 
     def use_existing_cluster(self, kubeconfig):
@@ -604,8 +689,18 @@ class Env:
     # -- teardown
 
     def teardown(self):
-        # CMD (and a running build) first, then the servers, etcd last: kube-apiserver
-        # shuts down quietly only while etcd is still there.
+        # CMD (and a running build) first, then the node, then the servers, etcd last:
+        # kube-apiserver shuts down quietly only while etcd is still there.
+        node_procs = ("containerd", "kubelet", "kube-scheduler", "kube-controller-manager")
+        cmd = [p for p in self.procs if p.name not in SERVERS and p.name not in node_procs]
+        if cmd:
+            stop_all(cmd)
+            self.procs = [p for p in self.procs if p not in cmd]
+        if self.node is not None:
+            try:
+                self.node.stop(stop_all)
+            except Exception as e:  # noqa: BLE001 - the servers must still be stopped
+                log(f"WARNING: stopping the node: {e}")
         first = [p for p in self.procs if p.name not in SERVERS]
         last = [p for p in self.procs if p.name == "etcd"]
         middle = [p for p in self.procs if p not in first and p not in last]
@@ -627,6 +722,8 @@ def main_env(args):
         env.prepare_dir()
         env.build_tools()
         env.start_servers()
+        if args.node:
+            env.start_node()
         env_file = env.write_env()
         log(f"environment ready: {env_file}")
         if args.command == "up":
@@ -686,6 +783,10 @@ def main():
         p = sub.add_parser(name)
         p.add_argument("--dir", help="working directory (default: a fresh temporary one)")
         p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+        p.add_argument("--node", action="store_true",
+                       help="also start a node (containerd, kubelet, scheduler, controller-manager)")
+        p.add_argument("--import", dest="import_images", action="append", metavar="OCI_ARCHIVE",
+                       help="with --node: an image archive to import into the node's containerd")
         p.add_argument("--timeout", type=int, default=int(os.environ.get("TESTENV_START_TIMEOUT", 60)),
                        help="seconds each server may take to become ready (default 60)")
         if name == "run":
