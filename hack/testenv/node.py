@@ -1,7 +1,14 @@
 """The test environment's node (`testenv.py up|run --node`): containerd, kubelet,
 kube-scheduler and kube-controller-manager on this machine, every file under DIR/node.
 
+Pods have their own network namespaces on a host-only bridge (BRIDGE, BRIDGE_IP/24, no
+uplink, no NAT, no forwarding rules): with --node the servers listen on BRIDGE_IP instead of
+127.0.0.1, so Pods and this machine's tests reach the same addresses. (hostNetwork Pods would
+reach loopback, but two replicas of one Deployment could not both bind the admin port.)
+
 What it changes outside DIR, and gives back at teardown:
+  - the bridge BRIDGE with BRIDGE_IP, deleted; the network namespaces containerd makes for
+    Pods (/var/run/netns/cni-*, new since the start), unmounted and removed;
   - a cgroup `/secret-relay-testenv-<pid>` in every cgroup v1 hierarchy (kubelet's cgroupRoot;
     kubelet adds it to a cgroup2 hierarchy mounted beside them), removed after the containers;
   - the sysctls kubelet sets (vm.overcommit_memory, kernel.panic, kernel.panic_on_oops, ...),
@@ -15,8 +22,7 @@ Facts about this kind of machine (a VM with cgroup v1, no CAP_SYS_RESOURCE):
     beforehand in every hierarchy (cpuset.cpus/mems copied from the parent);
   - runc cannot set a negative oom_score_adj: containerd `restrict_oom_score_adj` and kubelet
     `oomScoreAdj: 0`;
-  - the node is NotReady without a CNI config; Pods use hostNetwork (the servers listen on
-    127.0.0.1 only), so the bridge of the conflist is never created.
+  - the node is NotReady without a CNI config; the bridge and host-local plugins suffice.
 """
 
 import json
@@ -27,6 +33,10 @@ import time
 
 NODE_NAME = "localhost"  # the apiserver reaches kubelet by this Hostname address
 PAUSE_IMAGE = "localhost/secret-relay-pause:testenv"
+BRIDGE = "srtestenv0"
+BRIDGE_IP = "10.233.0.1"
+POD_SUBNET = "10.233.0.0/24"
+NETNS_DIR = "/var/run/netns"
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 CGROUP_ROOT_FS = "/sys/fs/cgroup"
 SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
@@ -80,6 +90,9 @@ class Node:
         self.cgroups = []
         self.sysctls = {}
         self.started = False
+        self.bridge_made = False
+        self.netns_before = set()
+        self.sock = None  # containerd's, once started
 
     # -- start
 
@@ -99,6 +112,21 @@ class Node:
                 pass
         self.started = True
         self.make_cgroups()
+        self.make_bridge()
+
+    def make_bridge(self):
+        if os.path.exists(f"/sys/class/net/{BRIDGE}"):
+            raise RuntimeError(f"the interface {BRIDGE} exists: another test environment with a "
+                               f"node runs (or one was killed: `ip link del {BRIDGE}`)")
+        try:
+            self.netns_before = set(os.listdir(NETNS_DIR))
+        except FileNotFoundError:
+            pass
+        self.bridge_made = True
+        for argv in (["ip", "link", "add", BRIDGE, "type", "bridge"],
+                     ["ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", BRIDGE],
+                     ["ip", "link", "set", BRIDGE, "up"]):
+            subprocess.run(argv, check=True, capture_output=True, stdin=subprocess.DEVNULL)
 
     def make_cgroups(self):
         # kubelet makes the same tree in a cgroup2 hierarchy mounted beside them (hybrid
@@ -172,15 +200,18 @@ plugin_dir = ""
             time.sleep(0.2)
 
     def write_cni_config(self, conf_dir):
-        # Pods use hostNetwork; this config only makes the runtime report its network ready.
+        # The bridge made in prepare(), which already has BRIDGE_IP: not the Pods' gateway
+        # (isGateway would turn on IP forwarding), as Pods only talk to BRIDGE_IP.
         with open(os.path.join(conf_dir, "10-testenv.conflist"), "w") as f:
             json.dump({
                 "cniVersion": "1.0.0", "name": "testenv",
                 "plugins": [{
-                    "type": "bridge", "bridge": "srtestenv0", "isGateway": True, "ipMasq": False,
-                    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.233.0.0/24"}]],
+                    "type": "bridge", "bridge": BRIDGE, "isGateway": False, "ipMasq": False,
+                    "hairpinMode": False,
+                    "ipam": {"type": "host-local",
+                             "ranges": [[{"subnet": POD_SUBNET, "rangeStart": "10.233.0.10"}]],
                              "dataDir": os.path.join(self.dir, "cni", "ipam")},
-                }, {"type": "loopback"}],
+                }],
             }, f, indent=2)
 
     def ctr(self, *args, check=True, timeout=120):
@@ -319,6 +350,10 @@ plugin_dir = ""
                 stop_all([procs[name]])
                 self.env.procs.remove(procs[name])
         self.kill_shims()
+        self.remove_netns()
+        if self.bridge_made:
+            subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)
+            self.bridge_made = False
         for point in mounts_under(self.dir):
             r = subprocess.run(["umount", point], capture_output=True, text=True)
             if r.returncode != 0:
@@ -355,8 +390,27 @@ plugin_dir = ""
         except (subprocess.TimeoutExpired, OSError) as e:
             self.log(f"WARNING: removing containers: {e}")
 
+    def remove_netns(self):
+        """The Pods' network namespaces (kubelet, stopped first, did not remove the
+        sandboxes): their veths go with them."""
+        try:
+            names = set(os.listdir(NETNS_DIR)) - self.netns_before
+        except FileNotFoundError:
+            return
+        for name in sorted(names):
+            if not name.startswith("cni-"):
+                continue
+            path = os.path.join(NETNS_DIR, name)
+            subprocess.run(["umount", path], capture_output=True, check=False)
+            try:
+                os.unlink(path)
+            except OSError as e:
+                self.log(f"WARNING: cannot remove {path}: {e}")
+
     def kill_shims(self):
         """containerd-shim processes started for this containerd (they outlive it)."""
+        if self.sock is None:
+            return
         needle = self.sock.encode()
         for pid in os.listdir("/proc"):
             if not pid.isdigit():

@@ -8,11 +8,13 @@
                                        kube-controller-manager; the archives are imported into
                                        its containerd (as root only; see node.py)
 
-Starts, on free 127.0.0.1 ports:
+Starts, on free 127.0.0.1 ports (with --node, on the node's host-only bridge address, which
+Pods reach; see node.py):
   - etcd and kube-apiserver, as envtest runs them (generated CA and serving cert,
     service-account signing keys, client-certificate auth, RBAC), with an admin kubeconfig;
     skipped when SECRET_RELAY_EXISTING_KUBECONFIG names the kubeconfig of a cluster to use;
-  - OpenBao (`bao server -dev`, root token "root");
+  - OpenBao (`bao server -dev`, root token "root"), also on a TLS listener (VAULT_TLS_ADDR,
+    its CA in VAULT_TLS_CA_FILE);
   - moto's server (AWS SSM, KMS, STS, ...);
   - with --node, a node that runs Pods: kube-apiserver then also runs ServiceAccount admission,
     Node,RBAC authorization and a kubelet client certificate (`kubectl logs`/`exec` work).
@@ -197,18 +199,18 @@ def stop_all(procs):
         p.close_log()
 
 
-def free_port(also_next=False):
-    """A free loopback port (and port+1 free too, when also_next)."""
+def free_port(also_next=False, host="127.0.0.1"):
+    """A free port on host (and port+1 free too, when also_next)."""
     for _ in range(200):
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         port = s.getsockname()[1]
         try:
             if not also_next:
                 return port
             t = socket.socket()
             try:
-                t.bind(("127.0.0.1", port + 1))
+                t.bind((host, port + 1))
                 return port
             except OSError:
                 continue
@@ -216,13 +218,13 @@ def free_port(also_next=False):
                 t.close()
         finally:
             s.close()
-    raise Failure("no free port pair on 127.0.0.1")
+    raise Failure(f"no free port pair on {host}")
 
 
 # --------------------------------------------------------------------------------------------
 # Certificates (run under the virtualenv's python: `testenv.py _certs DIR`)
 
-def make_certs(out):
+def make_certs(out, extra_ips=()):
     import datetime
     import ipaddress
 
@@ -297,9 +299,17 @@ def make_certs(out):
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
         x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
         x509.DNSName("kubernetes.default.svc"),
-    ])
+    ] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips])
     write("apiserver.crt", cert.public_bytes(pem))
     write("apiserver.key", key_pem(key), private=True)
+    # OpenBao's TLS listener, under its own CA: only a store's caBundle makes it trusted.
+    vault_ca_key, vault_ca_cert = ca("secret-relay-testenv-vault-ca")
+    write("vault-ca.crt", vault_ca_cert.public_bytes(pem))
+    key, cert = leaf(vault_ca_key, vault_ca_cert, name("openbao"), ExtendedKeyUsageOID.SERVER_AUTH, [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
+    ] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips])
+    write("vault.crt", cert.public_bytes(pem))
+    write("vault.key", key_pem(key), private=True)
 
     client_ca_key, client_ca_cert = ca("secret-relay-testenv-client-ca")
     write("client-ca.crt", client_ca_cert.public_bytes(pem))
@@ -395,6 +405,7 @@ class Env:
     def __init__(self, args):
         self.args = args
         self.node = None
+        self.host = "127.0.0.1"  # where the servers listen; the bridge address with --node
         self.procs = []
         self.tmp_created = False
         self.dir = None
@@ -479,7 +490,8 @@ class Env:
 
     def gen_certs(self):
         self.certs = os.path.join(self.dir, "certs")
-        r = subprocess.run([self.venv_python, os.path.abspath(__file__), "_certs", self.certs],
+        extra = [] if self.host == "127.0.0.1" else [self.host]
+        r = subprocess.run([self.venv_python, os.path.abspath(__file__), "_certs", self.certs, *extra],
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             raise Failure(f"generating certificates failed:\n{r.stdout}{r.stderr}")
@@ -487,8 +499,9 @@ class Env:
     def start_servers(self):
         existing = os.environ.get("SECRET_RELAY_EXISTING_KUBECONFIG")
         etcd = None
+        h = self.host
+        self.gen_certs()
         if not existing:
-            self.gen_certs()
             etcd_port, peer_port = free_port(), free_port()
             etcd_url = f"http://127.0.0.1:{etcd_port}"
             peer_url = f"http://127.0.0.1:{peer_port}"
@@ -500,20 +513,28 @@ class Env:
             ])
             self.values["ETCD_ENDPOINT"] = etcd_url
 
-        bao_port = free_port(also_next=True)  # bao's cluster listener takes port+1
+        bao_port = free_port(also_next=True, host=h)  # bao's cluster listener takes port+1
+        bao_tls_port = free_port(also_next=True, host=h)
         bao_home = os.path.join(self.dir, "bao-home")  # `bao server -dev` writes ~/.vault-token
         os.makedirs(bao_home, exist_ok=True)
+        bao_config = os.path.join(bao_home, "tls-listener.hcl")
+        with open(bao_config, "w") as f:
+            f.write(f'listener "tcp" {{\n  address = "{h}:{bao_tls_port}"\n'
+                    f'  cluster_address = "{h}:{bao_tls_port + 1}"\n'
+                    f'  tls_cert_file = "{self.certs}/vault.crt"\n'
+                    f'  tls_key_file = "{self.certs}/vault.key"\n}}\n')
         bao_env = self.child_env()
         bao_env["HOME"] = bao_home
         bao = self.start("bao", [
             self.bao, "server", "-dev", "-dev-root-token-id=root",
-            f"-dev-listen-address=127.0.0.1:{bao_port}",
+            f"-dev-listen-address={h}:{bao_port}", f"-config={bao_config}",
         ], env=bao_env)
-        vault_addr = f"http://127.0.0.1:{bao_port}"
+        vault_addr = f"http://{h}:{bao_port}"
+        vault_tls_addr = f"https://{h}:{bao_tls_port}"
 
-        moto_port = free_port()
-        moto = self.start("moto", [self.moto, "-H", "127.0.0.1", "-p", str(moto_port)])
-        moto_url = f"http://127.0.0.1:{moto_port}"
+        moto_port = free_port(host=h)
+        moto = self.start("moto", [self.moto, "-H", h, "-p", str(moto_port)])
+        moto_url = f"http://{h}:{moto_port}"
 
         timeout = self.args.timeout
         if existing:
@@ -523,11 +544,15 @@ class Env:
             self.start_apiserver(etcd_url, timeout)
 
         wait_ready(bao, "bao", timeout, http_probe(f"{vault_addr}/v1/sys/health"))
+        wait_ready(bao, "bao (TLS)", timeout, http_probe(
+            f"{vault_tls_addr}/v1/sys/health",
+            context=ssl.create_default_context(cafile=f"{self.certs}/vault-ca.crt")))
         wait_ready(moto, "moto_server", timeout,
                    http_probe(f"{moto_url}/", ok=lambda status: status is not None))
 
         self.values.update({
             "VAULT_ADDR": vault_addr, "VAULT_TOKEN": "root",
+            "VAULT_TLS_ADDR": vault_tls_addr, "VAULT_TLS_CA_FILE": f"{self.certs}/vault-ca.crt",
             "BAO_ADDR": vault_addr, "BAO_TOKEN": "root",
             "AWS_ENDPOINT_URL": moto_url,
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -537,8 +562,9 @@ class Env:
 
     def start_apiserver(self, etcd_url, timeout):
         c = self.certs
-        port = free_port()
-        url = f"https://127.0.0.1:{port}"
+        h = self.host
+        port = free_port(host=h)
+        url = f"https://{h}:{port}"
         if self.args.node:
             # Pods get ServiceAccount tokens; kubelet is a node (Node authorizer); the
             # apiserver reaches kubelet at its Hostname address, "localhost".
@@ -555,8 +581,8 @@ class Env:
         api = self.start("kube-apiserver", [
             self.kube_apiserver,
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", f"--secure-port={port}",
-            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            f"--bind-address={h}", f"--secure-port={port}",
+            f"--advertise-address={h}", "--endpoint-reconciler-type=none",
             f"--cert-dir={c}",
             f"--tls-cert-file={c}/apiserver.crt", f"--tls-private-key-file={c}/apiserver.key",
             f"--client-ca-file={c}/client-ca.crt",
@@ -576,7 +602,7 @@ class Env:
         self.write_kubeconfig(kubeconfig, url, "admin.crt", "admin.key")
         self.values.update({
             "KUBECONFIG": kubeconfig, "KUBE_APISERVER_URL": url,
-            "KUBE_APISERVER_HOST": "127.0.0.1", "KUBE_APISERVER_PORT": str(port),
+            "KUBE_APISERVER_HOST": h, "KUBE_APISERVER_PORT": str(port),
             "KUBE_CA_FILE": f"{c}/ca.crt",
             "KUBE_ADMIN_CERT_FILE": f"{c}/admin.crt", "KUBE_ADMIN_KEY_FILE": f"{c}/admin.key",
         })
@@ -600,14 +626,23 @@ class Env:
             }, f, indent=2)
         os.chmod(path, 0o600)
 
-    def start_node(self):
-        """The node (node.py): containerd with the pause image and --import archives, the
-        scheduler and controller-manager, kubelet; waits for the Node to be Ready."""
+    def prepare_node(self):
+        """The node's host-only bridge, whose address the servers then listen on (Pods have
+        their own network namespaces and cannot reach this machine's loopback)."""
         import node as node_mod
         if os.geteuid() != 0:
             raise Failure("--node needs root (containerd, kubelet)")
         self.node = node_mod.Node(self, self.node_bins, log)
-        self.node.prepare()
+        try:
+            self.node.prepare()
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+            raise Failure(f"preparing the node: {e}") from e
+        self.host = node_mod.BRIDGE_IP
+
+    def start_node(self):
+        """The node (node.py): containerd with the pause image and --import archives, the
+        scheduler and controller-manager, kubelet; waits for the Node to be Ready."""
+        import node as node_mod
         timeout = self.args.timeout
         self.node.start_containerd(timeout)
         images = os.path.join(self.dir, "images")
@@ -721,6 +756,8 @@ def main_env(args):
         check_signal()
         env.prepare_dir()
         env.build_tools()
+        if args.node:
+            env.prepare_node()
         env.start_servers()
         if args.node:
             env.start_node()
@@ -773,8 +810,8 @@ def main_env(args):
 
 
 def main():
-    if len(sys.argv) == 3 and sys.argv[1] == "_certs":
-        make_certs(sys.argv[2])
+    if len(sys.argv) >= 3 and sys.argv[1] == "_certs":
+        make_certs(sys.argv[2], sys.argv[3:])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
