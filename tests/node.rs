@@ -1,0 +1,437 @@
+//! The node tier: `helm install` of charts/secret-relay with the operator image built by
+//! hack/image/build.sh, on the real node of `testenv.py --node` (kubelet, containerd, runc).
+//! The operator runs as the chart's Pods: in-cluster config, the ServiceAccount token kubelet
+//! mounts, the read-only root filesystem, the probes, SIGTERM from `kubectl delete pod`.
+//!
+//! Skipped (with a message) when the test environment has no node; `hack/test.sh` runs it in
+//! an environment of its own after the shared run (`hack/test.sh --node-only` runs only it).
+//! The failover figure is printed as a `RELIABILITY {json}` line, as the chaos tests do.
+
+mod common;
+mod operator;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use base64::Engine as _;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    coordination::v1::Lease,
+    core::v1::{Pod, Secret},
+};
+use kube::{
+    Client,
+    api::{Api, ListParams},
+};
+use secret_relay::api::{ExternalSecret, SecretStore};
+use serde_json::json;
+
+use common::{TestEnv, random_suffix};
+use operator::{
+    apply_yaml, create_secret, install_crds, put_parameter, secret_data, ssm_store, wait_for,
+    wait_reason,
+};
+
+/// The image hack/image/build.sh writes by default; `SECRET_RELAY_IMAGE` names another.
+const DEFAULT_IMAGE: &str = "localhost/secret-relay:dev";
+
+fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/secret-relay")
+}
+
+/// The environment, when it has a node; None (the test is skipped) otherwise.
+async fn node_env(test: &str) -> Option<TestEnv> {
+    let env = TestEnv::get(test).await?;
+    if !env.vars.contains_key("TESTENV_NODE") {
+        eprintln!(
+            "skipping {test}: the test environment has no node (hack/test.sh runs this test \
+             in `testenv.py run --node`; alone: hack/test.sh --node-only)"
+        );
+        return None;
+    }
+    Some(env)
+}
+
+/// Runs a tool of the environment (`HELM`, `KUBECTL`) with the admin kubeconfig; helm with its
+/// own cache/config/data directories. Panics with the output when it fails.
+async fn run(env: &TestEnv, tool: &str, args: &[&str]) -> String {
+    let home = env
+        .vars
+        .get("TESTENV_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("helm-home");
+    let out = tokio::process::Command::new(env.tool(tool))
+        .args(args)
+        .env("KUBECONFIG", &env.kubeconfig)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `--set` values of an install on this node: the built image (never pulled), the API
+/// server's address (the `kubernetes` Service has no proxy here), text logs.
+fn node_values(env: &TestEnv) -> Vec<String> {
+    let image = std::env::var("SECRET_RELAY_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.into());
+    let (repo, tag) = image.rsplit_once(':').expect("SECRET_RELAY_IMAGE is REPO:TAG");
+    vec![
+        format!("image.repository={repo}"),
+        format!("image.tag={tag}"),
+        "image.pullPolicy=IfNotPresent".into(),
+        "extraEnv[0].name=KUBERNETES_SERVICE_HOST".into(),
+        format!("extraEnv[0].value={}", env.vars["KUBE_APISERVER_HOST"]),
+        "extraEnv[1].name=KUBERNETES_SERVICE_PORT".into(),
+        format!("extraEnv[1].value={}", env.vars["KUBE_APISERVER_PORT"]),
+        "logFormat=text".into(),
+        "terminationGracePeriodSeconds=10".into(),
+    ]
+}
+
+/// `helm install|upgrade`. The CRDs are applied first, so that parallel installs do not race
+/// to create them (helm skips CRDs that exist).
+async fn helm_install(env: &TestEnv, verb: &str, ns: &str, release: &str, sets: &[String]) {
+    install_crds(&env.kube).await;
+    let chart = chart_dir();
+    let mut args = vec![verb, release, chart.to_str().unwrap(), "-n", ns];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    run(env, "HELM", &args).await;
+}
+
+/// Waits until Deployment `ns/name` is Available with `replicas` updated, ready pods and no
+/// others; returns the seconds it took.
+async fn wait_available(client: &Client, ns: &str, name: &str, replicas: i32) -> f64 {
+    let start = Instant::now();
+    let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        &format!("Deployment {ns}/{name} Available with {replicas} replicas"),
+        Duration::from_secs(180),
+        || async {
+            let d = api.get(name).await.ok()?;
+            let s = d.status?;
+            let available = s
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Available" && c.status == "True");
+            (available
+                && s.observed_generation == d.metadata.generation
+                && s.updated_replicas == Some(replicas)
+                && s.ready_replicas == Some(replicas)
+                && s.available_replicas == Some(replicas)
+                && s.replicas == Some(replicas))
+            .then_some(())
+        },
+    )
+    .await;
+    start.elapsed().as_secs_f64()
+}
+
+/// The running Pods of release `release` in `ns`.
+async fn pods(client: &Client, ns: &str, release: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}")))
+        .await
+        .expect("list pods")
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// The Lease's holder, if any.
+async fn holder(client: &Client, ns: &str, lease: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), ns)
+        .get(lease)
+        .await
+        .ok()?
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+async fn secret_of(client: &Client, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
+    let s = Api::<Secret>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()??;
+    Some(secret_data(&s))
+}
+
+/// Every container of every Pod ready and never restarted (the probes pass).
+fn assert_healthy(pods: &[Pod]) {
+    for p in pods {
+        let name = p.metadata.name.as_deref().unwrap_or_default();
+        for c in p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default()
+        {
+            assert!(c.ready, "container {} of {name} is ready", c.name);
+            assert_eq!(c.restart_count, 0, "container {} of {name} restarts", c.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn chart_runs_the_operator_as_pods_on_a_node() {
+    let Some(env) = node_env("chart_runs_the_operator_as_pods_on_a_node").await else {
+        return;
+    };
+    let k = &env.kube;
+    let ns = env.namespace("node").await;
+    let release = format!("sr{}", random_suffix());
+    let name = format!("{release}-secret-relay");
+
+    // Install: two replicas, Available, probes passing, exactly one Lease holder.
+    let mut sets = node_values(&env);
+    sets.push("replicaCount=2".into());
+    helm_install(&env, "install", &ns, &release, &sets).await;
+    let available_s = wait_available(k, &ns, &name, 2).await;
+    let running = pods(k, &ns, &release).await;
+    assert_eq!(running.len(), 2, "two pods");
+    assert_healthy(&running);
+    let pod_names: Vec<String> = running
+        .iter()
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    let leader = wait_for("a Lease holder", Duration::from_secs(60), || {
+        holder(k, &ns, &name)
+    })
+    .await;
+    assert!(
+        pod_names.contains(&leader),
+        "the leader {leader} is one of {pod_names:?}"
+    );
+
+    // kubelet serves logs and exec through the API server; the image has no shell, so the
+    // binary itself is what exec runs.
+    let logs = run(&env, "KUBECTL", &["logs", "-n", &ns, &leader]).await;
+    assert!(!logs.is_empty(), "the leader logs");
+    let version = run(
+        &env,
+        "KUBECTL",
+        &[
+            "exec",
+            "-n",
+            &ns,
+            &leader,
+            "--",
+            "/usr/local/bin/secret-relay",
+            "--version",
+        ],
+    )
+    .await;
+    assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+
+    // SSM (moto) and Vault over TLS with caBundle (OpenBao's TLS listener, its own CA).
+    let p = random_suffix();
+    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    put_parameter(&ssm, &format!("/{p}/db/password"), "pw-1").await;
+    ssm_store(&env, &ns).await;
+    vaultrs::kv2::set(
+        &env.vault(),
+        "secret",
+        &format!("{p}/api"),
+        &json!({"api-key": "k-123"}),
+    )
+    .await
+    .expect("kv2 put");
+    create_secret(&env, &ns, "vault-token", json!({"token": env.vault_token})).await;
+    let ca = std::fs::read(&env.vars["VAULT_TLS_CA_FILE"]).expect("VAULT_TLS_CA_FILE");
+    apply_yaml(
+        &Api::<SecretStore>::namespaced(k.clone(), &ns),
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: SecretStore
+metadata: {{name: vault-tls}}
+spec:
+  provider:
+    vault:
+      server: {server}
+      path: secret
+      version: v2
+      caBundle: {ca}
+      auth:
+        tokenSecretRef: {{name: vault-token, key: token}}
+"#,
+            server = env.vars["VAULT_TLS_ADDR"],
+            ca = base64::engine::general_purpose::STANDARD.encode(ca),
+        ),
+    )
+    .await;
+    let es: Api<ExternalSecret> = Api::namespaced(k.clone(), &ns);
+    apply_yaml(
+        &es,
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {{name: db}}
+spec:
+  refreshInterval: 1s
+  secretStoreRef: {{name: ssm}}
+  data:
+  - secretKey: password
+    remoteRef: {{key: /{p}/db/password}}
+"#
+        ),
+    )
+    .await;
+    apply_yaml(
+        &es,
+        &format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {{name: api}}
+spec:
+  secretStoreRef: {{name: vault-tls}}
+  dataFrom:
+  - extract: {{key: {p}/api}}
+"#
+        ),
+    )
+    .await;
+    wait_reason(&es, "db", "SecretSynced").await;
+    wait_reason(&es, "api", "SecretSynced").await;
+    let want_db = BTreeMap::from([("password".to_string(), "pw-1".to_string())]);
+    let want_api = BTreeMap::from([("api-key".to_string(), "k-123".to_string())]);
+    assert_eq!(secret_of(k, &ns, "db").await, Some(want_db));
+    assert_eq!(secret_of(k, &ns, "api").await, Some(want_api.clone()));
+
+    // Failover: the leader's Pod deleted as `kubectl delete pod` does (SIGTERM, grace period),
+    // the value changed at once; the other replica takes the Lease and syncs it.
+    let start = Instant::now();
+    run(
+        &env,
+        "KUBECTL",
+        &["delete", "pod", "-n", &ns, &leader, "--wait=false"],
+    )
+    .await;
+    put_parameter(&ssm, &format!("/{p}/db/password"), "pw-2").await;
+    let new_leader = wait_for(
+        "another replica holding the Lease",
+        Duration::from_secs(90),
+        || async {
+            holder(k, &ns, &name)
+                .await
+                .filter(|h| h != &leader && pod_names.contains(h))
+        },
+    )
+    .await;
+    let takeover_s = start.elapsed().as_secs_f64();
+    wait_for(
+        "the changed value synced after the failover",
+        Duration::from_secs(90),
+        || async {
+            (secret_of(k, &ns, "db").await?.get("password")? == "pw-2").then_some(())
+        },
+    )
+    .await;
+    let synced_s = start.elapsed().as_secs_f64();
+    // The Deployment replaces the deleted Pod.
+    let replaced_s = wait_available(k, &ns, &name, 2).await + synced_s;
+    assert_healthy(&pods(k, &ns, &release).await);
+    println!(
+        "RELIABILITY {}",
+        json!({
+            "test": "node_leader_pod_deleted",
+            "deployment_available_after_install_s": (available_s * 10.0).round() / 10.0,
+            "lease_taken_over_s": (takeover_s * 10.0).round() / 10.0,
+            "changed_value_synced_s": (synced_s * 10.0).round() / 10.0,
+            "two_replicas_available_again_s": (replaced_s * 10.0).round() / 10.0,
+            "new_leader_was_standby": pod_names.contains(&new_leader),
+            "node_ready_s": env.vars.get("TESTENV_NODE_READY_SECONDS"),
+        })
+    );
+
+    // helm upgrade with changed values: a new rollout, every Secret kept.
+    let mut upgraded = sets.clone();
+    upgraded.extend(["logLevel=debug".to_string(), "concurrency=4".to_string()]);
+    helm_install(&env, "upgrade", &ns, &release, &upgraded).await;
+    wait_available(k, &ns, &name, 2).await;
+    let d = Api::<Deployment>::namespaced(k.clone(), &ns)
+        .get(&name)
+        .await
+        .unwrap();
+    let args = d.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(args.contains(&"--log-level=debug".to_string()), "{args:?}");
+    assert_healthy(&pods(k, &ns, &release).await);
+    let want_db = BTreeMap::from([("password".to_string(), "pw-2".to_string())]);
+    assert_eq!(secret_of(k, &ns, "db").await, Some(want_db.clone()));
+    assert_eq!(secret_of(k, &ns, "api").await, Some(want_api.clone()));
+    // The upgraded operator still syncs.
+    put_parameter(&ssm, &format!("/{p}/db/password"), "pw-3").await;
+    wait_for(
+        "a change synced after the upgrade",
+        Duration::from_secs(60),
+        || async { (secret_of(k, &ns, "db").await?.get("password")? == "pw-3").then_some(()) },
+    )
+    .await;
+
+    // helm uninstall: the operator goes, the Secrets stay.
+    run(&env, "HELM", &["uninstall", &release, "-n", &ns, "--wait"]).await;
+    wait_for("the operator's pods gone", Duration::from_secs(60), || async {
+        pods(k, &ns, &release).await.is_empty().then_some(())
+    })
+    .await;
+    let want_db = BTreeMap::from([("password".to_string(), "pw-3".to_string())]);
+    assert_eq!(secret_of(k, &ns, "db").await, Some(want_db));
+    assert_eq!(secret_of(k, &ns, "api").await, Some(want_api));
+}
+
+#[tokio::test]
+async fn namespace_scoped_install_runs_as_a_pod() {
+    let Some(env) = node_env("namespace_scoped_install_runs_as_a_pod").await else {
+        return;
+    };
+    let k = &env.kube;
+    let ns = env.namespace("node-ns").await;
+    let release = format!("sr{}", random_suffix());
+    let name = format!("{release}-secret-relay");
+    let mut sets = node_values(&env);
+    sets.push("namespaceScope.enabled=true".into());
+    helm_install(&env, "install", &ns, &release, &sets).await;
+    wait_available(k, &ns, &name, 1).await;
+    assert_healthy(&pods(k, &ns, &release).await);
+
+    let p = random_suffix();
+    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    put_parameter(&ssm, &format!("/{p}/token"), "t-1").await;
+    ssm_store(&env, &ns).await;
+    let es: Api<ExternalSecret> = Api::namespaced(k.clone(), &ns);
+    apply_yaml(
+        &es,
+        &format!(
+            "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {{name: t}}\n\
+             spec:\n  secretStoreRef: {{name: ssm}}\n  data:\n  - secretKey: token\n    \
+             remoteRef: {{key: /{p}/token}}\n"
+        ),
+    )
+    .await;
+    wait_reason(&es, "t", "SecretSynced").await;
+    let want = BTreeMap::from([("token".to_string(), "t-1".to_string())]);
+    assert_eq!(secret_of(k, &ns, "t").await, Some(want));
+    run(&env, "HELM", &["uninstall", &release, "-n", &ns, "--wait"]).await;
+}
