@@ -11,8 +11,8 @@ if [ "${DEMO_POD:-}" = 1 ]; then
   "$HELM" install secret-relay charts/secret-relay -n secret-relay --create-namespace \
     --set image.repository=localhost/secret-relay --set image.tag=dev --set replicaCount=2 \
     --set logFormat=text \
-    --set "extraEnv[0].name=KUBERNETES_SERVICE_HOST" --set "extraEnv[0].value=$KUBE_APISERVER_HOST" \
-    --set "extraEnv[1].name=KUBERNETES_SERVICE_PORT" --set "extraEnv[1].value=$KUBE_APISERVER_PORT" \
+    --set-string "extraEnv[0].name=KUBERNETES_SERVICE_HOST,extraEnv[0].value=$KUBE_APISERVER_HOST" \
+    --set-string "extraEnv[1].name=KUBERNETES_SERVICE_PORT,extraEnv[1].value=$KUBE_APISERVER_PORT" \
     --wait --timeout 3m
   k -n secret-relay get pods -o wide
 else

@@ -85,10 +85,12 @@ async fn run(env: &TestEnv, tool: &str, args: &[&str]) -> String {
 }
 
 /// `--set` values of an install on this node: the built image (never pulled), the API
-/// server's address (the `kubernetes` Service has no proxy here), text logs.
+/// server's address (the `kubernetes` Service has no proxy here).
 fn node_values(env: &TestEnv) -> Vec<String> {
     let image = std::env::var("SECRET_RELAY_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.into());
-    let (repo, tag) = image.rsplit_once(':').expect("SECRET_RELAY_IMAGE is REPO:TAG");
+    let (repo, tag) = image
+        .rsplit_once(':')
+        .expect("SECRET_RELAY_IMAGE is REPO:TAG");
     vec![
         format!("image.repository={repo}"),
         format!("image.tag={tag}"),
@@ -97,7 +99,6 @@ fn node_values(env: &TestEnv) -> Vec<String> {
         format!("extraEnv[0].value={}", env.vars["KUBE_APISERVER_HOST"]),
         "extraEnv[1].name=KUBERNETES_SERVICE_PORT".into(),
         format!("extraEnv[1].value={}", env.vars["KUBE_APISERVER_PORT"]),
-        "logFormat=text".into(),
         "terminationGracePeriodSeconds=10".into(),
     ]
 }
@@ -109,7 +110,13 @@ async fn helm_install(env: &TestEnv, verb: &str, ns: &str, release: &str, sets: 
     let chart = chart_dir();
     let mut args = vec![verb, release, chart.to_str().unwrap(), "-n", ns];
     for s in sets {
-        args.extend(["--set", s]);
+        // Environment values are strings, also when they look like numbers (a port).
+        let flag = if s.starts_with("extraEnv[") {
+            "--set-string"
+        } else {
+            "--set"
+        };
+        args.extend([flag, s]);
     }
     run(env, "HELM", &args).await;
 }
@@ -154,15 +161,23 @@ async fn pods(client: &Client, ns: &str, release: &str) -> Vec<Pod> {
         .collect()
 }
 
-/// The Lease's holder, if any.
-async fn holder(client: &Client, ns: &str, lease: &str) -> Option<String> {
-    Api::<Lease>::namespaced(client.clone(), ns)
+/// The Pod (one of `pods`) holding the Lease, if any: the holder identity is the Pod's name
+/// and a suffix of its own (`POD_NAME-<random>`).
+async fn holder(client: &Client, ns: &str, lease: &str, pods: &[String]) -> Option<String> {
+    let identity = Api::<Lease>::namespaced(client.clone(), ns)
         .get(lease)
         .await
         .ok()?
         .spec?
-        .holder_identity
-        .filter(|h| !h.is_empty())
+        .holder_identity?;
+    pods.iter()
+        .find(|p| {
+            identity == **p
+                || identity
+                    .strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.starts_with('-'))
+        })
+        .cloned()
 }
 
 async fn secret_of(client: &Client, ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
@@ -184,7 +199,11 @@ fn assert_healthy(pods: &[Pod]) {
             .unwrap_or_default()
         {
             assert!(c.ready, "container {} of {name} is ready", c.name);
-            assert_eq!(c.restart_count, 0, "container {} of {name} restarts", c.name);
+            assert_eq!(
+                c.restart_count, 0,
+                "container {} of {name} restarts",
+                c.name
+            );
         }
     }
 }
@@ -211,14 +230,12 @@ async fn chart_runs_the_operator_as_pods_on_a_node() {
         .iter()
         .map(|p| p.metadata.name.clone().unwrap())
         .collect();
-    let leader = wait_for("a Lease holder", Duration::from_secs(60), || {
-        holder(k, &ns, &name)
-    })
+    let leader = wait_for(
+        "one of the Pods holding the Lease",
+        Duration::from_secs(60),
+        || holder(k, &ns, &name, &pod_names),
+    )
     .await;
-    assert!(
-        pod_names.contains(&leader),
-        "the leader {leader} is one of {pod_names:?}"
-    );
 
     // kubelet serves logs and exec through the API server; the image has no shell, so the
     // binary itself is what exec runs.
@@ -317,8 +334,10 @@ spec:
     assert_eq!(secret_of(k, &ns, "db").await, Some(want_db));
     assert_eq!(secret_of(k, &ns, "api").await, Some(want_api.clone()));
 
-    // Failover: the leader's Pod deleted as `kubectl delete pod` does (SIGTERM, grace period),
-    // the value changed at once; the other replica takes the Lease and syncs it.
+    // Failover: the leader's Pod deleted as `kubectl delete pod` does (SIGTERM, grace period).
+    // Another replica takes the Lease: the standby, or the Pod replacing the deleted one if it
+    // asks first (the leader gives the Lease up when it stops). Once the old Pod is gone the
+    // value changes, so only the new leader can sync it.
     let start = Instant::now();
     run(
         &env,
@@ -326,39 +345,51 @@ spec:
         &["delete", "pod", "-n", &ns, &leader, "--wait=false"],
     )
     .await;
-    put_parameter(&ssm, &format!("/{p}/db/password"), "pw-2").await;
     let new_leader = wait_for(
-        "another replica holding the Lease",
+        "another Pod holding the Lease",
         Duration::from_secs(90),
         || async {
-            holder(k, &ns, &name)
+            let current: Vec<String> = pods(k, &ns, &release)
                 .await
-                .filter(|h| h != &leader && pod_names.contains(h))
+                .into_iter()
+                .filter_map(|p| p.metadata.name)
+                .filter(|n| n != &leader)
+                .collect();
+            holder(k, &ns, &name, &current).await
         },
     )
     .await;
     let takeover_s = start.elapsed().as_secs_f64();
+    let pod_api: Api<Pod> = Api::namespaced(k.clone(), &ns);
     wait_for(
-        "the changed value synced after the failover",
+        "the old leader's Pod gone",
+        Duration::from_secs(60),
+        || async { pod_api.get_opt(&leader).await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+    let gone_s = start.elapsed().as_secs_f64();
+    put_parameter(&ssm, &format!("/{p}/db/password"), "pw-2").await;
+    wait_for(
+        "the changed value synced by the new leader",
         Duration::from_secs(90),
-        || async {
-            (secret_of(k, &ns, "db").await?.get("password")? == "pw-2").then_some(())
-        },
+        || async { (secret_of(k, &ns, "db").await?.get("password")? == "pw-2").then_some(()) },
     )
     .await;
     let synced_s = start.elapsed().as_secs_f64();
     // The Deployment replaces the deleted Pod.
     let replaced_s = wait_available(k, &ns, &name, 2).await + synced_s;
     assert_healthy(&pods(k, &ns, &release).await);
+    let round = |s: f64| (s * 10.0).round() / 10.0;
     println!(
         "RELIABILITY {}",
         json!({
             "test": "node_leader_pod_deleted",
-            "deployment_available_after_install_s": (available_s * 10.0).round() / 10.0,
-            "lease_taken_over_s": (takeover_s * 10.0).round() / 10.0,
-            "changed_value_synced_s": (synced_s * 10.0).round() / 10.0,
-            "two_replicas_available_again_s": (replaced_s * 10.0).round() / 10.0,
+            "deployment_available_after_install_s": round(available_s),
+            "lease_taken_over_s": round(takeover_s),
             "new_leader_was_standby": pod_names.contains(&new_leader),
+            "old_pod_gone_s": round(gone_s),
+            "change_after_old_pod_gone_synced_s": round(synced_s - gone_s),
+            "two_replicas_available_again_s": round(replaced_s),
             "node_ready_s": env.vars.get("TESTENV_NODE_READY_SECONDS"),
         })
     );
@@ -392,9 +423,11 @@ spec:
 
     // helm uninstall: the operator goes, the Secrets stay.
     run(&env, "HELM", &["uninstall", &release, "-n", &ns, "--wait"]).await;
-    wait_for("the operator's pods gone", Duration::from_secs(60), || async {
-        pods(k, &ns, &release).await.is_empty().then_some(())
-    })
+    wait_for(
+        "the operator's pods gone",
+        Duration::from_secs(60),
+        || async { pods(k, &ns, &release).await.is_empty().then_some(()) },
+    )
     .await;
     let want_db = BTreeMap::from([("password".to_string(), "pw-3".to_string())]);
     assert_eq!(secret_of(k, &ns, "db").await, Some(want_db));
