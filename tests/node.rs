@@ -132,10 +132,9 @@ async fn wait_available(client: &Client, ns: &str, name: &str, replicas: i32) ->
         || async {
             let d = api.get(name).await.ok()?;
             let s = d.status?;
-            let available = s
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Available" && c.status == "True");
+            let available = s.conditions?.iter().any(|c| {
+                c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True")
+            });
             (available
                 && s.observed_generation == d.metadata.generation
                 && s.updated_replicas == Some(replicas)
@@ -403,7 +402,7 @@ spec:
         .get(&name)
         .await
         .unwrap();
-    let args = d.spec.unwrap().template.spec.unwrap().containers[0]
+    let args = d.spec.template.spec.unwrap().containers[0]
         .args
         .clone()
         .unwrap();
