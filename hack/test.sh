@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 node_tier() {
-  if [ "${SECRET_RELAY_NODE_TIER:-0}" = 0 ] || [ -n "${SECRET_RELAY_EXISTING_KUBECONFIG:-}" ]; then
+  if [ "${SECRET_RELAY_NODE_TIER:-1}" = 0 ] || [ -n "${SECRET_RELAY_EXISTING_KUBECONFIG:-}" ]; then
     echo "test.sh: node tier skipped (SECRET_RELAY_NODE_TIER=0 or an existing cluster)" >&2
     return 0
   fi
