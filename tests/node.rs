@@ -337,6 +337,16 @@ spec:
     // Another replica takes the Lease: the standby, or the Pod replacing the deleted one if it
     // asks first (the leader gives the Lease up when it stops). Once the old Pod is gone the
     // value changes, so only the new leader can sync it.
+    // Its log, to the end, beside the environment's logs (a slow shutdown shows there).
+    let log_path = PathBuf::from(&env.vars["TESTENV_LOG_DIR"]).join(format!("{leader}.log"));
+    let mut follow = tokio::process::Command::new(env.tool("KUBECTL"))
+        .args(["logs", "-f", "-n", &ns, &leader])
+        .env("KUBECONFIG", &env.kubeconfig)
+        .stdout(std::fs::File::create(&log_path).expect("create the leader's log file"))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("kubectl logs -f");
     let start = Instant::now();
     run(
         &env,
@@ -367,6 +377,7 @@ spec:
     )
     .await;
     let gone_s = start.elapsed().as_secs_f64();
+    let _ = tokio::time::timeout(Duration::from_secs(5), follow.wait()).await;
     put_parameter(&ssm, &format!("/{p}/db/password"), "pw-2").await;
     wait_for(
         "the changed value synced by the new leader",
@@ -434,8 +445,9 @@ spec:
 }
 
 #[tokio::test]
-async fn namespace_scoped_install_runs_as_a_pod() {
-    let Some(env) = node_env("namespace_scoped_install_runs_as_a_pod").await else {
+async fn namespace_scoped_install_runs_as_a_pod_and_decrypts_sops() {
+    let Some(env) = node_env("namespace_scoped_install_runs_as_a_pod_and_decrypts_sops").await
+    else {
         return;
     };
     let k = &env.kube;
@@ -465,5 +477,64 @@ async fn namespace_scoped_install_runs_as_a_pod() {
     wait_reason(&es, "t", "SecretSynced").await;
     let want = BTreeMap::from([("token".to_string(), "t-1".to_string())]);
     assert_eq!(secret_of(k, &ns, "t").await, Some(want));
+
+    // A SOPS document (encrypted by the real `sops` for an age recipient) in a ConfigMap,
+    // decrypted in the Pod with the age identity of a Secret.
+    let identity = age::x25519::Identity::generate();
+    let secret_key = {
+        use age::secrecy::ExposeSecret;
+        identity.to_string().expose_secret().to_string()
+    };
+    create_secret(
+        &env,
+        &ns,
+        "age-keys",
+        json!({"keys.txt": format!("{secret_key}\n")}),
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("secret-relay-node-sops-{}", random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plain = dir.join("app.yaml");
+    std::fs::write(&plain, "db:\n  password: from-sops\n").unwrap();
+    let out = tokio::process::Command::new(env.tool("SOPS"))
+        .args(["encrypt", "--age", &identity.to_public().to_string()])
+        .arg(&plain)
+        .env("HOME", &dir)
+        .output()
+        .await
+        .expect("run sops");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "sops encrypt: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = String::from_utf8(out.stdout).unwrap();
+    apply_yaml(
+        &Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(k.clone(), &ns),
+        &serde_json::to_string(&json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "docs"}, "data": {"app.yaml": doc}
+        }))
+        .unwrap(),
+    )
+    .await;
+    apply_yaml(
+        &Api::<SecretStore>::namespaced(k.clone(), &ns),
+        "apiVersion: secret-relay.dev/v1alpha1\nkind: SecretStore\nmetadata: {name: age}\n\
+         spec:\n  provider:\n    kms:\n      age:\n        \
+         secretRef: {name: age-keys, key: keys.txt}\n",
+    )
+    .await;
+    apply_yaml(
+        &es,
+        "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {name: doc}\n\
+         spec:\n  secretStoreRef: {name: age}\n  dataFrom:\n  \
+         - extract: {key: \"configmap:docs/app.yaml\"}\n",
+    )
+    .await;
+    wait_reason(&es, "doc", "SecretSynced").await;
+    let want = BTreeMap::from([("db.password".to_string(), "from-sops".to_string())]);
+    assert_eq!(secret_of(k, &ns, "doc").await, Some(want));
     run(&env, "HELM", &["uninstall", &release, "-n", &ns, "--wait"]).await;
 }
