@@ -378,6 +378,15 @@ spec:
     .await;
     let gone_s = start.elapsed().as_secs_f64();
     let _ = tokio::time::timeout(Duration::from_secs(5), follow.wait()).await;
+    if gone_s > 5.0 {
+        // Slower than a drain of running reconciles should take: show how the leader ended.
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        eprintln!(
+            "the old leader's Pod took {gone_s:.1} s to go; the end of its log:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
     put_parameter(&ssm, &format!("/{p}/db/password"), "pw-2").await;
     wait_for(
         "the changed value synced by the new leader",
