@@ -14,7 +14,9 @@ What it changes outside DIR, and gives back at teardown:
   - the sysctls kubelet sets (vm.overcommit_memory, kernel.panic, kernel.panic_on_oops, ...),
     restored to the values read before it started;
   - the /var/log/containers links kubelet makes to the pod logs under DIR;
-  - containerd shims' sockets under /run/containerd/s (they go when the shims exit).
+  - what kubelet, containerd's shims and the CNI library keep at fixed paths (HOST_PATHS): its
+    device-plugin socket, the shims' sockets, the CNI results of our sandboxes; each of those
+    directories that did not exist before is removed again.
 Mounts that kubelet and containerd make under DIR are unmounted, containers and shims killed.
 
 Facts about this kind of machine (a VM with cgroup v1, no CAP_SYS_RESOURCE):
@@ -37,6 +39,11 @@ BRIDGE = "srtestenv0"
 BRIDGE_IP = "10.233.0.1"
 POD_SUBNET = "10.233.0.0/24"
 NETNS_DIR = "/var/run/netns"
+# Fixed paths outside DIR that the node's parts create (deepest first): kubelet's device-plugin
+# directory, its pod-log links, the shims' socket directory, the CNI library's result cache.
+HOST_PATHS = ("/var/lib/kubelet/device-plugins", "/var/lib/kubelet", "/var/log/containers",
+              "/run/containerd/s", "/run/containerd", "/var/lib/cni/results", "/var/lib/cni",
+              NETNS_DIR)
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 CGROUP_ROOT_FS = "/sys/fs/cgroup"
 SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
@@ -93,6 +100,8 @@ class Node:
         self.bridge_made = False
         self.netns_before = set()
         self.sock = None  # containerd's, once started
+        self.new_host_paths = []
+        self.container_ids = set()  # seen at teardown: their CNI results are ours
 
     # -- start
 
@@ -110,6 +119,7 @@ class Node:
                 self.sysctls[name] = _read(f"/proc/sys/{name}")
             except OSError:
                 pass
+        self.new_host_paths = [p for p in HOST_PATHS if not os.path.exists(p)]
         self.started = True
         self.make_cgroups()
         self.make_bridge()
@@ -176,6 +186,8 @@ plugin_dir = ""
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+  # The Pods' network namespaces under DIR instead of /var/run/netns.
+  netns_mounts_under_state_dir = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -183,6 +195,7 @@ plugin_dir = ""
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "{d}/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{self.cni_bin_dir()}"
     conf_dir = "{cni_conf}"
@@ -371,7 +384,31 @@ plugin_dir = ""
                 path = os.path.join(logs, name)
                 if os.path.islink(path) and os.readlink(path).startswith(self.dir + "/"):
                     os.unlink(path)
+        self.remove_host_paths()
         self.started = False
+
+    def remove_host_paths(self):
+        """Our files at kubelet's, the shims' and the CNI library's fixed paths; then those of
+        HOST_PATHS that did not exist before, when empty."""
+        for path in ("/var/lib/kubelet/device-plugins/kubelet.sock",):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        # NETWORK-CONTAINERID-IFNAME of the sandboxes still there at teardown (kubelet, stopped
+        # first, did not tear their networks down).
+        results = "/var/lib/cni/results"
+        if os.path.isdir(results):
+            for name in os.listdir(results):
+                if any(f"-{cid}-" in name for cid in self.container_ids):
+                    os.unlink(os.path.join(results, name))
+        for path in self.new_host_paths:
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                self.log(f"WARNING: leaving {path}: {e}")
 
     def kill_containers(self):
         try:
@@ -386,6 +423,7 @@ plugin_dir = ""
                         break
                     time.sleep(0.2)
             for cid in self.ctr("containers", "ls", "-q", check=False, timeout=30).stdout.split():
+                self.container_ids.add(cid)
                 self.ctr("containers", "delete", cid, check=False, timeout=30)
         except (subprocess.TimeoutExpired, OSError) as e:
             self.log(f"WARNING: removing containers: {e}")
