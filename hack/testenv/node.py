@@ -7,8 +7,8 @@ uplink, no NAT, no forwarding rules): with --node the servers listen on BRIDGE_I
 reach loopback, but two replicas of one Deployment could not both bind the admin port.)
 
 What it changes outside DIR, and gives back at teardown:
-  - the bridge BRIDGE with BRIDGE_IP, deleted; the network namespaces containerd makes for
-    Pods (/var/run/netns/cni-*, new since the start), unmounted and removed;
+  - the bridge BRIDGE with BRIDGE_IP, deleted (the Pods' network namespaces and runc's state
+    are under DIR; a /var/run/netns/cni-* new since the start is removed too);
   - a cgroup `/secret-relay-testenv-<pid>` in every cgroup v1 hierarchy (kubelet's cgroupRoot;
     kubelet adds it to a cgroup2 hierarchy mounted beside them), removed after the containers;
   - the sysctls kubelet sets (vm.overcommit_memory, kernel.panic, kernel.panic_on_oops, ...),
@@ -45,7 +45,6 @@ HOST_PATHS = ("/var/lib/kubelet/device-plugins", "/var/lib/kubelet", "/var/log/c
               "/run/containerd/s", "/run/containerd", "/var/lib/cni/results", "/var/lib/cni",
               NETNS_DIR)
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
-CGROUP_ROOT_FS = "/sys/fs/cgroup"
 SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
            "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes")
 
