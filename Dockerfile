@@ -6,9 +6,12 @@
 #   docker build -t REPOSITORY/secret-relay:0.1.0 .
 #   helm install secret-relay charts/secret-relay --set image.repository=REPOSITORY/secret-relay
 #
-# NOTE: this file has not been built in the project's own environment: that machine has no
-# Docker daemon (the tests run the binary directly). Build it where BuildKit is available (the
-# default builder of current Docker; `docker buildx build --platform linux/arm64 .` for arm64).
+# The project's own machine has no Docker daemon: hack/image/build.sh writes the same image
+# from the same inputs (`cargo build --release --locked --bin secret-relay` for musl, stripped;
+# the CA bundle; user 65532; this entrypoint and cmd) as an OCI archive, and the node tier of
+# hack/test.sh runs it as the chart's Pods. Keep the two in step. Build this file where
+# BuildKit is available (the default builder of current Docker; `docker buildx build
+# --platform linux/arm64 .` for arm64).
 
 ARG RUST_VERSION=1.95
 

@@ -4,9 +4,21 @@ set -euo pipefail
 k() { "$KUBECTL" "$@"; }
 bin=target/debug/secret-relay
 log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 
-echo "== CRDs"
-"$bin" crd | k apply --server-side -f - >/dev/null
+if [ "${DEMO_POD:-}" = 1 ]; then
+  echo "== helm install: the CRDs and the operator as two Pods on the node"
+  "$HELM" install secret-relay charts/secret-relay -n secret-relay --create-namespace \
+    --set image.repository=localhost/secret-relay --set image.tag=dev --set replicaCount=2 \
+    --set logFormat=text \
+    --set-string "extraEnv[0].name=KUBERNETES_SERVICE_HOST,extraEnv[0].value=$KUBE_APISERVER_HOST" \
+    --set-string "extraEnv[1].name=KUBERNETES_SERVICE_PORT,extraEnv[1].value=$KUBE_APISERVER_PORT" \
+    --wait --timeout 3m
+  k -n secret-relay get pods -o wide
+else
+  echo "== CRDs"
+  "$bin" crd | k apply --server-side -f - >/dev/null
+fi
 k wait --for=condition=Established crd --all --timeout=60s >/dev/null
 
 echo "== remote values: SSM parameters (moto) and a Vault KV v2 secret (OpenBao)"
@@ -27,10 +39,15 @@ k kustomize examples/overlays/dev \
   | k apply --server-side -f -
 
 echo "== operator"
-"$bin" run --admin-addr 127.0.0.1:0 >"$log" 2>&1 &
-op=$!
-trap 'kill $op 2>/dev/null || true; rm -f "$log"' EXIT
-k -n demo wait --for=condition=Ready externalsecret --all --timeout=90s || { tail -n 30 "$log"; exit 1; }
+if [ "${DEMO_POD:-}" = 1 ]; then
+  k -n demo wait --for=condition=Ready externalsecret --all --timeout=90s || {
+    k -n secret-relay logs deploy/secret-relay --tail=30; exit 1; }
+else
+  "$bin" run --admin-addr 127.0.0.1:0 >"$log" 2>&1 &
+  op=$!
+  trap 'kill $op 2>/dev/null || true; rm -f "$log"' EXIT
+  k -n demo wait --for=condition=Ready externalsecret --all --timeout=90s || { tail -n 30 "$log"; exit 1; }
+fi
 
 echo "== a failing ExternalSecret (the parameter does not exist)"
 cat <<'YAML' | k apply --server-side -f -

@@ -4,17 +4,49 @@
 # once into $HOME/.cache/secret-relay by hack/testenv/build-tools.sh (called by testenv.py).
 #
 #   hack/test.sh                      cargo test --all-targets, then tests/api_server_restart.rs
-#                                     (it kills the API server) alone in a second environment
+#                                     (it kills the API server) alone in a second environment,
+#                                     then the node tier (below)
 #   hack/test.sh --test smoke         only tests/smoke.rs (a target selection replaces --all-targets)
 #   hack/test.sh -- --nocapture       other arguments go to cargo test as they are
+#   hack/test.sh --node-only          only the node tier
 #
-# SECRET_RELAY_EXISTING_KUBECONFIG=PATH uses that cluster instead of a local API server.
+# The node tier: tests/node.rs in an environment of its own with a node (`testenv.py run
+# --node`: containerd, kubelet, scheduler, controller-manager on this machine, root only),
+# running the operator image that hack/image/build.sh builds (the Dockerfile's layout, without
+# Docker) as the chart's Pods. SECRET_RELAY_NODE_TIER=0 skips it; without root it is skipped
+# with a message.
+#
+# SECRET_RELAY_EXISTING_KUBECONFIG=PATH uses that cluster instead of a local API server (and
+# skips the node tier).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+node_tier() {
+  if [ "${SECRET_RELAY_NODE_TIER:-1}" = 0 ] || [ -n "${SECRET_RELAY_EXISTING_KUBECONFIG:-}" ]; then
+    echo "test.sh: node tier skipped (SECRET_RELAY_NODE_TIER=0 or an existing cluster)" >&2
+    return 0
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "test.sh: node tier skipped: it needs root (containerd, kubelet); CI runs it" >&2
+    return 0
+  fi
+  local start=$SECONDS image
+  image="${CARGO_TARGET_DIR:-target}/oci/secret-relay.tar"
+  bash hack/image/build.sh operator "$image"
+  python3 hack/testenv/testenv.py run --node --import "$image" -- \
+    cargo test --test node -- --nocapture
+  echo "test.sh: node tier took $((SECONDS - start))s" >&2
+}
+
 targets=(--all-targets)
 for arg in "$@"; do
   case "$arg" in
     --) break ;;
+    --node-only)
+      [ $# -eq 1 ] || { echo "test.sh: --node-only takes no other arguments" >&2; exit 2; }
+      SECRET_RELAY_NODE_TIER=1 node_tier
+      exit 0
+      ;;
     --lib | --bins | --bin | --bin=* | --tests | --test | --test=* | --examples | --example | \
       --example=* | --benches | --bench | --bench=* | --doc | --all-targets)
       targets=()
@@ -22,10 +54,14 @@ for arg in "$@"; do
       ;;
   esac
 done
-if [ ${#targets[@]} -eq 0 ] || [ -n "${SECRET_RELAY_EXISTING_KUBECONFIG:-}" ]; then
+if [ ${#targets[@]} -eq 0 ] || [ $# -gt 0 ]; then
+  # A selection or extra cargo arguments: that run only.
   exec python3 hack/testenv/testenv.py run -- cargo test "${targets[@]}" "$@"
 fi
-python3 hack/testenv/testenv.py run -- cargo test "${targets[@]}" "$@"
+python3 hack/testenv/testenv.py run -- cargo test "${targets[@]}"
 # tests/api_server_restart.rs kills its environment's API server, so it is ignored above and
 # runs here alone, in an environment of its own (not against an existing cluster).
-exec python3 hack/testenv/testenv.py run -- cargo test --test api_server_restart -- --ignored
+if [ -z "${SECRET_RELAY_EXISTING_KUBECONFIG:-}" ]; then
+  python3 hack/testenv/testenv.py run -- cargo test --test api_server_restart -- --ignored
+fi
+node_tier

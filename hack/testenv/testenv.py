@@ -4,12 +4,20 @@
     testenv.py run [--dir DIR] [--keep] -- CMD ARGS...   start everything, run CMD, tear down
     testenv.py up  [--dir DIR] [--keep]                  start everything, wait for SIGINT/SIGTERM
 
-Starts, on free 127.0.0.1 ports:
+    --node [--import OCI_ARCHIVE]...   also a node (node.py): containerd, kubelet, kube-scheduler,
+                                       kube-controller-manager; the archives are imported into
+                                       its containerd (as root only; see node.py)
+
+Starts, on free 127.0.0.1 ports (with --node, on the node's host-only bridge address, which
+Pods reach; see node.py):
   - etcd and kube-apiserver, as envtest runs them (generated CA and serving cert,
     service-account signing keys, client-certificate auth, RBAC), with an admin kubeconfig;
     skipped when SECRET_RELAY_EXISTING_KUBECONFIG names the kubeconfig of a cluster to use;
-  - OpenBao (`bao server -dev`, root token "root");
-  - moto's server (AWS SSM, KMS, STS, ...).
+  - OpenBao (`bao server -dev`, root token "root"), also on a TLS listener (VAULT_TLS_ADDR,
+    its CA in VAULT_TLS_CA_FILE);
+  - moto's server (AWS SSM, KMS, STS, ...);
+  - with --node, a node that runs Pods: kube-apiserver then also runs ServiceAccount admission,
+    Node,RBAC authorization and a kubelet client certificate (`kubectl logs`/`exec` work).
 
 Writes DIR/kubeconfig and DIR/env (KEY=VALUE lines, no quoting; SECRET_RELAY_TESTENV names
 it), and gives CMD those variables plus PATH prefixed with DIR/bin (links to kubectl, helm,
@@ -41,6 +49,7 @@ import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # node.py
 GRACE_SECONDS = 5
 SERVERS = ("etcd", "kube-apiserver", "bao", "moto")
 CACHE_HINT = "$HOME/.cache/secret-relay"
@@ -190,18 +199,18 @@ def stop_all(procs):
         p.close_log()
 
 
-def free_port(also_next=False):
-    """A free loopback port (and port+1 free too, when also_next)."""
+def free_port(also_next=False, host="127.0.0.1"):
+    """A free port on host (and port+1 free too, when also_next)."""
     for _ in range(200):
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         port = s.getsockname()[1]
         try:
             if not also_next:
                 return port
             t = socket.socket()
             try:
-                t.bind(("127.0.0.1", port + 1))
+                t.bind((host, port + 1))
                 return port
             except OSError:
                 continue
@@ -209,13 +218,13 @@ def free_port(also_next=False):
                 t.close()
         finally:
             s.close()
-    raise Failure("no free port pair on 127.0.0.1")
+    raise Failure(f"no free port pair on {host}")
 
 
 # --------------------------------------------------------------------------------------------
 # Certificates (run under the virtualenv's python: `testenv.py _certs DIR`)
 
-def make_certs(out):
+def make_certs(out, extra_ips=()):
     import datetime
     import ipaddress
 
@@ -290,9 +299,17 @@ def make_certs(out):
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
         x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
         x509.DNSName("kubernetes.default.svc"),
-    ])
+    ] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips])
     write("apiserver.crt", cert.public_bytes(pem))
     write("apiserver.key", key_pem(key), private=True)
+    # OpenBao's TLS listener, under its own CA: only a store's caBundle makes it trusted.
+    vault_ca_key, vault_ca_cert = ca("secret-relay-testenv-vault-ca")
+    write("vault-ca.crt", vault_ca_cert.public_bytes(pem))
+    key, cert = leaf(vault_ca_key, vault_ca_cert, name("openbao"), ExtendedKeyUsageOID.SERVER_AUTH, [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
+    ] + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips])
+    write("vault.crt", cert.public_bytes(pem))
+    write("vault.key", key_pem(key), private=True)
 
     client_ca_key, client_ca_cert = ca("secret-relay-testenv-client-ca")
     write("client-ca.crt", client_ca_cert.public_bytes(pem))
@@ -301,6 +318,23 @@ def make_certs(out):
                      ExtendedKeyUsageOID.CLIENT_AUTH)
     write("admin.crt", cert.public_bytes(pem))
     write("admin.key", key_pem(key), private=True)
+
+    # The node's: kubelet's client identity, its serving certificate, and kube-apiserver's
+    # client certificate towards kubelet (logs, exec).
+    key, cert = leaf(client_ca_key, client_ca_cert, name("system:node:localhost", "system:nodes"),
+                     ExtendedKeyUsageOID.CLIENT_AUTH)
+    write("kubelet.crt", cert.public_bytes(pem))
+    write("kubelet.key", key_pem(key), private=True)
+    key, cert = leaf(ca_key, ca_cert, name("localhost"), ExtendedKeyUsageOID.SERVER_AUTH, [
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
+    ])
+    write("kubelet-serving.crt", cert.public_bytes(pem))
+    write("kubelet-serving.key", key_pem(key), private=True)
+    key, cert = leaf(client_ca_key, client_ca_cert,
+                     name("kube-apiserver-kubelet-client", "system:masters"),
+                     ExtendedKeyUsageOID.CLIENT_AUTH)
+    write("apiserver-kubelet-client.crt", cert.public_bytes(pem))
+    write("apiserver-kubelet-client.key", key_pem(key), private=True)
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     write("sa.key", key_pem(sa_key), private=True)
@@ -363,8 +397,15 @@ class StartFailure(Failure):
 # The environment
 
 class Env:
+    # For node.py, which gets this object.
+    StartFailure = StartFailure
+    check_signal = staticmethod(check_signal)
+    free_port = staticmethod(free_port)
+
     def __init__(self, args):
         self.args = args
+        self.node = None
+        self.host = "127.0.0.1"  # where the servers listen; the bridge address with --node
         self.procs = []
         self.tmp_created = False
         self.dir = None
@@ -376,7 +417,7 @@ class Env:
         if self.args.dir:
             self.dir = os.path.abspath(self.args.dir)
             os.makedirs(self.dir, exist_ok=True)
-            for sub in ("etcd", "bin", "certs", "bao-home"):
+            for sub in ("etcd", "bin", "certs", "bao-home", "images"):
                 shutil.rmtree(os.path.join(self.dir, sub), ignore_errors=True)
         else:
             self.dir = tempfile.mkdtemp(prefix="secret-relay-testenv-")
@@ -388,7 +429,10 @@ class Env:
     def build_tools(self):
         out_path = os.path.join(self.dir, "build-tools.out")
         with open(out_path, "wb") as out:
-            p = Proc("build-tools.sh", ["bash", os.path.join(HERE, "build-tools.sh")],
+            argv = ["bash", os.path.join(HERE, "build-tools.sh")]
+            if self.args.node:
+                argv.append("all,node")
+            p = Proc("build-tools.sh", argv,
                      env=os.environ.copy(), stdout=out)
             # stderr is inherited: build progress shows on the terminal
             self.procs.append(p)
@@ -425,6 +469,11 @@ class Env:
         self.bao = tool("BAO", "VENV_BIN", "bao")
         self.moto = tool("MOTO_SERVER", "VENV_BIN", "moto_server")
         self.venv_python = os.path.join(tools["VENV_BIN"], "python")
+        if self.args.node:
+            if "KUBE_NODE_BIN" not in tools:
+                raise Failure("build-tools.sh did not print KUBE_NODE_BIN=")
+            self.node_bins = {name: tool(name.upper().replace("-", "_"), "KUBE_NODE_BIN", name)
+                              for name in ("kubelet", "kube-scheduler", "kube-controller-manager")}
 
     def start(self, name, argv, env=None):
         p = Proc(name, argv, env=env or self.child_env(),
@@ -441,7 +490,8 @@ class Env:
 
     def gen_certs(self):
         self.certs = os.path.join(self.dir, "certs")
-        r = subprocess.run([self.venv_python, os.path.abspath(__file__), "_certs", self.certs],
+        extra = [] if self.host == "127.0.0.1" else [self.host]
+        r = subprocess.run([self.venv_python, os.path.abspath(__file__), "_certs", self.certs, *extra],
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             raise Failure(f"generating certificates failed:\n{r.stdout}{r.stderr}")
@@ -449,8 +499,9 @@ class Env:
     def start_servers(self):
         existing = os.environ.get("SECRET_RELAY_EXISTING_KUBECONFIG")
         etcd = None
+        h = self.host
+        self.gen_certs()
         if not existing:
-            self.gen_certs()
             etcd_port, peer_port = free_port(), free_port()
             etcd_url = f"http://127.0.0.1:{etcd_port}"
             peer_url = f"http://127.0.0.1:{peer_port}"
@@ -462,20 +513,28 @@ class Env:
             ])
             self.values["ETCD_ENDPOINT"] = etcd_url
 
-        bao_port = free_port(also_next=True)  # bao's cluster listener takes port+1
+        bao_port = free_port(also_next=True, host=h)  # bao's cluster listener takes port+1
+        bao_tls_port = free_port(also_next=True, host=h)
         bao_home = os.path.join(self.dir, "bao-home")  # `bao server -dev` writes ~/.vault-token
         os.makedirs(bao_home, exist_ok=True)
+        bao_config = os.path.join(bao_home, "tls-listener.hcl")
+        with open(bao_config, "w") as f:
+            f.write(f'listener "tcp" {{\n  address = "{h}:{bao_tls_port}"\n'
+                    f'  cluster_address = "{h}:{bao_tls_port + 1}"\n'
+                    f'  tls_cert_file = "{self.certs}/vault.crt"\n'
+                    f'  tls_key_file = "{self.certs}/vault.key"\n}}\n')
         bao_env = self.child_env()
         bao_env["HOME"] = bao_home
         bao = self.start("bao", [
             self.bao, "server", "-dev", "-dev-root-token-id=root",
-            f"-dev-listen-address=127.0.0.1:{bao_port}",
+            f"-dev-listen-address={h}:{bao_port}", f"-config={bao_config}",
         ], env=bao_env)
-        vault_addr = f"http://127.0.0.1:{bao_port}"
+        vault_addr = f"http://{h}:{bao_port}"
+        vault_tls_addr = f"https://{h}:{bao_tls_port}"
 
-        moto_port = free_port()
-        moto = self.start("moto", [self.moto, "-H", "127.0.0.1", "-p", str(moto_port)])
-        moto_url = f"http://127.0.0.1:{moto_port}"
+        moto_port = free_port(host=h)
+        moto = self.start("moto", [self.moto, "-H", h, "-p", str(moto_port)])
+        moto_url = f"http://{h}:{moto_port}"
 
         timeout = self.args.timeout
         if existing:
@@ -485,11 +544,15 @@ class Env:
             self.start_apiserver(etcd_url, timeout)
 
         wait_ready(bao, "bao", timeout, http_probe(f"{vault_addr}/v1/sys/health"))
+        wait_ready(bao, "bao (TLS)", timeout, http_probe(
+            f"{vault_tls_addr}/v1/sys/health",
+            context=ssl.create_default_context(cafile=f"{self.certs}/vault-ca.crt")))
         wait_ready(moto, "moto_server", timeout,
                    http_probe(f"{moto_url}/", ok=lambda status: status is not None))
 
         self.values.update({
             "VAULT_ADDR": vault_addr, "VAULT_TOKEN": "root",
+            "VAULT_TLS_ADDR": vault_tls_addr, "VAULT_TLS_CA_FILE": f"{self.certs}/vault-ca.crt",
             "BAO_ADDR": vault_addr, "BAO_TOKEN": "root",
             "AWS_ENDPOINT_URL": moto_url,
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -499,50 +562,107 @@ class Env:
 
     def start_apiserver(self, etcd_url, timeout):
         c = self.certs
-        port = free_port()
-        url = f"https://127.0.0.1:{port}"
+        h = self.host
+        port = free_port(host=h)
+        url = f"https://{h}:{port}"
+        if self.args.node:
+            # Pods get ServiceAccount tokens; kubelet is a node (Node authorizer); the
+            # apiserver reaches kubelet at its Hostname address, "localhost".
+            node_flags = [
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={c}/apiserver-kubelet-client.crt",
+                f"--kubelet-client-key={c}/apiserver-kubelet-client.key",
+                f"--kubelet-certificate-authority={c}/ca.crt",
+                "--kubelet-preferred-address-types=Hostname,InternalIP",
+            ]
+        else:
+            node_flags = ["--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
         api = self.start("kube-apiserver", [
             self.kube_apiserver,
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", f"--secure-port={port}",
-            "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+            f"--bind-address={h}", f"--secure-port={port}",
+            f"--advertise-address={h}", "--endpoint-reconciler-type=none",
             f"--cert-dir={c}",
             f"--tls-cert-file={c}/apiserver.crt", f"--tls-private-key-file={c}/apiserver.key",
             f"--client-ca-file={c}/client-ca.crt",
-            "--authorization-mode=RBAC",
+            *node_flags,
             f"--service-account-issuer={url}",
             f"--service-account-key-file={c}/sa.pub",
             f"--service-account-signing-key-file={c}/sa.key",
             "--service-cluster-ip-range=10.0.0.0/24",
             "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
             "--profiling=false",
         ])
         ctx = ssl.create_default_context(cafile=f"{c}/ca.crt")
         ctx.load_cert_chain(f"{c}/admin.crt", f"{c}/admin.key")
         wait_ready(api, "kube-apiserver", timeout, http_probe(f"{url}/readyz?verbose", context=ctx))
 
+        kubeconfig = os.path.join(self.dir, "kubeconfig")
+        self.write_kubeconfig(kubeconfig, url, "admin.crt", "admin.key")
+        self.values.update({
+            "KUBECONFIG": kubeconfig, "KUBE_APISERVER_URL": url,
+            "KUBE_APISERVER_HOST": h, "KUBE_APISERVER_PORT": str(port),
+            "KUBE_CA_FILE": f"{c}/ca.crt",
+            "KUBE_ADMIN_CERT_FILE": f"{c}/admin.crt", "KUBE_ADMIN_KEY_FILE": f"{c}/admin.key",
+        })
+
+    def write_kubeconfig(self, path, url, cert, key):
+        """A kubeconfig for url with the client certificate files cert/key of self.certs."""
         def b64(name):
-            with open(os.path.join(c, name), "rb") as f:
+            with open(os.path.join(self.certs, name), "rb") as f:
                 return base64.b64encode(f.read()).decode()
 
-        kubeconfig = os.path.join(self.dir, "kubeconfig")
         # JSON is YAML: no YAML library needed.
-        with open(kubeconfig, "w") as f:
+        with open(path, "w") as f:
             json.dump({
                 "apiVersion": "v1", "kind": "Config",
                 "clusters": [{"name": "testenv", "cluster": {
                     "server": url, "certificate-authority-data": b64("ca.crt")}}],
-                "users": [{"name": "admin", "user": {
-                    "client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")}}],
-                "contexts": [{"name": "testenv", "context": {"cluster": "testenv", "user": "admin"}}],
+                "users": [{"name": "user", "user": {
+                    "client-certificate-data": b64(cert), "client-key-data": b64(key)}}],
+                "contexts": [{"name": "testenv", "context": {"cluster": "testenv", "user": "user"}}],
                 "current-context": "testenv",
             }, f, indent=2)
-        os.chmod(kubeconfig, 0o600)
+        os.chmod(path, 0o600)
+
+    def prepare_node(self):
+        """The node's host-only bridge, whose address the servers then listen on (Pods have
+        their own network namespaces and cannot reach this machine's loopback)."""
+        import node as node_mod
+        if os.geteuid() != 0:
+            raise Failure("--node needs root (containerd, kubelet)")
+        self.node = node_mod.Node(self, self.node_bins, log)
+        try:
+            self.node.prepare()
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as e:
+            raise Failure(f"preparing the node: {e}") from e
+        self.host = node_mod.BRIDGE_IP
+
+    def start_node(self):
+        """The node (node.py): containerd with the pause image and --import archives, the
+        scheduler and controller-manager, kubelet; waits for the Node to be Ready."""
+        import node as node_mod
+        timeout = self.args.timeout
+        self.node.start_containerd(timeout)
+        images = os.path.join(self.dir, "images")
+        os.makedirs(images, exist_ok=True)
+        pause = os.path.join(images, "pause.tar")
+        r = subprocess.run(["bash", os.path.join(HERE, "..", "image", "build.sh"), "pause", pause],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            raise Failure(f"building the pause image failed:\n{r.stdout}{r.stderr}")
+        self.node.import_image(pause)
+        for archive in self.args.import_images or []:
+            self.node.import_image(os.path.abspath(archive))
+        url = self.values["KUBE_APISERVER_URL"]
+        self.node.start_control_plane(url)
+        self.node.start_kubelet(url, timeout)
+        self.node.wait_ready({**self.child_env(), "KUBECONFIG": self.values["KUBECONFIG"]},
+                             max(timeout, 120))
         self.values.update({
-            "KUBECONFIG": kubeconfig, "KUBE_APISERVER_URL": url,
-            "KUBE_CA_FILE": f"{c}/ca.crt",
-            "KUBE_ADMIN_CERT_FILE": f"{c}/admin.crt", "KUBE_ADMIN_KEY_FILE": f"{c}/admin.key",
+            "TESTENV_NODE": node_mod.NODE_NAME,
+            "CONTAINERD_ADDRESS": self.node.sock,
         })
 
     def use_existing_cluster(self, kubeconfig):
@@ -604,8 +724,18 @@ class Env:
     # -- teardown
 
     def teardown(self):
-        # CMD (and a running build) first, then the servers, etcd last: kube-apiserver
-        # shuts down quietly only while etcd is still there.
+        # CMD (and a running build) first, then the node, then the servers, etcd last:
+        # kube-apiserver shuts down quietly only while etcd is still there.
+        node_procs = ("containerd", "kubelet", "kube-scheduler", "kube-controller-manager")
+        cmd = [p for p in self.procs if p.name not in SERVERS and p.name not in node_procs]
+        if cmd:
+            stop_all(cmd)
+            self.procs = [p for p in self.procs if p not in cmd]
+        if self.node is not None:
+            try:
+                self.node.stop(stop_all)
+            except Exception as e:  # noqa: BLE001 - the servers must still be stopped
+                log(f"WARNING: stopping the node: {e}")
         first = [p for p in self.procs if p.name not in SERVERS]
         last = [p for p in self.procs if p.name == "etcd"]
         middle = [p for p in self.procs if p not in first and p not in last]
@@ -626,7 +756,11 @@ def main_env(args):
         check_signal()
         env.prepare_dir()
         env.build_tools()
+        if args.node:
+            env.prepare_node()
         env.start_servers()
+        if args.node:
+            env.start_node()
         env_file = env.write_env()
         log(f"environment ready: {env_file}")
         if args.command == "up":
@@ -676,8 +810,8 @@ def main_env(args):
 
 
 def main():
-    if len(sys.argv) == 3 and sys.argv[1] == "_certs":
-        make_certs(sys.argv[2])
+    if len(sys.argv) >= 3 and sys.argv[1] == "_certs":
+        make_certs(sys.argv[2], sys.argv[3:])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -686,6 +820,10 @@ def main():
         p = sub.add_parser(name)
         p.add_argument("--dir", help="working directory (default: a fresh temporary one)")
         p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+        p.add_argument("--node", action="store_true",
+                       help="also start a node (containerd, kubelet, scheduler, controller-manager)")
+        p.add_argument("--import", dest="import_images", action="append", metavar="OCI_ARCHIVE",
+                       help="with --node: an image archive to import into the node's containerd")
         p.add_argument("--timeout", type=int, default=int(os.environ.get("TESTENV_START_TIMEOUT", 60)),
                        help="seconds each server may take to become ready (default 60)")
         if name == "run":

@@ -1,10 +1,9 @@
-//! The Vault client of a store: building it (server URL, namespace, CA files, one shared HTTP
-//! client per TLS setting), the session with its login token (renewed, replaced, revoked when
-//! dropped) and the calls made with it.
+//! The Vault client of a store: building it (server URL, namespace, CA certificates, one
+//! shared HTTP client per TLS setting), the session with its login token (renewed, replaced,
+//! revoked when dropped) and the calls made with it.
 
 use std::{
     future::Future,
-    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -153,19 +152,14 @@ impl VaultKvProvider {
                 )));
             }
         };
-        let ca_certs = match ca_pem(spec, auth).await? {
-            Some(pem) => vec![write_ca_file(
-                &std::env::temp_dir().join("secret-relay-vault-ca"),
-                &pem,
-            )?],
-            None => Vec::new(),
-        };
+        // Held in memory: the operator's image has a read-only root filesystem and no /tmp.
+        let ca_pem: Option<Arc<[u8]>> = ca_pem(spec, auth).await?.map(Arc::from);
         // Every field is set explicitly: the builder's defaults read VAULT_* variables of
         // the operator's own environment, which must not leak into a store's client.
         let settings = VaultClientSettingsBuilder::default()
             .address(address.as_str())
             .token("")
-            .ca_certs(ca_certs)
+            .ca_certs(Vec::new())
             .identity(None)
             .verify(true)
             .timeout(Some(HTTP_TIMEOUT))
@@ -173,8 +167,9 @@ impl VaultKvProvider {
             .build()
             .map_err(|e| invalid(format!("vault: client settings: {e}")))?;
         let conn = Connector {
-            anonymous: client_with_token(&settings, "")?,
+            anonymous: client_with_token(&settings, ca_pem.as_deref(), "")?,
             settings,
+            ca_pem,
             auth: auth.clone(),
         };
         let (login, session) = match method {
@@ -191,7 +186,11 @@ impl VaultKvProvider {
                     ));
                 }
                 let session = Session {
-                    client: Arc::new(client_with_token(&conn.settings, token)?),
+                    client: Arc::new(client_with_token(
+                        &conn.settings,
+                        conn.ca_pem.as_deref(),
+                        token,
+                    )?),
                     generation: 0,
                     lease: None,
                     retry_at: None,
@@ -370,14 +369,18 @@ impl VaultKvProvider {
     }
 }
 
-/// A client of `settings` that sends `token`.
+/// A client of `settings` that sends `token`, trusting the PEM certificates `ca_pem` besides
+/// the default roots.
 pub(super) fn client_with_token(
     settings: &VaultClientSettings,
+    ca_pem: Option<&[u8]>,
     token: &str,
 ) -> Result<VaultClient, ProviderError> {
     let mut settings = settings.clone();
     settings.token = token.to_string();
-    if settings.proxy.is_some() || settings.identity.is_some() || !settings.verify {
+    if ca_pem.is_none()
+        && (settings.proxy.is_some() || settings.identity.is_some() || !settings.verify)
+    {
         return VaultClient::new(settings).map_err(|e| {
             invalid(format!(
                 "vault: building the HTTP client: {}",
@@ -385,7 +388,7 @@ pub(super) fn client_with_token(
             ))
         });
     }
-    let http = shared_http_client(&settings)?;
+    let http = shared_http_client(&settings, ca_pem)?;
     Ok(VaultClient {
         http: rustify::clients::reqwest::Client::new(settings.address.as_str(), http),
         middle: vaultrs::api::EndpointMiddleware {
@@ -398,18 +401,23 @@ pub(super) fn client_with_token(
     })
 }
 
-/// Key of [`HTTP_CLIENTS`]: plain HTTP or not, the CA files trusted, the request timeout.
-type HttpClientKey = (bool, Vec<String>, Option<Duration>);
+/// Key of [`HTTP_CLIENTS`]: plain HTTP or not, the SHA-256 of the CA certificates trusted, the
+/// request timeout.
+type HttpClientKey = (bool, Option<[u8; 32]>, Option<Duration>);
 
 /// HTTP clients shared by every Vault client with the same TLS settings (vaultrs would build
 /// a new one for each `VaultClient`, i.e. for every store and every login).
 static HTTP_CLIENTS: PerRuntime<HttpClientKey, reqwest::Client> = PerRuntime::new();
 
 /// The shared client for `settings`, built as vaultrs builds its own (rustls, the timeout,
-/// the CA files added to the default roots; no roots at all for `http://`).
-fn shared_http_client(settings: &VaultClientSettings) -> Result<reqwest::Client, ProviderError> {
+/// the certificates of `ca_pem` added to the default roots; no roots at all for `http://`).
+fn shared_http_client(
+    settings: &VaultClientSettings,
+    ca_pem: Option<&[u8]>,
+) -> Result<reqwest::Client, ProviderError> {
     let plain = settings.address.as_str().starts_with("http://");
-    let key = (plain, settings.ca_certs.clone(), settings.timeout);
+    let ca_hash = ca_pem.map(|pem| <[u8; 32]>::from(Sha256::digest(pem)));
+    let key = (plain, ca_hash, settings.timeout);
     HTTP_CLIENTS.get_or_try_make(key, || {
         let mut builder = reqwest::ClientBuilder::new().tls_backend_rustls();
         if let Some(timeout) = settings.timeout {
@@ -417,14 +425,10 @@ fn shared_http_client(settings: &VaultClientSettings) -> Result<reqwest::Client,
         }
         if plain {
             builder = builder.tls_certs_only(Vec::new());
-        } else {
-            for path in &settings.ca_certs {
-                let pem = std::fs::read(path)
-                    .map_err(|e| invalid(format!("vault: reading CA file {path}: {e}")))?;
-                let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| invalid(format!("vault: CA file {path}: {e}")))?;
-                builder = builder.tls_certs_merge(certs);
-            }
+        } else if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| invalid(format!("vault: caBundle/caProvider: {e}")))?;
+            builder = builder.tls_certs_merge(certs);
         }
         builder
             .build()
@@ -523,35 +527,6 @@ async fn ca_pem(
     Ok(Some(pem))
 }
 
-/// Writes `pem` to `<dir>/<sha256 of pem>.pem` (once; atomically, so concurrent writers and
-/// readers never see a partial file) and returns the path.
-fn write_ca_file(dir: &Path, pem: &[u8]) -> Result<String, ProviderError> {
-    let path: PathBuf = dir.join(format!("{}.pem", hex::encode(Sha256::digest(pem))));
-    let failed = |e: std::io::Error| {
-        ProviderError::new(
-            ErrorKind::Transient,
-            format!("vault: writing the CA bundle to {}: {e}", path.display()),
-        )
-    };
-    if !path.exists() {
-        std::fs::create_dir_all(dir).map_err(failed)?;
-        let tmp = dir.join(format!(
-            ".{}.{}.{}.tmp",
-            std::process::id(),
-            rand::random::<u64>(),
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("ca")
-        ));
-        std::fs::write(&tmp, pem).map_err(failed)?;
-        std::fs::rename(&tmp, &path).map_err(failed)?;
-    }
-    path.to_str().map(str::to_string).ok_or_else(|| {
-        invalid(format!(
-            "vault: CA file path {} is not UTF-8",
-            path.display()
-        ))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,24 +580,21 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_ca_bundle_that_does_not_parse_is_invalid_config() {
+        let settings = VaultClientSettingsBuilder::default()
+            .address("https://vault.example:8200")
+            .build()
+            .unwrap();
+        let pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let err = shared_http_client(&settings, Some(pem)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidConfig);
+    }
+
     #[test]
     fn header_values_are_checked() {
         assert!(header_safe("hvs.CAESIabc-_.="));
         assert!(!header_safe("token\n"));
         assert!(!header_safe("tök"));
-    }
-
-    #[test]
-    fn ca_file_is_named_by_its_hash_and_written_once() {
-        let dir =
-            std::env::temp_dir().join(format!("secret-relay-vault-ca-test-{}", std::process::id()));
-        let pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-        let a = write_ca_file(&dir, pem).unwrap();
-        let b = write_ca_file(&dir, pem).unwrap();
-        assert_eq!(a, b);
-        assert!(a.ends_with(&format!("{}.pem", hex::encode(Sha256::digest(pem)))));
-        assert_eq!(std::fs::read(&a).unwrap(), pem);
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -19,10 +19,12 @@ use crate::{
 /// Default audience of a TokenRequest token for JWT login (as ESO).
 const DEFAULT_JWT_AUDIENCE: &str = "vault";
 
-/// What is needed to make clients and log in: the client settings (without a token), a
-/// token-less client for the login calls and the credentials resolver.
+/// What is needed to make clients and log in: the client settings (without a token), the
+/// store's CA certificates (PEM, in memory), a token-less client for the login calls and the
+/// credentials resolver.
 pub(super) struct Connector {
     pub(super) settings: VaultClientSettings,
+    pub(super) ca_pem: Option<std::sync::Arc<[u8]>>,
     pub(super) anonymous: VaultClient,
     pub(super) auth: AuthContext,
 }
@@ -260,7 +262,10 @@ impl Connector {
             renewable = info.renewable,
             "vault: logged in"
         );
-        Ok((client_with_token(&self.settings, &token)?, lease))
+        Ok((
+            client_with_token(&self.settings, self.ca_pem.as_deref(), &token)?,
+            lease,
+        ))
     }
 
     /// The JWT of a login: read from a Secret or requested for a ServiceAccount.
