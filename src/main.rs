@@ -40,6 +40,10 @@ struct RunArgs {
     /// select: for namespace-scoped RBAC).
     #[arg(long)]
     no_cluster_external_secrets: bool,
+    /// Do not restart ExternalSecrets' `rolloutRestartTargets` when their Secret changes (for
+    /// RBAC without `patch` on Deployments, StatefulSets, DaemonSets and Rollouts).
+    #[arg(long)]
+    no_rollout_restart: bool,
     /// ExternalSecrets reconciled at once.
     #[arg(long, default_value_t = 16, env = "SECRET_RELAY_CONCURRENCY")]
     concurrency: u16,
@@ -138,6 +142,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace,
         cluster_stores: !args.no_cluster_stores,
         cluster_external_secrets: !args.no_cluster_external_secrets,
+        rollout_restart: !args.no_rollout_restart,
         concurrency: args.concurrency,
         allow_secret_store_ambient_identity: args.allow_secret_store_ambient_identity,
     };

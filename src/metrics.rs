@@ -144,6 +144,31 @@ pub fn provider_read(provider: &'static str, source: &'static str) {
         .inc();
 }
 
+/// Labels of [`ROLLOUT_RESTARTS`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    /// `Deployment`, `StatefulSet`, `DaemonSet` or `argoproj.io/Rollout`.
+    pub kind: &'static str,
+}
+
+/// Workloads restarted because a Secret they read changed (`rolloutRestartTargets`), by kind.
+pub static ROLLOUT_RESTARTS: LazyLock<Family<RolloutLabels, Counter>> =
+    LazyLock::new(Family::default);
+
+/// Counts one rollout restart of a workload of `kind`.
+pub fn rollout_restart(kind: &'static str) {
+    ROLLOUT_RESTARTS
+        .get_or_create(&RolloutLabels { kind })
+        .inc();
+}
+
+/// Rollout restarts of `kind` so far (for tests).
+pub fn rollout_restarts_total(kind: &'static str) -> u64 {
+    ROLLOUT_RESTARTS
+        .get_or_create(&RolloutLabels { kind })
+        .get()
+}
+
 /// Counts one sync.
 pub fn sync(result: &'static str, reason: &'static str) {
     SYNCS.get_or_create(&SyncLabels { result, reason }).inc();
@@ -245,6 +270,11 @@ pub fn register(registry: &mut Registry) {
         "secret_relay_reconcile_duration_seconds",
         "Duration of ExternalSecret reconciles in seconds",
         RECONCILE_DURATION.clone(),
+    );
+    registry.register(
+        "secret_relay_rollout_restarts",
+        "Workloads restarted (pod template annotation) because a Secret they read changed, by kind",
+        ROLLOUT_RESTARTS.clone(),
     );
     registry.register(
         "secret_relay_providers_down",

@@ -141,6 +141,7 @@ async fn cluster_external_secret_cases_from_eso() {
             namespace: Some(home.clone()),
             cluster_stores: false,
             cluster_external_secrets: true,
+            rollout_restart: true,
             concurrency: 4,
             allow_secret_store_ambient_identity: false,
         },

@@ -121,6 +121,52 @@ pub struct ExternalSecretTarget {
     /// Shape of the Secret: type, metadata and templated data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<ExternalSecretTemplate>,
+    /// Workloads of the ExternalSecret's namespace restarted when a sync changes the Secret's
+    /// data (not when it is first created, not on a metadata-only change): their pod template
+    /// gets the annotation `secret-relay.dev/restartedAt` (RFC 3339, nanoseconds, so two
+    /// changes in one second both roll). Changes of several ExternalSecrets feeding one
+    /// workload within a short window restart it once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollout_restart_targets: Vec<RolloutRestartTarget>,
+}
+
+/// A workload restarted when the Secret's data changes (as Vault Secrets Operator's
+/// `rolloutRestartTargets`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRestartTarget {
+    /// The workload's kind.
+    pub kind: RolloutRestartKind,
+    /// Its name, in the ExternalSecret's namespace.
+    pub name: String,
+}
+
+/// Kinds of workload a rollout restart patches.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub enum RolloutRestartKind {
+    /// `apps/v1` Deployment.
+    Deployment,
+    /// `apps/v1` StatefulSet.
+    StatefulSet,
+    /// `apps/v1` DaemonSet.
+    DaemonSet,
+    /// Argo Rollouts' `argoproj.io/v1alpha1` Rollout.
+    #[serde(rename = "argoproj.io/Rollout")]
+    ArgoRollout,
+}
+
+impl RolloutRestartKind {
+    /// The kind as written in the spec (and the metric's label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutRestartKind::Deployment => "Deployment",
+            RolloutRestartKind::StatefulSet => "StatefulSet",
+            RolloutRestartKind::DaemonSet => "DaemonSet",
+            RolloutRestartKind::ArgoRollout => "argoproj.io/Rollout",
+        }
+    }
 }
 
 /// ESO's `creationPolicy`.

@@ -9,6 +9,7 @@ pub mod build;
 pub mod cluster_external_secret;
 pub mod condition;
 pub mod external_secret;
+pub mod rollout;
 pub mod secret_store;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
@@ -150,6 +151,9 @@ pub struct Config {
     /// Also run ClusterExternalSecrets (cluster-wide: they write ExternalSecrets in any
     /// namespace they select, whatever `namespace` says).
     pub cluster_external_secrets: bool,
+    /// Restart the `rolloutRestartTargets` of an ExternalSecret whose Secret's data changed
+    /// (needs `patch` on those workloads).
+    pub rollout_restart: bool,
     /// ExternalSecrets reconciled at once.
     pub concurrency: u16,
     /// Let SecretStores without `auth` use the operator's own identity (AWS default chain,
@@ -222,6 +226,10 @@ pub struct Context {
     /// Whether every cache (stores, cluster stores and namespaces when watched, Secrets,
     /// ExternalSecrets) has had its first list; ExternalSecrets wait for it.
     pub caches_synced: std::sync::atomic::AtomicBool,
+    /// Whether rollout restarts are on ([`Config::rollout_restart`]).
+    pub rollout_restart: bool,
+    /// Pending rollout restarts.
+    pub restarts: rollout::Restarts,
 }
 
 impl Context {
@@ -367,6 +375,8 @@ pub async fn run(
         reporter,
         state: Mutex::new(State::default()),
         caches_synced: Default::default(),
+        rollout_restart: config.rollout_restart,
+        restarts: Default::default(),
     });
 
     // Store controllers run off their own watches; the ExternalSecret controller is triggered
@@ -583,8 +593,10 @@ pub async fn run(
             }
             future::ready(())
         });
+    let restarts = rollout::run(ctx.clone(), shutdown.clone());
     tokio::join!(
         es_run,
+        restarts,
         store_ctl,
         cluster_store_ctl,
         ces_run,

@@ -72,6 +72,7 @@ pub async fn start(client: &Client, namespace: &str, cluster_stores: bool) -> Op
             namespace: Some(namespace.to_string()),
             cluster_stores,
             cluster_external_secrets: false,
+            rollout_restart: true,
             concurrency: 8,
             allow_secret_store_ambient_identity: false,
         },

@@ -96,6 +96,15 @@ RBAC rules for the namespaced kinds, shared by the ClusterRole (all namespaces) 
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get]
+{{- if .Values.rolloutRestart.enabled }}
+# rolloutRestartTargets: the pod template annotation of a workload whose Secret changed.
+- apiGroups: [apps]
+  resources: [deployments, statefulsets, daemonsets]
+  verbs: [patch]
+- apiGroups: [argoproj.io]
+  resources: [rollouts]
+  verbs: [patch]
+{{- end }}
 # TokenRequest for Vault kubernetes/JWT auth and AWS web identity (serviceAccountRef).
 - apiGroups: [""]
   resources: [serviceaccounts/token]

@@ -13,6 +13,7 @@ use super::{
     super::{
         Context, Error,
         build::{self, BuildInput},
+        rollout::Workload,
     },
     fetch::Outcome,
 };
@@ -68,6 +69,10 @@ pub(super) async fn write(
             let now = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
             let desired = build_secret(es, values, store_label, &now).await?;
             let written = apply(es, ctx, secrets, &target, desired, spec_changed).await?;
+            if written.is_some_and(|w| w.data_changed) {
+                request_restarts(es, ctx, &target).await;
+            }
+            let written = written.map(|w| w.created);
             let message = match es.spec.target.creation_policy {
                 CreationPolicy::None => {
                     "values fetched (creationPolicy None: no Secret written)".to_string()
@@ -88,6 +93,39 @@ pub(super) async fn write(
                 event,
             })
         }
+    }
+}
+
+/// Asks for a rollout restart of `es`'s `rolloutRestartTargets` (its Secret `target`'s data
+/// changed), or, with restarts disabled (`--no-rollout-restart`), says so in a Warning event.
+async fn request_restarts(es: &ExternalSecret, ctx: &Context, target: &str) {
+    let targets = &es.spec.target.rollout_restart_targets;
+    if targets.is_empty() {
+        return;
+    }
+    if !ctx.rollout_restart {
+        super::status::warn(
+            ctx,
+            es,
+            "RolloutRestartDisabled",
+            format!(
+                "Secret {target} changed, but rollout restarts are disabled in this operator (--no-rollout-restart): its rolloutRestartTargets were not restarted"
+            ),
+        )
+        .await;
+        return;
+    }
+    let namespace = es.namespace().unwrap_or_default();
+    for t in targets {
+        ctx.restarts.request(
+            Workload {
+                namespace: namespace.clone(),
+                kind: t.kind,
+                name: t.name.clone(),
+            },
+            es,
+            target,
+        );
     }
 }
 
@@ -224,9 +262,18 @@ fn owned_by(secret: &Secret, es: &ExternalSecret) -> bool {
     labelled || controlled
 }
 
+/// What [`apply`] wrote.
+#[derive(Clone, Copy)]
+struct Written {
+    /// The Secret did not exist.
+    created: bool,
+    /// It existed, and its data changed (not only its metadata): a rollout restart is due.
+    data_changed: bool,
+}
+
 /// Writes `desired` per `creationPolicy` with server-side apply (field manager
-/// `secret-relay`). Returns `Some(created)` when it wrote, `None` when the Secret was already
-/// up to date (no write). Never overwrites a Secret that is not ours under Owner/Orphan;
+/// `secret-relay`). Returns what it wrote, `None` when the Secret was already up to date (no
+/// write). Never overwrites a Secret that is not ours under Owner/Orphan;
 /// merges into anyone's under Merge/CreateOrMerge (creating it under CreateOrMerge).
 ///
 /// When the spec did not change and the cached metadata shows the Secret exactly as we last
@@ -239,7 +286,7 @@ async fn apply(
     target: &str,
     desired: Secret,
     spec_changed: bool,
-) -> Result<Option<bool>, Error> {
+) -> Result<Option<Written>, Error> {
     let policy = es.spec.target.creation_policy;
     if policy == CreationPolicy::None {
         return Ok(None);
@@ -287,7 +334,11 @@ async fn apply(
     ctx.with_state(&key, |o| {
         o.secret_version = Some(written.resource_version().unwrap_or_default())
     });
-    Ok(Some(existing.is_none()))
+    let hash = |s: &Secret| s.annotations().get(ANNOTATION_DATA_HASH).cloned();
+    Ok(Some(Written {
+        created: existing.is_none(),
+        data_changed: existing.is_some_and(|e| hash(&e) != hash(&desired)),
+    }))
 }
 
 /// Deletes the target Secret if it is ours. Returns whether it deleted.

@@ -118,6 +118,11 @@ pub(super) async fn report_failure(
     write_status(es, ctx, &new_status).await
 }
 
+/// Publishes a Warning event on `es` (through the shared recorder: repeats fold into one series).
+pub(super) async fn warn(ctx: &Context, es: &ExternalSecret, reason: &str, note: String) {
+    publish(ctx, es, EventType::Warning, reason, note).await
+}
+
 async fn publish(ctx: &Context, es: &ExternalSecret, type_: EventType, reason: &str, note: String) {
     let ev = Event {
         type_,
