@@ -33,8 +33,8 @@
 //! - Pending templates (they need `target.template` in Go template syntax, `{{ .x }}`, or
 //!   `templateFrom`; the template engine is being replaced): JSONDataWithTemplate,
 //!   DockerJSONConfig, DataPropertyDockerconfigJSON, SSHKeySync, SSHKeySyncDataProperty
-//!   (Parameter Store), JSONDataWithTemplate, DataPropertyDockerconfigJSON,
-//!   JSONDataWithTemplateFromLiteral, TemplateFromConfigmaps (Vault, every auth).
+//!   (Parameter Store); JSONDataWithTemplate, DataPropertyDockerconfigJSON (Vault, every
+//!   auth), JSONDataWithTemplateFromLiteral, TemplateFromConfigmaps (Vault, token auth).
 //! - Not ported: Vault "with cert auth", "with token auth and mTLS", "with referent provider
 //!   and mTLS" and "store without clientTLS configuration should not be valid" (our Vault
 //!   store has neither `auth.cert` nor `clientTLS`); Parameter Store "[awsmanaged]" tables
