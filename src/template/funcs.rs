@@ -1,6 +1,6 @@
 //! The functions of ESO's engine v2: Sprig's text functions (env and expandenv left out, as ESO
-//! does) and ESO's own (`toYaml`, `fromYaml`, `filterPEM`), each as Sprig or ESO documents it.
-//! Go's builtins that allocate in proportion to their input (`print`, `printf`, `println`,
+//! does) and ESO's own (`toYaml`, `fromYaml`, `filterPEM`, `jwkPublicKeyPem`,
+//! `jwkPrivateKeyPem`), each as Sprig or ESO documents it. Go's builtins that allocate in proportion to their input (`print`, `printf`, `println`,
 //! `html`, `js`, `urlquery`, `slice`) are replaced by bounded equivalents.
 //!
 //! Every function runs behind [`register`]'s wrapper, which charges steps for the arguments,
@@ -465,6 +465,12 @@ pub(crate) fn func_map(budget: &Arc<Budget>) -> FuncMap {
         }),
         // ESO's own.
         ("filterPEM", filter_pem),
+        ("jwkPublicKeyPem", |a| {
+            super::jwk::public_key_pem(&str_arg(a, 0)?).map(s)
+        }),
+        ("jwkPrivateKeyPem", |a| {
+            super::jwk::private_key_pem(&str_arg(a, 0)?).map(s)
+        }),
     ];
     for (name, f) in table {
         register(&mut m, budget, name, *f);

@@ -29,6 +29,7 @@
 //! engine itself, whose message may print an operand, is reduced to its kind.
 
 mod funcs;
+mod jwk;
 
 use std::sync::{
     Arc, Mutex,

@@ -531,3 +531,61 @@ fn byte_carriers_round_trip() {
     assert_eq!(uncarry_bytes(&carry_bytes(&all)), all);
     assert_eq!(carry_bytes("plain é".as_bytes()), "plain é");
 }
+
+/// ESO's jwk functions give what Go's x509 marshalling gives (ESO's own test vectors:
+/// runtime/template/v2/template_test.go).
+#[test]
+fn jwk_functions_match_eso() {
+    let cases = [
+        (
+            "jwkPublicKeyPem",
+            include_str!("testdata/jwkPubRSA.txt"),
+            include_str!("testdata/jwkPubRSAPKIX.txt"),
+        ),
+        (
+            "jwkPrivateKeyPem",
+            include_str!("testdata/jwkPrivRSA.txt"),
+            include_str!("testdata/jwkPrivRSAPKCS8.txt"),
+        ),
+        (
+            "jwkPublicKeyPem",
+            include_str!("testdata/jwkPubEC.txt"),
+            include_str!("testdata/jwkPubECPKIX.txt"),
+        ),
+        (
+            "jwkPrivateKeyPem",
+            include_str!("testdata/jwkPrivEC.txt"),
+            include_str!("testdata/jwkPrivECPKCS8.txt"),
+        ),
+    ];
+    for (func, jwk, expected) in cases {
+        let out = render(&format!("{{{{ .secret | {func} }}}}"), &[("secret", jwk)]).unwrap();
+        assert_eq!(out, expected, "{func} of {jwk}");
+    }
+    // The public part of a private key.
+    let out = render(
+        "{{ .secret | jwkPublicKeyPem }}",
+        &[("secret", include_str!("testdata/jwkPrivEC.txt"))],
+    )
+    .unwrap();
+    assert!(out.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{out}");
+    // Ed25519 (RFC 8037 appendix A.1): Go gives these PEMs.
+    let ed = r#"{"kty":"OKP","crv":"Ed25519","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+    assert_eq!(
+        render("{{ .k | jwkPublicKeyPem }}", &[("k", ed)]).unwrap(),
+        "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n-----END PUBLIC KEY-----\n"
+    );
+    assert_eq!(
+        render("{{ .k | jwkPrivateKeyPem }}", &[("k", ed)]).unwrap(),
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n-----END PRIVATE KEY-----\n"
+    );
+    let err = render(
+        "{{ .k | jwkPrivateKeyPem }}",
+        &[("k", include_str!("testdata/jwkPubRSA.txt"))],
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("jwkPrivateKeyPem: the key has no \"d\" member"),
+        "{err}"
+    );
+}
