@@ -629,9 +629,17 @@ fn fits(bytes: usize) -> Result<(), String> {
 
 // ---- Go builtins ----
 
+/// An upper bound of the length of `v` as `%v` prints it.
+fn printed_len(v: &Value) -> usize {
+    match v {
+        Value::String(t) => t.len(),
+        other => measure(other).0 * 2,
+    }
+}
+
 /// Go's `fmt.Sprint`: operands joined, with a space between two that are not strings.
 fn sprint(a: &[Value]) -> Result<String, String> {
-    fits(a.iter().map(|v| measure(v).0 * 2).sum())?;
+    fits(a.iter().map(|v| printed_len(v) + 1).sum())?;
     let mut out = String::new();
     for (i, v) in a.iter().enumerate() {
         let is_str = |v: &Value| matches!(v, Value::String(_));
@@ -648,7 +656,7 @@ fn print(a: &[Value]) -> Result<Value, String> {
 }
 
 fn println(a: &[Value]) -> Result<Value, String> {
-    fits(a.iter().map(|v| measure(v).0 * 2).sum())?;
+    fits(a.iter().map(|v| printed_len(v) + 1).sum())?;
     let parts: Vec<String> = a.iter().map(strval).collect();
     Ok(s(parts.join(" ") + "\n"))
 }
@@ -664,7 +672,17 @@ fn printf(a: &[Value]) -> Result<Value, String> {
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|d| d.parse::<usize>().ok().map(|n| n.min(65_535)))
         .sum();
-    let operands: usize = a[1..].iter().map(|v| measure(v).0 * 2).sum();
+    // `%q`, `%x`, `% X` and `%U` print up to 4 characters per byte; the others about one.
+    let mut expands = false;
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            let verb = chars.find(|c| c.is_ascii_alphabetic() || *c == '%');
+            expands |= matches!(verb, Some('q' | 'x' | 'X' | 'U'));
+        }
+    }
+    let factor = if expands { 4 } else { 1 };
+    let operands: usize = a[1..].iter().map(|v| printed_len(v) * factor + 16).sum();
     fits(format.len() + widths + operands)?;
     let call: String = (0..a.len())
         .map(|i| format!(" (index . {i})"))

@@ -79,6 +79,7 @@ const BYTE_CARRIER_BASE: u32 = 0x10FF00;
 const STEP_FN: &str = "step!";
 const ENTER_FN: &str = "enter!";
 const LEAVE_FN: &str = "leave!";
+const CHARGE_FN: &str = "charge!";
 /// The name under which the template's body is executed.
 const ROOT_NAME: &str = "template!";
 
@@ -166,8 +167,45 @@ impl Renderer {
             };
             map.insert(Arc::<str>::from(k.as_str()), Value::String(s.into()));
         }
+        let root = Arc::new(map);
         let budget = Arc::new(Budget::default());
         let mut funcs = funcs::func_map(&budget);
+        let b = budget.clone();
+        funcs.insert(
+            CHARGE_FN.into(),
+            Arc::new(move |args: &[Value]| {
+                let operand = args.first().cloned().unwrap_or(Value::Nil);
+                b.step(1 + (funcs::measure(&operand).0 / 4096) as u64)?;
+                Ok(operand)
+            }),
+        );
+        // Go's `index` on ESO's data (a `map[string]string`) gives "" for a missing key; on
+        // other maps (from fromJson, dict) nil, as gotmpl's does.
+        let data = root.clone();
+        funcs.insert(
+            "index".into(),
+            Arc::new(move |args: &[Value]| {
+                let Some((first, indexes)) = args.split_first() else {
+                    return Err(TemplateError::ArgCount {
+                        name: "index".into(),
+                        expected: 2,
+                        got: 0,
+                    });
+                };
+                let mut v = first.clone();
+                for idx in indexes {
+                    v = match (&v, idx) {
+                        (Value::Map(m), Value::String(k))
+                            if Arc::ptr_eq(m, &data) && !m.contains_key(k) =>
+                        {
+                            Value::String("".into())
+                        }
+                        _ => v.index(idx)?,
+                    };
+                }
+                Ok(v)
+            }),
+        );
         let b = budget.clone();
         funcs.insert(
             STEP_FN.into(),
@@ -197,7 +235,7 @@ impl Renderer {
             }),
         );
         Ok(Renderer {
-            data: Value::Map(Arc::new(map)),
+            data: Value::Map(root),
             funcs,
             budget,
         })
@@ -269,7 +307,7 @@ impl Renderer {
 fn is_builtin(name: &str) -> bool {
     matches!(
         name,
-        "and" | "or" | "not" | "eq" | "ne" | "lt" | "le" | "gt" | "ge" | "len" | "index" | "call"
+        "and" | "or" | "not" | "eq" | "ne" | "lt" | "le" | "gt" | "ge" | "len" | "call"
     )
 }
 
@@ -290,15 +328,23 @@ fn call_node(pos: Pos, name: &str, arg: Option<i64>) -> Node {
     })
 }
 
-/// Puts a step charge (the list's length, at least 1) at the head of every list in the tree.
+/// Puts a step charge (the list's length, at least 1) at the head of every list in the tree,
+/// and makes Go's comparison builtins pay for their operands (see [`charge_comparisons`]).
 fn instrument(list: &mut ListNode) {
     for node in &mut list.nodes {
         match node {
             Node::List(inner) => instrument(inner),
+            Node::Action(a) => charge_comparisons(&mut a.pipe),
             Node::If(b) | Node::Range(b) | Node::With(b) => {
+                charge_comparisons(&mut b.pipe);
                 instrument(&mut b.body);
                 if let Some(e) = &mut b.else_body {
                     instrument(e);
+                }
+            }
+            Node::Template(t) => {
+                if let Some(p) = &mut t.pipe {
+                    charge_comparisons(p);
                 }
             }
             Node::Define(d) => instrument(&mut d.body),
@@ -308,6 +354,39 @@ fn instrument(list: &mut ListNode) {
     let weight = list.nodes.len().max(1) as i64;
     list.nodes
         .insert(0, call_node(list.pos, STEP_FN, Some(weight)));
+}
+
+/// `eq`, `ne`, `lt`, `le`, `gt` and `ge` are gotmpl's, and cost up to the size of their
+/// smallest operand (two 1 MiB strings equal but for the last byte): each explicit operand is
+/// passed through the hidden [`CHARGE_FN`], which charges its size in steps and returns it.
+fn charge_comparisons(pipe: &mut PipeNode) {
+    for cmd in &mut pipe.commands {
+        let compares = matches!(
+            cmd.args.first(),
+            Some(Expr::Identifier(_, name)) if matches!(name.as_str(), "eq" | "ne" | "lt" | "le" | "gt" | "ge")
+        );
+        for arg in cmd.args.iter_mut().skip(1) {
+            if let Expr::Pipe(_, inner) = arg {
+                charge_comparisons(inner);
+            }
+            if compares {
+                let pos = arg.pos();
+                let operand = std::mem::replace(arg, Expr::Nil(pos));
+                *arg = Expr::Pipe(
+                    pos,
+                    PipeNode {
+                        pos,
+                        decl: Vec::new(),
+                        commands: vec![CommandNode {
+                            pos,
+                            args: vec![Expr::Identifier(pos, SmolStr::new(CHARGE_FN)), operand],
+                        }],
+                        is_assign: false,
+                    },
+                );
+            }
+        }
+    }
 }
 
 /// Calls `f(name, line)` for every function named in command position in the tree.

@@ -37,6 +37,10 @@ fn functions_match_sprig_and_eso_docs() {
         (r#"{{ urlquery "a b&c" }}"#, "a+b%26c"),
         (r#"{{ slice "abcdef" 1 3 }}"#, "bc"),
         (r#"{{ len "abc" }} {{ index (list 1 2 3) 1 }}"#, "3 2"),
+        (
+            r#"[{{ index . "missing" }}] {{ index (dict "a" (list 1 2)) "a" 1 }} {{ index (dict) "x" }}"#,
+            "[] 2 <no value>",
+        ),
         (r#"{{ if and true (eq 1 1) }}y{{ else }}n{{ end }}"#, "y"),
         (
             r#"{{- range $i, $v := list "a" "b" }}{{ $i }}={{ $v }};{{ end -}}"#,
@@ -389,6 +393,8 @@ fn steps_are_bounded() {
         "{{ range until 10000 }}{{ range until 10000 }}x{{ end }}{{ end }}",
         // Recursion that never goes deep but fans out: 2^depth calls.
         r#"{{ define "f" }}{{ if lt (len .) 30 }}{{ template "f" (printf "%sa" .) }}{{ template "f" (printf "%sb" .) }}{{ end }}{{ end }}{{ template "f" "" }}"#,
+        // Comparisons of two 1 MiB strings equal but for the last byte.
+        r#"{{ $a := repeat 1000000 "a" }}{{ $b := printf "%sb" (repeat 999999 "a") }}{{ range until 10000 }}{{ if eq $a $b }}{{ end }}{{ end }}"#,
         // Functions in a loop, without output.
         "{{ range until 10000 }}{{ $x := sha256sum \"a\" }}{{ range until 10000 }}{{ $y := upper \"b\" }}{{ end }}{{ end }}",
     ];
@@ -423,6 +429,14 @@ fn recursion_depth_is_bounded() {
                 err.contains(&format!("nest deeper than {MAX_CALL_DEPTH}")),
                 "{err}"
             );
+            // The deepest the executor goes (gotmpl's limit of 200): 32 calls, each 6 blocks in.
+            let nested = format!(
+                r#"{{{{ define "r" }}}}{}{{{{ template "r" . }}}}{}{{{{ end }}}}{{{{ template "r" . }}}}"#,
+                "{{ if true }}{{ range list 1 }}{{ with 1 }}".repeat(2),
+                "{{ end }}{{ end }}{{ end }}".repeat(2)
+            );
+            let err = render(&nested, &[]).unwrap_err();
+            assert!(err.contains("nest"), "{err}");
             // Deeply nested blocks are refused by the parser.
             let deep = format!(
                 "{}x{}",
