@@ -473,19 +473,64 @@ pub(crate) fn func_map(budget: &Arc<Budget>) -> FuncMap {
         }),
     ];
     for (name, f) in table {
-        register(&mut m, budget, name, *f);
+        register(&mut m, budget, name, *f, 0);
+    }
+    // bcrypt at Go's default cost takes tens of milliseconds: a template gets ten of them.
+    let heavy: &[(&'static str, Fun)] = &[("bcrypt", bcrypt), ("htpasswd", htpasswd)];
+    for (name, f) in heavy {
+        register(&mut m, budget, name, *f, BCRYPT_STEPS);
     }
     m
 }
 
+/// Steps charged for one bcrypt hash: a tenth of [`super::MAX_STEPS`].
+const BCRYPT_STEPS: u64 = super::MAX_STEPS / 10;
+
+/// Go's `bcrypt.DefaultCost`, which Sprig uses.
+const BCRYPT_COST: u32 = 10;
+
+/// Sprig's `bcrypt`: the password's bcrypt hash (`$2a$10$...`), with a new salt each time.
+fn bcrypt(a: &[Value]) -> Result<Value, String> {
+    bcrypt::hash_with_result(bytes_arg(a, 0)?, BCRYPT_COST)
+        .map(|h| s(h.format_for_version(bcrypt::Version::TwoA)))
+        .map_err(|_| "cannot hash (a password is at most 72 bytes)".into())
+}
+
+/// Sprig's `htpasswd user password [bcrypt|sha]`: one line of an htpasswd file, bcrypt unless
+/// `sha` (`{SHA}` and the base64 SHA-1).
+fn htpasswd(a: &[Value]) -> Result<Value, String> {
+    let user = str_arg(a, 0)?;
+    if user.contains(':') {
+        return Err("invalid username (contains ':')".into());
+    }
+    let password = bytes_arg(a, 1)?;
+    let line = match a.get(2).map(strval).as_deref() {
+        Some("sha") => {
+            use sha1::Digest as _;
+            let digest = sha1::Sha1::digest(&password);
+            format!(
+                "{user}:{{SHA}}{}",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
+        }
+        _ => {
+            let hash = bcrypt::hash_with_result(&password, BCRYPT_COST)
+                .map_err(|_| "cannot hash (a password is at most 72 bytes)".to_string())?;
+            format!("{user}:{}", hash.format_for_version(bcrypt::Version::TwoA))
+        }
+    };
+    Ok(s(line))
+}
+
 /// Adds `f` under `name`, bounded as the module doc says.
-fn register(m: &mut FuncMap, budget: &Arc<Budget>, name: &'static str, f: Fun) {
+/// `extra`: steps charged besides those for the arguments.
+fn register(m: &mut FuncMap, budget: &Arc<Budget>, name: &'static str, f: Fun, extra: u64) {
     let budget = budget.clone();
     m.insert(
         name.into(),
         Arc::new(move |args: &[Value]| -> Result<Value, TemplateError> {
             let input: usize = args.iter().map(|a| measure(a).0).sum();
-            budget.step(1 + (input / 4096) as u64)?;
+            budget.step(1 + extra + (input / 4096) as u64)?;
             let out = f(args).map_err(|msg| budget.fail(format!("{name}: {msg}")))?;
             let (size, depth) = measure(&out);
             if size > MAX_VALUE_BYTES {
@@ -668,10 +713,12 @@ fn printf(a: &[Value]) -> Result<Value, String> {
         Some(Value::String(f)) => f.clone(),
         _ => return Err("the first argument must be a format string".into()),
     };
+    // Widths and precisions: digits in the format, or `*` (an operand), 65535 at most each.
     let widths: usize = format
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|d| d.parse::<usize>().ok().map(|n| n.min(65_535)))
-        .sum();
+        .sum::<usize>()
+        + format.matches('*').count() * 65_535;
     // `%q`, `%x`, `% X` and `%U` print up to 4 characters per byte; the others about one.
     let mut expands = false;
     let mut chars = format.chars();
@@ -862,7 +909,11 @@ fn seq(a: &[Value]) -> Result<Value, String> {
     if step == 0 || (step > 0 && first > last) || (step < 0 && first < last) {
         return Ok(s(""));
     }
-    let end = if step > 0 { last + 1 } else { last - 1 };
+    let end = if step > 0 {
+        last.saturating_add(1)
+    } else {
+        last.saturating_sub(1)
+    };
     let Value::List(items) = range_list(first, end, step)? else {
         return Ok(s(""));
     };

@@ -603,3 +603,25 @@ fn jwk_functions_match_eso() {
         "{err}"
     );
 }
+
+/// Sprig's htpasswd (ESO's guide uses it for ingress basic auth) and bcrypt: Go's format
+/// (`$2a$10$`), verifiable; the `sha` form is deterministic.
+#[test]
+fn htpasswd_and_bcrypt() {
+    let line = render(
+        r#"{{ htpasswd .user .pass }}"#,
+        &[("user", "alice"), ("pass", "pw")],
+    )
+    .unwrap();
+    let hash = line.strip_prefix("alice:").expect("user first");
+    assert!(hash.starts_with("$2a$10$"), "{line}");
+    assert!(bcrypt::verify("pw", hash).unwrap());
+    assert_eq!(
+        render(r#"{{ htpasswd "alice" "pw" "sha" }}"#, &[]).unwrap(),
+        "alice:{SHA}GpHWL3ymc5liWkNopqtdSjuqYHM="
+    );
+    let err = render(r#"{{ htpasswd "a:b" "pw" }}"#, &[]).unwrap_err();
+    assert!(err.contains("invalid username"), "{err}");
+    let b = render(r#"{{ bcrypt "pw" }}"#, &[]).unwrap();
+    assert!(bcrypt::verify("pw", &b).unwrap(), "{b}");
+}
