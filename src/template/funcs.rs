@@ -63,6 +63,34 @@ pub(crate) fn func_map(budget: &Arc<Budget>) -> FuncMap {
             Ok(s(t.repeat(n)))
         }),
         ("substr", substr),
+        ("abbrev", |a| {
+            let (width, t) = (int_arg(a, 0)?, str_arg(a, 1)?);
+            let chars: Vec<char> = t.chars().collect();
+            if width < 4 || chars.len() as i64 <= width {
+                return Ok(s(t));
+            }
+            let keep: String = chars[..(width - 3) as usize].iter().collect();
+            Ok(s(keep + "..."))
+        }),
+        ("initials", |a| {
+            Ok(s(str_arg(a, 0)?
+                .split_whitespace()
+                .filter_map(|w| w.chars().next())
+                .collect::<String>()))
+        }),
+        ("swapcase", |a| {
+            Ok(s(str_arg(a, 0)?
+                .chars()
+                .flat_map(|c| {
+                    let swapped: Vec<char> = if c.is_uppercase() {
+                        c.to_lowercase().collect()
+                    } else {
+                        c.to_uppercase().collect()
+                    };
+                    swapped
+                })
+                .collect::<String>()))
+        }),
         ("trunc", trunc),
         ("nospace", |a| {
             Ok(s(str_arg(a, 0)?
@@ -167,6 +195,12 @@ pub(crate) fn func_map(budget: &Arc<Budget>) -> FuncMap {
                 .decode(t.trim())
                 .map(|b| s(carry_bytes(&b)))
                 .map_err(|_| "input is not base64".into())
+        }),
+        ("b32enc", |a| Ok(s(base32_encode(&bytes_arg(a, 0)?)))),
+        ("b32dec", |a| {
+            base32_decode(str_arg(a, 0)?.trim())
+                .map(|b| s(carry_bytes(&b)))
+                .ok_or_else(|| "input is not base32".into())
         }),
         ("hexdec", |a| {
             hex::decode(str_arg(a, 0)?.trim())
@@ -876,6 +910,47 @@ fn indexed_dict(parts: Vec<String>) -> Value {
         .enumerate()
         .map(|(i, p)| (Arc::from(format!("_{i}")), s(p)))
         .collect())
+}
+
+/// RFC 4648 base32 with padding, as Go's `base32.StdEncoding`.
+const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+fn base32_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    for chunk in bytes.chunks(5) {
+        let mut block = [0u8; 5];
+        block[..chunk.len()].copy_from_slice(chunk);
+        let bits = block.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+        let chars = (chunk.len() * 8).div_ceil(5);
+        for i in 0..8 {
+            if i < chars {
+                out.push(BASE32[((bits >> (35 - 5 * i)) & 31) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base32_decode(text: &str) -> Option<Vec<u8>> {
+    let data = text.trim_end_matches('=');
+    if !text.len().is_multiple_of(8) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(data.len() * 5 / 8);
+    let (mut acc, mut nbits) = (0u64, 0u32);
+    for c in data.bytes() {
+        let v = BASE32.iter().position(|x| *x == c)? as u64;
+        acc = (acc << 5) | v;
+        nbits += 5;
+        if nbits >= 8 {
+            nbits -= 8;
+            out.push((acc >> nbits) as u8);
+            acc &= (1 << nbits) - 1;
+        }
+    }
+    Some(out)
 }
 
 // ---- numbers and lists ----

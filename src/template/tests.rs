@@ -101,6 +101,22 @@ fn functions_match_sprig_and_eso_docs() {
         (r#"{{ "aGVsbG8=" | b64dec }}"#, "hello"),
         (r#"{{ "68656c6c6f" | hexdec }}"#, "hello"),
         (
+            r#"{{ "hello" | b32enc }} {{ "foobar" | b32enc }} {{ "" | b32enc }}"#,
+            "NBSWY3DP MZXW6YTBOI====== ",
+        ),
+        (
+            r#"{{ "NBSWY3DP" | b32dec }}{{ "MZXW6YTBOI======" | b32dec }}"#,
+            "hellofoobar",
+        ),
+        (
+            r#"{{ abbrev 5 "hello world" }} {{ abbrev 20 "hello world" }}"#,
+            "he... hello world",
+        ),
+        (
+            r#"{{ initials "First Try" }} {{ swapcase "This Is A.Test" }}"#,
+            "FT tHIS iS a.tEST",
+        ),
+        (
             r#"{{ sha256sum "Hello world!" }}"#,
             "c0535e4be2b79ffd93291305436bf889314e4a3faec05ecffcbb7df31ad9e51a",
         ),
