@@ -121,7 +121,7 @@ lines += [
     "| input | bound | where |",
     "|---|---|---|",
     "| JSON value read with `property` / `extract` | 64 levels deep, 1 MiB, checked before any parser | `src/controller/build.rs` (`MAX_JSON_DEPTH`, `MAX_JSON_BYTES`) |",
-    "| template, per key | 50,000 steps (minijinja fuel), 1 MiB of output, call depth 32, no macros; rendered one at a time on the blocking pool | `src/controller/build.rs` (`TEMPLATE_FUEL`, `TEMPLATE_MAX_OUTPUT`) |",
+    "| template, per key | 50,000 steps (charged by every node list and function call), 1 MiB of output, 1 MiB / 64 levels / 10,000 items per intermediate value, 64 MiB of intermediate values, 32 nested template calls; rendered one at a time on the blocking pool | `src/template/mod.rs` (`MAX_STEPS`, `MAX_OUTPUT_BYTES`, ...) |",
     "| SOPS document | 1 MiB; expands to at most twice its size while read (YAML aliases) | `src/sops/tree.rs` (`MAX_DOCUMENT_BYTES`) |",
     "| regular expression (rewrite, find, namespaceRegexes) | 4 KiB of pattern, 1 MiB compiled; linear-time matching | `src/regexes.rs` |",
     "| `refreshInterval` | Go duration, at least 1 s, 64 characters, 9 digits a number | `src/controller/external_secret/plan.rs` |",

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod providers;
 pub mod regexes;
 pub mod sops;
+pub mod template;
 
 use kube::CustomResourceExt;
 

@@ -382,8 +382,8 @@ spec:
       type: kubernetes.io/basic-auth
       mergePolicy: Merge
       data:
-        username: "{{ user }}"
-        dsn: "{{ user }}:{{ pass }}@{{ svc_a }}"
+        username: "{{ .user }}"
+        dsn: "{{ .user }}:{{ .pass }}@{{ .svc_a }}"
   dataFrom:
   - find: {path: PREFIX/svc}
     rewrite:

@@ -219,15 +219,16 @@ pub struct ExternalSecretTemplate {
     /// Labels and annotations added to the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<TemplateMetadata>,
-    /// Data key → template (minijinja syntax, see `docs/migrating-from-eso.md`, "Templates") rendered over the fetched
-    /// values.
+    /// Data key → template in ESO's engine v2 syntax (Go `text/template` with Sprig's and ESO's
+    /// functions: `{{ .password | b64enc }}`), rendered over the fetched values; see
+    /// `docs/migrating-from-eso.md`, "Templates".
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub data: BTreeMap<String, String>,
     /// `Replace` (default): with template data, only the templated keys are written;
     /// `Merge`: the fetched keys are written too, templates override.
     #[serde(default)]
     pub merge_policy: TemplateMergePolicy,
-    /// Accepted for ESO compatibility (`v2`); the engine is always minijinja.
+    /// ESO's template engine version; `v2` (the default) is the only engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_version: Option<String>,
 }
@@ -236,10 +237,10 @@ pub struct ExternalSecretTemplate {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TemplateMetadata {
-    /// Labels added to the Secret (ours win on conflict).
+    /// Labels added to the Secret (ours win on conflict); each value is a template, as data.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Annotations added to the Secret (ours win on conflict).
+    /// Annotations added to the Secret (ours win on conflict); each value is a template.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
 }

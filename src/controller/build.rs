@@ -320,175 +320,59 @@ pub fn data_hash(data: &BTreeMap<String, ByteString>) -> String {
     hex::encode(h.finalize())
 }
 
-/// Instructions one template may execute (minijinja's fuel): loops, filters and output
-/// statements each cost about one. A real template uses a few hundred; nested loops over
-/// `range(100000)` ran for minutes on an async worker before this bound.
-pub const TEMPLATE_FUEL: u64 = 50_000;
+/// Steps one template may take ([`crate::template::MAX_STEPS`]).
+pub const TEMPLATE_FUEL: u64 = crate::template::MAX_STEPS;
 
-/// Bytes one template may output: 1 MiB, the size limit of a whole Secret. Output written in
-/// a loop took the operator to 2.1 GiB in 20 s before this bound.
-pub const TEMPLATE_MAX_OUTPUT: usize = 1 << 20;
+/// Bytes one template may output ([`crate::template::MAX_OUTPUT_BYTES`]).
+pub const TEMPLATE_MAX_OUTPUT: usize = crate::template::MAX_OUTPUT_BYTES;
 
-/// Nesting of template calls and blocks (minijinja's recursion limit, whose default is 500).
-const TEMPLATE_RECURSION_LIMIT: usize = 32;
-
-/// Fixed messages of our own filters: safe to show, since they quote nothing.
-const B64DEC_NOT_BASE64: &str = "b64dec: input is not base64";
-const B64DEC_NOT_UTF8: &str = "b64dec: result is not UTF-8 (binary); keep it base64";
-const FROMJSON_NOT_JSON: &str = "fromjson: input is not JSON";
-const BINARY_OUTPUT: &str =
-    "a binary (non-UTF-8) value cannot be printed as text; pass it through b64enc";
-
-/// Renders `template.data` over the fetched values with minijinja (see
-/// `docs/migrating-from-eso.md`, "Templates"): each fetched key is a variable (also reachable
-/// as `data["key-with-dashes"]`); filters `b64enc`, `b64dec`, `fromjson`, plus minijinja's
-/// builtins (`tojson`, `upper`, `trim`, ...).
+/// Renders `template.data` over the fetched values with ESO's engine v2 (Go `text/template`
+/// syntax and ESO's functions, see [`crate::template`] and `docs/migrating-from-eso.md`,
+/// "Templates"): each fetched key is a field of `.` (`{{ .password }}`, or
+/// `{{ index . "key-with-dashes" }}`).
 ///
-/// Bounded: at most [`TEMPLATE_FUEL`] instructions and [`TEMPLATE_MAX_OUTPUT`] bytes of
-/// output per template. A value that is not UTF-8 stays bytes: `b64enc` encodes it exactly,
-/// and printing it as text is an error, never a lossy copy. Errors name the template's key,
-/// the failure's kind and line, and never a value (minijinja's own messages can quote
-/// operands, so only those that come from the template's text are kept).
+/// Bounded per template (steps, output, memory, call depth: [`crate::template`]). A value that
+/// is not UTF-8 stays bytes: printed, it is copied exactly; `b64enc` encodes it exactly.
+/// Errors name the template's key and the failure, never a value.
 pub fn render_templates(
     templates: &BTreeMap<String, String>,
     values: &SecretMap,
 ) -> Result<SecretMap, BuildError> {
-    use minijinja::{Error as TemplateError, ErrorKind as TemplateErrorKind, Value};
-    let invalid = |msg: &'static str| TemplateError::new(TemplateErrorKind::InvalidOperation, msg);
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.set_fuel(Some(TEMPLATE_FUEL));
-    env.set_recursion_limit(TEMPLATE_RECURSION_LIMIT);
-    env.add_filter("b64enc", |v: Value| -> Result<String, TemplateError> {
-        let engine = base64::engine::general_purpose::STANDARD;
-        match (v.as_bytes(), v.as_str()) {
-            (_, Some(s)) => Ok(engine.encode(s.as_bytes())),
-            (Some(b), None) => Ok(engine.encode(b)),
-            _ => Ok(engine.encode(v.to_string().as_bytes())),
-        }
-    });
-    env.add_filter(
-        "b64dec",
-        move |v: String| -> Result<String, TemplateError> {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(v.trim().as_bytes())
-                .map_err(|_| invalid(B64DEC_NOT_BASE64))?;
-            String::from_utf8(bytes).map_err(|_| invalid(B64DEC_NOT_UTF8))
-        },
-    );
-    env.add_filter(
-        "fromjson",
-        move |v: String| -> Result<Value, TemplateError> {
-            check_json_bounds("fromjson", &v).map_err(|_| invalid(FROMJSON_NOT_JSON))?;
-            serde_json::from_str::<serde_json::Value>(&v)
-                .map(|v| Value::from(minijinja::value::Serde(v)))
-                .map_err(|_| invalid(FROMJSON_NOT_JSON))
-        },
-    );
-    // Bytes (a non-UTF-8 value) printed as text would be a lossy copy: refuse them.
-    env.set_formatter(move |out, state, value| {
-        if value.as_bytes().is_some() && value.as_str().is_none() {
-            return Err(invalid(BINARY_OUTPUT));
-        }
-        minijinja::escape_formatter(out, state, value)
-    });
-    let as_value = |v: &SecretValue| match v.as_str() {
-        Some(s) => Value::from(s),
-        None => Value::from_bytes(v.as_bytes().to_vec()),
-    };
-    let mut ctx: BTreeMap<String, Value> = values
-        .iter()
-        .map(|(k, v)| (k.clone(), as_value(v)))
-        .collect();
-    let data: BTreeMap<String, Value> = ctx.clone();
-    ctx.insert("data".into(), Value::from(data));
+    let renderer = crate::template::Renderer::new(values).map_err(BuildError)?;
     let mut out = SecretMap::new();
     for (key, source) in templates {
-        let mut sink = CappedWriter::default();
-        let rendered = env
-            .template_from_str(source)
-            .and_then(|t| t.render_captured_to(&ctx, &mut sink).map(drop));
-        if let Err(e) = rendered {
-            let cause = if sink.overflowed {
-                format!("output exceeds {TEMPLATE_MAX_OUTPUT} bytes")
-            } else {
-                describe_template_error(&e)
-            };
-            return Err(BuildError(format!("template of key {key:?}: {cause}")));
-        }
-        out.insert(
-            key.clone(),
-            SecretValue::new(std::mem::take(&mut sink.bytes)),
-        );
+        let rendered = renderer
+            .render(source)
+            .map_err(|cause| BuildError(format!("template of key {key:?}: {cause}")))?;
+        out.insert(key.clone(), SecretValue::new(rendered));
     }
     Ok(out)
 }
 
-/// The template output of one key, refused past [`TEMPLATE_MAX_OUTPUT`] bytes.
-#[derive(Default)]
-struct CappedWriter {
-    bytes: Vec<u8>,
-    overflowed: bool,
-}
-
-impl std::io::Write for CappedWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.bytes.len() + buf.len() > TEMPLATE_MAX_OUTPUT {
-            self.overflowed = true;
-            return Err(std::io::Error::other("template output limit"));
-        }
-        self.bytes.extend_from_slice(buf);
-        Ok(buf.len())
+/// Renders the template metadata (labels or annotations: `what`), as ESO does: each value is a
+/// template over the fetched values. The result must be text.
+fn render_metadata(
+    what: &str,
+    templates: &BTreeMap<String, String>,
+    values: &SecretMap,
+) -> Result<BTreeMap<String, String>, BuildError> {
+    if !templates.values().any(|t| t.contains("{{")) {
+        return Ok(templates.clone());
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    let renderer = crate::template::Renderer::new(values).map_err(BuildError)?;
+    let mut out = BTreeMap::new();
+    for (key, source) in templates {
+        let rendered = renderer
+            .render(source)
+            .map_err(|cause| BuildError(format!("template of {what} {key:?}: {cause}")))?;
+        let text = String::from_utf8(rendered).map_err(|_| {
+            BuildError(format!(
+                "template of {what} {key:?}: the result is binary (not UTF-8)"
+            ))
+        })?;
+        out.insert(key.clone(), text);
     }
-}
-
-impl Drop for CappedWriter {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.bytes);
-    }
-}
-
-/// A template failure without anything a value could have put there: minijinja's detail is
-/// kept only for errors that come from the template's own text (syntax, unknown names,
-/// arguments) and for our filters' fixed messages; otherwise (an operation on values, a
-/// conversion) only the kind and line, since the detail quotes the operands.
-fn describe_template_error(e: &minijinja::Error) -> String {
-    use minijinja::ErrorKind as K;
-    let ours = [
-        B64DEC_NOT_BASE64,
-        B64DEC_NOT_UTF8,
-        FROMJSON_NOT_JSON,
-        BINARY_OUTPUT,
-    ];
-    let detail = e.detail().filter(|d| {
-        ours.contains(d)
-            || matches!(
-                e.kind(),
-                K::SyntaxError
-                    | K::UnknownFilter
-                    | K::UnknownTest
-                    | K::UnknownFunction
-                    | K::UnknownMethod
-                    | K::MissingArgument
-                    | K::TooManyArguments
-            )
-    });
-    let mut s = match e.kind() {
-        K::OutOfFuel => format!("exceeds {TEMPLATE_FUEL} steps (loops too long or nested)"),
-        K::UndefinedError => "undefined variable or attribute".to_string(),
-        kind => kind.to_string(),
-    };
-    if let Some(detail) = detail {
-        s.push_str(": ");
-        s.push_str(detail);
-    }
-    if let Some(line) = e.line() {
-        s.push_str(&format!(" (line {line})"));
-    }
-    s
+    Ok(out)
 }
 
 /// Everything the desired Secret depends on besides the ExternalSecret.
@@ -506,6 +390,15 @@ pub struct BuildInput<'a> {
 /// `ownerReferences` (controller) under `creationPolicy: Owner`, and `immutable`.
 pub fn desired_secret(es: &ExternalSecret, input: BuildInput<'_>) -> Result<Secret, BuildError> {
     let template = es.spec.target.template.as_ref();
+    // Metadata templates see the fetched values, as data templates do (ESO renders both).
+    let metadata = template.and_then(|t| t.metadata.as_ref());
+    let (template_labels, template_annotations) = match metadata {
+        Some(m) => (
+            render_metadata("label", &m.labels, &input.values)?,
+            render_metadata("annotation", &m.annotations, &input.values)?,
+        ),
+        None => (BTreeMap::new(), BTreeMap::new()),
+    };
     let mut values = input.values;
     if let Some(t) = template.filter(|t| !t.data.is_empty()) {
         let rendered = render_templates(&t.data, &values)?;
@@ -523,19 +416,13 @@ pub fn desired_secret(es: &ExternalSecret, input: BuildInput<'_>) -> Result<Secr
         .collect();
     let hash = data_hash(&data);
 
-    let mut labels = template
-        .and_then(|t| t.metadata.as_ref())
-        .map(|m| m.labels.clone())
-        .unwrap_or_default();
+    let mut labels = template_labels;
     labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
     labels.insert(
         LABEL_EXTERNAL_SECRET.into(),
         es.metadata.name.clone().unwrap_or_default(),
     );
-    let mut annotations = template
-        .and_then(|t| t.metadata.as_ref())
-        .map(|m| m.annotations.clone())
-        .unwrap_or_default();
+    let mut annotations = template_annotations;
     annotations.insert(
         ANNOTATION_REFRESH_INTERVAL.into(),
         es.spec.refresh_interval.clone(),

@@ -50,7 +50,7 @@ mod cipher;
 mod decrypted;
 mod metadata;
 pub mod shamir;
-mod tree;
+pub(crate) mod tree;
 
 use std::collections::BTreeMap;
 

@@ -189,7 +189,7 @@ impl<'de> de::DeserializeSeed<'de> for TypedSeed<'_> {
 
 /// Reads a YAML stream: exactly one document, a mapping (or empty). Aliases are expanded, as
 /// yaml.v3 does for sops. Duplicate keys are refused (sops checks for them too).
-fn parse_yaml(bytes: &[u8]) -> Result<Vec<(String, Node)>, SopsError> {
+pub(crate) fn parse_yaml(bytes: &[u8]) -> Result<Vec<(String, Node)>, SopsError> {
     check_size(bytes)?;
     let budget = Budget(std::cell::Cell::new(expansion_budget(bytes.len())));
     let mut docs = Vec::new();
