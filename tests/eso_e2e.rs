@@ -30,11 +30,12 @@
 //!   testDataFromJSONWithProperty): ported.
 //! - JSONDataFromExtractProperty is in ESO's common cases but in neither table; it is ported
 //!   for both providers (static auth, token auth) as an extra.
-//! - Pending templates (they need `target.template` in Go template syntax, `{{ .x }}`, or
-//!   `templateFrom`; the template engine is being replaced): JSONDataWithTemplate,
-//!   DockerJSONConfig, DataPropertyDockerconfigJSON, SSHKeySync, SSHKeySyncDataProperty
-//!   (Parameter Store); JSONDataWithTemplate, DataPropertyDockerconfigJSON (Vault, every
-//!   auth), JSONDataWithTemplateFromLiteral, TemplateFromConfigmaps (Vault, token auth).
+//! - Templates (Go `text/template`, ESO's engine v2): JSONDataWithTemplate, DockerJSONConfig,
+//!   DataPropertyDockerconfigJSON ported for Parameter Store (static auth) and
+//!   JSONDataWithTemplate, DataPropertyDockerconfigJSON for Vault (token auth). Not yet:
+//!   SSHKeySync, SSHKeySyncDataProperty (Parameter Store), the template cases under the
+//!   other Vault auths, and JSONDataWithTemplateFromLiteral, TemplateFromConfigmaps (they need
+//!   `templateFrom`).
 //! - Not ported: Vault "with cert auth", "with token auth and mTLS", "with referent provider
 //!   and mTLS" and "store without clientTLS configuration should not be valid" (our Vault
 //!   store has neither `auth.cert` nor `clientTLS`); Parameter Store "[awsmanaged]" tables
@@ -54,6 +55,53 @@ const SECRET_VALUE_2: &str = r#"{"foo2":"foo2-val","bar2":"bar2-val"}"#;
 /// ESO's `e2e/suites/provider/cases/common` (common.go, find_by_name.go).
 mod eso_common {
     use super::*;
+
+    /// "[common] should sync json secrets with template" (the template's `finalizers` are not
+    /// a field here; ESO's expected Secret does not check them either)
+    pub fn JSONDataWithTemplate(ns: &str) -> Case {
+        let k1 = format!("{ns}-one");
+        let k2 = format!("{ns}-other");
+        let mut c = Case::new(
+            vec![entry(&k1, SECRET_VALUE_1), entry(&k2, SECRET_VALUE_2)],
+            format!(
+                "  target:\n    name: target-secret\n    template:\n      metadata:\n        annotations: {{example: annotation}}\n        labels: {{example: label}}\n      data:\n        my-data: \"executed: {{{{ .one }}}}|{{{{ .two }}}}\"\n  data:\n  - secretKey: one\n    remoteRef:\n      key: {k1}\n      property: foo1\n  - secretKey: two\n    remoteRef:\n      key: {k2}\n      property: bar2\n"
+            ),
+            &[("my-data", "executed: foo1-val|bar2-val")],
+        );
+        c.labels.insert("example".into(), "label".into());
+        c.annotations.insert("example".into(), "annotation".into());
+        c
+    }
+
+    /// "[common] should sync docker configurated json secrets with template simple"
+    pub fn DockerJSONConfig(ns: &str) -> Case {
+        let k = format!("{ns}-docker-config-example");
+        let dockerconfig = r#"{"auths":{"https://index.docker.io/v1/":{"auth":"c3R...zE2"}}}"#;
+        Case::new(
+            vec![entry(&k, format!(r#"{{"dockerconfig": {dockerconfig}}}"#))],
+            format!(
+                "  target:\n    name: target-secret\n    template:\n      data:\n        .dockerconfigjson: \"{{{{ .mysecret }}}}\"\n  data:\n  - secretKey: mysecret\n    remoteRef:\n      key: {k}\n      property: dockerconfig\n"
+            ),
+            &[(".dockerconfigjson", dockerconfig)],
+        )
+    }
+
+    /// "[common] should sync docker configurated json secrets with template"
+    pub fn DataPropertyDockerconfigJSON(ns: &str) -> Case {
+        let k = format!("{ns}-docker-config-example");
+        let as_string =
+            r#""{\"auths\":{\"https://index.docker.io/v1/\": {\"auth\": \"c3R...zE2\"}}}""#;
+        let dockerconfig = r#"{"auths":{"https://index.docker.io/v1/": {"auth": "c3R...zE2"}}}"#;
+        let mut c = Case::new(
+            vec![entry(&k, format!(r#"{{"dockerconfig": {as_string}}}"#))],
+            format!(
+                "  target:\n    name: target-secret\n    template:\n      type: kubernetes.io/dockerconfigjson\n      data:\n        .dockerconfigjson: \"{{{{ .mysecret }}}}\"\n  data:\n  - secretKey: mysecret\n    remoteRef:\n      key: {k}\n      property: dockerconfig\n"
+            ),
+            &[(".dockerconfigjson", dockerconfig)],
+        );
+        c.secret_type = "kubernetes.io/dockerconfigjson";
+        c
+    }
 
     /// "[common] should sync simple secrets from .Data[]"
     pub fn SimpleDataSync(ns: &str) -> Case {
@@ -442,6 +490,9 @@ mod parameterstore_with_static_auth {
         VersionedParameter = eso_parameterstore::VersionedParameter,
         /// Not in ESO's Parameter Store table (a common case): an extra.
         JSONDataFromExtractProperty = eso_common::JSONDataFromExtractProperty,
+        JSONDataWithTemplate = eso_common::JSONDataWithTemplate,
+        DockerJSONConfig = eso_common::DockerJSONConfig,
+        DataPropertyDockerconfigJSON = eso_common::DataPropertyDockerconfigJSON,
     );
 }
 
@@ -466,6 +517,8 @@ mod vault_with_token_auth {
         DecodingPolicySync = eso_common::DecodingPolicySync,
         /// Not in ESO's Vault table (a common case): an extra.
         JSONDataFromExtractProperty = eso_common::JSONDataFromExtractProperty,
+        JSONDataWithTemplate = eso_common::JSONDataWithTemplate,
+        DataPropertyDockerconfigJSON = eso_common::DataPropertyDockerconfigJSON,
     );
 }
 

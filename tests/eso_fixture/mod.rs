@@ -72,6 +72,9 @@ pub struct Case {
     pub secret_type: &'static str,
     /// `tc.ExpectedSecret.Data`.
     pub data: BTreeMap<String, String>,
+    /// `tc.ExpectedSecret.Labels` and `.Annotations` (besides the operator's own).
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
     pub after_sync: AfterSync,
 }
 
@@ -91,6 +94,8 @@ impl Case {
                 .iter()
                 .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
                 .collect(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
             after_sync: AfterSync::Nothing,
         }
     }
@@ -702,8 +707,8 @@ pub async fn run(test: &str, store: Store, case: fn(&str) -> Case) {
     let expected = Observed {
         type_: case.secret_type.to_string(),
         data: case.data.clone(),
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
+        labels: case.labels.clone(),
+        annotations: case.annotations.clone(),
     };
     let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
