@@ -24,7 +24,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Client,
-    api::{Api, ListParams},
+    api::{Api, ListParams, Patch, PatchParams},
 };
 use secret_relay::api::{ExternalSecret, SecretStore};
 use serde_json::json;
@@ -548,5 +548,215 @@ async fn namespace_scoped_install_runs_as_a_pod_and_decrypts_sops() {
     wait_reason(&es, "doc", "SecretSynced").await;
     let want = BTreeMap::from([("db.password".to_string(), "from-sops".to_string())]);
     assert_eq!(secret_of(k, &ns, "doc").await, Some(want));
+    run(&env, "HELM", &["uninstall", &release, "-n", &ns, "--wait"]).await;
+}
+
+/// The environment of the container of `pod` (containerd's task PID, then
+/// `/proc/PID/environ`): what the workload reads, without a shell in its image.
+async fn container_env(env: &TestEnv, pod: &Pod) -> BTreeMap<String, String> {
+    let id = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.container_id.clone())
+        .expect("a started container")
+        .trim_start_matches("containerd://")
+        .to_string();
+    let out = tokio::process::Command::new("ctr")
+        .args([
+            "--address",
+            &env.vars["CONTAINERD_ADDRESS"],
+            "-n",
+            "k8s.io",
+            "tasks",
+            "ls",
+        ])
+        .output()
+        .await
+        .expect("run ctr");
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pid = listing
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some(id.as_str()))
+                .then(|| f.next().map(str::to_string))
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("no task {id} in:\n{listing}"));
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// The running, ready Pods of Deployment `app` in `ns` (label `app=app`).
+async fn app_pods(k: &Client, ns: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(k.clone(), ns)
+        .list(&ListParams::default().labels("app=app"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .collect()
+}
+
+/// Waits until Deployment `app` in `ns` runs one ready Pod whose environment has `DB` and
+/// `API` as given.
+async fn wait_app_env(env: &TestEnv, ns: &str, want_db: &str, want_api: &str) {
+    wait_for(
+        &format!("app's Pod with DB={want_db}, API={want_api}"),
+        Duration::from_secs(120),
+        || async {
+            let pods = app_pods(&env.kube, ns).await;
+            let [pod] = pods.as_slice() else {
+                return None;
+            };
+            let e = container_env(env, pod).await;
+            (e.get("DB").map(String::as_str) == Some(want_db)
+                && e.get("API").map(String::as_str) == Some(want_api))
+            .then_some(())
+        },
+    )
+    .await
+}
+
+/// Issue 15 on the node: a Deployment reading two Secrets as env vars gets new Pods with the
+/// new values when the remote values change; two ExternalSecrets changed together roll it once
+/// (one new ReplicaSet); two changes right after each other both roll.
+#[tokio::test]
+async fn workloads_reading_a_secret_as_env_get_the_new_value() {
+    let Some(env) = node_env("workloads_reading_a_secret_as_env_get_the_new_value").await else {
+        return;
+    };
+    let k = &env.kube;
+    let ns = env.namespace("node-roll").await;
+    let release = format!("sr{}", random_suffix());
+    let mut sets = node_values(&env);
+    sets.push("namespaceScope.enabled=true".into());
+    helm_install(&env, "install", &ns, &release, &sets).await;
+    wait_available(k, &ns, &format!("{release}-secret-relay"), 1).await;
+
+    let p = random_suffix();
+    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    put_parameter(&ssm, &format!("/{p}/db"), "db-1").await;
+    put_parameter(&ssm, &format!("/{p}/api"), "api-1").await;
+    ssm_store(&env, &ns).await;
+    let es: Api<ExternalSecret> = Api::namespaced(k.clone(), &ns);
+    for name in ["db", "api"] {
+        apply_yaml(
+            &es,
+            &format!(
+                "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {{name: {name}}}\n\
+                 spec:\n  refreshInterval: 1h\n  secretStoreRef: {{name: ssm}}\n  target:\n    \
+                 rolloutRestartTargets: [{{kind: Deployment, name: app}}]\n  data:\n  \
+                 - secretKey: value\n    remoteRef: {{key: /{p}/{name}}}\n"
+            ),
+        )
+        .await;
+        wait_reason(&es, name, "SecretSynced").await;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(k.clone(), &ns);
+    let app: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "app"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "app"}},
+            "template": {
+                "metadata": {"labels": {"app": "app"}},
+                "spec": {
+                    "hostNetwork": false,
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{
+                        "name": "app",
+                        "image": "localhost/secret-relay-pause:testenv",
+                        "imagePullPolicy": "Never",
+                        "env": [
+                            {"name": "DB", "valueFrom": {"secretKeyRef": {"name": "db", "key": "value"}}},
+                            {"name": "API", "valueFrom": {"secretKeyRef": {"name": "api", "key": "value"}}}
+                        ]
+                    }]
+                }
+            }
+        }
+    }))
+    .unwrap();
+    deployments.create(&Default::default(), &app).await.unwrap();
+    let replica_sets = || async {
+        Api::<k8s_openapi::api::apps::v1::ReplicaSet>::namespaced(k.clone(), &ns)
+            .list(&ListParams::default().labels("app=app"))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    let force_sync = |name: &'static str| {
+        let es = es.clone();
+        async move {
+            es.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"secret-relay.dev/force-sync": random_suffix()}}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    wait_app_env(&env, &ns, "db-1", "api-1").await;
+    assert_eq!(replica_sets().await, 1);
+
+    // One remote change: new Pods read the new value.
+    let changed = std::time::Instant::now();
+    put_parameter(&ssm, &format!("/{p}/db"), "db-2").await;
+    force_sync("db").await;
+    wait_app_env(&env, &ns, "db-2", "api-1").await;
+    let rolled_s = changed.elapsed().as_secs_f64();
+    assert_eq!(replica_sets().await, 2);
+
+    // Both Secrets changed together: one rollout.
+    put_parameter(&ssm, &format!("/{p}/db"), "db-3").await;
+    put_parameter(&ssm, &format!("/{p}/api"), "api-3").await;
+    force_sync("db").await;
+    force_sync("api").await;
+    wait_app_env(&env, &ns, "db-3", "api-3").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        replica_sets().await,
+        3,
+        "two ExternalSecrets changed together roll it once"
+    );
+
+    // Two changes one right after the other: both roll, the last value wins.
+    put_parameter(&ssm, &format!("/{p}/db"), "db-4").await;
+    force_sync("db").await;
+    wait_for("the fourth ReplicaSet", Duration::from_secs(60), || async {
+        (replica_sets().await == 4).then_some(())
+    })
+    .await;
+    put_parameter(&ssm, &format!("/{p}/db"), "db-5").await;
+    force_sync("db").await;
+    // The fourth rollout's Pod may already read db-5 (it started after the write); the
+    // second change must still roll on its own.
+    wait_for(
+        "the second change rolled too",
+        Duration::from_secs(60),
+        || async { (replica_sets().await == 5).then_some(()) },
+    )
+    .await;
+    wait_app_env(&env, &ns, "db-5", "api-3").await;
+    println!("rollout restart: a changed value reached new Pods {rolled_s:.1} s after the change");
     run(&env, "HELM", &["uninstall", &release, "-n", &ns, "--wait"]).await;
 }
