@@ -552,15 +552,16 @@ async fn namespace_scoped_install_runs_as_a_pod_and_decrypts_sops() {
 }
 
 /// The environment of the container of `pod` (containerd's task PID, then
-/// `/proc/PID/environ`): what the workload reads, without a shell in its image.
-async fn container_env(env: &TestEnv, pod: &Pod) -> BTreeMap<String, String> {
+/// `/proc/PID/environ`): what the workload reads, without a shell in its image. None when the
+/// container is not (or no longer) running: a rollout may stop it between the Pod list and
+/// this read.
+async fn container_env(env: &TestEnv, pod: &Pod) -> Option<BTreeMap<String, String>> {
     let id = pod
         .status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|c| c.first())
-        .and_then(|c| c.container_id.clone())
-        .expect("a started container")
+        .and_then(|c| c.container_id.clone())?
         .trim_start_matches("containerd://")
         .to_string();
     let out = tokio::process::Command::new("ctr")
@@ -576,24 +577,23 @@ async fn container_env(env: &TestEnv, pod: &Pod) -> BTreeMap<String, String> {
         .await
         .expect("run ctr");
     let listing = String::from_utf8_lossy(&out.stdout).into_owned();
-    let pid = listing
-        .lines()
-        .find_map(|l| {
-            let mut f = l.split_whitespace();
-            (f.next() == Some(id.as_str()))
-                .then(|| f.next().map(str::to_string))
-                .flatten()
-        })
-        .unwrap_or_else(|| panic!("no task {id} in:\n{listing}"));
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("read environ");
-    environ
-        .split(|b| *b == 0)
-        .filter_map(|kv| {
-            let kv = String::from_utf8_lossy(kv);
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect()
+    let pid = listing.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        (f.next() == Some(id.as_str()))
+            .then(|| f.next().map(str::to_string))
+            .flatten()
+    })?;
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(
+        environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect(),
+    )
 }
 
 /// The running, ready Pods of Deployment `app` in `ns` (label `app=app`).
@@ -625,7 +625,7 @@ async fn wait_app_env(env: &TestEnv, ns: &str, want_db: &str, want_api: &str) {
             let [pod] = pods.as_slice() else {
                 return None;
             };
-            let e = container_env(env, pod).await;
+            let e = container_env(env, pod).await?;
             (e.get("DB").map(String::as_str) == Some(want_db)
                 && e.get("API").map(String::as_str) == Some(want_api))
             .then_some(())
