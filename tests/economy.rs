@@ -230,8 +230,13 @@ async fn stores_with_the_same_credentials_share_calls_per_distinct_key() {
         reads("vault", "call") - misses1,
     );
     assert_eq!(misses, vault_w, "reads that started a call = Vault calls");
+    // Each key has 4 readers per tick: 3 cache hits per call, but the window may cut a tick
+    // at either end (its call counted, some of its hits not, or the other way round): one
+    // tick's hits, 3 per key, may be missing at each end. Without sharing there would be no
+    // hits at all.
+    let edge = 2 * 3 * KEYS as u64;
     assert!(
-        hits >= 3 * misses,
+        hits + edge >= 3 * misses,
         "each key has 4 readers per tick: {hits} cache hits, {misses} calls"
     );
     for (name, rv) in &versions {
