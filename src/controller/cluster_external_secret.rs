@@ -191,15 +191,15 @@ async fn provision(
     name: &str,
 ) -> Result<(), String> {
     let api: Api<ExternalSecret> = Api::namespaced(ctx.client.clone(), ns);
-    match api.get_opt(name).await {
+    let existing = match api.get_opt(name).await {
         Ok(Some(existing)) if !controlled_by(&existing, ces) => {
             return Err(format!(
                 "ExternalSecret {name} already exists in the namespace and is not managed by this ClusterExternalSecret"
             ));
         }
-        Ok(_) => {}
+        Ok(existing) => existing,
         Err(e) => return Err(format!("reading ExternalSecret {name}: {e}")),
-    }
+    };
     let meta = ces
         .spec
         .external_secret_metadata
@@ -211,6 +211,14 @@ async fn provision(
     // A force-sync of the ClusterExternalSecret reaches every ExternalSecret, as in ESO.
     if let Some(v) = ces.annotations().get(ANNOTATION_FORCE_SYNC) {
         annotations.insert(ANNOTATION_FORCE_SYNC.into(), v.clone());
+    }
+    // Already as desired: no write (every refreshTime re-checks every namespace).
+    if let Some(e) = &existing
+        && e.spec == ces.spec.external_secret_spec
+        && *e.labels() == labels
+        && *e.annotations() == annotations
+    {
+        return Ok(());
     }
     let owner = ces
         .controller_owner_ref(&())

@@ -363,14 +363,12 @@ impl Ciphertext {
                 "the file is empty: neither a SOPS document nor ciphertext",
             ));
         }
-        if let Ok(text) = std::str::from_utf8(bytes) {
-            let trimmed = text.trim();
-            if trimmed.starts_with("vault:v") {
-                return Ok(Ciphertext::Transit(trimmed.to_string()));
-            }
-            if let Some(blob) = decode_base64(text) {
-                return Ok(Ciphertext::Blob(blob));
-            }
+        // Text is read as `remoteRef.key` is; anything else is the ciphertext itself.
+        if let Some(c) = std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|text| Self::from_key(text).ok())
+        {
+            return Ok(c);
         }
         Ok(Ciphertext::Blob(bytes.to_vec()))
     }
