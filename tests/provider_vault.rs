@@ -26,12 +26,15 @@ use kube::{
 use secret_relay::{
     api::{
         SecretKeySelector, ServiceAccountSelector,
+        external_secret::StoreKind,
         external_secret::{ExternalSecretFind, FindName},
         secret_store::{
-            CaProvider, CaProviderType, VaultAppRole, VaultAuth, VaultJwtAuth, VaultKubernetesAuth,
-            VaultKubernetesServiceAccountToken, VaultKvVersion, VaultProvider, VaultUserPass,
+            CaProvider, CaProviderType, SecretStoreProvider, VaultAppRole, VaultAuth, VaultJwtAuth,
+            VaultKubernetesAuth, VaultKubernetesServiceAccountToken, VaultKvVersion, VaultProvider,
+            VaultUserPass,
         },
     },
+    controller::{ProviderCache, secret_store::ResolvedStore},
     metrics::provider_calls_total,
     providers::{AuthContext, ErrorKind, Provider, vault::VaultKvProvider},
 };
@@ -610,6 +613,99 @@ async fn approle_auth() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// issue 10: a ClusterSecretStore whose credential Secret is referent (no `namespace`: read in
+/// each ExternalSecret's namespace) logs in once per distinct credential, not once per
+/// namespace. The AppRole's secret IDs are single-use, so a second login with one fails.
+#[tokio::test]
+async fn referent_cluster_store_logs_in_once_per_distinct_credential() {
+    let Some(env) =
+        TestEnv::get("referent_cluster_store_logs_in_once_per_distinct_credential").await
+    else {
+        return;
+    };
+    let _logins = LOGINS.lock().await;
+    let prefix = format!("css-{}", random_suffix());
+    put_v2(&env, &format!("{prefix}/db"), json!({"password": "pw"})).await;
+    let pol = read_policy(&env, &prefix).await;
+    let (mount, role_id, secret_id) = approle(&env, &pol, &["secret_id_num_uses=1"]).await;
+    let mut namespaces = Vec::new();
+    for i in 0..3 {
+        let ns = env.namespace(&format!("css-same-{i}")).await;
+        kube_secret(&env, &ns, "approle", "secret-id", &secret_id).await;
+        namespaces.push(ns);
+    }
+    let provider = SecretStoreProvider {
+        vault: Some(spec(
+            &env,
+            VaultAuth {
+                app_role: Some(VaultAppRole {
+                    path: mount.clone(),
+                    role_id: Some(role_id.clone()),
+                    role_ref: None,
+                    secret_ref: SecretKeySelector {
+                        name: "approle".into(),
+                        key: "secret-id".into(),
+                        namespace: None,
+                    },
+                }),
+                ..Default::default()
+            },
+        )),
+        ..Default::default()
+    };
+    let meta = ObjectMeta {
+        name: Some("shared".into()),
+        uid: Some(format!("uid-{prefix}")),
+        generation: Some(1),
+        ..Default::default()
+    };
+    let store = |ns: &str| {
+        ResolvedStore::new(
+            &env.kube,
+            StoreKind::ClusterSecretStore,
+            "shared",
+            &provider,
+            &meta,
+            ns.to_string(),
+        )
+    };
+    let cache = ProviderCache::default();
+    let before = logins();
+    // At once, as when ExternalSecrets of three namespaces sync together.
+    let stores: Vec<_> = namespaces.iter().map(|ns| store(ns)).collect();
+    let built = futures::future::join_all(stores.iter().map(|s| cache.get(s))).await;
+    let built: Vec<_> = built
+        .into_iter()
+        .map(|p| p.expect("one login serves all three namespaces"))
+        .collect();
+    assert!(built.iter().all(|p| std::sync::Arc::ptr_eq(p, &built[0])));
+    assert_eq!(logins() - before, 1, "one login for one credential");
+    assert_eq!(cache.distinct(), 1);
+    let got = built[0]
+        .get(&format!("{prefix}/db"), None, i64::MAX, None)
+        .await;
+    assert!(got.is_ok(), "read with the shared login");
+
+    // A fourth namespace holding another secret ID is another credential: its own login.
+    let other_secret_id = bao(
+        &env,
+        &[
+            "write",
+            "-f",
+            "-field=secret_id",
+            &format!("auth/{mount}/role/app/secret-id"),
+        ],
+    )
+    .await;
+    let other = env.namespace("css-other").await;
+    kube_secret(&env, &other, "approle", "secret-id", other_secret_id.trim()).await;
+    let own = cache.get(&store(&other)).await.expect("own login");
+    assert!(!std::sync::Arc::ptr_eq(&own, &built[0]));
+    assert_eq!(logins() - before, 2);
+    assert_eq!(cache.distinct(), 2);
+    assert_eq!(live_tokens(&env, &mount).await, 2);
 }
 
 /// Tokens alive that were issued by a login at auth mount `mount`.

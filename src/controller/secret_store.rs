@@ -25,7 +25,9 @@ use crate::{
     },
     providers::{
         AuthContext, Coalescer, DynProvider, ErrorKind, ProviderError, SharedProvider,
-        aws::SsmProvider, kms::KmsProvider, vault::VaultKvProvider,
+        aws::SsmProvider,
+        kms::KmsProvider,
+        vault::{PreparedVault, VaultKvProvider},
     },
 };
 
@@ -58,9 +60,10 @@ pub struct ResolvedStore {
 
 impl ResolvedStore {
     /// A store object (its uid and generation from `meta`) with references resolving in
-    /// `ref_namespace`; `allow_namespace` for ClusterSecretStores.
-    fn new(
-        ctx: &Context,
+    /// `ref_namespace` through `client` (a ClusterSecretStore's references may also name a
+    /// namespace). Its provider comes from [`ProviderCache::get`].
+    pub fn new(
+        client: &kube::Client,
         kind: StoreKind,
         name: &str,
         provider: &SecretStoreProvider,
@@ -77,7 +80,7 @@ impl ResolvedStore {
                 ref_namespace: ref_namespace.clone(),
             },
             auth: AuthContext::new(
-                ctx.client.clone(),
+                client.clone(),
                 ref_namespace,
                 kind == StoreKind::ClusterSecretStore,
             ),
@@ -99,7 +102,7 @@ pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Erro
                     store: format!("SecretStore {ns}/{}", r.name),
                 })?;
             Ok(ResolvedStore::new(
-                ctx,
+                &ctx.client,
                 StoreKind::SecretStore,
                 &r.name,
                 &store.spec.provider,
@@ -122,7 +125,7 @@ pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Erro
                 });
             }
             Ok(ResolvedStore::new(
-                ctx,
+                &ctx.client,
                 StoreKind::ClusterSecretStore,
                 &r.name,
                 &store.spec.provider,
@@ -260,8 +263,10 @@ struct CachedProvider {
 /// material it read and, for `kms`, the namespace its documents are read in), so every store
 /// with the same configuration and credentials (a SecretStore per namespace, a
 /// ClusterSecretStore used from many namespaces) shares one [`SharedProvider`] with its
-/// session, value cache and refresh ticks. Concurrent builds of one key coalesce into one
-/// (one login); an entry is rebuilt after [`PROVIDER_TTL`] or an authentication failure.
+/// session, value cache and refresh ticks. A build reads the credentials first and logs in
+/// only when no live provider has its fingerprint; concurrent builds of one key, and
+/// concurrent logins of one fingerprint, coalesce: one login per distinct credential. An
+/// entry is rebuilt after [`PROVIDER_TTL`] or an authentication failure.
 ///
 /// Both maps are bounded moka caches whose entries expire after [`PROVIDER_TTL`]; a deleted
 /// store or namespace drops its entries at once ([`ProviderCache::forget_store`],
@@ -274,7 +279,11 @@ pub struct ProviderCache {
     allow_ambient_identity: bool,
     entries: moka::sync::Cache<ProviderKey, CachedProvider>,
     shared: moka::sync::Cache<[u8; 32], CachedProvider>,
-    builds: Coalescer<ProviderKey, Result<(DynProvider, [u8; 32]), ProviderError>>,
+    /// Builds per store key: credentials read, then a connect by fingerprint.
+    builds: Coalescer<ProviderKey, Result<CachedProvider, ProviderError>>,
+    /// Connects (logins) per fingerprint: stores resolving the same credentials at once
+    /// share one.
+    connects: Arc<Coalescer<[u8; 32], Result<CachedProvider, ProviderError>>>,
 }
 
 /// Store entries kept at most (a store per namespace, or a ClusterSecretStore per namespace it
@@ -306,6 +315,7 @@ impl ProviderCache {
             entries: cache(),
             shared: cache(),
             builds: Coalescer::default(),
+            connects: Arc::default(),
         }
     }
 
@@ -318,33 +328,38 @@ impl ProviderCache {
         }
         let spec = store.provider.clone();
         let auth = store.auth.clone();
-        let (inner, fingerprint) = self
+        let (shared, connects) = (self.shared.clone(), self.connects.clone());
+        let name = provider_name(&store.provider);
+        let entry = self
             .builds
             .run(store.key.clone(), move || async move {
+                // The credentials are read first; a provider built from the same
+                // configuration and credentials is shared without a login of its own.
                 auth.start_recording();
-                let built = build_provider(&spec, &auth).await;
+                let prepared = prepare_provider(&spec, &auth).await;
                 let credentials = auth.finish_recording();
-                Ok((built?, fingerprint(&spec, &auth.namespace, credentials)))
+                let fingerprint = fingerprint(&spec, &auth.namespace, credentials);
+                let prepared = prepared?;
+                connects
+                    .run(fingerprint, move || async move {
+                        if let Some(e) = shared
+                            .get(&fingerprint)
+                            .filter(|e| e.built.elapsed() < PROVIDER_TTL)
+                        {
+                            return Ok(e);
+                        }
+                        let inner = prepared.connect().await?;
+                        let entry = CachedProvider {
+                            provider: Arc::new(SharedProvider::new(inner, name, fingerprint)),
+                            fingerprint,
+                            built: Instant::now(),
+                        };
+                        shared.insert(fingerprint, entry.clone());
+                        Ok(entry)
+                    })
+                    .await
             })
             .await?;
-        // A provider of the same fingerprint built less than PROVIDER_TTL ago is shared; the
-        // new build is then dropped (and closed).
-        let entry = self
-            .shared
-            .entry(fingerprint)
-            .or_insert_with_if(
-                || CachedProvider {
-                    provider: Arc::new(SharedProvider::new(
-                        inner,
-                        provider_name(&store.provider),
-                        fingerprint,
-                    )),
-                    fingerprint,
-                    built: Instant::now(),
-                },
-                |e| e.built.elapsed() >= PROVIDER_TTL,
-            )
-            .into_value();
         // Entries of older generations of the same store are dropped.
         let (uid, generation) = (store.key.uid.clone(), store.key.generation);
         let _ = self
@@ -430,15 +445,36 @@ fn fingerprint(spec: &SecretStoreProvider, namespace: &str, credentials: [u8; 32
     h.finalize().into()
 }
 
-/// Builds the backend a store configures.
-async fn build_provider(
+/// A backend whose credentials are read and which has not logged in yet.
+enum Prepared {
+    /// Nothing left to do (SSM and KMS make no login).
+    Built(DynProvider),
+    /// A Vault KV store: the login is left to [`Prepared::connect`].
+    Vault(Box<PreparedVault>),
+}
+
+impl Prepared {
+    /// Logs in where the backend needs it (Vault: one `login` call).
+    async fn connect(self) -> Result<DynProvider, ProviderError> {
+        Ok(match self {
+            Prepared::Built(p) => p,
+            Prepared::Vault(v) => Arc::new((*v).connect().await?),
+        })
+    }
+}
+
+/// Checks a store's configuration and reads its credentials (the material that makes its
+/// fingerprint), leaving any login to [`Prepared::connect`].
+async fn prepare_provider(
     spec: &SecretStoreProvider,
     auth: &AuthContext,
-) -> Result<DynProvider, ProviderError> {
+) -> Result<Prepared, ProviderError> {
     Ok(match (&spec.aws, &spec.vault, &spec.kms) {
-        (Some(aws), None, None) => Arc::new(SsmProvider::new(aws, auth).await?),
-        (None, Some(vault), None) => Arc::new(VaultKvProvider::new(vault, auth).await?),
-        (None, None, Some(kms)) => Arc::new(KmsProvider::new(kms, auth).await?),
+        (Some(aws), None, None) => Prepared::Built(Arc::new(SsmProvider::new(aws, auth).await?)),
+        (None, Some(vault), None) => {
+            Prepared::Vault(Box::new(VaultKvProvider::prepare(vault, auth).await?))
+        }
+        (None, None, Some(kms)) => Prepared::Built(Arc::new(KmsProvider::new(kms, auth).await?)),
         _ => {
             return Err(ProviderError::new(
                 ErrorKind::InvalidConfig,
@@ -474,7 +510,7 @@ fn has_referent_refs(provider: &SecretStoreProvider) -> bool {
 pub async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = store.namespace().unwrap_or_default();
     let resolved = ResolvedStore::new(
-        &ctx,
+        &ctx.client,
         StoreKind::SecretStore,
         &store.name_any(),
         &store.spec.provider,
@@ -508,7 +544,7 @@ pub async fn reconcile_cluster_store(
         )
     } else {
         let resolved = ResolvedStore::new(
-            &ctx,
+            &ctx.client,
             StoreKind::ClusterSecretStore,
             &store.name_any(),
             &store.spec.provider,

@@ -164,7 +164,8 @@ pub trait Provider: Send + Sync {
 pub type DynProvider = Arc<dyn Provider>;
 
 /// SHA-256 of the credential material read through an [`AuthContext`] while recording
-/// (Secret values, CA bundles, ServiceAccount tokens, in the order read). Two stores whose
+/// (Secret values, CA bundles, and for a TokenRequest the ServiceAccount, audiences and
+/// lifetime, in the order read). Two stores whose
 /// providers read the same material with the same configuration get the same backend: what
 /// one of them may fetch, the other may too.
 #[derive(Clone, Default)]
@@ -327,14 +328,14 @@ impl AuthContext {
     ) -> Result<SecretValue, ProviderError> {
         let ns = self.namespace_of(sa.namespace.as_deref(), "serviceAccountRef")?;
         let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns);
-        let audiences = if sa.audiences.is_empty() {
+        let audiences: Vec<String> = if sa.audiences.is_empty() {
             default_audiences.iter().map(|s| s.to_string()).collect()
         } else {
             sa.audiences.clone()
         };
         let req = TokenRequest {
             spec: Some(TokenRequestSpec {
-                audiences: Some(audiences),
+                audiences: Some(audiences.clone()),
                 expiration_seconds: Some(expiration_seconds.unwrap_or(600)),
                 ..Default::default()
             }),
@@ -361,7 +362,16 @@ impl AuthContext {
                 ),
             })?;
         let token = resp.status.and_then(|s| s.token).unwrap_or_default();
-        self.credentials.record("token", token.as_bytes());
+        // The identity, not the token: every TokenRequest returns a new token for the same
+        // ServiceAccount, and stores logging in as the same account may share one login.
+        let identity = format!(
+            "{ns}/{}\n{}\n{}",
+            sa.name,
+            audiences.join(","),
+            expiration_seconds.unwrap_or(600)
+        );
+        self.credentials
+            .record("serviceaccount", identity.as_bytes());
         Ok(SecretValue::new(token.into_bytes()))
     }
 }

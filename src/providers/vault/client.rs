@@ -23,12 +23,12 @@ use vaultrs::{
 use super::{
     VaultKvProvider,
     errors::{counted, error_text, invalid, status},
-    login::{Connector, Login, Method, describe_ref},
+    login::{Connector, Credentials, Login, Method, describe_ref},
 };
 use crate::{
     api::{
         SecretKeySelector,
-        secret_store::{CaProviderType, VaultProvider},
+        secret_store::{CaProviderType, VaultKvVersion, VaultProvider},
     },
     providers::{AuthContext, ErrorKind, ProviderError},
 };
@@ -119,6 +119,68 @@ impl Lease {
     }
 }
 
+/// A Vault provider whose spec is checked and whose first credentials are resolved, not yet
+/// logged in ([`VaultKvProvider::prepare`]).
+pub struct PreparedVault {
+    conn: Connector,
+    mount: String,
+    kv: VaultKvVersion,
+    first: FirstSession,
+}
+
+/// What the first session starts from.
+enum FirstSession {
+    /// `tokenSecretRef`: the token, used as it is.
+    Token(zeroize::Zeroizing<String>),
+    /// A login method and its resolved credentials.
+    Login(Login, Credentials),
+}
+
+impl PreparedVault {
+    /// Logs in (one `login` call; none for `tokenSecretRef`) and returns the provider.
+    /// Errors: `Authentication` when Vault refuses the login (4xx); `Transient` on network or
+    /// server (5xx) failures.
+    pub async fn connect(self) -> Result<VaultKvProvider, ProviderError> {
+        let PreparedVault {
+            conn,
+            mount,
+            kv,
+            first,
+        } = self;
+        let (login, session) = match first {
+            FirstSession::Token(token) => {
+                let client =
+                    client_with_token(&conn.settings, conn.ca_pem.as_deref(), token.trim())?;
+                let session = Session {
+                    client: Arc::new(client),
+                    generation: 0,
+                    lease: None,
+                    retry_at: None,
+                };
+                (None, session)
+            }
+            FirstSession::Login(login, credentials) => {
+                let (client, lease) = conn.login_with(&login, credentials).await?;
+                let session = Session {
+                    client: Arc::new(client),
+                    generation: 1,
+                    lease: Some(lease),
+                    retry_at: None,
+                };
+                (Some(login), session)
+            }
+        };
+        Ok(VaultKvProvider {
+            conn,
+            mount,
+            kv,
+            login,
+            session: std::sync::Mutex::new(session),
+            refreshing: Mutex::new(()),
+        })
+    }
+}
+
 impl VaultKvProvider {
     /// Builds the client for `spec` and logs in, resolving credential Secrets, CA Secrets or
     /// ConfigMaps and ServiceAccount tokens through `auth`.
@@ -140,6 +202,19 @@ impl VaultKvProvider {
     /// a credential Secret is missing or Vault refuses the login (4xx); `Transient` on network
     /// or server (5xx) failures.
     pub async fn new(spec: &VaultProvider, auth: &AuthContext) -> Result<Self, ProviderError> {
+        Self::prepare(spec, auth).await?.connect().await
+    }
+
+    /// The first half of [`VaultKvProvider::new`]: checks the spec, reads the CA
+    /// certificates and resolves the credentials of the first login (Secret reads, a
+    /// TokenRequest) through `auth`, without calling Vault. [`PreparedVault::connect`] logs
+    /// in; a provider cache compares the credentials read in between and may share an
+    /// existing provider instead (one login per distinct credential). Errors: as `new`'s,
+    /// but never a refused login.
+    pub async fn prepare(
+        spec: &VaultProvider,
+        auth: &AuthContext,
+    ) -> Result<PreparedVault, ProviderError> {
         let method = Method::from_spec(&spec.auth)?;
         let mount = normalize_mount(spec.path.as_deref().unwrap_or(DEFAULT_MOUNT))?;
         let address = check_server(&spec.server)?;
@@ -172,11 +247,10 @@ impl VaultKvProvider {
             ca_pem,
             auth: auth.clone(),
         };
-        let (login, session) = match method {
+        let first = match method {
             Method::Token(sel) => {
                 let token = conn.secret_string(&sel, "tokenSecretRef").await?;
-                let token = token.trim();
-                if token.is_empty() || !header_safe(token) {
+                if token.trim().is_empty() || !header_safe(token.trim()) {
                     return Err(ProviderError::new(
                         ErrorKind::Authentication,
                         format!(
@@ -185,36 +259,18 @@ impl VaultKvProvider {
                         ),
                     ));
                 }
-                let session = Session {
-                    client: Arc::new(client_with_token(
-                        &conn.settings,
-                        conn.ca_pem.as_deref(),
-                        token,
-                    )?),
-                    generation: 0,
-                    lease: None,
-                    retry_at: None,
-                };
-                (None, session)
+                FirstSession::Token(token)
             }
             Method::Login(login) => {
-                let (client, lease) = conn.login(&login).await?;
-                let session = Session {
-                    client: Arc::new(client),
-                    generation: 1,
-                    lease: Some(lease),
-                    retry_at: None,
-                };
-                (Some(login), session)
+                let credentials = conn.credentials(&login).await?;
+                FirstSession::Login(login, credentials)
             }
         };
-        Ok(VaultKvProvider {
+        Ok(PreparedVault {
             conn,
             mount,
             kv: spec.version,
-            login,
-            session: std::sync::Mutex::new(session),
-            refreshing: Mutex::new(()),
+            first,
         })
     }
 

@@ -200,39 +200,84 @@ impl Method {
     }
 }
 
+/// The credentials of one login, resolved (Secret values, a JWT) and held zeroized until the
+/// login call.
+pub(super) enum Credentials {
+    AppRole {
+        role_id: Zeroizing<String>,
+        secret_id: Zeroizing<String>,
+    },
+    /// The JWT of a Kubernetes or JWT login.
+    Jwt(Zeroizing<String>),
+    /// The password of a userpass login.
+    Password(Zeroizing<String>),
+}
+
 impl Connector {
     /// Resolves the method's credentials and logs in (one `login` call). Returns a client
     /// that sends the new token and the token's lease.
     pub(super) async fn login(&self, login: &Login) -> Result<(VaultClient, Lease), ProviderError> {
-        let client = &self.anonymous;
-        let result = match login {
+        let credentials = self.credentials(login).await?;
+        self.login_with(login, credentials).await
+    }
+
+    /// Resolves the credentials of `login` through the store's [`AuthContext`] (Secret reads,
+    /// a TokenRequest), without calling Vault. Errors: `Authentication` for a missing Secret,
+    /// key or ServiceAccount, or text that is not UTF-8; `Transient` on API failures.
+    pub(super) async fn credentials(&self, login: &Login) -> Result<Credentials, ProviderError> {
+        Ok(match login {
             Login::AppRole {
-                mount,
-                role_id,
-                secret_id,
-            } => {
-                let role_id = match role_id {
+                role_id, secret_id, ..
+            } => Credentials::AppRole {
+                role_id: match role_id {
                     RoleId::Inline(id) => Zeroizing::new(id.clone()),
                     RoleId::Secret(sel) => self.secret_string(sel, "appRole.roleRef").await?,
-                };
-                let secret_id = self.secret_string(secret_id, "appRole.secretRef").await?;
+                },
+                secret_id: self.secret_string(secret_id, "appRole.secretRef").await?,
+            },
+            Login::Kubernetes { jwt, .. } => Credentials::Jwt(self.jwt(jwt, "kubernetes").await?),
+            Login::Jwt { jwt, .. } => Credentials::Jwt(self.jwt(jwt, "jwt").await?),
+            Login::UserPass { password, .. } => {
+                Credentials::Password(self.secret_string(password, "userPass.secretRef").await?)
+            }
+        })
+    }
+
+    /// Logs in with credentials resolved by [`Connector::credentials`] for the same `login`
+    /// (one `login` call). Errors: `Authentication` when Vault refuses (4xx) or returns no
+    /// usable token; `Transient` on network or server (5xx) failures.
+    pub(super) async fn login_with(
+        &self,
+        login: &Login,
+        credentials: Credentials,
+    ) -> Result<(VaultClient, Lease), ProviderError> {
+        let client = &self.anonymous;
+        let result = match (login, &credentials) {
+            (
+                Login::AppRole { mount, .. },
+                Credentials::AppRole {
+                    role_id, secret_id, ..
+                },
+            ) => {
                 vaultrs::auth::approle::login(client, mount, role_id.trim(), secret_id.trim()).await
             }
-            Login::Kubernetes { mount, role, jwt } => {
-                let jwt = self.jwt(jwt, "kubernetes").await?;
-                vaultrs::auth::kubernetes::login(client, mount, role, &jwt).await
+            (Login::Kubernetes { mount, role, .. }, Credentials::Jwt(jwt)) => {
+                vaultrs::auth::kubernetes::login(client, mount, role, jwt).await
             }
-            Login::Jwt { mount, role, jwt } => {
-                let jwt = self.jwt(jwt, "jwt").await?;
-                vaultrs::auth::oidc::login(client, mount, &jwt, role.clone()).await
+            (Login::Jwt { mount, role, .. }, Credentials::Jwt(jwt)) => {
+                vaultrs::auth::oidc::login(client, mount, jwt, role.clone()).await
             }
-            Login::UserPass {
-                mount,
-                username,
-                password,
-            } => {
-                let password = self.secret_string(password, "userPass.secretRef").await?;
-                vaultrs::auth::userpass::login(client, mount, username, &password).await
+            (
+                Login::UserPass {
+                    mount, username, ..
+                },
+                Credentials::Password(password),
+            ) => vaultrs::auth::userpass::login(client, mount, username, password).await,
+            _ => {
+                return Err(invalid(format!(
+                    "vault: credentials resolved for another method than {}",
+                    login.describe()
+                )));
             }
         };
         let info = counted("login", result).map_err(|e| {

@@ -19,4 +19,5 @@ mod kv;
 mod login;
 pub(crate) mod transit;
 
+pub use client::PreparedVault;
 pub use kv::VaultKvProvider;
