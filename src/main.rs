@@ -53,6 +53,12 @@ struct RunArgs {
     /// ClusterSecretStores (made by admins) always may.
     #[arg(long, env = "SECRET_RELAY_ALLOW_SECRET_STORE_AMBIENT_IDENTITY")]
     allow_secret_store_ambient_identity: bool,
+    /// Reconcile only the ExternalSecrets and ClusterExternalSecrets whose labels match this
+    /// label selector, e.g. `secret-relay.dev/shard=shard-1` for a shard and
+    /// `!secret-relay.dev/shard` for the main instance (docs/sharding.md). Give each
+    /// instance its own `--lease-name`.
+    #[arg(long, env = "SECRET_RELAY_WATCH_LABEL_SELECTOR")]
+    watch_label_selector: Option<String>,
     /// Address of the admin server (/livez, /readyz, /metrics).
     #[arg(long, default_value = "0.0.0.0:8080", env = "SECRET_RELAY_ADMIN_ADDR")]
     admin_addr: SocketAddr,
@@ -145,6 +151,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         rollout_restart: !args.no_rollout_restart,
         concurrency: args.concurrency,
         allow_secret_store_ambient_identity: args.allow_secret_store_ambient_identity,
+        watch_label_selector: args.watch_label_selector.filter(|s| !s.trim().is_empty()),
     };
     let controllers = controller::run(client, config, move || ready.set(true), shutdown);
     let result = tokio::select! {

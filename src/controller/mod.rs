@@ -159,7 +159,17 @@ pub struct Config {
     /// Let SecretStores without `auth` use the operator's own identity (AWS default chain,
     /// GCP Workload Identity); never with a custom endpoint. ClusterSecretStores always may.
     pub allow_secret_store_ambient_identity: bool,
+    /// Reconcile only the ExternalSecrets and ClusterExternalSecrets whose labels match this
+    /// label selector (Kubernetes syntax: `secret-relay.dev/shard=shard-1`,
+    /// `!secret-relay.dev/shard`): one shard of the cluster's ExternalSecrets, as Flux's
+    /// `--watch-label-selector`. `None`: all of them. Stores and Secrets are watched whole.
+    pub watch_label_selector: Option<String>,
 }
+
+/// The label that conventionally assigns an ExternalSecret (or ClusterExternalSecret) to a
+/// shard: instances select `secret-relay.dev/shard=<name>`, the main one
+/// `!secret-relay.dev/shard` ([`Config::watch_label_selector`]; docs/sharding.md).
+pub const LABEL_SHARD: &str = "secret-relay.dev/shard";
 
 /// What the ExternalSecret controller remembers of one object; lost on restart, which only
 /// costs one extra refresh.
@@ -272,6 +282,26 @@ where
     }
 }
 
+/// Refuses a `--watch-label-selector` the API server cannot parse (HTTP 400 on a one-item
+/// list of the ExternalSecrets this instance watches), with the API server's message; other
+/// failures are left to the watches' retries.
+async fn check_selector(
+    client: &Client,
+    namespace: &Option<String>,
+    selector: &str,
+) -> anyhow::Result<()> {
+    let list = api_for::<ExternalSecret>(client, namespace)
+        .list_metadata(&kube::api::ListParams::default().labels(selector).limit(1))
+        .await;
+    match list {
+        Err(kube::Error::Api(s)) if s.code == 400 => Err(anyhow::anyhow!(
+            "invalid --watch-label-selector {selector:?}: {}",
+            s.message
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Runs the controllers until `shutdown` resolves, then lets running reconciles finish and
 /// returns. `ready` is called once every cache has synced (for `/readyz`).
 pub async fn run(
@@ -282,6 +312,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.boxed().shared();
     let wc = watcher::Config::default().any_semantic();
+    // This instance's shard: the ExternalSecrets (and ClusterExternalSecrets) it reconciles.
+    let shard_wc = match &config.watch_label_selector {
+        Some(selector) => {
+            check_selector(&client, &config.namespace, selector).await?;
+            wc.clone().labels(selector)
+        }
+        None => wc.clone(),
+    };
     let providers = Arc::new(ProviderCache::new(
         config.allow_secret_store_ambient_identity,
     ));
@@ -411,7 +449,7 @@ pub async fn run(
     let (es_store, es_writer) = reflector::store();
     let es_events = relist_at_once(watcher(
         api_for::<ExternalSecret>(&client, &config.namespace),
-        wc.clone(),
+        shard_wc.clone(),
     ))
     .backoff(watch_backoff())
     .inspect(observe_api)
@@ -535,7 +573,7 @@ pub async fn run(
             .touched_objects();
             Controller::new(
                 Api::<ClusterExternalSecret>::all(client.clone()),
-                wc.clone(),
+                shard_wc.clone(),
             )
             .trigger_backoff(watch_backoff())
             .reconcile_all_on(ns_events.map(|_| ()))

@@ -75,6 +75,7 @@ pub async fn start(client: &Client, namespace: &str, cluster_stores: bool) -> Op
             rollout_restart: true,
             concurrency: 8,
             allow_secret_store_ambient_identity: false,
+            watch_label_selector: None,
         },
     )
     .await
