@@ -1,7 +1,7 @@
 //! Shamir secret sharing over GF(2^8) as sops uses it for several key groups
 //! (`shamir/shamir.go`, from HashiCorp Vault): each share is the y bytes of every secret byte
 //! followed by one x byte; the secret is the polynomial's value at x = 0, found by Lagrange
-//! interpolation. The field is AES's: GF(2)[X] / (X^8 + X^4 + X^3 + X + 1).
+//! interpolation. The field is AES's: `GF(2)[X] / (X^8 + X^4 + X^3 + X + 1)`.
 
 use zeroize::Zeroizing;
 

@@ -2,9 +2,9 @@
 //!
 //! 1. [`plan`] (pure): is anything due, and how fresh must the values be?
 //! 2. resolve the store (`secret_store::resolve`) and its shared provider;
-//! 3. [`fetch`]: the remote values, with property, decoding, conversion and rewrites;
-//! 4. [`apply`]: build the desired Secret (`build`, pure) and write it per `creationPolicy`;
-//! 5. [`status`]: the `Ready` condition, events and metrics.
+//! 3. `fetch`: the remote values, with property, decoding, conversion and rewrites;
+//! 4. `apply`: build the desired Secret (`build`, pure) and write it per `creationPolicy`;
+//! 5. `status`: the `Ready` condition, events and metrics.
 //!
 //! Only `fetch` talks to a backend and only `apply` and `status` write to the API server. A
 //! reconcile that finds nothing due (refresh not due, spec and annotations unchanged, Secret
