@@ -18,7 +18,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use secret_relay::api::external_secret::{ExternalSecretFind, FindName};
-use secret_relay::api::secret_store::{AwsAuth, AwsJwtAuth, AwsProvider, AwsSecretRef};
+use secret_relay::api::secret_store::{
+    AwsAuth, AwsConnection, AwsJwtAuth, AwsProvider, AwsSecretRef,
+};
 use secret_relay::api::{SecretKeySelector, ServiceAccountSelector};
 use secret_relay::metrics::{PROVIDER_CALLS, ProviderCallLabels, provider_calls_total};
 use secret_relay::providers::aws::SsmProvider;
@@ -31,10 +33,12 @@ static METRICS: RwLock<()> = RwLock::const_new(());
 /// A store of the test environment's moto: endpoint, region, and the given auth and role.
 fn store(env: &TestEnv, auth: Option<AwsAuth>, role: Option<String>) -> AwsProvider {
     AwsProvider {
-        region: env.aws_region.clone(),
-        endpoint: Some(env.aws_endpoint.clone()),
-        auth,
-        role,
+        connection: AwsConnection {
+            region: env.aws_region.clone(),
+            endpoint: Some(env.aws_endpoint.clone()),
+            auth,
+            role,
+        },
         ..Default::default()
     }
 }
@@ -832,10 +836,8 @@ async fn unreachable_endpoint_is_transient() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let endpoint = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
-    let spec = AwsProvider {
-        endpoint: Some(endpoint),
-        ..store(&env, None, None)
-    };
+    let mut spec = store(&env, None, None);
+    spec.connection.endpoint = Some(endpoint);
     let provider = SsmProvider::new(&spec, &auth_context(&env, "default", false))
         .await
         .expect("SsmProvider::new");
@@ -866,10 +868,8 @@ async fn credential_failures_during_a_call_name_their_cause() {
     let endpoint = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
     let role = "arn:aws:iam::123456789012:role/unreachable".to_string();
-    let spec = AwsProvider {
-        endpoint: Some(endpoint),
-        ..store(&env, None, Some(role.clone()))
-    };
+    let mut spec = store(&env, None, Some(role.clone()));
+    spec.connection.endpoint = Some(endpoint);
     // The default chain (and so the role) is resolved on first use, not by `new`.
     let provider = SsmProvider::new(&spec, &auth_context(&env, "default", false))
         .await

@@ -28,8 +28,9 @@ use secret_relay::{
         SecretKeySelector, ServiceAccountSelector,
         external_secret::{ExternalSecretFind, FindName},
         secret_store::{
-            CaProvider, CaProviderType, VaultAppRole, VaultAuth, VaultJwtAuth, VaultKubernetesAuth,
-            VaultKubernetesServiceAccountToken, VaultKvVersion, VaultProvider, VaultUserPass,
+            CaProvider, CaProviderType, VaultAppRole, VaultAuth, VaultConnection, VaultJwtAuth,
+            VaultKubernetesAuth, VaultKubernetesServiceAccountToken, VaultKvVersion, VaultProvider,
+            VaultUserPass,
         },
     },
     metrics::provider_calls_total,
@@ -106,8 +107,11 @@ fn auth_context(env: &TestEnv, ns: &str) -> AuthContext {
 
 fn spec(env: &TestEnv, auth: VaultAuth) -> VaultProvider {
     VaultProvider {
-        server: env.vault_addr.clone(),
-        auth,
+        connection: VaultConnection {
+            server: env.vault_addr.clone(),
+            auth,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -516,16 +520,14 @@ async fn revoked_static_token_fails_validation() {
     assert!(!err.message.contains(token.trim()));
 
     // A missing credentials Secret is an authentication failure naming it.
-    let missing = VaultProvider {
-        auth: VaultAuth {
-            token_secret_ref: Some(SecretKeySelector {
-                name: "nope".into(),
-                key: "token".into(),
-                namespace: None,
-            }),
-            ..Default::default()
-        },
-        ..spec
+    let mut missing = spec;
+    missing.connection.auth = VaultAuth {
+        token_secret_ref: Some(SecretKeySelector {
+            name: "nope".into(),
+            key: "token".into(),
+            namespace: None,
+        }),
+        ..Default::default()
     };
     let err = VaultKvProvider::new(&missing, &auth_context(&env, &ns))
         .await
@@ -909,7 +911,7 @@ async fn jwt_auth_with_a_service_account_token() {
 
     // A token for another audience is refused.
     let mut wrong_audience = token_request.clone();
-    if let Some(jwt) = wrong_audience.auth.jwt.as_mut() {
+    if let Some(jwt) = wrong_audience.connection.auth.jwt.as_mut() {
         jwt.kubernetes_service_account_token
             .as_mut()
             .unwrap()
@@ -1110,14 +1112,14 @@ async fn tls_server_with_ca_bundle_and_ca_provider() {
     let bao_tls = tls_bao(&env).await;
     let ca_pem = std::fs::read_to_string(&bao_tls.ca_file).unwrap();
     let root = kube_secret(&env, &ns, "tls-root", "token", "root").await;
-    let base = VaultProvider {
-        server: bao_tls.addr.clone(),
-        auth: VaultAuth {
+    let mut base = spec(
+        &env,
+        VaultAuth {
             token_secret_ref: Some(root),
             ..Default::default()
         },
-        ..Default::default()
-    };
+    );
+    base.connection.server = bao_tls.addr.clone();
 
     // Without the CA the server's certificate is not trusted.
     let untrusted = VaultKvProvider::new(&base, &auth_context(&env, &ns))
@@ -1128,10 +1130,8 @@ async fn tls_server_with_ca_bundle_and_ca_provider() {
         ErrorKind::Transient
     );
 
-    let bundle = VaultProvider {
-        ca_bundle: Some(base64::engine::general_purpose::STANDARD.encode(&ca_pem)),
-        ..base.clone()
-    };
+    let mut bundle = base.clone();
+    bundle.connection.ca_bundle = Some(base64::engine::general_purpose::STANDARD.encode(&ca_pem));
     let provider = VaultKvProvider::new(&bundle, &auth_context(&env, &ns))
         .await
         .expect("provider");
@@ -1155,15 +1155,13 @@ async fn tls_server_with_ca_bundle_and_ca_provider() {
     )
     .await
     .unwrap();
-    let provider_cm = VaultProvider {
-        ca_provider: Some(CaProvider {
-            type_: CaProviderType::ConfigMap,
-            name: "vault-ca".into(),
-            key: "ca.crt".into(),
-            namespace: None,
-        }),
-        ..base.clone()
-    };
+    let mut provider_cm = base.clone();
+    provider_cm.connection.ca_provider = Some(CaProvider {
+        type_: CaProviderType::ConfigMap,
+        name: "vault-ca".into(),
+        key: "ca.crt".into(),
+        namespace: None,
+    });
     let provider = VaultKvProvider::new(&provider_cm, &auth_context(&env, &ns))
         .await
         .expect("provider");
@@ -1172,10 +1170,8 @@ async fn tls_server_with_ca_bundle_and_ca_provider() {
         .await
         .expect("validate over TLS with caProvider");
 
-    let not_pem = VaultProvider {
-        ca_bundle: Some(base64::engine::general_purpose::STANDARD.encode("hello")),
-        ..base
-    };
+    let mut not_pem = base;
+    not_pem.connection.ca_bundle = Some(base64::engine::general_purpose::STANDARD.encode("hello"));
     let err = VaultKvProvider::new(&not_pem, &auth_context(&env, &ns))
         .await
         .err()
@@ -1215,16 +1211,14 @@ async fn namespace_is_sent_as_x_vault_namespace() {
     )
     .await;
     let root = kube_secret(&env, &ns, "root", "token", &env.vault_token).await;
-    let in_namespace = VaultProvider {
-        namespace: Some(vault_ns.clone()),
-        ..spec(
-            &env,
-            VaultAuth {
-                token_secret_ref: Some(root),
-                ..Default::default()
-            },
-        )
-    };
+    let mut in_namespace = spec(
+        &env,
+        VaultAuth {
+            token_secret_ref: Some(root),
+            ..Default::default()
+        },
+    );
+    in_namespace.connection.namespace = Some(vault_ns.clone());
     let provider = VaultKvProvider::new(&in_namespace, &auth_context(&env, &ns))
         .await
         .expect("provider");
@@ -1232,14 +1226,10 @@ async fn namespace_is_sent_as_x_vault_namespace() {
         get_json(&provider, "app/db", None).await,
         Some(json!({"user": "in-namespace"}))
     );
-    let outside = VaultKvProvider::new(
-        &VaultProvider {
-            namespace: None,
-            ..in_namespace
-        },
-        &auth_context(&env, &ns),
-    )
-    .await
-    .expect("provider");
+    let mut outside = in_namespace;
+    outside.connection.namespace = None;
+    let outside = VaultKvProvider::new(&outside, &auth_context(&env, &ns))
+        .await
+        .expect("provider");
     assert_eq!(get_json(&outside, "app/db", None).await, None);
 }

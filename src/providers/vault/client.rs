@@ -28,7 +28,7 @@ use super::{
 use crate::{
     api::{
         SecretKeySelector,
-        secret_store::{CaProviderType, VaultProvider},
+        secret_store::{CaProviderType, VaultConnection, VaultKvVersion, VaultProvider},
     },
     providers::{AuthContext, ErrorKind, ProviderError},
 };
@@ -140,8 +140,24 @@ impl VaultKvProvider {
     /// a credential Secret is missing or Vault refuses the login (4xx); `Transient` on network
     /// or server (5xx) failures.
     pub async fn new(spec: &VaultProvider, auth: &AuthContext) -> Result<Self, ProviderError> {
+        let mount = spec.path.as_deref().unwrap_or(DEFAULT_MOUNT);
+        Self::connect(&spec.connection, mount, spec.version, auth).await
+    }
+
+    /// Builds the client of `spec` (a store's `vault` or `kms.vaultTransit` connection) and
+    /// logs in, as [`VaultKvProvider::new`] describes; `mount` is the engine's mount path
+    /// (KV, or Transit) and `kv` the KV version its reads use.
+    ///
+    /// Errors: as [`VaultKvProvider::new`]; a `mount` that is empty once its slashes are
+    /// trimmed is `InvalidConfig`.
+    pub(crate) async fn connect(
+        spec: &VaultConnection,
+        mount: &str,
+        kv: VaultKvVersion,
+        auth: &AuthContext,
+    ) -> Result<Self, ProviderError> {
         let method = Method::from_spec(&spec.auth)?;
-        let mount = normalize_mount(spec.path.as_deref().unwrap_or(DEFAULT_MOUNT))?;
+        let mount = normalize_mount(mount)?;
         let address = check_server(&spec.server)?;
         let namespace = match spec.namespace.as_deref().map(str::trim) {
             None | Some("") => None,
@@ -211,7 +227,7 @@ impl VaultKvProvider {
         Ok(VaultKvProvider {
             conn,
             mount,
-            kv: spec.version,
+            kv,
             login,
             session: std::sync::Mutex::new(session),
             refreshing: Mutex::new(()),
@@ -477,7 +493,7 @@ pub(super) fn auth_mount(path: &str) -> Result<String, ProviderError> {
 
 /// The PEM CA certificates of `caBundle` and `caProvider`, if any.
 async fn ca_pem(
-    spec: &VaultProvider,
+    spec: &VaultConnection,
     auth: &AuthContext,
 ) -> Result<Option<Vec<u8>>, ProviderError> {
     let mut pem = Vec::new();
