@@ -58,11 +58,6 @@ async fn default_provider(env: &TestEnv) -> SsmProvider {
     .expect("SsmProvider::new")
 }
 
-/// moto's SSM with the environment's keys (account 123456789012).
-async fn admin_ssm(env: &TestEnv) -> aws_sdk_ssm::Client {
-    aws_sdk_ssm::Client::new(&env.aws_sdk_config().await)
-}
-
 /// A random moto account other than the default one.
 fn random_account() -> String {
     format!(
@@ -194,7 +189,7 @@ async fn get_string_secure_string_and_string_list() {
     };
     let _metrics = METRICS.read().await;
     let p = format!("/relay-get-{}", random_suffix());
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     put_string(&ssm, &format!("{p}/plain"), "hello world").await;
     put(
         &ssm,
@@ -242,7 +237,7 @@ async fn versions_and_labels_select_values() {
     };
     let _metrics = METRICS.read().await;
     let name = format!("/relay-versions-{}/db", random_suffix());
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     for value in ["one", "two", "three"] {
         ssm.put_parameter()
             .name(&name)
@@ -286,7 +281,7 @@ async fn missing_key_is_none() {
     };
     let _metrics = METRICS.read().await;
     let p = format!("/relay-missing-{}", random_suffix());
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     put_string(&ssm, &format!("{p}/present"), "here").await;
     let provider = default_provider(&env).await;
     // In one batch: the missing name does not spoil its neighbour.
@@ -307,7 +302,7 @@ async fn concurrent_gets_are_batched() {
     };
     let _metrics = METRICS.write().await;
     let p = format!("/relay-batch-{}", random_suffix());
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     let names: Vec<String> = (0..25).map(|i| format!("{p}/key-{i:02}")).collect();
     join_all(names.iter().map(|n| put_string(&ssm, n, n))).await;
     let provider = default_provider(&env).await;
@@ -337,7 +332,7 @@ async fn find_by_path_is_recursive() {
     };
     let _metrics = METRICS.read().await;
     let p = format!("/relay-path-{}", random_suffix());
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     // 12 parameters below the path: more than one page of GetParametersByPath.
     let mut expected = BTreeMap::new();
     for i in 0..10 {
@@ -386,7 +381,7 @@ async fn find_by_name_regexp() {
     };
     let _metrics = METRICS.read().await;
     let p = format!("/relay-name-{}", random_suffix());
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     put_string(&ssm, &format!("{p}/db-password"), "pw").await;
     put(
         &ssm,
@@ -454,7 +449,7 @@ async fn find_by_tags_requires_all_tags() {
     let id = random_suffix();
     let p = format!("/relay-tags-{id}");
     let team = format!("team-{id}");
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     put(
         &ssm,
         &format!("{p}/a/prod"),
