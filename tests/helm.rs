@@ -569,14 +569,12 @@ async fn cluster_install_syncs_ssm_and_vault_with_chart_rbac() {
     )
     .await;
     operator::put_parameter(&env.ssm().await, &format!("/{p}/db/user"), "app").await;
-    vaultrs::kv2::set(
-        &env.vault(),
-        "secret",
+    common::vault::put_v2(
+        &env,
         &format!("{p}/app/api"),
-        &json!({"api-key": "k-123", "region": "eu-west-1"}),
+        json!({"api-key": "k-123", "region": "eu-west-1"}),
     )
-    .await
-    .expect("kv2 put");
+    .await;
     create_secret(
         k,
         &ns,

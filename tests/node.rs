@@ -261,14 +261,7 @@ async fn chart_runs_the_operator_as_pods_on_a_node() {
     let ssm = env.ssm().await;
     put_parameter(&ssm, &format!("/{p}/db/password"), "pw-1").await;
     ssm_store(&env, &ns).await;
-    vaultrs::kv2::set(
-        &env.vault(),
-        "secret",
-        &format!("{p}/api"),
-        &json!({"api-key": "k-123"}),
-    )
-    .await
-    .expect("kv2 put");
+    common::vault::put_v2(&env, &format!("{p}/api"), json!({"api-key": "k-123"})).await;
     create_secret(&env, &ns, "vault-token", json!({"token": env.vault_token})).await;
     let ca = std::fs::read(&env.vars["VAULT_TLS_CA_FILE"]).expect("VAULT_TLS_CA_FILE");
     apply_yaml(
