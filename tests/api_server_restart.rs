@@ -26,7 +26,7 @@ use kube::api::{Api, Patch, PatchParams};
 use secret_relay::api::ExternalSecret;
 use serde_json::json;
 
-use common::{TestEnv, random_suffix};
+use common::TestEnv;
 use operator::{apply_yaml, process::Process, secret_data, wait_for, wait_reason};
 
 /// The kube-apiserver listening on `port`: its pid, argv, environment and working directory
@@ -94,11 +94,9 @@ async fn the_api_server_goes_away_and_comes_back() {
         .unwrap()
         .port()
         .expect("API server port");
-    operator::install_crds(&env.kube).await;
-    let ns = env.namespace("apiserver").await;
-    operator::ssm_store(&env, &ns).await;
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
-    let key = format!("/{}/v", random_suffix());
+    let operator::SsmNamespace { ns, ssm, prefix } =
+        operator::ssm_namespace(&env, "apiserver").await;
+    let key = format!("{prefix}/v");
     operator::put_parameter(&ssm, &key, "v1").await;
     let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
     apply_yaml(

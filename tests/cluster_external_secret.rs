@@ -149,7 +149,7 @@ async fn cluster_external_secret_cases_from_eso() {
     )
     .await;
     operator::ssm_store(&env, &home).await;
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    let ssm = env.ssm().await;
     operator::put_parameter(&ssm, &format!("/ces/{run}/v"), "registry-token").await;
 
     // "Should use cluster external secret name if external secret name isn't defined",

@@ -89,7 +89,7 @@ async fn stores_with_the_same_credentials_share_calls_per_distinct_key() {
         operator::vault_store_with(&env, &ns, &format!("vault-{store}"), "", "vault-token").await;
     }
 
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    let ssm = env.ssm().await;
     let put_ssm = |k: usize, value: String| {
         let ssm = ssm.clone();
         let name = format!("{prefix}/k{k}");

@@ -26,15 +26,12 @@ struct Fixture {
 
 async fn setup(test: &str) -> Option<Fixture> {
     let env = TestEnv::get(test).await?;
-    let ns = env.namespace("ssm").await;
-    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
+    let operator::SsmNamespace { ns, ssm, prefix } = operator::ssm_namespace(&env, "ssm").await;
     let operator = operator::start(&env.kube, &ns, false).await;
-    operator::ssm_store(&env, &ns).await;
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
     Some(Fixture {
         es: Api::namespaced(env.kube.clone(), &ns),
-        secrets,
-        prefix: format!("/{}", random_suffix()),
+        secrets: Api::namespaced(env.kube.clone(), &ns),
+        prefix,
         ssm,
         ns,
         env,
@@ -636,7 +633,7 @@ async fn cluster_store_conditions_limit_namespaces() {
     };
     let ns = env.namespace("css").await;
     let _op = operator::start(&env.kube, &ns, true).await;
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    let ssm = env.ssm().await;
     let key = format!("/{}/css", random_suffix());
     operator::put_parameter(&ssm, &key, "cluster").await;
     let creds_ns = env.namespace("css-creds").await;
@@ -974,7 +971,7 @@ async fn secret_stores_cannot_borrow_the_operators_identity() {
     };
     let ns = env.namespace("ambient").await;
     let _op = operator::start(&env.kube, &ns, true).await;
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    let ssm = env.ssm().await;
     let key = format!("/{}/ambient", random_suffix());
     operator::put_parameter(&ssm, &key, "admin-only").await;
     let stores: Api<SecretStore> = Api::namespaced(env.kube.clone(), &ns);
@@ -1071,7 +1068,7 @@ async fn restart_reports_nothing_before_the_caches_sync() {
         secrets,
         _operator: first,
     } = f;
-    let put = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    let put = env.ssm().await;
     put.put_parameter()
         .name(format!("{prefix}/v"))
         .value("v1")

@@ -11,13 +11,6 @@ use serde_json::json;
 use common::{TestEnv, random_suffix};
 use operator::{apply_yaml, ready_message, secret_data, vault_store, wait_reason};
 
-async fn vault_put(env: &TestEnv, path: &str, data: serde_json::Value) {
-    let client = env.vault();
-    vaultrs::kv2::set(&client, "secret", path, &data)
-        .await
-        .expect("kv2 put");
-}
-
 #[tokio::test]
 async fn kv2_extract_property_version_and_find() {
     let Some(env) = TestEnv::get("kv2_extract_property_version_and_find").await else {
@@ -26,19 +19,19 @@ async fn kv2_extract_property_version_and_find() {
     let ns = env.namespace("vault").await;
     let _op = operator::start(&env.kube, &ns, false).await;
     let p = random_suffix();
-    vault_put(
+    common::vault::put_v2(
         &env,
         &format!("{p}/app/db"),
         json!({"user": "app", "password": "v1-pw", "port": 5432}),
     )
     .await;
-    vault_put(
+    common::vault::put_v2(
         &env,
         &format!("{p}/app/db"),
         json!({"user": "app", "password": "v2-pw", "port": 5432}),
     )
     .await;
-    vault_put(
+    common::vault::put_v2(
         &env,
         &format!("{p}/app/cfg"),
         json!({"tls": {"mode": "verify-full"}}),
@@ -224,7 +217,7 @@ async fn kubernetes_and_approle_logins() {
     let ns = env.namespace("vault-auth").await;
     let _op = operator::start(&env.kube, &ns, false).await;
     let p = random_suffix();
-    vault_put(
+    common::vault::put_v2(
         &env,
         &format!("{p}/db"),
         json!({"password": "k8s-pw", "user": "app"}),
@@ -370,9 +363,10 @@ async fn metadata_policy_fetch_reads_custom_metadata() {
     let ns = env.namespace("vault").await;
     let _op = operator::start(&env.kube, &ns, false).await;
     let p = random_suffix();
-    vault_put(&env, &format!("{p}/app"), json!({"password": "pw"})).await;
-    let out = tokio::process::Command::new(env.tool("BAO"))
-        .args([
+    common::vault::put_v2(&env, &format!("{p}/app"), json!({"password": "pw"})).await;
+    common::vault::bao(
+        &env,
+        &[
             "kv",
             "metadata",
             "put",
@@ -380,17 +374,9 @@ async fn metadata_policy_fetch_reads_custom_metadata() {
             "-custom-metadata=team=payments",
             "-custom-metadata=owner=alice",
             &format!("{p}/app"),
-        ])
-        .env("BAO_ADDR", &env.vault_addr)
-        .env("BAO_TOKEN", &env.vault_token)
-        .output()
-        .await
-        .expect("run bao");
-    assert!(
-        out.status.success(),
-        "bao kv metadata put: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        ],
+    )
+    .await;
     vault_store(
         &env,
         &ns,

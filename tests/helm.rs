@@ -15,7 +15,6 @@ use std::{
     time::Duration,
 };
 
-use aws_sdk_ssm::types::ParameterType;
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
@@ -244,18 +243,6 @@ async fn create_secret(client: &Client, ns: &str, name: &str, data: Value) {
         .create(&PostParams::default(), &s)
         .await
         .unwrap_or_else(|e| panic!("create Secret {ns}/{name}: {e}"));
-}
-
-async fn put_parameter(env: &TestEnv, name: &str, value: &str) {
-    aws_sdk_ssm::Client::new(&env.aws_sdk_config().await)
-        .put_parameter()
-        .name(name)
-        .value(value)
-        .r#type(ParameterType::SecureString)
-        .overwrite(true)
-        .send()
-        .await
-        .expect("put_parameter");
 }
 
 /// The Secret `ns/name` has exactly `want` as data, and our labels.
@@ -575,16 +562,19 @@ async fn cluster_install_syncs_ssm_and_vault_with_chart_rbac() {
     // Remote values: SSM through a ClusterSecretStore (cluster stores and namespaces watched),
     // Vault through a SecretStore.
     let p = random_suffix();
-    put_parameter(&env, &format!("/{p}/db/password"), "pw-from-ssm").await;
-    put_parameter(&env, &format!("/{p}/db/user"), "app").await;
-    vaultrs::kv2::set(
-        &env.vault(),
-        "secret",
-        &format!("{p}/app/api"),
-        &json!({"api-key": "k-123", "region": "eu-west-1"}),
+    operator::put_parameter(
+        &env.ssm().await,
+        &format!("/{p}/db/password"),
+        "pw-from-ssm",
     )
-    .await
-    .expect("kv2 put");
+    .await;
+    operator::put_parameter(&env.ssm().await, &format!("/{p}/db/user"), "app").await;
+    common::vault::put_v2(
+        &env,
+        &format!("{p}/app/api"),
+        json!({"api-key": "k-123", "region": "eu-west-1"}),
+    )
+    .await;
     create_secret(
         k,
         &ns,
@@ -857,7 +847,7 @@ async fn namespace_scoped_install_cannot_read_other_namespaces() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     operator::ssm_store(&env, &ns).await;
     let p = random_suffix();
-    put_parameter(&env, &format!("/{p}/token"), "t-1").await;
+    operator::put_parameter(&env.ssm().await, &format!("/{p}/token"), "t-1").await;
     let es: Api<ExternalSecret> = Api::namespaced(k.clone(), &ns);
     let es_yaml = format!(
         r#"

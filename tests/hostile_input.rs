@@ -19,7 +19,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use secret_relay::api::{ExternalSecret, SecretStore};
 use serde_json::json;
 
-use common::{TestEnv, random_suffix};
+use common::TestEnv;
 use operator::{apply_yaml, process::Process, ready_message, secret_data, wait_for, wait_reason};
 
 /// A value that must never appear in a message, a log line or an event.
@@ -40,11 +40,7 @@ async fn hostile_values_templates_and_documents_fail_alone() {
     let Some(env) = TestEnv::get("hostile_values_templates_and_documents_fail_alone").await else {
         return;
     };
-    operator::install_crds(&env.kube).await;
-    let ns = env.namespace("hostile").await;
-    operator::ssm_store(&env, &ns).await;
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
-    let prefix = format!("/{}", random_suffix());
+    let operator::SsmNamespace { ns, ssm, prefix } = operator::ssm_namespace(&env, "hostile").await;
     let put = |name: &'static str, value: String| {
         let ssm = ssm.clone();
         let name = format!("{prefix}/{name}");

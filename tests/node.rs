@@ -265,17 +265,10 @@ async fn chart_runs_the_operator_as_pods_on_a_node() {
 
     // SSM (moto) and Vault over TLS with caBundle (OpenBao's TLS listener, its own CA).
     let p = random_suffix();
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    let ssm = env.ssm().await;
     put_parameter(&ssm, &format!("/{p}/db/password"), "pw-1").await;
     ssm_store(&env, &ns).await;
-    vaultrs::kv2::set(
-        &env.vault(),
-        "secret",
-        &format!("{p}/api"),
-        &json!({"api-key": "k-123"}),
-    )
-    .await
-    .expect("kv2 put");
+    common::vault::put_v2(&env, &format!("{p}/api"), json!({"api-key": "k-123"})).await;
     create_secret(&env, &ns, "vault-token", json!({"token": env.vault_token})).await;
     let ca = std::fs::read(&env.vars["VAULT_TLS_CA_FILE"]).expect("VAULT_TLS_CA_FILE");
     apply_yaml(
@@ -480,7 +473,7 @@ async fn namespace_scoped_install_runs_as_a_pod_and_decrypts_sops() {
     assert_healthy(&pods(k, &ns, &release).await);
 
     let p = random_suffix();
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    let ssm = env.ssm().await;
     put_parameter(&ssm, &format!("/{p}/token"), "t-1").await;
     ssm_store(&env, &ns).await;
     let es: Api<ExternalSecret> = Api::namespaced(k.clone(), &ns);
@@ -659,7 +652,7 @@ async fn workloads_reading_a_secret_as_env_get_the_new_value() {
     wait_available(k, &ns, &format!("{release}-secret-relay"), 1).await;
 
     let p = random_suffix();
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    let ssm = env.ssm().await;
     put_parameter(&ssm, &format!("/{p}/db"), "db-1").await;
     put_parameter(&ssm, &format!("/{p}/api"), "api-1").await;
     ssm_store(&env, &ns).await;

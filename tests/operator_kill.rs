@@ -18,7 +18,7 @@ use kube::api::Api;
 use secret_relay::api::ExternalSecret;
 use serde_json::json;
 
-use common::{TestEnv, random_suffix};
+use common::TestEnv;
 use operator::{apply_yaml, process::Process, secret_data, wait_for};
 
 const OBJECTS: usize = 300;
@@ -48,11 +48,7 @@ async fn a_kill_during_the_initial_sync_loses_nothing() {
     let Some(env) = TestEnv::get("a_kill_during_the_initial_sync_loses_nothing").await else {
         return;
     };
-    operator::install_crds(&env.kube).await;
-    let ns = env.namespace("kill").await;
-    operator::ssm_store(&env, &ns).await;
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
-    let prefix = format!("/{}", random_suffix());
+    let operator::SsmNamespace { ns, ssm, prefix } = operator::ssm_namespace(&env, "kill").await;
     for k in 0..KEYS {
         operator::put_parameter(&ssm, &format!("{prefix}/k{k}"), &format!("value-{k}")).await;
     }

@@ -12,7 +12,7 @@ use kube::api::{Api, Patch, PatchParams};
 use secret_relay::api::ExternalSecret;
 use serde_json::json;
 
-use common::{TestEnv, random_suffix};
+use common::TestEnv;
 use operator::{
     apply_yaml,
     process::{Process, sample},
@@ -31,15 +31,11 @@ struct Setup {
 
 async fn setup(test: &str) -> Option<Setup> {
     let env = TestEnv::get(test).await?;
-    operator::install_crds(&env.kube).await;
-    let ns = env.namespace("proc").await;
-    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
-    operator::ssm_store(&env, &ns).await;
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    let operator::SsmNamespace { ns, ssm, prefix } = operator::ssm_namespace(&env, "proc").await;
     let s = Setup {
         es: Api::namespaced(env.kube.clone(), &ns),
-        secrets,
-        prefix: format!("/{}", random_suffix()),
+        secrets: Api::namespaced(env.kube.clone(), &ns),
+        prefix,
         ssm,
         ns,
         env,

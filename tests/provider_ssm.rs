@@ -18,7 +18,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use secret_relay::api::external_secret::{ExternalSecretFind, FindName};
-use secret_relay::api::secret_store::{AwsAuth, AwsJwtAuth, AwsProvider, AwsSecretRef};
+use secret_relay::api::secret_store::{
+    AwsAuth, AwsConnection, AwsJwtAuth, AwsProvider, AwsSecretRef,
+};
 use secret_relay::api::{SecretKeySelector, ServiceAccountSelector};
 use secret_relay::metrics::{PROVIDER_CALLS, ProviderCallLabels, provider_calls_total};
 use secret_relay::providers::aws::SsmProvider;
@@ -31,10 +33,12 @@ static METRICS: RwLock<()> = RwLock::const_new(());
 /// A store of the test environment's moto: endpoint, region, and the given auth and role.
 fn store(env: &TestEnv, auth: Option<AwsAuth>, role: Option<String>) -> AwsProvider {
     AwsProvider {
-        region: env.aws_region.clone(),
-        endpoint: Some(env.aws_endpoint.clone()),
-        auth,
-        role,
+        connection: AwsConnection {
+            region: env.aws_region.clone(),
+            endpoint: Some(env.aws_endpoint.clone()),
+            auth,
+            role,
+        },
         ..Default::default()
     }
 }
@@ -52,11 +56,6 @@ async fn default_provider(env: &TestEnv) -> SsmProvider {
     )
     .await
     .expect("SsmProvider::new")
-}
-
-/// moto's SSM with the environment's keys (account 123456789012).
-async fn admin_ssm(env: &TestEnv) -> aws_sdk_ssm::Client {
-    aws_sdk_ssm::Client::new(&env.aws_sdk_config().await)
 }
 
 /// A random moto account other than the default one.
@@ -190,7 +189,7 @@ async fn get_string_secure_string_and_string_list() {
     };
     let _metrics = METRICS.read().await;
     let p = format!("/relay-get-{}", random_suffix());
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     put_string(&ssm, &format!("{p}/plain"), "hello world").await;
     put(
         &ssm,
@@ -238,7 +237,7 @@ async fn versions_and_labels_select_values() {
     };
     let _metrics = METRICS.read().await;
     let name = format!("/relay-versions-{}/db", random_suffix());
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     for value in ["one", "two", "three"] {
         ssm.put_parameter()
             .name(&name)
@@ -282,7 +281,7 @@ async fn missing_key_is_none() {
     };
     let _metrics = METRICS.read().await;
     let p = format!("/relay-missing-{}", random_suffix());
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     put_string(&ssm, &format!("{p}/present"), "here").await;
     let provider = default_provider(&env).await;
     // In one batch: the missing name does not spoil its neighbour.
@@ -303,7 +302,7 @@ async fn concurrent_gets_are_batched() {
     };
     let _metrics = METRICS.write().await;
     let p = format!("/relay-batch-{}", random_suffix());
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     let names: Vec<String> = (0..25).map(|i| format!("{p}/key-{i:02}")).collect();
     join_all(names.iter().map(|n| put_string(&ssm, n, n))).await;
     let provider = default_provider(&env).await;
@@ -333,7 +332,7 @@ async fn find_by_path_is_recursive() {
     };
     let _metrics = METRICS.read().await;
     let p = format!("/relay-path-{}", random_suffix());
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     // 12 parameters below the path: more than one page of GetParametersByPath.
     let mut expected = BTreeMap::new();
     for i in 0..10 {
@@ -382,7 +381,7 @@ async fn find_by_name_regexp() {
     };
     let _metrics = METRICS.read().await;
     let p = format!("/relay-name-{}", random_suffix());
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     put_string(&ssm, &format!("{p}/db-password"), "pw").await;
     put(
         &ssm,
@@ -450,7 +449,7 @@ async fn find_by_tags_requires_all_tags() {
     let id = random_suffix();
     let p = format!("/relay-tags-{id}");
     let team = format!("team-{id}");
-    let ssm = admin_ssm(&env).await;
+    let ssm = env.ssm().await;
     put(
         &ssm,
         &format!("{p}/a/prod"),
@@ -832,10 +831,8 @@ async fn unreachable_endpoint_is_transient() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let endpoint = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
-    let spec = AwsProvider {
-        endpoint: Some(endpoint),
-        ..store(&env, None, None)
-    };
+    let mut spec = store(&env, None, None);
+    spec.connection.endpoint = Some(endpoint);
     let provider = SsmProvider::new(&spec, &auth_context(&env, "default", false))
         .await
         .expect("SsmProvider::new");
@@ -866,10 +863,8 @@ async fn credential_failures_during_a_call_name_their_cause() {
     let endpoint = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
     let role = "arn:aws:iam::123456789012:role/unreachable".to_string();
-    let spec = AwsProvider {
-        endpoint: Some(endpoint),
-        ..store(&env, None, Some(role.clone()))
-    };
+    let mut spec = store(&env, None, Some(role.clone()));
+    spec.connection.endpoint = Some(endpoint);
     // The default chain (and so the role) is resolved on first use, not by `new`.
     let provider = SsmProvider::new(&spec, &auth_context(&env, "default", false))
         .await

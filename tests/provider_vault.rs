@@ -13,7 +13,7 @@ use std::{collections::HashMap, path::Path, process::Stdio, time::Duration};
 use base64::Engine as _;
 use common::{
     TestEnv, random_suffix,
-    vault::{approle, bao, kubernetes_auth_mount, policy},
+    vault::{approle, bao, jwt_auth_mount, kubernetes_auth_mount, policy, put_v2},
 };
 use k8s_openapi::{
     ByteString,
@@ -29,9 +29,9 @@ use secret_relay::{
         external_secret::StoreKind,
         external_secret::{ExternalSecretFind, FindName},
         secret_store::{
-            CaProvider, CaProviderType, SecretStoreProvider, VaultAppRole, VaultAuth, VaultJwtAuth,
-            VaultKubernetesAuth, VaultKubernetesServiceAccountToken, VaultKvVersion, VaultProvider,
-            VaultUserPass,
+            CaProvider, CaProviderType, SecretStoreProvider, VaultAppRole, VaultAuth,
+            VaultConnection, VaultJwtAuth, VaultKubernetesAuth, VaultKubernetesServiceAccountToken,
+            VaultKvVersion, VaultProvider, VaultUserPass,
         },
     },
     controller::{ProviderCache, secret_store::ResolvedStore},
@@ -68,13 +68,6 @@ async fn read_policy(env: &TestEnv, prefix: &str) -> String {
     name
 }
 
-/// Writes a KV v2 secret below the `secret/` mount.
-async fn put_v2(env: &TestEnv, path: &str, data: Value) {
-    vaultrs::kv2::set(&env.vault(), "secret", path, &data)
-        .await
-        .unwrap_or_else(|e| panic!("writing secret/{path}: {e}"));
-}
-
 /// A Secret `name` in `ns` holding `key: value`; returns its selector.
 async fn kube_secret(
     env: &TestEnv,
@@ -109,8 +102,11 @@ fn auth_context(env: &TestEnv, ns: &str) -> AuthContext {
 
 fn spec(env: &TestEnv, auth: VaultAuth) -> VaultProvider {
     VaultProvider {
-        server: env.vault_addr.clone(),
-        auth,
+        connection: VaultConnection {
+            server: env.vault_addr.clone(),
+            auth,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -519,16 +515,14 @@ async fn revoked_static_token_fails_validation() {
     assert!(!err.message.contains(token.trim()));
 
     // A missing credentials Secret is an authentication failure naming it.
-    let missing = VaultProvider {
-        auth: VaultAuth {
-            token_secret_ref: Some(SecretKeySelector {
-                name: "nope".into(),
-                key: "token".into(),
-                namespace: None,
-            }),
-            ..Default::default()
-        },
-        ..spec
+    let mut missing = spec;
+    missing.connection.auth = VaultAuth {
+        token_secret_ref: Some(SecretKeySelector {
+            name: "nope".into(),
+            key: "token".into(),
+            namespace: None,
+        }),
+        ..Default::default()
     };
     let err = VaultKvProvider::new(&missing, &auth_context(&env, &ns))
         .await
@@ -823,96 +817,6 @@ async fn kubernetes_auth_with_a_token_request_token() {
     );
 }
 
-/// The API server's service-account signing keys as PEM public keys, from its JWKS document.
-async fn service_account_public_keys(env: &TestEnv) -> Vec<String> {
-    let out = tokio::process::Command::new(env.tool("KUBECTL"))
-        .args(["get", "--raw", "/openid/v1/jwks"])
-        .env("KUBECONFIG", &env.kubeconfig)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("running kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl get --raw /openid/v1/jwks: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let jwks: Value = serde_json::from_slice(&out.stdout).expect("JWKS is JSON");
-    jwks["keys"]
-        .as_array()
-        .expect("JWKS keys")
-        .iter()
-        .map(|k| {
-            assert_eq!(
-                k["kty"], "RSA",
-                "only RSA service-account keys are handled here"
-            );
-            let b64 = |field: &str| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(k[field].as_str().expect("JWK field"))
-                    .expect("base64url")
-            };
-            rsa_public_key_pem(&b64("n"), &b64("e"))
-        })
-        .collect()
-}
-
-/// PEM `PUBLIC KEY` (SubjectPublicKeyInfo, DER) of the RSA key (modulus, exponent).
-fn rsa_public_key_pem(n: &[u8], e: &[u8]) -> String {
-    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let len = content.len();
-        if len < 0x80 {
-            out.push(len as u8);
-        } else {
-            let bytes: Vec<u8> = len
-                .to_be_bytes()
-                .into_iter()
-                .skip_while(|b| *b == 0)
-                .collect();
-            out.push(0x80 | bytes.len() as u8);
-            out.extend(bytes);
-        }
-        out.extend_from_slice(content);
-        out
-    }
-    fn integer(bytes: &[u8]) -> Vec<u8> {
-        let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
-        let mut content = Vec::new();
-        if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
-            content.push(0);
-        }
-        content.extend(trimmed);
-        der(0x02, &content)
-    }
-    let rsa_key = der(0x30, &[integer(n), integer(e)].concat());
-    let algorithm = der(
-        0x30,
-        &[
-            der(
-                0x06,
-                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
-            ),
-            der(0x05, &[]),
-        ]
-        .concat(),
-    );
-    let spki = der(
-        0x30,
-        &[algorithm, der(0x03, &[&[0u8][..], &rsa_key].concat())].concat(),
-    );
-    let b64 = base64::engine::general_purpose::STANDARD.encode(spki);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-        lines.join("\n")
-    )
-}
-
 #[tokio::test]
 async fn jwt_auth_with_a_service_account_token() {
     let Some(env) = TestEnv::get("jwt_auth_with_a_service_account_token").await else {
@@ -923,38 +827,7 @@ async fn jwt_auth_with_a_service_account_token() {
     let prefix = format!("jwt-{}", random_suffix());
     put_v2(&env, &format!("{prefix}/db"), json!({"password": "pw"})).await;
     let pol = read_policy(&env, &prefix).await;
-    let mount = format!("jwt-{}", random_suffix());
-    bao(&env, &["auth", "enable", &format!("-path={mount}"), "jwt"]).await;
-    let keys = service_account_public_keys(&env).await;
-    let key_file = std::env::temp_dir().join(format!("secret-relay-{mount}.json"));
-    std::fs::write(
-        &key_file,
-        json!({"jwt_validation_pubkeys": keys}).to_string(),
-    )
-    .unwrap();
-    bao(
-        &env,
-        &[
-            "write",
-            &format!("auth/{mount}/config"),
-            &format!("@{}", key_file.display()),
-        ],
-    )
-    .await;
-    std::fs::remove_file(&key_file).unwrap();
-    bao(
-        &env,
-        &[
-            "write",
-            &format!("auth/{mount}/role/app"),
-            "role_type=jwt",
-            "bound_audiences=vault",
-            "user_claim=sub",
-            &format!("bound_subject=system:serviceaccount:{ns}:app"),
-            &format!("token_policies={pol}"),
-        ],
-    )
-    .await;
+    let mount = jwt_auth_mount(&env, &ns, &pol, "app", "vault", "app").await;
     let app_token = env.service_account_token(&ns, "app", &["vault"]).await;
 
     let token_request = spec(
@@ -1005,7 +878,7 @@ async fn jwt_auth_with_a_service_account_token() {
 
     // A token for another audience is refused.
     let mut wrong_audience = token_request.clone();
-    if let Some(jwt) = wrong_audience.auth.jwt.as_mut() {
+    if let Some(jwt) = wrong_audience.connection.auth.jwt.as_mut() {
         jwt.kubernetes_service_account_token
             .as_mut()
             .unwrap()
@@ -1206,14 +1079,14 @@ async fn tls_server_with_ca_bundle_and_ca_provider() {
     let bao_tls = tls_bao(&env).await;
     let ca_pem = std::fs::read_to_string(&bao_tls.ca_file).unwrap();
     let root = kube_secret(&env, &ns, "tls-root", "token", "root").await;
-    let base = VaultProvider {
-        server: bao_tls.addr.clone(),
-        auth: VaultAuth {
+    let mut base = spec(
+        &env,
+        VaultAuth {
             token_secret_ref: Some(root),
             ..Default::default()
         },
-        ..Default::default()
-    };
+    );
+    base.connection.server = bao_tls.addr.clone();
 
     // Without the CA the server's certificate is not trusted.
     let untrusted = VaultKvProvider::new(&base, &auth_context(&env, &ns))
@@ -1224,10 +1097,8 @@ async fn tls_server_with_ca_bundle_and_ca_provider() {
         ErrorKind::Transient
     );
 
-    let bundle = VaultProvider {
-        ca_bundle: Some(base64::engine::general_purpose::STANDARD.encode(&ca_pem)),
-        ..base.clone()
-    };
+    let mut bundle = base.clone();
+    bundle.connection.ca_bundle = Some(base64::engine::general_purpose::STANDARD.encode(&ca_pem));
     let provider = VaultKvProvider::new(&bundle, &auth_context(&env, &ns))
         .await
         .expect("provider");
@@ -1251,15 +1122,13 @@ async fn tls_server_with_ca_bundle_and_ca_provider() {
     )
     .await
     .unwrap();
-    let provider_cm = VaultProvider {
-        ca_provider: Some(CaProvider {
-            type_: CaProviderType::ConfigMap,
-            name: "vault-ca".into(),
-            key: "ca.crt".into(),
-            namespace: None,
-        }),
-        ..base.clone()
-    };
+    let mut provider_cm = base.clone();
+    provider_cm.connection.ca_provider = Some(CaProvider {
+        type_: CaProviderType::ConfigMap,
+        name: "vault-ca".into(),
+        key: "ca.crt".into(),
+        namespace: None,
+    });
     let provider = VaultKvProvider::new(&provider_cm, &auth_context(&env, &ns))
         .await
         .expect("provider");
@@ -1268,10 +1137,8 @@ async fn tls_server_with_ca_bundle_and_ca_provider() {
         .await
         .expect("validate over TLS with caProvider");
 
-    let not_pem = VaultProvider {
-        ca_bundle: Some(base64::engine::general_purpose::STANDARD.encode("hello")),
-        ..base
-    };
+    let mut not_pem = base;
+    not_pem.connection.ca_bundle = Some(base64::engine::general_purpose::STANDARD.encode("hello"));
     let err = VaultKvProvider::new(&not_pem, &auth_context(&env, &ns))
         .await
         .err()
@@ -1311,16 +1178,14 @@ async fn namespace_is_sent_as_x_vault_namespace() {
     )
     .await;
     let root = kube_secret(&env, &ns, "root", "token", &env.vault_token).await;
-    let in_namespace = VaultProvider {
-        namespace: Some(vault_ns.clone()),
-        ..spec(
-            &env,
-            VaultAuth {
-                token_secret_ref: Some(root),
-                ..Default::default()
-            },
-        )
-    };
+    let mut in_namespace = spec(
+        &env,
+        VaultAuth {
+            token_secret_ref: Some(root),
+            ..Default::default()
+        },
+    );
+    in_namespace.connection.namespace = Some(vault_ns.clone());
     let provider = VaultKvProvider::new(&in_namespace, &auth_context(&env, &ns))
         .await
         .expect("provider");
@@ -1328,14 +1193,10 @@ async fn namespace_is_sent_as_x_vault_namespace() {
         get_json(&provider, "app/db", None).await,
         Some(json!({"user": "in-namespace"}))
     );
-    let outside = VaultKvProvider::new(
-        &VaultProvider {
-            namespace: None,
-            ..in_namespace
-        },
-        &auth_context(&env, &ns),
-    )
-    .await
-    .expect("provider");
+    let mut outside = in_namespace;
+    outside.connection.namespace = None;
+    let outside = VaultKvProvider::new(&outside, &auth_context(&env, &ns))
+        .await
+        .expect("provider");
     assert_eq!(get_json(&outside, "app/db", None).await, None);
 }

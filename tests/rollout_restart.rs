@@ -43,13 +43,10 @@ async fn workloads_restart_once_per_change_of_their_secrets() {
     let Some(env) = TestEnv::get("workloads_restart_once_per_change_of_their_secrets").await else {
         return;
     };
-    let ns = env.namespace("rollout").await;
+    let operator::SsmNamespace { ns, ssm, prefix } = operator::ssm_namespace(&env, "rollout").await;
     let _op = operator::start(&env.kube, &ns, false).await;
-    operator::ssm_store(&env, &ns).await;
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
-    let p = random_suffix();
-    operator::put_parameter(&ssm, &format!("/{p}/db"), "db-1").await;
-    operator::put_parameter(&ssm, &format!("/{p}/api"), "api-1").await;
+    operator::put_parameter(&ssm, &format!("{prefix}/db"), "db-1").await;
+    operator::put_parameter(&ssm, &format!("{prefix}/api"), "api-1").await;
 
     // A Deployment reading both Secrets as env vars.
     let deployments: Api<Deployment> = Api::namespaced(env.kube.clone(), &ns);
@@ -77,7 +74,7 @@ async fn workloads_restart_once_per_change_of_their_secrets() {
         apply_yaml(
             &es,
             &format!(
-                "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {{name: {name}}}\nspec:\n  refreshInterval: 1h\n  secretStoreRef: {{name: ssm}}\n  target:\n    rolloutRestartTargets:\n    - {{kind: Deployment, name: app}}{extra}\n  data:\n  - secretKey: {name}\n    remoteRef: {{key: /{p}/{name}}}\n"
+                "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {{name: {name}}}\nspec:\n  refreshInterval: 1h\n  secretStoreRef: {{name: ssm}}\n  target:\n    rolloutRestartTargets:\n    - {{kind: Deployment, name: app}}{extra}\n  data:\n  - secretKey: {name}\n    remoteRef: {{key: {prefix}/{name}}}\n"
             ),
         )
         .await;
@@ -120,8 +117,8 @@ async fn workloads_restart_once_per_change_of_their_secrets() {
 
     // Both Secrets change on the same refresh: one restart.
     let before = metrics::rollout_restarts_total("Deployment");
-    operator::put_parameter(&ssm, &format!("/{p}/db"), "db-2").await;
-    operator::put_parameter(&ssm, &format!("/{p}/api"), "api-2").await;
+    operator::put_parameter(&ssm, &format!("{prefix}/db"), "db-2").await;
+    operator::put_parameter(&ssm, &format!("{prefix}/api"), "api-2").await;
     force_sync("db").await;
     force_sync("api").await;
     wait_value("db", "db-2".into()).await;
@@ -143,7 +140,7 @@ async fn workloads_restart_once_per_change_of_their_secrets() {
     );
 
     // A second change right after: it rolls again, with another annotation value.
-    operator::put_parameter(&ssm, &format!("/{p}/db"), "db-3").await;
+    operator::put_parameter(&ssm, &format!("{prefix}/db"), "db-3").await;
     force_sync("db").await;
     let second = wait_for("the second restart", Duration::from_secs(30), || async {
         let at = restarted_at(&deployments.get("app").await.ok()?)?;

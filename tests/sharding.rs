@@ -44,13 +44,10 @@ async fn each_shard_reconciles_its_own_and_an_external_secret_moves_without_a_wr
     let Some(env) = TestEnv::get("sharding").await else {
         return;
     };
-    let ns = env.namespace("shards").await;
-    operator::install_crds(&env.kube).await;
-    operator::ssm_store(&env, &ns).await;
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
-    let p = random_suffix();
-    put_parameter(&ssm, &format!("/{p}/main"), "main-1").await;
-    put_parameter(&ssm, &format!("/{p}/moved"), "moved-1").await;
+    let operator::SsmNamespace { ns, ssm, prefix: p } =
+        operator::ssm_namespace(&env, "shards").await;
+    put_parameter(&ssm, &format!("{p}/main"), "main-1").await;
+    put_parameter(&ssm, &format!("{p}/moved"), "moved-1").await;
     let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
     let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
     for (name, labels) in [
@@ -63,7 +60,7 @@ async fn each_shard_reconciles_its_own_and_an_external_secret_moves_without_a_wr
                 "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\n\
                  metadata: {{{labels}name: {name}}}\n\
                  spec:\n  refreshInterval: 1h\n  secretStoreRef: {{name: ssm}}\n  data:\n  \
-                 - secretKey: value\n    remoteRef: {{key: /{p}/{name}}}\n"
+                 - secretKey: value\n    remoteRef: {{key: {p}/{name}}}\n"
             ),
         )
         .await;
@@ -102,7 +99,7 @@ async fn each_shard_reconciles_its_own_and_an_external_secret_moves_without_a_wr
         "the move rewrote the Secret"
     );
     // ...and syncs its next change.
-    put_parameter(&ssm, &format!("/{p}/moved"), "moved-2").await;
+    put_parameter(&ssm, &format!("{p}/moved"), "moved-2").await;
     es.patch(
         "moved",
         &PatchParams::default(),

@@ -41,7 +41,7 @@ async fn ssm_secure_string_roundtrip() {
     let Some(env) = TestEnv::get("ssm_secure_string_roundtrip").await else {
         return;
     };
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    let ssm = env.ssm().await;
     let name = format!("/smoke/{}/db-password", random_suffix());
     ssm.put_parameter()
         .name(&name)

@@ -86,21 +86,16 @@ pub struct KmsProvider {
     pub age: Option<KmsAge>,
 }
 
-/// AWS KMS: the same region, endpoint, role and auth as the Parameter Store provider.
+/// AWS KMS: the same [`AwsConnection`] (`region`, `role`, `endpoint`, `auth`) as the Parameter
+/// Store provider, at the same level of the YAML, plus the encryption context of raw
+/// ciphertext.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KmsAws {
-    /// AWS region, e.g. `eu-west-1`.
-    pub region: String,
-    /// ARN of a role assumed (STS `AssumeRole`) on top of the credentials from `auth`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    /// Endpoint URL of KMS and STS (VPC endpoints, local test servers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    /// Credentials; absent = the SDK's default chain (env, web identity, Pod Identity, IMDS).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<AwsAuth>,
+    /// Region, role, endpoint and credentials (flattened: `kms.aws.region`, not
+    /// `kms.aws.connection.region`).
+    #[serde(flatten)]
+    pub connection: AwsConnection,
     /// Encryption context sent with `Decrypt` for raw ciphertext (it must equal the one given
     /// to `Encrypt`). SOPS entries carry their own `context`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -142,12 +137,16 @@ pub struct GcpAuth {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct GcpWorkloadIdentity {}
 
-/// Vault / OpenBao Transit: the same server, TLS and auth settings as the KV provider.
+/// Vault / OpenBao Transit: the same [`VaultConnection`] (`server`, `namespace`, `caBundle`,
+/// `caProvider`, `auth`) as the KV provider, at the same level of the YAML, plus the Transit
+/// mount and key.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KmsVaultTransit {
-    /// Server URL, e.g. `https://vault.example:8200`.
-    pub server: String,
+    /// Server, namespace, CA certificates and login (flattened: `kms.vaultTransit.server`,
+    /// not `kms.vaultTransit.connection.server`).
+    #[serde(flatten)]
+    pub connection: VaultConnection,
     /// Mount path of the Transit engine; default `transit`. SOPS entries carry their own
     /// `engine_path`.
     #[serde(default = "default_transit_path")]
@@ -155,17 +154,6 @@ pub struct KmsVaultTransit {
     /// Transit key for raw ciphertext (`vault:v1:...`). SOPS entries carry their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_name: Option<String>,
-    /// Vault Enterprise / OpenBao namespace (`X-Vault-Namespace`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// Base64 of PEM CA certificates that sign the server's certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_bundle: Option<String>,
-    /// A Secret or ConfigMap key holding PEM CA certificates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_provider: Option<CaProvider>,
-    /// How to log in; exactly one method.
-    pub auth: VaultAuth,
 }
 
 fn default_transit_path() -> String {
@@ -188,19 +176,31 @@ pub enum AwsService {
     ParameterStore,
 }
 
-/// AWS provider: `service`, `region`, optional `role` (AssumeRole), `endpoint` and `auth`.
+/// AWS provider: `service` and the [`AwsConnection`] (`region`, optional `role`, `endpoint`
+/// and `auth`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsProvider {
     /// Always `ParameterStore`.
     #[serde(default)]
     pub service: AwsService,
+    /// Region, role, endpoint and credentials (flattened: `aws.region`, not
+    /// `aws.connection.region`).
+    #[serde(flatten)]
+    pub connection: AwsConnection,
+}
+
+/// Where and as whom the AWS clients of a store connect: the fields `aws` (Parameter Store)
+/// and `kms.aws` (KMS) share, flattened into both, so both are written the same way.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsConnection {
     /// AWS region, e.g. `eu-west-1`.
     pub region: String,
     /// ARN of a role assumed (STS `AssumeRole`) on top of the credentials from `auth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    /// Endpoint URL of SSM and STS (VPC endpoints, local test servers).
+    /// Endpoint URL of the service (SSM or KMS) and STS (VPC endpoints, local test servers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Credentials; absent = the SDK's default chain (env, web identity, Pod Identity, IMDS).
@@ -256,18 +256,30 @@ pub enum VaultKvVersion {
     V2,
 }
 
-/// Vault / OpenBao provider.
+/// Vault / OpenBao provider: the [`VaultConnection`] (`server`, `namespace`, `caBundle`,
+/// `caProvider`, `auth`) and the KV mount and version.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VaultProvider {
-    /// Server URL, e.g. `https://vault.example:8200`.
-    pub server: String,
+    /// Server, namespace, CA certificates and login (flattened: `vault.server`, not
+    /// `vault.connection.server`).
+    #[serde(flatten)]
+    pub connection: VaultConnection,
     /// Mount path of the KV engine; default `secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// KV engine version; default `v2`.
     #[serde(default)]
     pub version: VaultKvVersion,
+}
+
+/// Where and as whom a store's Vault client connects: the fields `vault` (KV) and
+/// `kms.vaultTransit` (Transit) share, flattened into both, so both are written the same way.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultConnection {
+    /// Server URL, e.g. `https://vault.example:8200`.
+    pub server: String,
     /// Vault Enterprise / OpenBao namespace (`X-Vault-Namespace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -436,4 +448,58 @@ pub struct ClusterSecretStoreCondition {
     /// Namespaces whose name matches one of these regular expressions (Rust `regex` syntax).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespace_regexes: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared connections are flattened: their fields stand beside the provider's own, in
+    /// YAML and in what is serialized back, never under a `connection` key.
+    #[test]
+    fn connections_are_written_flat() {
+        let yaml = r#"
+aws: {region: eu-west-1, role: arn:aws:iam::1:role/r, endpoint: http://aws.local}
+vault: {server: https://vault.local, path: kv, version: v1, namespace: team, auth: {tokenSecretRef: {name: t, key: token}}}
+kms:
+  aws: {region: us-east-1, auth: {jwt: {serviceAccountRef: {name: app}}}, encryptionContext: {app: x}}
+  vaultTransit: {server: https://vault.local, caBundle: Zm9v, keyName: k, auth: {tokenSecretRef: {name: t, key: token}}}
+"#;
+        let provider: SecretStoreProvider = serde_yaml::from_str(yaml).unwrap();
+        let aws = provider.aws.as_ref().unwrap();
+        assert_eq!(aws.service, AwsService::ParameterStore);
+        assert_eq!(aws.connection.region, "eu-west-1");
+        assert_eq!(
+            aws.connection.role.as_deref(),
+            Some("arn:aws:iam::1:role/r")
+        );
+        assert_eq!(aws.connection.endpoint.as_deref(), Some("http://aws.local"));
+        let vault = provider.vault.as_ref().unwrap();
+        assert_eq!(vault.connection.server, "https://vault.local");
+        assert_eq!(vault.connection.namespace.as_deref(), Some("team"));
+        assert_eq!(
+            (vault.path.as_deref(), vault.version),
+            (Some("kv"), VaultKvVersion::V1)
+        );
+        let kms = provider.kms.as_ref().unwrap();
+        let kms_aws = kms.aws.as_ref().unwrap();
+        assert_eq!(kms_aws.connection.region, "us-east-1");
+        assert!(kms_aws.connection.auth.as_ref().unwrap().jwt.is_some());
+        assert_eq!(kms_aws.encryption_context["app"], "x");
+        let transit = kms.vault_transit.as_ref().unwrap();
+        assert_eq!(transit.connection.ca_bundle.as_deref(), Some("Zm9v"));
+        assert_eq!(
+            (transit.path.as_str(), transit.key_name.as_deref()),
+            ("transit", Some("k"))
+        );
+
+        let json = serde_json::to_value(&provider).unwrap();
+        assert_eq!(json["aws"]["region"], "eu-west-1");
+        assert_eq!(json["vault"]["server"], "https://vault.local");
+        assert_eq!(json["kms"]["aws"]["encryptionContext"]["app"], "x");
+        assert_eq!(json["kms"]["vaultTransit"]["keyName"], "k");
+        assert!(!json.to_string().contains("connection"), "{json}");
+        let again: SecretStoreProvider = serde_json::from_value(json).unwrap();
+        assert_eq!(again, provider);
+    }
 }

@@ -167,36 +167,23 @@ fn template_replace_merge_type_and_metadata() {
 
 #[test]
 fn template_errors_name_the_key_and_hide_values() {
-    let yaml = format!(
-        "{BASIC}  target:\n    template:\n      data:\n        x: \"{{{{ .missing_var }}}}\"\n        y: \"{{{{ .password | b64dec }}}}\"\n"
-    );
-    let err = desired_secret(
-        &es(&yaml),
-        BuildInput {
+    let fail = |template_data: &str| {
+        let yaml = format!("{BASIC}  target:\n    template:\n      data:\n{template_data}");
+        let input = BuildInput {
             values: map(&[("password", "not-base64!!")]),
             store: "s",
             now: "t",
-        },
-    )
-    .unwrap_err();
+        };
+        desired_secret(&es(&yaml), input).unwrap_err()
+    };
+    let err = fail("        x: \"{{ .missing_var }}\"\n        y: \"{{ .password | b64dec }}\"\n");
     assert!(err.0.starts_with("template of key \"x\""), "{}", err.0);
     assert!(
         err.0.contains("no entry for key \"missing_var\""),
         "{}",
         err.0
     );
-    let yaml = format!(
-        "{BASIC}  target:\n    template:\n      data:\n        y: \"{{{{ .password | b64dec }}}}\"\n"
-    );
-    let err = desired_secret(
-        &es(&yaml),
-        BuildInput {
-            values: map(&[("password", "not-base64!!")]),
-            store: "s",
-            now: "t",
-        },
-    )
-    .unwrap_err();
+    let err = fail("        y: \"{{ .password | b64dec }}\"\n");
     assert!(err.0.contains("b64dec: input is not base64"), "{}", err.0);
     assert!(!err.0.contains("not-base64!!"), "value leaked: {}", err.0);
 }
@@ -249,42 +236,20 @@ fn extract_splits_objects_and_refuses_others() {
 
 #[test]
 fn decoding_strategies() {
-    assert_eq!(
-        decode("k", v("aGVsbG8="), DecodingStrategy::Base64)
-            .unwrap()
-            .as_str(),
-        Some("hello")
-    );
-    assert_eq!(
-        decode("k", v("aGVsbG8"), DecodingStrategy::Base64)
-            .unwrap()
-            .as_str(),
-        Some("hello")
-    );
-    assert_eq!(
-        decode("k", v("Pz8_"), DecodingStrategy::Base64Url)
-            .unwrap()
-            .as_str(),
-        Some("???")
-    );
-    assert_eq!(
-        decode("k", v("Pz8_"), DecodingStrategy::Auto)
-            .unwrap()
-            .as_str(),
-        Some("???")
-    );
-    assert_eq!(
-        decode("k", v("plain text!"), DecodingStrategy::Auto)
-            .unwrap()
-            .as_str(),
-        Some("plain text!")
-    );
-    assert_eq!(
-        decode("k", v("x"), DecodingStrategy::None)
-            .unwrap()
-            .as_str(),
-        Some("x")
-    );
+    for (text, strategy, decoded) in [
+        ("aGVsbG8=", DecodingStrategy::Base64, "hello"),
+        ("aGVsbG8", DecodingStrategy::Base64, "hello"),
+        ("Pz8_", DecodingStrategy::Base64Url, "???"),
+        ("Pz8_", DecodingStrategy::Auto, "???"),
+        ("plain text!", DecodingStrategy::Auto, "plain text!"),
+        ("x", DecodingStrategy::None, "x"),
+    ] {
+        assert_eq!(
+            decode("k", v(text), strategy).unwrap().as_str(),
+            Some(decoded),
+            "{text:?} {strategy:?}"
+        );
+    }
     let err = decode("password", v("***"), DecodingStrategy::Base64).unwrap_err();
     assert_eq!(
         err.0,

@@ -174,20 +174,23 @@ pub fn ambient_identity(provider: &SecretStoreProvider) -> Option<(&'static str,
     fn custom(e: &Option<String>) -> Option<&str> {
         e.as_deref().filter(|e| !e.trim().is_empty())
     }
-    if let Some(aws) = provider.aws.as_ref().filter(|a| a.auth.is_none()) {
-        return Some((
+    let kms = provider.kms.as_ref();
+    let aws = [
+        (
             "aws has no auth, so it would use the AWS SDK's default chain",
-            custom(&aws.endpoint),
-        ));
-    }
-    let kms = provider.kms.as_ref()?;
-    if let Some(aws) = kms.aws.as_ref().filter(|a| a.auth.is_none()) {
-        return Some((
+            provider.aws.as_ref().map(|a| &a.connection),
+        ),
+        (
             "kms.aws has no auth, so it would use the AWS SDK's default chain",
-            custom(&aws.endpoint),
-        ));
+            kms.and_then(|k| k.aws.as_ref()).map(|a| &a.connection),
+        ),
+    ];
+    for (what, connection) in aws {
+        if let Some(aws) = connection.filter(|c| c.auth.is_none()) {
+            return Some((what, custom(&aws.endpoint)));
+        }
     }
-    let gcp = kms.gcp.as_ref()?;
+    let gcp = kms?.gcp.as_ref()?;
     let has_key = gcp.auth.as_ref().is_some_and(|a| a.secret_ref.is_some());
     (!has_key).then_some((
         "kms.gcp has no auth.secretRef, so it would use Workload Identity",
@@ -501,7 +504,7 @@ fn has_referent_refs(provider: &SecretStoreProvider) -> bool {
     let vault_k8s_default_sa = provider
         .vault
         .as_ref()
-        .and_then(|v| v.auth.kubernetes.as_ref())
+        .and_then(|v| v.connection.auth.kubernetes.as_ref())
         .is_some_and(|k| k.service_account_ref.is_none() && k.secret_ref.is_none());
     vault_k8s_default_sa || walk(&serde_json::to_value(provider).unwrap_or_default(), "")
 }

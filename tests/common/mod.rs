@@ -120,6 +120,11 @@ impl TestEnv {
             .await
     }
 
+    /// A client of moto's SSM with the static test keys ([`TestEnv::aws_sdk_config`]).
+    pub async fn ssm(&self) -> aws_sdk_ssm::Client {
+        aws_sdk_ssm::Client::new(&self.aws_sdk_config().await)
+    }
+
     /// A vaultrs client of OpenBao with the root token.
     pub fn vault(&self) -> vaultrs::client::VaultClient {
         self.vault_with_token(&self.vault_token)

@@ -286,129 +286,15 @@ async fn kubernetes_auth(env: &TestEnv, ns: &str, policy: &str) -> String {
 /// and ServiceAccount `default` of `ns` (as ESO's `myjwtk8s`, bound to the namespace so that
 /// cases stay apart).
 async fn jwt_auth(env: &TestEnv, ns: &str, policy: &str) -> String {
-    let mount = format!("jwt-{}", random_suffix());
-    bao(env, &["auth", "enable", &format!("-path={mount}"), "jwt"]).await;
-    let keys = service_account_public_keys(env).await;
-    let key_file = std::env::temp_dir().join(format!("secret-relay-eso-{mount}.json"));
-    std::fs::write(
-        &key_file,
-        serde_json::json!({"jwt_validation_pubkeys": keys}).to_string(),
-    )
-    .unwrap();
-    bao(
+    crate::common::vault::jwt_auth_mount(
         env,
-        &[
-            "write",
-            &format!("auth/{mount}/config"),
-            &format!("@{}", key_file.display()),
-        ],
+        ns,
+        policy,
+        "external-secrets-operator",
+        "vault.client",
+        "default",
     )
-    .await;
-    std::fs::remove_file(&key_file).unwrap();
-    bao(
-        env,
-        &[
-            "write",
-            &format!("auth/{mount}/role/external-secrets-operator"),
-            "role_type=jwt",
-            "bound_audiences=vault.client",
-            "user_claim=sub",
-            &format!("bound_subject=system:serviceaccount:{ns}:default"),
-            &format!("token_policies={policy}"),
-        ],
-    )
-    .await;
-    mount
-}
-
-/// The API server's service-account signing keys as PEM public keys, from its JWKS document
-/// (as tests/provider_vault.rs reads them).
-async fn service_account_public_keys(env: &TestEnv) -> Vec<String> {
-    use base64::Engine as _;
-    let out = tokio::process::Command::new(env.tool("KUBECTL"))
-        .args(["get", "--raw", "/openid/v1/jwks"])
-        .env("KUBECONFIG", &env.kubeconfig)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("running kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl get --raw /openid/v1/jwks: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let jwks: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JWKS is JSON");
-    jwks["keys"]
-        .as_array()
-        .expect("JWKS keys")
-        .iter()
-        .map(|k| {
-            assert_eq!(k["kty"], "RSA", "only RSA service-account keys are handled");
-            let b64 = |field: &str| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(k[field].as_str().expect("JWK field"))
-                    .expect("base64url")
-            };
-            rsa_public_key_pem(&b64("n"), &b64("e"))
-        })
-        .collect()
-}
-
-/// PEM `PUBLIC KEY` (SubjectPublicKeyInfo, DER) of the RSA key (modulus, exponent).
-fn rsa_public_key_pem(n: &[u8], e: &[u8]) -> String {
-    use base64::Engine as _;
-    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let len = content.len();
-        if len < 0x80 {
-            out.push(len as u8);
-        } else {
-            let bytes: Vec<u8> = len
-                .to_be_bytes()
-                .into_iter()
-                .skip_while(|b| *b == 0)
-                .collect();
-            out.push(0x80 | bytes.len() as u8);
-            out.extend(bytes);
-        }
-        out.extend_from_slice(content);
-        out
-    }
-    fn integer(bytes: &[u8]) -> Vec<u8> {
-        let trimmed: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
-        let mut content = Vec::new();
-        if trimmed.first().is_none_or(|b| b & 0x80 != 0) {
-            content.push(0);
-        }
-        content.extend(trimmed);
-        der(0x02, &content)
-    }
-    let rsa_key = der(0x30, &[integer(n), integer(e)].concat());
-    let algorithm = der(
-        0x30,
-        &[
-            der(
-                0x06,
-                &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
-            ),
-            der(0x05, &[]),
-        ]
-        .concat(),
-    );
-    let spki = der(
-        0x30,
-        &[algorithm, der(0x03, &[&[0u8][..], &rsa_key].concat())].concat(),
-    );
-    let b64 = base64::engine::general_purpose::STANDARD.encode(spki);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-        lines.join("\n")
-    )
+    .await
 }
 
 /// Sets up `store` in `ns` as ESO's tweak does; returns the ExternalSecret's

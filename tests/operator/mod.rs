@@ -238,6 +238,31 @@ pub fn secret_data(
         .collect()
 }
 
+/// A namespace of its own for a test reading SSM through SecretStore `ssm`: see
+/// [`ssm_namespace`].
+pub struct SsmNamespace {
+    /// The namespace, `<prefix>-<8 hex digits>`.
+    pub ns: String,
+    /// A client of moto's SSM, for writing the parameters.
+    pub ssm: aws_sdk_ssm::Client,
+    /// A parameter path of the test's own, `/<8 hex digits>` (no trailing `/`).
+    pub prefix: String,
+}
+
+/// The CRDs installed ([`install_crds`]), a fresh namespace `<ns_prefix>-<random>` with Secret
+/// `aws-creds` and SecretStore `ssm` for the environment's moto ([`ssm_store`]), a client of
+/// moto's SSM and a fresh parameter path.
+pub async fn ssm_namespace(env: &crate::common::TestEnv, ns_prefix: &str) -> SsmNamespace {
+    install_crds(&env.kube).await;
+    let ns = env.namespace(ns_prefix).await;
+    ssm_store(env, &ns).await;
+    SsmNamespace {
+        ns,
+        ssm: env.ssm().await,
+        prefix: format!("/{}", crate::common::random_suffix()),
+    }
+}
+
 /// In `ns`: Secret `aws-creds` (moto's `testing`/`testing` keys) and SecretStore `ssm` for
 /// the environment's moto, with those keys.
 pub async fn ssm_store(env: &crate::common::TestEnv, ns: &str) {

@@ -942,7 +942,7 @@ async fn put_values(
     keys: Vec<(Backend, usize)>,
     version: u32,
 ) -> Result<()> {
-    let ssm = aws_sdk_ssm::Client::new(&env.aws_sdk_config().await);
+    let ssm = env.ssm().await;
     let vault = env.vault();
     let (ssm, vault) = (&ssm, &vault);
     bounded(keys, p.create_concurrency, |(backend, key)| async move {

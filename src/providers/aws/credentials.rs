@@ -26,7 +26,7 @@ use super::errors::{CountCalls, call_error};
 use crate::{
     api::{
         ServiceAccountSelector,
-        secret_store::{AwsAuth, AwsProvider},
+        secret_store::{AwsAuth, AwsConnection},
     },
     providers::{AuthContext, ErrorKind, ProviderError, SecretValue},
 };
@@ -38,10 +38,11 @@ const SESSION_NAME: &str = "secret-relay";
 /// Audience of ServiceAccount tokens exchanged with STS, unless the reference names others.
 const STS_AUDIENCE: &str = "sts.amazonaws.com";
 
-/// The SDK configuration of the store: region, endpoint, timeouts and the credentials
-/// provider that its `auth` and `role` call for.
+/// The SDK configuration of a store's AWS connection (`aws` or `kms.aws`): region, endpoint,
+/// timeouts and the credentials provider that its `auth` and `role` call for. `provider`
+/// labels the STS calls in metrics (`aws_ssm`, `aws_kms`).
 pub(crate) async fn sdk_config(
-    spec: &AwsProvider,
+    spec: &AwsConnection,
     auth: &AuthContext,
     provider: &'static str,
 ) -> Result<SdkConfig, ProviderError> {
@@ -159,7 +160,7 @@ fn shared_http_client() -> aws_sdk_ssm::config::SharedHttpClient {
 
 /// The SDK config loader with the store's region and endpoint, the shared HTTP client, and
 /// timeouts short enough that a reconcile never hangs on an unreachable endpoint.
-fn loader(spec: &AwsProvider) -> aws_config::ConfigLoader {
+fn loader(spec: &AwsConnection) -> aws_config::ConfigLoader {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5))
         .operation_attempt_timeout(Duration::from_secs(10))

@@ -232,45 +232,41 @@ mod tests {
     #[test]
     fn error_codes_are_classified() {
         use ErrorKind::*;
-        assert_eq!(
-            classify(false, Some("ParameterNotFound"), Some(400)),
-            NotFound
-        );
-        assert_eq!(
-            classify(false, Some("AccessDeniedException"), Some(400)),
-            AccessDenied
-        );
-        assert_eq!(
-            classify(false, Some("ThrottlingException"), Some(400)),
-            Throttled
-        );
-        assert_eq!(
-            classify(false, Some("UnrecognizedClientException"), Some(400)),
-            Authentication
-        );
-        assert_eq!(
-            classify(false, Some("ValidationException"), Some(400)),
-            InvalidConfig
-        );
-        assert_eq!(
-            classify(false, Some("InternalServerError"), Some(500)),
-            Transient
-        );
-        assert_eq!(classify(false, None, Some(503)), Transient);
-        assert_eq!(classify(false, None, Some(429)), Throttled);
-        // STS: a refusal is an authentication failure; throttling stays throttling.
-        assert_eq!(
-            classify(true, Some("AccessDenied"), Some(403)),
-            Authentication
-        );
-        assert_eq!(
-            classify(true, Some("InvalidIdentityToken"), Some(400)),
-            Authentication
-        );
-        assert_eq!(classify(true, Some("Throttling"), Some(400)), Throttled);
-        assert_eq!(
-            classify(true, Some("IDPCommunicationError"), Some(400)),
-            Transient
-        );
+        for (sts, code, status, kind) in [
+            (false, Some("ParameterNotFound"), Some(400), NotFound),
+            (
+                false,
+                Some("AccessDeniedException"),
+                Some(400),
+                AccessDenied,
+            ),
+            (false, Some("ThrottlingException"), Some(400), Throttled),
+            (
+                false,
+                Some("UnrecognizedClientException"),
+                Some(400),
+                Authentication,
+            ),
+            (false, Some("ValidationException"), Some(400), InvalidConfig),
+            (false, Some("InternalServerError"), Some(500), Transient),
+            (false, None, Some(503), Transient),
+            (false, None, Some(429), Throttled),
+            // STS: a refusal is an authentication failure; throttling stays throttling.
+            (true, Some("AccessDenied"), Some(403), Authentication),
+            (
+                true,
+                Some("InvalidIdentityToken"),
+                Some(400),
+                Authentication,
+            ),
+            (true, Some("Throttling"), Some(400), Throttled),
+            (true, Some("IDPCommunicationError"), Some(400), Transient),
+        ] {
+            assert_eq!(
+                classify(sts, code, status),
+                kind,
+                "{sts} {code:?} {status:?}"
+            );
+        }
     }
 }

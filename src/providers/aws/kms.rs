@@ -11,7 +11,7 @@ use super::{
     errors::{CountCalls, call_error},
 };
 use crate::{
-    api::secret_store::{AwsProvider, AwsService, KmsAws},
+    api::secret_store::KmsAws,
     providers::{AuthContext, ErrorKind, ProviderError, SecretValue},
 };
 
@@ -37,20 +37,13 @@ pub(crate) async fn aws_backend(
     spec: &KmsAws,
     auth: &AuthContext,
 ) -> Result<AwsKms, ProviderError> {
-    if spec.region.trim().is_empty() {
+    if spec.connection.region.trim().is_empty() {
         return Err(ProviderError::new(
             ErrorKind::InvalidConfig,
             "kms: aws.region is required",
         ));
     }
-    let as_aws = AwsProvider {
-        service: AwsService::ParameterStore,
-        region: spec.region.clone(),
-        role: spec.role.clone(),
-        endpoint: spec.endpoint.clone(),
-        auth: spec.auth.clone(),
-    };
-    let config = sdk_config(&as_aws, auth, PROVIDER_AWS).await?;
+    let config = sdk_config(&spec.connection, auth, PROVIDER_AWS).await?;
     Ok(AwsKms {
         kms: aws_sdk_kms::Client::new(&config),
         sts: aws_sdk_sts::Client::new(&config),

@@ -87,13 +87,13 @@ impl SsmProvider {
     /// Errors: `InvalidConfig` (no region, `jwt` without `role`, a refused `namespace`),
     /// `Authentication` (missing Secret or key, STS refusal), `Transient` (API failures).
     pub async fn new(spec: &AwsProvider, auth: &AuthContext) -> Result<Self, ProviderError> {
-        if spec.region.trim().is_empty() {
+        if spec.connection.region.trim().is_empty() {
             return Err(ProviderError::new(
                 ErrorKind::InvalidConfig,
                 "aws: region is required",
             ));
         }
-        let config = sdk_config(spec, auth, PROVIDER).await?;
+        let config = sdk_config(&spec.connection, auth, PROVIDER).await?;
         let ssm = aws_sdk_ssm::Client::new(&config);
         let sts = aws_sdk_sts::Client::new(&config);
         let (batcher, requests) = mpsc::channel(1024);

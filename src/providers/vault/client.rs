@@ -28,7 +28,7 @@ use super::{
 use crate::{
     api::{
         SecretKeySelector,
-        secret_store::{CaProviderType, VaultKvVersion, VaultProvider},
+        secret_store::{CaProviderType, VaultConnection, VaultKvVersion, VaultProvider},
     },
     providers::{AuthContext, ErrorKind, ProviderError},
 };
@@ -215,8 +215,37 @@ impl VaultKvProvider {
         spec: &VaultProvider,
         auth: &AuthContext,
     ) -> Result<PreparedVault, ProviderError> {
+        let mount = spec.path.as_deref().unwrap_or(DEFAULT_MOUNT);
+        Self::prepare_connection(&spec.connection, mount, spec.version, auth).await
+    }
+
+    /// Builds the client of `spec` (a store's `vault` or `kms.vaultTransit` connection) and
+    /// logs in, as [`VaultKvProvider::new`] describes; `mount` is the engine's mount path
+    /// (KV, or Transit) and `kv` the KV version its reads use.
+    ///
+    /// Errors: as [`VaultKvProvider::new`]; a `mount` that is empty once its slashes are
+    /// trimmed is `InvalidConfig`.
+    pub(crate) async fn connect(
+        spec: &VaultConnection,
+        mount: &str,
+        kv: VaultKvVersion,
+        auth: &AuthContext,
+    ) -> Result<Self, ProviderError> {
+        Self::prepare_connection(spec, mount, kv, auth)
+            .await?
+            .connect()
+            .await
+    }
+
+    /// [`VaultKvProvider::connect`] up to the login: see [`VaultKvProvider::prepare`].
+    async fn prepare_connection(
+        spec: &VaultConnection,
+        mount: &str,
+        kv: VaultKvVersion,
+        auth: &AuthContext,
+    ) -> Result<PreparedVault, ProviderError> {
         let method = Method::from_spec(&spec.auth)?;
-        let mount = normalize_mount(spec.path.as_deref().unwrap_or(DEFAULT_MOUNT))?;
+        let mount = normalize_mount(mount)?;
         let address = check_server(&spec.server)?;
         let namespace = match spec.namespace.as_deref().map(str::trim) {
             None | Some("") => None,
@@ -269,7 +298,7 @@ impl VaultKvProvider {
         Ok(PreparedVault {
             conn,
             mount,
-            kv: spec.version,
+            kv,
             first,
         })
     }
@@ -533,7 +562,7 @@ pub(super) fn auth_mount(path: &str) -> Result<String, ProviderError> {
 
 /// The PEM CA certificates of `caBundle` and `caProvider`, if any.
 async fn ca_pem(
-    spec: &VaultProvider,
+    spec: &VaultConnection,
     auth: &AuthContext,
 ) -> Result<Option<Vec<u8>>, ProviderError> {
     let mut pem = Vec::new();

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::{VaultKvProvider, client::normalize_mount, errors::kv_error};
 use crate::{
-    api::secret_store::{KmsVaultTransit, VaultKvVersion, VaultProvider},
+    api::secret_store::{KmsVaultTransit, VaultKvVersion},
     providers::{AuthContext, ErrorKind, ProviderError, SecretValue},
 };
 
@@ -25,17 +25,11 @@ pub(crate) async fn transit_backend(
     spec: &KmsVaultTransit,
     auth: &AuthContext,
 ) -> Result<Transit, ProviderError> {
-    let as_vault = VaultProvider {
-        server: spec.server.clone(),
-        path: Some(spec.path.clone()),
-        version: VaultKvVersion::V2,
-        namespace: spec.namespace.clone(),
-        ca_bundle: spec.ca_bundle.clone(),
-        ca_provider: spec.ca_provider.clone(),
-        auth: spec.auth.clone(),
-    };
+    // The client's own mount is the Transit mount: it is checked here, and KV reads are
+    // never made with this client.
+    let vault = VaultKvProvider::connect(&spec.connection, &spec.path, VaultKvVersion::V2, auth);
     Ok(Transit {
-        vault: Box::new(VaultKvProvider::new(&as_vault, auth).await?),
+        vault: Box::new(vault.await?),
         path: spec.path.clone(),
         key_name: spec.key_name.clone().filter(|k| !k.is_empty()),
     })
