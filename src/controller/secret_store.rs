@@ -501,11 +501,17 @@ fn has_referent_refs(provider: &SecretStoreProvider) -> bool {
             _ => false,
         }
     }
-    let vault_k8s_default_sa = provider
-        .vault
-        .as_ref()
-        .and_then(|v| v.connection.auth.kubernetes.as_ref())
-        .is_some_and(|k| k.service_account_ref.is_none() && k.secret_ref.is_none());
+    // Vault Kubernetes auth without a reference logs in as ServiceAccount `default` of the
+    // ExternalSecret's namespace: referent too (for `vault` and `kms.vaultTransit` alike).
+    let transit = provider.kms.as_ref().and_then(|k| k.vault_transit.as_ref());
+    let vault_k8s_default_sa = [
+        provider.vault.as_ref().map(|v| &v.connection),
+        transit.map(|t| &t.connection),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|c| c.auth.kubernetes.as_ref())
+    .any(|k| k.service_account_ref.is_none() && k.secret_ref.is_none());
     vault_k8s_default_sa || walk(&serde_json::to_value(provider).unwrap_or_default(), "")
 }
 
@@ -619,83 +625,5 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn provider(yaml: &str) -> SecretStoreProvider {
-        serde_yaml::from_str(yaml).expect("provider fixture")
-    }
-
-    #[test]
-    fn only_admins_lend_the_operators_identity() {
-        use StoreKind::{ClusterSecretStore as Cluster, SecretStore as Tenant};
-        let ambient = provider("aws: {region: eu-west-1}");
-        let ambient_kms = provider("kms: {aws: {region: eu-west-1}}");
-        let ambient_gcp = provider("kms: {gcp: {keyName: k}}");
-        let custom = provider("aws: {region: eu-west-1, endpoint: 'https://evil.example'}");
-        let keyed = provider(
-            "aws: {region: eu-west-1, endpoint: 'https://vpce.example', auth: {secretRef: {accessKeyIDSecretRef: {name: c, key: id}, secretAccessKeySecretRef: {name: c, key: s}}}}",
-        );
-        let gcp_key = provider(
-            "kms: {gcp: {endpoint: 'https://x.example', auth: {secretRef: {name: sa, key: json}}}}",
-        );
-        for p in [&ambient, &ambient_kms, &ambient_gcp, &custom] {
-            let e = check_identity(Tenant, p, false).unwrap_err();
-            assert_eq!(e.kind, ErrorKind::InvalidConfig);
-            assert!(
-                e.message.contains("(the operator's own identity)"),
-                "{}",
-                e.message
-            );
-            check_identity(Cluster, p, false).unwrap();
-        }
-        // The opt-in lets tenants use it, but never towards an endpoint they name.
-        for p in [&ambient, &ambient_kms, &ambient_gcp] {
-            check_identity(Tenant, p, true).unwrap();
-        }
-        let e = check_identity(Tenant, &custom, true).unwrap_err();
-        assert!(
-            e.message
-                .contains("never sent to an endpoint a SecretStore names (https://evil.example)"),
-            "{}",
-            e.message
-        );
-        // Credentials the store names may go anywhere it says.
-        for p in [&keyed, &gcp_key] {
-            assert!(ambient_identity(p).is_none());
-            check_identity(Tenant, p, false).unwrap();
-        }
-    }
-
-    /// issue 10: an invalid `namespaceRegexes` entry denied (safe) but the store said Valid;
-    /// an empty one allowed every namespace.
-    #[test]
-    fn namespace_regexes_empty_or_invalid_match_nothing_and_are_reported() {
-        let store = |regexes: &str| -> ClusterSecretStore {
-            serde_yaml::from_str(&format!(
-                "apiVersion: secret-relay.dev/v1alpha1\nkind: ClusterSecretStore\nmetadata: {{name: s}}\nspec:\n  conditions: [{{namespaceRegexes: {regexes}}}]\n  provider: {{aws: {{region: r}}}}\n"
-            ))
-            .unwrap()
-        };
-        let good = store("['^team-']");
-        assert!(namespace_allowed(&good, "team-a", None));
-        assert!(!namespace_allowed(&good, "other", None));
-        assert_eq!(conditions_error(&good), None);
-        let empty = store("['']");
-        assert!(!namespace_allowed(&empty, "team-a", None));
-        assert!(conditions_error(&empty).unwrap().starts_with(
-            "spec.conditions[0].namespaceRegexes[0] is empty, which would match every namespace"
-        ));
-        let invalid = store("['^team-', '(']");
-        assert!(
-            namespace_allowed(&invalid, "team-a", None),
-            "the valid entry still matches"
-        );
-        assert!(!namespace_allowed(&invalid, "x(", None));
-        assert!(
-            conditions_error(&invalid)
-                .unwrap()
-                .starts_with("spec.conditions[0].namespaceRegexes[1] \"(\" is invalid and matches no namespace: regex parse error")
-        );
-    }
-}
+#[path = "secret_store_tests.rs"]
+mod tests;
