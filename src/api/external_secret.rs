@@ -224,8 +224,12 @@ pub struct ExternalSecretTemplate {
     /// `docs/migrating-from-eso.md`, "Templates".
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub data: BTreeMap<String, String>,
-    /// `Replace` (default): with template data, only the templated keys are written;
-    /// `Merge`: the fetched keys are written too, templates override.
+    /// Templates kept in ConfigMaps or Secrets of the ExternalSecret's namespace, or inline:
+    /// applied in order before `data` (which wins on a conflict), as ESO's `templateFrom`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub template_from: Vec<super::template::TemplateFrom>,
+    /// `Replace` (default): with `data` or `templateFrom`, only the templated keys are
+    /// written; `Merge`: the fetched keys are written too, templates override.
     #[serde(default)]
     pub merge_policy: TemplateMergePolicy,
     /// ESO's template engine version; `v2` (the default) is the only engine.
@@ -248,7 +252,7 @@ pub struct TemplateMetadata {
 /// `target.template.mergePolicy`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum TemplateMergePolicy {
-    /// Only templated keys (when `template.data` is set).
+    /// Only templated keys (when `template.data` or `templateFrom` is set).
     #[default]
     Replace,
     /// Fetched keys plus templated keys.
@@ -462,13 +466,27 @@ pub struct FindName {
     pub regexp: String,
 }
 
-/// `dataFrom[].rewrite[]`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+/// `dataFrom[].rewrite[]`: exactly one of `regexp` and `transform` (ESO's `merge` is not
+/// supported).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.regexp) ? 1 : 0) + (has(self.transform) ? 1 : 0) == 1").message("exactly one of regexp and transform must be set in a rewrite"))]
 pub struct ExternalSecretRewrite {
     /// Replace every match of `source` in a key by `target` (`$1`, `${name}` expand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regexp: Option<RewriteRegexp>,
+    /// Replace each key by the output of a template (ESO's engine v2) in which `.value` is
+    /// the key: `{{ .value | upper }}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<RewriteTransform>,
+}
+
+/// A template key rewrite: ESO's `ExternalSecretRewriteTransform`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RewriteTransform {
+    /// The template; `.value` is the key being rewritten.
+    pub template: String,
 }
 
 /// A regular-expression key rewrite.

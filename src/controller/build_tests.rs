@@ -343,6 +343,7 @@ fn find_keys_and_rewrites() {
             source: "^/app/(.*)$".into(),
             target: "APP_$1".into(),
         }),
+        ..Default::default()
     }];
     let out = rewrite_keys(map(&[("/app/db", "1"), ("other", "2")]), &rw).unwrap();
     assert_eq!(
@@ -354,6 +355,7 @@ fn find_keys_and_rewrites() {
             source: "(".into(),
             target: "".into(),
         }),
+        ..Default::default()
     }];
     assert!(
         rewrite_keys(map(&[("a", "1")]), &bad)
