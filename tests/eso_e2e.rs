@@ -109,8 +109,14 @@ mod eso_common {
         c.config_maps.insert(
             "test".into(),
             [
-                ("config.json".to_string(), "executed-{{ .one}}-{{ .two}}".to_string()),
-                ("templated".to_string(), "executed-{{ .one}}: {{ .two}}".to_string()),
+                (
+                    "config.json".to_string(),
+                    "executed-{{ .one}}-{{ .two}}".to_string(),
+                ),
+                (
+                    "templated".to_string(),
+                    "executed-{{ .one}}: {{ .two}}".to_string(),
+                ),
             ]
             .into(),
         );
