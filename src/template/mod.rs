@@ -507,3 +507,5 @@ pub(crate) fn uncarry_bytes(s: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sprig;

@@ -3,6 +3,9 @@
 //! `jwkPrivateKeyPem`), each as Sprig or ESO documents it. Go's builtins that allocate in proportion to their input (`print`, `printf`, `println`,
 //! `html`, `js`, `urlquery`, `slice`) are replaced by bounded equivalents.
 //!
+//! Sprig's date functions are in `time`, its random, semver, URL, float, case and other
+//! late additions in `misc`.
+//!
 //! Every function runs behind [`register`]'s wrapper, which charges steps for the arguments,
 //! refuses results over [`MAX_VALUE_BYTES`] or [`MAX_VALUE_DEPTH`], and charges the result to
 //! the template's memory budget. Functions whose result could be huge (`repeat`, `until`,
@@ -23,7 +26,9 @@ use super::{Budget, MAX_LIST_LEN, MAX_VALUE_BYTES, MAX_VALUE_DEPTH, carry_bytes,
 
 mod args;
 mod data;
+mod misc;
 mod text;
+mod time;
 
 use args::*;
 use data::*;
@@ -514,7 +519,7 @@ pub(crate) fn func_map(budget: &Arc<Budget>) -> FuncMap {
             super::jwk::private_key_pem(&str_arg(a, 0)?).map(s)
         }),
     ];
-    for (name, f) in table {
+    for (name, f) in table.iter().chain(time::TABLE).chain(misc::TABLE) {
         register(&mut m, budget, name, *f, 0);
     }
     // bcrypt at Go's default cost takes tens of milliseconds: a template gets ten of them.
