@@ -30,6 +30,8 @@
 
 mod funcs;
 mod jwk;
+mod pem_chain;
+pub mod pkcs12;
 
 use std::sync::{
     Arc, Mutex,
