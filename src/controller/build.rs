@@ -292,7 +292,8 @@ pub fn validate_keys(map: SecretMap) -> Result<SecretMap, BuildError> {
 
 /// Applies `rewrite[]` in order to every key of `map`, as ESO's `RewriteMap`: `regexp`
 /// replaces every match (Rust `regex` syntax, RE2's as Go's), `transform` renders its
-/// template (ESO's engine v2, bounded as every template is) with `.value` set to the key.
+/// template (ESO's engine v2, bounded as every template is) with `.value` set to the key,
+/// `merge` merges the values' JSON objects ([`super::rewrite_merge`]).
 /// Two keys rewritten to the same key keep the value of the later one in key order. Errors:
 /// an invalid regexp or template, naming the rewrite's index and the key (a remote name,
 /// never a value).
@@ -329,6 +330,8 @@ pub fn rewrite_keys(
                 out.insert(key, v);
             }
             map = out;
+        } else if let Some(m) = &rw.merge {
+            map = super::rewrite_merge::merge(m, map)?;
         }
     }
     Ok(map)

@@ -252,3 +252,96 @@ fn rewrite_transform_errors_name_the_key_not_the_value() {
     );
     assert!(!err.0.contains("s3cret"), "{err}");
 }
+
+fn merge_rw(yaml: &str) -> ExternalSecretRewrite {
+    serde_yaml::from_str(yaml).expect("fixture parses")
+}
+
+#[test]
+fn rewrite_merge_as_eso() {
+    // esutils RewriteMap: "using double merge".
+    let rw = vec![
+        merge_rw("merge: {strategy: JSON, conflictPolicy: Ignore, into: merged, priority: [a]}"),
+        merge_rw("merge: {strategy: Extract, conflictPolicy: Ignore, priority: [b]}"),
+    ];
+    let input = values(&[
+        ("a", r#"{"host": "dba", "pass": "yola", "port": 123}"#),
+        ("b", r#"{"host": "dbb", "pass": "yolb"}"#),
+    ]);
+    let out = rewrite_keys(input, &rw).unwrap();
+    assert_eq!(
+        text(&out),
+        pairs(&[("host", "dbb"), ("pass", "yolb"), ("port", "123")])
+    );
+    // "using regexp and merge".
+    let rw = vec![
+        ExternalSecretRewrite {
+            regexp: Some(RewriteRegexp {
+                source: "db/(.*)".into(),
+                target: "$1".into(),
+            }),
+            ..Default::default()
+        },
+        merge_rw("merge: {strategy: JSON, conflictPolicy: Ignore, into: merged, priority: [a]}"),
+    ];
+    let input = values(&[
+        ("db/a", r#"{"host": "dba.example.com"}"#),
+        ("db/b", r#"{"host": "dbb.example.com", "pass": "yolo"}"#),
+    ]);
+    let out = rewrite_keys(input, &rw).unwrap();
+    assert_eq!(
+        text(&out)["merged"],
+        r#"{"host":"dba.example.com","pass":"yolo"}"#
+    );
+}
+
+#[test]
+fn rewrite_merge_errors_name_keys_not_values() {
+    let input = || {
+        values(&[
+            ("a", r#"{"host": "h1", "pass": "s3cret-a"}"#),
+            ("b", r#"{"host": "h2"}"#),
+        ])
+    };
+    let err = rewrite_keys(input(), &[merge_rw("merge: {}")]).unwrap_err();
+    assert_eq!(err.0, "rewrite merge: conflicting keys: host");
+    let err = rewrite_keys(input(), &[merge_rw("merge: {priority: [c]}")]).unwrap_err();
+    assert!(err.0.contains(r#"priority key "c" not found"#), "{err}");
+    let ok = rewrite_keys(
+        input(),
+        &[merge_rw(
+            "merge: {priority: [c], priorityPolicy: IgnoreNotFound, conflictPolicy: Ignore}",
+        )],
+    );
+    assert!(ok.is_ok());
+    let err = rewrite_keys(
+        values(&[("a", "s3cret-not-json")]),
+        &[merge_rw("merge: {}")],
+    )
+    .unwrap_err();
+    assert!(
+        err.0.contains("not a JSON object") && !err.0.contains("s3cret"),
+        "{err}"
+    );
+    let err = rewrite_keys(
+        input(),
+        &[merge_rw("merge: {strategy: JSON, conflictPolicy: Ignore}")],
+    )
+    .unwrap_err();
+    assert!(err.0.contains("needs `into`"), "{err}");
+}
+
+/// Tenant input: a transform template is bounded per key as every template is.
+#[test]
+fn rewrite_transform_is_bounded() {
+    let rw = vec![ExternalSecretRewrite {
+        transform: Some(RewriteTransform {
+            template: "{{ range until 9000 }}{{ range until 9000 }}x{{ end }}{{ end }}".into(),
+        }),
+        ..Default::default()
+    }];
+    let started = Instant::now();
+    let err = rewrite_keys(values(&[("k", "v")]), &rw).unwrap_err();
+    assert!(err.0.contains("steps"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -10,6 +10,7 @@ pub mod build_template;
 pub mod cluster_external_secret;
 pub mod condition;
 pub mod external_secret;
+pub mod rewrite_merge;
 pub mod rollout;
 pub mod secret_store;
 
