@@ -411,6 +411,10 @@ pub fn desired_secret_with(
 ) -> Result<Secret, BuildError> {
     let template = es.spec.target.template.as_ref();
     let templated = super::build_template::apply_template(template, input.values, sources)?;
+    check_privileged(
+        template.and_then(|t| t.type_.as_deref()),
+        &templated.annotations,
+    )?;
     let (values, template_labels, template_annotations) =
         (templated.data, templated.labels, templated.annotations);
     let data: BTreeMap<String, ByteString> = values
@@ -459,6 +463,30 @@ pub fn desired_secret_with(
         immutable: es.spec.target.immutable.then_some(true),
         ..Default::default()
     })
+}
+
+/// ESO's `validatePrivilegedTemplate`: no Secret an ExternalSecret writes may make the
+/// cluster mint a credential beyond its author's RBAC: `kubernetes.io/service-account-token`
+/// with the `kubernetes.io/service-account.name` annotation (a long-lived token of that
+/// ServiceAccount), from `metadata.annotations` or `templateFrom` alike (checked on the
+/// rendered annotations), nor any `bootstrap.kubernetes.io/token`. Errors name the rule.
+pub fn check_privileged(
+    type_: Option<&str>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<(), BuildError> {
+    match type_ {
+        Some("kubernetes.io/service-account-token")
+            if annotations.contains_key("kubernetes.io/service-account.name") =>
+        {
+            Err(BuildError(
+                "template.type kubernetes.io/service-account-token with the annotation kubernetes.io/service-account.name is not allowed (it would mint a ServiceAccount token)".into(),
+            ))
+        }
+        Some("bootstrap.kubernetes.io/token") => Err(BuildError(
+            "template.type bootstrap.kubernetes.io/token is not allowed".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// True when `existing` already carries everything `desired` sets, ignoring the

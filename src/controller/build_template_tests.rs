@@ -345,3 +345,40 @@ fn rewrite_transform_is_bounded() {
     assert!(err.0.contains("steps"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// ESO's privileged-template rule, whichever way the annotation comes.
+#[test]
+fn service_account_token_and_bootstrap_templates_are_refused() {
+    use crate::controller::build::{BuildInput, desired_secret_with};
+    let es = |template: &str| -> crate::api::ExternalSecret {
+        serde_yaml::from_str(&format!(
+            "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {{name: e, namespace: n}}\nspec:\n  secretStoreRef: {{name: s}}\n  target:\n    template:\n{template}\n  data:\n  - secretKey: one\n    remoteRef: {{key: k}}\n"
+        ))
+        .unwrap()
+    };
+    let build = |e: &crate::api::ExternalSecret| {
+        let input = BuildInput {
+            values: values(ESO_VALUES),
+            store: "SecretStore/s",
+            now: "2024-01-01T00:00:00Z",
+        };
+        desired_secret_with(e, input, &TemplateSources::default())
+    };
+    let by_metadata = es(
+        "      type: kubernetes.io/service-account-token\n      metadata:\n        annotations: {kubernetes.io/service-account.name: default}",
+    );
+    assert!(build(&by_metadata).unwrap_err().0.contains("not allowed"));
+    let by_template_from = es(
+        "      type: kubernetes.io/service-account-token\n      templateFrom:\n      - literal: 'kubernetes.io/service-account.name: {{ \"default\" }}'\n        target: Annotations",
+    );
+    assert!(
+        build(&by_template_from)
+            .unwrap_err()
+            .0
+            .contains("not allowed")
+    );
+    let bootstrap = es("      type: bootstrap.kubernetes.io/token");
+    assert!(build(&bootstrap).unwrap_err().0.contains("not allowed"));
+    let plain_token_type = es("      type: kubernetes.io/service-account-token");
+    assert!(build(&plain_token_type).is_ok());
+}
