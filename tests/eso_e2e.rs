@@ -37,10 +37,12 @@
 //!   other Vault auths. `templateFrom`: JSONDataWithTemplateFromLiteral and
 //!   TemplateFromConfigmaps (ESO runs them for Vault token auth only) ported for Vault (token
 //!   auth) and, as extras, for Parameter Store (static auth).
-//! - ESO's e2e suites have no case for `rewrite[].transform` nor for the PKCS#12 template
-//!   functions: their expectations from ESO's unit tests (`esutils` `RewriteMap`,
-//!   `template/v2` `pkcs12_test.go`) are unit tests here (`controller::build_template`,
-//!   `template::pkcs12`).
+//! - ESO's e2e suites have no case for `rewrite[].transform`, `rewrite[].merge` nor the
+//!   PKCS#12 template functions: their expectations from ESO's unit tests (`esutils`
+//!   `RewriteMap`, `template/v2` `pkcs12_test.go`) are unit tests here
+//!   (`controller::build_template`, `template::pkcs12`, against files the `openssl` CLI
+//!   makes), and `tests/external_secret_vault.rs` (`rewrite_transform_merge_and_pkcs12_templates`)
+//!   runs them together against OpenBao.
 //! - Not ported: Vault "with cert auth", "with token auth and mTLS", "with referent provider
 //!   and mTLS" and "store without clientTLS configuration should not be valid" (our Vault
 //!   store has neither `auth.cert` nor `clientTLS`); Parameter Store "[awsmanaged]" tables

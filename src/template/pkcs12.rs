@@ -424,6 +424,35 @@ pub fn from_pem(cert: &str, key: &str, chain: bool, password: &str) -> Result<St
     Ok(base64::engine::general_purpose::STANDARD.encode(pfx))
 }
 
+/// `{{ pemTruststoreToPKCS12 certs }}` and `...Pass certs password`: every certificate of the
+/// PEM text as a trusted entry of a key-less PKCS#12 truststore (Java's trusted-certificate
+/// attribute, as go-pkcs12's `EncodeTrustStore`), base64-encoded, written as [`from_pem`]
+/// writes.
+pub fn truststore_from_pem(certs: &str, password: &str) -> Result<String, String> {
+    let blocks = pem::parse_many(certs).map_err(|_| "the certificates are not PEM".to_string())?;
+    let mut store = p12_keystore::KeyStore::new();
+    let mut n = 0;
+    for block in blocks.iter().filter(|p| p.tag() == "CERTIFICATE") {
+        let cert = p12_keystore::Certificate::from_der(block.contents())
+            .map_err(|_| "a certificate is not X.509".to_string())?;
+        n += 1;
+        store.add_entry(
+            &n.to_string(),
+            p12_keystore::KeyStoreEntry::Certificate(cert),
+        );
+    }
+    if n == 0 {
+        return Err("the certificates are not PEM".into());
+    }
+    let pfx = store
+        .writer(password)
+        .encryption_iterations(2048)
+        .mac_iterations(2048)
+        .write()
+        .map_err(|_| "cannot write the PKCS#12 file".to_string())?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(pfx))
+}
+
 #[cfg(test)]
 #[path = "pkcs12_tests.rs"]
 mod tests;

@@ -301,3 +301,32 @@ fn template_functions_read_binary_values_and_pipelines() {
         "pkcs12keyPass: the MAC does not match: wrong password?"
     );
 }
+
+#[test]
+fn truststore_is_read_back_by_openssl() {
+    let d = fixtures();
+    let certs = [text(d, "root.crt"), text(d, "inter.crt")].concat();
+    let b64 = truststore_from_pem(&certs, "changeit").unwrap();
+    let out = d.join("truststore.p12");
+    std::fs::write(
+        &out,
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap();
+    let read = String::from_utf8(openssl(
+        d,
+        &[
+            "pkcs12",
+            "-in",
+            out.to_str().unwrap(),
+            "-passin",
+            "pass:changeit",
+            "-nokeys",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(normalized(&read), normalized(&certs));
+    assert!(truststore_from_pem("no pem here", "").is_err());
+}

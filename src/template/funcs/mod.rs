@@ -549,6 +549,12 @@ pub(crate) fn func_map(budget: &Arc<Budget>) -> FuncMap {
         ("fullPemToPkcs12", |a| {
             super::pkcs12::from_pem(&str_arg(a, 0)?, &str_arg(a, 1)?, true, "").map(s)
         }),
+        ("pemTruststoreToPKCS12", |a| {
+            super::pkcs12::truststore_from_pem(&str_arg(a, 0)?, "").map(s)
+        }),
+        ("pemTruststoreToPKCS12Pass", |a| {
+            super::pkcs12::truststore_from_pem(&str_arg(a, 0)?, &str_arg(a, 1)?).map(s)
+        }),
         ("fullPemToPkcs12Pass", |a| {
             super::pkcs12::from_pem(&str_arg(a, 0)?, &str_arg(a, 1)?, true, &str_arg(a, 2)?).map(s)
         }),
