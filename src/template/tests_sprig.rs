@@ -154,6 +154,9 @@ fn floats_cases_and_lists_as_sprig() {
             "foo/baz b.txt .gz",
         ),
         (r#"{{ typeIsLike "string" "x" }}"#, "true"),
+        (r#"{{ abbrevboth 5 10 "1234 5678 9123" }}"#, "...5678..."),
+        (r#"{{ hello }}"#, "Hello!"),
+        (r#"{{ abbrevboth 5 10 "ééééééééééééé" | len }}"#, "12"),
     ];
     for (source, want) in cases {
         assert_eq!(ok(source), *want, "{source}");

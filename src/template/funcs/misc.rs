@@ -2,7 +2,7 @@
 //! `randInt`, `shuffle`, `uuidv4`), semver (`semver`, `semverCompare`), URL (`urlParse`,
 //! `urlJoin`), float math (`addf`, `add1f`, `subf`, `mulf`, `divf`, `maxf`, `minf`, `ceil`,
 //! `floor`, `round`, `toDecimal`), case (`camelcase`, `snakecase`, `kebabcase`), `wrap`,
-//! `wrapWith`, `chunk`, `deepEqual` and path (`clean`, `os*`) functions, as ESO's copy of
+//! `wrapWith`, `chunk`, `deepEqual`, `abbrevboth`, `hello` and path (`clean`, `os*`) functions, as ESO's copy of
 //! Sprig defines them. Random output changes at every render: a template using one rewrites
 //! its Secret at every refresh, as in ESO.
 
@@ -131,6 +131,14 @@ pub(super) const TABLE: &[(&str, Fun)] = &[
         let (want, v) = (str_arg(a, 0)?, arg(a, 1)?);
         let t = type_of(v);
         Ok(Value::Bool(want == t || want == format!("*{t}")))
+    }),
+    ("hello", |_| Ok(s("Hello!"))),
+    ("abbrevboth", |a| {
+        Ok(s(abbreviate_full(
+            &str_arg(a, 2)?,
+            int_arg(a, 0)?,
+            int_arg(a, 1)?,
+        )))
     }),
     ("clean", |a| Ok(s(path_clean(&str_arg(a, 0)?)))),
     ("osClean", |a| Ok(s(path_clean(&str_arg(a, 0)?)))),
@@ -391,4 +399,39 @@ fn path_clean(p: &str) -> String {
         (false, true) => ".".into(),
         (false, false) => joined,
     }
+}
+
+/// goutils' `AbbreviateFull(text, offset, width)`, which Sprig's `abbrevboth left right text`
+/// calls: `...` on the side(s) cut, byte offsets as Go's; "" where goutils errs (a width under
+/// 4, or under 7 with an offset past 4), as Sprig drops the error.
+fn abbreviate_full(text: &str, offset: i64, width: i64) -> String {
+    let b = text.as_bytes();
+    let len = b.len() as i64;
+    let cut =
+        |from: i64, to: i64| String::from_utf8_lossy(&b[from as usize..to as usize]).into_owned();
+    if text.is_empty() {
+        return String::new();
+    }
+    if width < 4 {
+        return String::new();
+    }
+    if len <= width {
+        return text.to_string();
+    }
+    let mut offset = offset.clamp(0, len);
+    if len - offset < width - 3 {
+        offset = len - (width - 3);
+    }
+    if offset <= 4 {
+        return cut(0, width - 3) + "...";
+    }
+    if width < 7 {
+        return String::new();
+    }
+    if offset + width - 3 < len {
+        // Go slices bytes; a cut inside a character shows U+FFFD, never panics.
+        let rest = cut(offset, len);
+        return format!("...{}", abbreviate_full(&rest, 0, width - 3));
+    }
+    format!("...{}", cut(len - (width - 3), len))
 }
