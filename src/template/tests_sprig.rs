@@ -162,3 +162,41 @@ fn floats_cases_and_lists_as_sprig() {
         assert_eq!(ok(source), *want, "{source}");
     }
 }
+
+#[test]
+fn aes_as_sprig_and_openssl() {
+    assert_eq!(
+        ok(r#"{{ encryptAES "secretkey" "plaintext" | decryptAES "secretkey" }}"#),
+        "plaintext"
+    );
+    assert_eq!(ok(r#"{{ encryptAES "k" "" }}"#), "");
+    assert!(
+        err(r#"{{ encryptAES "secretkey" "plaintext" | decryptAES "other" }}"#).contains("decrypt")
+    );
+    assert!(err(r#"{{ decryptAES "k" "not base64!" }}"#).contains("base64"));
+    // The same bytes openssl makes: key "secretkey" zero-padded to 32 bytes, IV from the text.
+    let b64 = ok(r#"{{ encryptAES "secretkey" "hello, world" }}"#);
+    let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &b64).unwrap();
+    let (iv, ct) = raw.split_at(16);
+    let mut key = b"secretkey".to_vec();
+    key.resize(32, 0);
+    let dir = std::env::temp_dir().join(format!("secret-relay-aes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ct"), ct).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "enc",
+            "-d",
+            "-aes-256-cbc",
+            "-K",
+            &hex::encode(&key),
+            "-iv",
+            &hex::encode(iv),
+            "-in",
+        ])
+        .arg(dir.join("ct"))
+        .output()
+        .expect("the openssl CLI is installed");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "hello, world");
+}

@@ -2,7 +2,8 @@
 //! `randInt`, `shuffle`, `uuidv4`), semver (`semver`, `semverCompare`), URL (`urlParse`,
 //! `urlJoin`), float math (`addf`, `add1f`, `subf`, `mulf`, `divf`, `maxf`, `minf`, `ceil`,
 //! `floor`, `round`, `toDecimal`), case (`camelcase`, `snakecase`, `kebabcase`), `wrap`,
-//! `wrapWith`, `chunk`, `deepEqual`, `abbrevboth`, `hello` and path (`clean`, `os*`) functions, as ESO's copy of
+//! `wrapWith`, `chunk`, `deepEqual`, `abbrevboth`, `hello`, `encryptAES`, `decryptAES` and
+//! path (`clean`, `os*`) functions, as ESO's copy of
 //! Sprig defines them. Random output changes at every render: a template using one rewrites
 //! its Secret at every refresh, as in ESO.
 
@@ -133,6 +134,12 @@ pub(super) const TABLE: &[(&str, Fun)] = &[
         Ok(Value::Bool(want == t || want == format!("*{t}")))
     }),
     ("hello", |_| Ok(s("Hello!"))),
+    ("encryptAES", |a| {
+        encrypt_aes(&str_arg(a, 0)?, &bytes_arg(a, 1)?)
+    }),
+    ("decryptAES", |a| {
+        decrypt_aes(&str_arg(a, 0)?, &str_arg(a, 1)?)
+    }),
     ("abbrevboth", |a| {
         Ok(s(abbreviate_full(
             &str_arg(a, 2)?,
@@ -434,4 +441,53 @@ fn abbreviate_full(text: &str, offset: i64, width: i64) -> String {
         return format!("...{}", abbreviate_full(&rest, 0, width - 3));
     }
     format!("...{}", cut(len - (width - 3), len))
+}
+
+/// Sprig's key: the password's bytes, cut or zero-padded to 32 (AES-256).
+fn aes_key(password: &str) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    let p = password.as_bytes();
+    let n = p.len().min(32);
+    key[..n].copy_from_slice(&p[..n]);
+    key
+}
+
+/// Sprig's `encryptAES password plaintext`: AES-256-CBC, PKCS#7 padding, a random IV before
+/// the ciphertext, base64; "" for "". A new IV at each render: the Secret changes at every
+/// refresh.
+fn encrypt_aes(password: &str, plaintext: &[u8]) -> Result<Value, String> {
+    use cbc::cipher::{BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
+    if plaintext.is_empty() {
+        return Ok(s(""));
+    }
+    let mut iv = [0u8; 16];
+    rand::fill(&mut iv[..]);
+    let ct = cbc::Encryptor::<aes::Aes256>::new_from_slices(&aes_key(password), &iv)
+        .map_err(|_| "cannot encrypt")?
+        .encrypt_padded_vec::<Pkcs7>(plaintext);
+    let mut out = iv.to_vec();
+    out.extend(ct);
+    Ok(s(base64::engine::general_purpose::STANDARD.encode(out)))
+}
+
+/// Sprig's `decryptAES password ciphertext`, the inverse of [`encrypt_aes`]; "" for "".
+/// Errors (fixed text, where Go may panic or return garbage): not base64, shorter than one
+/// block, or a padding that does not check out (a wrong password).
+fn decrypt_aes(password: &str, crypt64: &str) -> Result<Value, String> {
+    use cbc::cipher::{BlockModeDecrypt, KeyIvInit, block_padding::Pkcs7};
+    if crypt64.is_empty() {
+        return Ok(s(""));
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(crypt64.trim())
+        .map_err(|_| "input is not base64")?;
+    if raw.len() < 32 || raw.len() % 16 != 0 {
+        return Err("input is not AES-CBC ciphertext".into());
+    }
+    let (iv, ct) = raw.split_at(16);
+    let plain = cbc::Decryptor::<aes::Aes256>::new_from_slices(&aes_key(password), iv)
+        .map_err(|_| "cannot decrypt")?
+        .decrypt_padded_vec::<Pkcs7>(ct)
+        .map_err(|_| "cannot decrypt: wrong password?")?;
+    Ok(s(crate::template::carry_bytes(&plain)))
 }
