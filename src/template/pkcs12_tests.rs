@@ -42,6 +42,15 @@ fn text(dir: &Path, name: &str) -> String {
 fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // The directory lives as long as the test process; those of finished runs go here.
+        for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("secret-relay-pkcs12-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         let dir = std::env::temp_dir().join(format!("secret-relay-pkcs12-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let d = dir.as_path();
