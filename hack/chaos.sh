@@ -133,6 +133,8 @@ lines += [
     "| JSON value read with `property` / `extract` | 64 levels deep, 1 MiB, checked before any parser | `src/controller/build.rs` (`MAX_JSON_DEPTH`, `MAX_JSON_BYTES`) |",
     "| template, per key | 50,000 steps (charged by every node list and function call), 1 MiB of output, 1 MiB / 64 levels / 10,000 items per intermediate value, 64 MiB of intermediate values, 32 nested template calls; rendered one at a time on the blocking pool | `src/template/mod.rs` (`MAX_STEPS`, `MAX_OUTPUT_BYTES`, ...) |",
     "| SOPS document | 1 MiB; expands to at most twice its size while read (YAML aliases) | `src/sops/tree.rs` (`MAX_DOCUMENT_BYTES`) |",
+    "| `templateFrom` ConfigMaps, Secrets and literals | 1 MiB of template text per ExternalSecret; a `KeysAndValues` output is read as a YAML map of at most 10,000 entries, aliases expanded at most to twice its size; only the ExternalSecret's namespace is read | `src/controller/build_template.rs` (`MAX_TEMPLATE_SOURCE_BYTES`, `MAX_KEYS_AND_VALUES_ENTRIES`) |",
+    "| PKCS#12 file (`pkcs12key`, `pkcs12cert`) | 256 KiB, 64 bags, 600,000 key-derivation iterations in all (those visible without a key counted before any is spent), no scrypt; each call costs 5,000 template steps | `src/template/pkcs12.rs` (`MAX_PKCS12_BYTES`, `MAX_BAGS`, `MAX_KDF_ITERATIONS`) |",
     "| regular expression (rewrite, find, namespaceRegexes) | 4 KiB of pattern, 1 MiB compiled; linear-time matching | `src/regexes.rs` |",
     "| `refreshInterval` | Go duration, at least 1 s, 64 characters, 9 digits a number | `src/controller/external_secret/plan.rs` |",
     "| provider read | waits at most 5 s for a backend, then retried; a backend down gets one probe at a time | `src/providers/health.rs` |",

@@ -34,8 +34,15 @@
 //!   DataPropertyDockerconfigJSON ported for Parameter Store (static auth) and
 //!   JSONDataWithTemplate, DataPropertyDockerconfigJSON for Vault (token auth). Not yet:
 //!   SSHKeySync, SSHKeySyncDataProperty (Parameter Store), the template cases under the
-//!   other Vault auths, and JSONDataWithTemplateFromLiteral, TemplateFromConfigmaps (they need
-//!   `templateFrom`).
+//!   other Vault auths. `templateFrom`: JSONDataWithTemplateFromLiteral and
+//!   TemplateFromConfigmaps (ESO runs them for Vault token auth only) ported for Vault (token
+//!   auth) and, as extras, for Parameter Store (static auth).
+//! - ESO's e2e suites have no case for `rewrite[].transform`, `rewrite[].merge` nor the
+//!   PKCS#12 template functions: their expectations from ESO's unit tests (`esutils`
+//!   `RewriteMap`, `template/v2` `pkcs12_test.go`) are unit tests here
+//!   (`controller::build_template`, `template::pkcs12`, against files the `openssl` CLI
+//!   makes), and `tests/external_secret_vault.rs` (`rewrite_transform_merge_and_pkcs12_templates`)
+//!   runs them together against OpenBao.
 //! - Not ported: Vault "with cert auth", "with token auth and mTLS", "with referent provider
 //!   and mTLS" and "store without clientTLS configuration should not be valid" (our Vault
 //!   store has neither `auth.cert` nor `clientTLS`); Parameter Store "[awsmanaged]" tables
@@ -70,6 +77,51 @@ mod eso_common {
         );
         c.labels.insert("example".into(), "label".into());
         c.annotations.insert("example".into(), "annotation".into());
+        c
+    }
+
+    /// "[common] should sync json secrets with template" (JSONDataWithTemplateFromLiteral:
+    /// `templateFrom[].literal`)
+    pub fn JSONDataWithTemplateFromLiteral(ns: &str) -> Case {
+        let k1 = format!("{ns}-one");
+        let k2 = format!("{ns}-other");
+        Case::new(
+            vec![entry(&k1, SECRET_VALUE_1), entry(&k2, SECRET_VALUE_2)],
+            format!(
+                "  target:\n    name: target-secret\n    template:\n      templateFrom:\n      - literal: 'executed-{{{{ .one }}}}: {{{{ .two }}}}'\n        target: Data\n  data:\n  - secretKey: one\n    remoteRef:\n      key: {k1}\n      property: foo1\n  - secretKey: two\n    remoteRef:\n      key: {k2}\n      property: bar2\n"
+            ),
+            &[("executed-foo1-val", "bar2-val")],
+        )
+    }
+
+    /// "[common] should sync from templateFrom Configmaps"
+    pub fn TemplateFromConfigmaps(ns: &str) -> Case {
+        let k1 = format!("{ns}-one");
+        let k2 = format!("{ns}-other");
+        let mut c = Case::new(
+            vec![entry(&k1, SECRET_VALUE_1), entry(&k2, SECRET_VALUE_2)],
+            format!(
+                "  target:\n    name: target-secret\n    template:\n      templateFrom:\n      - configMap:\n          name: test\n          items:\n          - key: config.json\n            templateAs: Values\n          - key: templated\n            templateAs: KeysAndValues\n        target: Data\n  data:\n  - secretKey: one\n    remoteRef:\n      key: {k1}\n      property: foo1\n  - secretKey: two\n    remoteRef:\n      key: {k2}\n      property: bar2\n"
+            ),
+            &[
+                ("executed-foo1-val", "bar2-val"),
+                ("config.json", "executed-foo1-val-bar2-val"),
+            ],
+        );
+        c.config_maps.insert(
+            "test".into(),
+            [
+                (
+                    "config.json".to_string(),
+                    "executed-{{ .one}}-{{ .two}}".to_string(),
+                ),
+                (
+                    "templated".to_string(),
+                    "executed-{{ .one}}: {{ .two}}".to_string(),
+                ),
+            ]
+            .into(),
+        );
         c
     }
 
@@ -493,6 +545,10 @@ mod parameterstore_with_static_auth {
         JSONDataWithTemplate = eso_common::JSONDataWithTemplate,
         DockerJSONConfig = eso_common::DockerJSONConfig,
         DataPropertyDockerconfigJSON = eso_common::DataPropertyDockerconfigJSON,
+        /// Not in ESO's Parameter Store table (ESO runs it for Vault): an extra.
+        JSONDataWithTemplateFromLiteral = eso_common::JSONDataWithTemplateFromLiteral,
+        /// Not in ESO's Parameter Store table (ESO runs it for Vault): an extra.
+        TemplateFromConfigmaps = eso_common::TemplateFromConfigmaps,
     );
 }
 
@@ -519,6 +575,8 @@ mod vault_with_token_auth {
         JSONDataFromExtractProperty = eso_common::JSONDataFromExtractProperty,
         JSONDataWithTemplate = eso_common::JSONDataWithTemplate,
         DataPropertyDockerconfigJSON = eso_common::DataPropertyDockerconfigJSON,
+        JSONDataWithTemplateFromLiteral = eso_common::JSONDataWithTemplateFromLiteral,
+        TemplateFromConfigmaps = eso_common::TemplateFromConfigmaps,
     );
 }
 

@@ -1323,3 +1323,96 @@ spec:
         ready_message(&es)
     );
 }
+
+/// `templateFrom` reads a ConfigMap of the ExternalSecret's namespace at every sync: missing,
+/// it is a clear error (no value quoted) and nothing is written; created, the Secret follows;
+/// changed, the change lands at the next refresh; deleted, the Secret stays as it was.
+#[tokio::test]
+async fn template_from_config_map_follows_its_changes() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let Some(f) = setup("template_from_config_map_follows_its_changes").await else {
+        return;
+    };
+    f.put("/tf/password", "tf-s3cret-value", true).await;
+    f.es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: tf}
+spec:
+  refreshInterval: 3s
+  secretStoreRef: {name: ssm, kind: SecretStore}
+  target:
+    template:
+      templateFrom:
+      - configMap:
+          name: tpl
+          items: [{key: url}, {key: env, templateAs: KeysAndValues}]
+  data:
+  - secretKey: pw
+    remoteRef: {key: PREFIX/tf/password}
+"#)
+        .await;
+    let es = wait_reason(&f.es, "tf", "SecretSyncedError").await;
+    let msg = ready_message(&es);
+    assert_eq!(
+        msg,
+        format!("templateFrom: ConfigMap {}/tpl not found", f.ns)
+    );
+    assert!(f.secrets.get_opt("tf").await.unwrap().is_none());
+
+    let cms: Api<ConfigMap> = Api::namespaced(f.env.kube.clone(), &f.ns);
+    let cm = |url: &str| -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {"name": "tpl"},
+            "data": {"url": url, "env": "DB_PASSWORD: '{{ .pw }}'"}
+        }))
+        .unwrap()
+    };
+    cms.create(&PostParams::default(), &cm("db://app:{{ .pw }}@db"))
+        .await
+        .unwrap();
+    let want = |url: &str| -> std::collections::BTreeMap<String, String> {
+        [("url", url), ("DB_PASSWORD", "tf-s3cret-value")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let first = want("db://app:tf-s3cret-value@db");
+    wait_for(
+        "Secret tf from the ConfigMap",
+        Duration::from_secs(60),
+        || async {
+            let s = f.secrets.get_opt("tf").await.unwrap()?;
+            (secret_data(&s) == first).then_some(())
+        },
+    )
+    .await;
+
+    cms.replace("tpl", &PostParams::default(), &cm("db2://{{ .pw }}"))
+        .await
+        .unwrap();
+    let second = want("db2://tf-s3cret-value");
+    wait_for(
+        "the changed ConfigMap at the next refresh",
+        Duration::from_secs(30),
+        || async {
+            let s = f.secrets.get_opt("tf").await.unwrap()?;
+            (secret_data(&s) == second).then_some(())
+        },
+    )
+    .await;
+
+    cms.delete("tpl", &DeleteParams::default()).await.unwrap();
+    wait_for(
+        "the missing ConfigMap reported",
+        Duration::from_secs(30),
+        || async {
+            let es = f.es.get("tf").await.ok()?;
+            ready_message(&es).contains("ConfigMap").then_some(())
+        },
+    )
+    .await;
+    let es = f.es.get("tf").await.unwrap();
+    assert!(!ready_message(&es).contains("tf-s3cret-value"));
+    assert_eq!(secret_data(&f.secret("tf").await), second);
+}

@@ -421,3 +421,117 @@ spec:
         .collect()
     );
 }
+
+/// ESO v1 additions end to end: `dataFrom.find` keys rewritten by a `transform` template then
+/// `merge`d into one JSON value, and a keystore made by `openssl pkcs12 -export` (stored
+/// base64 in Vault) opened by ESO's `pkcs12keyPass`/`pkcs12certPass` template functions.
+#[tokio::test]
+async fn rewrite_transform_merge_and_pkcs12_templates() {
+    use base64::Engine as _;
+    let Some(env) = TestEnv::get("rewrite_transform_merge_and_pkcs12_templates").await else {
+        return;
+    };
+    let ns = env.namespace("vault").await;
+    let _op = operator::start(&env.kube, &ns, false).await;
+    let p = random_suffix();
+
+    let dir = std::env::temp_dir().join(format!("secret-relay-p12-{p}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("the openssl CLI is installed");
+        assert!(out.status.success(), "openssl {args:?}");
+        out.stdout
+    };
+    openssl(&[
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "k.pem", "-out", "c.pem",
+        "-subj", "/CN=tls", "-days", "1",
+    ]);
+    openssl(&[
+        "pkcs12",
+        "-export",
+        "-in",
+        "c.pem",
+        "-inkey",
+        "k.pem",
+        "-passout",
+        "pass:1234",
+        "-out",
+        "t.p12",
+    ]);
+    let want_key =
+        String::from_utf8(openssl(&["pkcs8", "-topk8", "-nocrypt", "-in", "k.pem"])).unwrap();
+    let want_crt = std::fs::read_to_string(dir.join("c.pem")).unwrap();
+    let keystore =
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("t.p12")).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    vault_put(
+        &env,
+        &format!("{p}/db/a"),
+        json!({"host": "db.internal", "port": "5432"}),
+    )
+    .await;
+    vault_put(&env, &format!("{p}/db/b"), json!({"user": "app"})).await;
+    vault_put(
+        &env,
+        &format!("{p}/certs/tls"),
+        json!({"keystore": keystore, "password": "1234"}),
+    )
+    .await;
+    vault_store(
+        &env,
+        &ns,
+        "vault",
+        "      path: secret\n      version: v2",
+        &env.vault_token,
+    )
+    .await;
+    let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
+    apply_yaml(
+        &es,
+        &r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: app}
+spec:
+  secretStoreRef: {name: vault}
+  target:
+    template:
+      mergePolicy: Merge
+      data:
+        tls.key: '{{ .keystore | b64dec | pkcs12keyPass .pass }}'
+        tls.crt: '{{ .keystore | b64dec | pkcs12certPass .pass }}'
+  dataFrom:
+  - find: {path: P/db}
+    rewrite:
+    - transform: {template: '{{ .value | base | upper }}'}
+    - merge: {strategy: JSON, into: merged}
+  data:
+  - secretKey: keystore
+    remoteRef: {key: P/certs/tls, property: keystore}
+  - secretKey: pass
+    remoteRef: {key: P/certs/tls, property: password}
+"#
+        .replace("P/", &format!("{p}/")),
+    )
+    .await;
+    let synced = wait_reason(&es, "app", "SecretSynced").await;
+    assert_eq!(
+        ready_message(&synced),
+        "Secret app synced from SecretStore/vault"
+    );
+    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
+    let d = secret_data(&secrets.get("app").await.unwrap());
+    let a: serde_json::Value = serde_json::from_str(&d["A"]).unwrap();
+    assert_eq!(a, json!({"host": "db.internal", "port": "5432"}));
+    assert_eq!(
+        d["merged"],
+        r#"{"host":"db.internal","port":"5432","user":"app"}"#
+    );
+    assert_eq!(d["tls.key"], want_key);
+    assert_eq!(d["tls.crt"], want_crt);
+}

@@ -224,8 +224,12 @@ pub struct ExternalSecretTemplate {
     /// `docs/migrating-from-eso.md`, "Templates".
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub data: BTreeMap<String, String>,
-    /// `Replace` (default): with template data, only the templated keys are written;
-    /// `Merge`: the fetched keys are written too, templates override.
+    /// Templates kept in ConfigMaps or Secrets of the ExternalSecret's namespace, or inline:
+    /// applied in order before `data` (which wins on a conflict), as ESO's `templateFrom`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub template_from: Vec<super::template::TemplateFrom>,
+    /// `Replace` (default): with `data` or `templateFrom`, only the templated keys are
+    /// written; `Merge`: the fetched keys are written too, templates override.
     #[serde(default)]
     pub merge_policy: TemplateMergePolicy,
     /// ESO's template engine version; `v2` (the default) is the only engine.
@@ -248,7 +252,7 @@ pub struct TemplateMetadata {
 /// `target.template.mergePolicy`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum TemplateMergePolicy {
-    /// Only templated keys (when `template.data` is set).
+    /// Only templated keys (when `template.data` or `templateFrom` is set).
     #[default]
     Replace,
     /// Fetched keys plus templated keys.
@@ -462,13 +466,85 @@ pub struct FindName {
     pub regexp: String,
 }
 
-/// `dataFrom[].rewrite[]`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+/// `dataFrom[].rewrite[]`: exactly one of `regexp`, `transform` and `merge`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.regexp) ? 1 : 0) + (has(self.transform) ? 1 : 0) + (has(self.merge) ? 1 : 0) == 1").message("exactly one of regexp, transform and merge must be set in a rewrite"))]
 pub struct ExternalSecretRewrite {
+    /// Merge the JSON objects of the values into one (ESO's `ExternalSecretRewriteMerge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge: Option<RewriteMerge>,
     /// Replace every match of `source` in a key by `target` (`$1`, `${name}` expand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regexp: Option<RewriteRegexp>,
+    /// Replace each key by the output of a template (ESO's engine v2) in which `.value` is
+    /// the key: `{{ .value | upper }}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<RewriteTransform>,
+}
+
+/// A merge rewrite: ESO's `ExternalSecretRewriteMerge`. Each value is a JSON object; their
+/// top-level keys are merged, values in key order with the `priority` keys last (so they win).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RewriteMerge {
+    /// With `strategy: JSON`, the key that receives the merged object (required then).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub into: String,
+    /// Keys merged last, in this order: they win conflicts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub priority: Vec<String>,
+    /// A `priority` key missing from the values: `Strict` (default, an error) or
+    /// `IgnoreNotFound`.
+    #[serde(default)]
+    pub priority_policy: MergePriorityPolicy,
+    /// A key found in two values: `Error` (default) or `Ignore` (the later one wins).
+    #[serde(default)]
+    pub conflict_policy: MergeConflictPolicy,
+    /// `Extract` (default): the merged object's keys become the keys (strings as they are,
+    /// numbers and booleans as text, objects and lists as JSON); `JSON`: the values stay and
+    /// `into` gets the merged object as JSON.
+    #[serde(default)]
+    pub strategy: MergeStrategy,
+}
+
+/// `rewrite[].merge.priorityPolicy`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MergePriorityPolicy {
+    /// A missing priority key is an error.
+    #[default]
+    Strict,
+    /// A missing priority key is skipped.
+    IgnoreNotFound,
+}
+
+/// `rewrite[].merge.conflictPolicy`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MergeConflictPolicy {
+    /// A key in two values is an error naming the keys.
+    #[default]
+    Error,
+    /// The later value wins.
+    Ignore,
+}
+
+/// `rewrite[].merge.strategy`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MergeStrategy {
+    /// The merged object's keys become the keys.
+    #[default]
+    Extract,
+    /// The merged object, as JSON, goes under `into`.
+    #[serde(rename = "JSON")]
+    Json,
+}
+
+/// A template key rewrite: ESO's `ExternalSecretRewriteTransform`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RewriteTransform {
+    /// The template; `.value` is the key being rewritten.
+    pub template: String,
 }
 
 /// A regular-expression key rewrite.

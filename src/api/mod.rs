@@ -7,6 +7,7 @@ pub mod cluster_external_secret;
 pub mod cluster_secret_store;
 pub mod external_secret;
 pub mod secret_store;
+pub mod template;
 
 pub use cluster_external_secret::{ClusterExternalSecret, ClusterExternalSecretSpec};
 pub use cluster_secret_store::{ClusterSecretStore, ClusterSecretStoreSpec};

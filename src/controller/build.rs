@@ -20,11 +20,12 @@ use crate::{
         ANNOTATION_STORE, ExternalSecret, LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY, MANAGED_BY,
         external_secret::{
             ConversionStrategy, CreationPolicy, DecodingStrategy, ExternalSecretRewrite,
-            TemplateMergePolicy,
         },
     },
     providers::{SecretMap, SecretValue},
 };
+
+pub use super::build_template::TemplateSources;
 
 /// An invalid spec detected while building: bad JSON path, template, regexp or encoding.
 /// Permanent: the controller waits for a spec change.
@@ -289,22 +290,56 @@ pub fn validate_keys(map: SecretMap) -> Result<SecretMap, BuildError> {
     Ok(out)
 }
 
-/// Applies `rewrite[]` in order to every key of `map`. Errors on an invalid regexp.
+/// Applies `rewrite[]` in order to every key of `map`, as ESO's `RewriteMap`: `regexp`
+/// replaces every match (Rust `regex` syntax, RE2's as Go's), `transform` renders its
+/// template (ESO's engine v2, bounded as every template is) with `.value` set to the key,
+/// `merge` merges the values' JSON objects ([`super::rewrite_merge`]).
+/// Two keys rewritten to the same key keep the value of the later one in key order. Errors:
+/// an invalid regexp or template, naming the rewrite's index and the key (a remote name,
+/// never a value).
 pub fn rewrite_keys(
     map: SecretMap,
     rewrites: &[ExternalSecretRewrite],
 ) -> Result<SecretMap, BuildError> {
     let mut map = map;
-    for rw in rewrites {
-        let Some(re) = &rw.regexp else { continue };
-        let pattern = crate::regexes::compile(&re.source)
-            .map_err(|e| BuildError(format!("rewrite regexp {:?}: {e}", re.source)))?;
-        map = map
-            .into_iter()
-            .map(|(k, v)| (pattern.replace_all(&k, re.target.as_str()).into_owned(), v))
-            .collect();
+    for (i, rw) in rewrites.iter().enumerate() {
+        if let Some(re) = &rw.regexp {
+            let pattern = crate::regexes::compile(&re.source)
+                .map_err(|e| BuildError(format!("rewrite regexp {:?}: {e}", re.source)))?;
+            map = map
+                .into_iter()
+                .map(|(k, v)| (pattern.replace_all(&k, re.target.as_str()).into_owned(), v))
+                .collect();
+        } else if let Some(t) = &rw.transform {
+            let mut out = SecretMap::new();
+            for (k, v) in map {
+                let input: SecretMap = [(
+                    "value".to_string(),
+                    SecretValue::new(k.clone().into_bytes()),
+                )]
+                .into();
+                let renderer = crate::template::Renderer::new(&input).map_err(BuildError)?;
+                let rendered = renderer.render(&t.template).map_err(|cause| {
+                    BuildError(format!("rewrite[{i}] transform of key {k:?}: {cause}"))
+                })?;
+                let key = String::from_utf8(rendered).map_err(|_| {
+                    BuildError(format!(
+                        "rewrite[{i}] transform of key {k:?}: the result is not UTF-8"
+                    ))
+                })?;
+                out.insert(key, v);
+            }
+            map = out;
+        } else if let Some(m) = &rw.merge {
+            map = super::rewrite_merge::merge(m, map)?;
+        }
     }
     Ok(map)
+}
+
+/// Whether `rewrites` hold a template (`transform`), which is run off the async workers.
+pub fn rewrites_render(rewrites: &[ExternalSecretRewrite]) -> bool {
+    rewrites.iter().any(|r| r.transform.is_some())
 }
 
 /// Lowercase hex SHA-256 over the data, keys in order, each entry as
@@ -349,32 +384,6 @@ pub fn render_templates(
     Ok(out)
 }
 
-/// Renders the template metadata (labels or annotations: `what`), as ESO does: each value is a
-/// template over the fetched values. The result must be text.
-fn render_metadata(
-    what: &str,
-    templates: &BTreeMap<String, String>,
-    values: &SecretMap,
-) -> Result<BTreeMap<String, String>, BuildError> {
-    if !templates.values().any(|t| t.contains("{{")) {
-        return Ok(templates.clone());
-    }
-    let renderer = crate::template::Renderer::new(values).map_err(BuildError)?;
-    let mut out = BTreeMap::new();
-    for (key, source) in templates {
-        let rendered = renderer
-            .render(source)
-            .map_err(|cause| BuildError(format!("template of {what} {key:?}: {cause}")))?;
-        let text = String::from_utf8(rendered).map_err(|_| {
-            BuildError(format!(
-                "template of {what} {key:?}: the result is binary (not UTF-8)"
-            ))
-        })?;
-        out.insert(key.clone(), text);
-    }
-    Ok(out)
-}
-
 /// Everything the desired Secret depends on besides the ExternalSecret.
 pub struct BuildInput<'a> {
     /// Values after dataFrom/data, decoding and conversion; key → value.
@@ -387,29 +396,27 @@ pub struct BuildInput<'a> {
 
 /// Builds the desired Secret of `es` (a complete object for server-side apply): data (after
 /// templates), type, labels and annotations (template metadata first, ours win),
-/// `ownerReferences` (controller) under `creationPolicy: Owner`, and `immutable`.
+/// `ownerReferences` (controller) under `creationPolicy: Owner`, and `immutable`. Without
+/// `templateFrom` ConfigMaps or Secrets: see [`desired_secret_with`].
 pub fn desired_secret(es: &ExternalSecret, input: BuildInput<'_>) -> Result<Secret, BuildError> {
+    desired_secret_with(es, input, &TemplateSources::default())
+}
+
+/// [`desired_secret`] with the ConfigMaps and Secrets `template.templateFrom` names, as the
+/// controller read them (see [`super::build_template`] for how templates apply).
+pub fn desired_secret_with(
+    es: &ExternalSecret,
+    input: BuildInput<'_>,
+    sources: &TemplateSources,
+) -> Result<Secret, BuildError> {
     let template = es.spec.target.template.as_ref();
-    // Metadata templates see the fetched values, as data templates do (ESO renders both).
-    let metadata = template.and_then(|t| t.metadata.as_ref());
-    let (template_labels, template_annotations) = match metadata {
-        Some(m) => (
-            render_metadata("label", &m.labels, &input.values)?,
-            render_metadata("annotation", &m.annotations, &input.values)?,
-        ),
-        None => (BTreeMap::new(), BTreeMap::new()),
-    };
-    let mut values = input.values;
-    if let Some(t) = template.filter(|t| !t.data.is_empty()) {
-        let rendered = render_templates(&t.data, &values)?;
-        values = match t.merge_policy {
-            TemplateMergePolicy::Replace => rendered,
-            TemplateMergePolicy::Merge => {
-                values.extend(rendered);
-                values
-            }
-        };
-    }
+    let templated = super::build_template::apply_template(template, input.values, sources)?;
+    check_privileged(
+        template.and_then(|t| t.type_.as_deref()),
+        &templated.annotations,
+    )?;
+    let (values, template_labels, template_annotations) =
+        (templated.data, templated.labels, templated.annotations);
     let data: BTreeMap<String, ByteString> = values
         .into_iter()
         .map(|(k, v)| (k, ByteString(v.as_bytes().to_vec())))
@@ -456,6 +463,30 @@ pub fn desired_secret(es: &ExternalSecret, input: BuildInput<'_>) -> Result<Secr
         immutable: es.spec.target.immutable.then_some(true),
         ..Default::default()
     })
+}
+
+/// ESO's `validatePrivilegedTemplate`: no Secret an ExternalSecret writes may make the
+/// cluster mint a credential beyond its author's RBAC: `kubernetes.io/service-account-token`
+/// with the `kubernetes.io/service-account.name` annotation (a long-lived token of that
+/// ServiceAccount), from `metadata.annotations` or `templateFrom` alike (checked on the
+/// rendered annotations), nor any `bootstrap.kubernetes.io/token`. Errors name the rule.
+pub fn check_privileged(
+    type_: Option<&str>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<(), BuildError> {
+    match type_ {
+        Some("kubernetes.io/service-account-token")
+            if annotations.contains_key("kubernetes.io/service-account.name") =>
+        {
+            Err(BuildError(
+                "template.type kubernetes.io/service-account-token with the annotation kubernetes.io/service-account.name is not allowed (it would mint a ServiceAccount token)".into(),
+            ))
+        }
+        Some("bootstrap.kubernetes.io/token") => Err(BuildError(
+            "template.type bootstrap.kubernetes.io/token is not allowed".into(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// True when `existing` already carries everything `desired` sets, ignoring the

@@ -308,6 +308,7 @@ fn find_keys_and_rewrites() {
             source: "^/app/(.*)$".into(),
             target: "APP_$1".into(),
         }),
+        ..Default::default()
     }];
     let out = rewrite_keys(map(&[("/app/db", "1"), ("other", "2")]), &rw).unwrap();
     assert_eq!(
@@ -319,6 +320,7 @@ fn find_keys_and_rewrites() {
             source: "(".into(),
             target: "".into(),
         }),
+        ..Default::default()
     }];
     assert!(
         rewrite_keys(map(&[("a", "1")]), &bad)

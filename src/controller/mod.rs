@@ -6,9 +6,11 @@
 //! annotation are dropped before an object enters any cache.
 
 pub mod build;
+pub mod build_template;
 pub mod cluster_external_secret;
 pub mod condition;
 pub mod external_secret;
+pub mod rewrite_merge;
 pub mod rollout;
 pub mod secret_store;
 
@@ -90,6 +92,10 @@ pub enum Error {
         "Secret {secret} does not exist; creationPolicy Merge only adds keys to an existing Secret"
     )]
     MergeTargetMissing { secret: String },
+    /// A ConfigMap, Secret or key that `template.templateFrom` names is missing, or the
+    /// templates are too large; retried with backoff (the object may appear).
+    #[error("{0}")]
+    TemplateFrom(String),
     /// The Kubernetes API failed.
     #[error("kubernetes API: {0}")]
     Kube(#[source] kube::Error),
@@ -121,6 +127,7 @@ impl Error {
             Error::InvalidSpec(_) | Error::RefreshInterval { .. } => "InvalidSpec",
             Error::NotOurs { .. } | Error::Immutable { .. } => "SecretConflict",
             Error::MergeTargetMissing { .. } => "SecretMissing",
+            Error::TemplateFrom(_) => "TemplateFrom",
             Error::Kube(_) => "Kube",
             Error::Deadline(_) => "Deadline",
         }

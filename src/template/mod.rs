@@ -30,6 +30,8 @@
 
 mod funcs;
 mod jwk;
+mod pem_chain;
+pub mod pkcs12;
 
 use std::sync::{
     Arc, Mutex,
@@ -507,3 +509,5 @@ pub(crate) fn uncarry_bytes(s: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sprig;

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_ssm::types::{ParameterType, Tag};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use secret_relay::api::{ClusterSecretStore, ExternalSecret, SecretStore};
 
@@ -76,6 +76,9 @@ pub struct Case {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub after_sync: AfterSync,
+    /// ConfigMaps created in the case's namespace before the ExternalSecret
+    /// (`tc.AdditionalObjects`): name → data.
+    pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Case {
@@ -97,6 +100,7 @@ impl Case {
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
             after_sync: AfterSync::Nothing,
+            config_maps: BTreeMap::new(),
         }
     }
 }
@@ -580,6 +584,21 @@ pub async fn run(test: &str, store: Store, case: fn(&str) -> Case) {
     let case = case(&ns);
     for e in &case.secrets {
         prov.create(e).await;
+    }
+    let cm_api: Api<ConfigMap> = Api::namespaced(env.kube.clone(), &ns);
+    for (name, data) in &case.config_maps {
+        let cm = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            data: Some(data.clone()),
+            ..Default::default()
+        };
+        cm_api
+            .create(&Default::default(), &cm)
+            .await
+            .expect("create ConfigMap");
     }
     let es_api: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
     let yaml = format!(

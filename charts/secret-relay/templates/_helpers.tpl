@@ -92,7 +92,8 @@ RBAC rules for the namespaced kinds, shared by the ClusterRole (all namespaces) 
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch, delete]
-# CA bundles (caProvider) and SOPS documents (remoteRef.key configmap:NAME/KEY).
+# CA bundles (caProvider), SOPS documents (remoteRef.key configmap:NAME/KEY) and
+# template.templateFrom ConfigMaps (templateFrom Secrets: the secrets rule above).
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get]

@@ -67,7 +67,8 @@ pub(super) async fn write(
         }
         Outcome::Write(values) => {
             let now = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-            let desired = build_secret(es, values, store_label, &now).await?;
+            let sources = super::template_sources::read(es, &ctx.client).await?;
+            let desired = build_secret(es, values, sources, store_label, &now).await?;
             let written = apply(es, ctx, secrets, &target, desired, spec_changed).await?;
             if written.is_some_and(|w| w.data_changed) {
                 request_restarts(es, ctx, &target).await;
@@ -155,6 +156,7 @@ static TEMPLATE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_ne
 async fn build_secret(
     es: &ExternalSecret,
     values: SecretMap,
+    sources: build::TemplateSources,
     store: &str,
     now: &str,
 ) -> Result<Secret, Error> {
@@ -163,10 +165,10 @@ async fn build_secret(
         .target
         .template
         .as_ref()
-        .is_some_and(|t| !t.data.is_empty());
+        .is_some_and(|t| !t.data.is_empty() || !t.template_from.is_empty());
     if !templated {
         let input = BuildInput { values, store, now };
-        return build::desired_secret(es, input).map_err(Error::InvalidSpec);
+        return build::desired_secret_with(es, input, &sources).map_err(Error::InvalidSpec);
     }
     let permit = TEMPLATE_SLOTS.acquire().await.expect("never closed");
     let (es, store, now) = (es.clone(), store.to_string(), now.to_string());
@@ -177,7 +179,7 @@ async fn build_secret(
             store: &store,
             now: &now,
         };
-        build::desired_secret(&es, input)
+        build::desired_secret_with(&es, input, &sources)
     })
     .await
     .map_err(|e| build::BuildError(format!("rendering the template failed: {e}")))?;

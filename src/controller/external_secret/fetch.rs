@@ -139,6 +139,13 @@ pub(super) async fn fetch(
             raw.into_iter()
                 .map(|(k, v)| (build::convert_key(&k, conversion), v))
                 .collect()
+        } else if build::rewrites_render(&entry.rewrite) {
+            // Templates: off the async workers, as `apply` renders them.
+            let rewrites = entry.rewrite.clone();
+            tokio::task::spawn_blocking(move || build::rewrite_keys(raw, &rewrites))
+                .await
+                .map_err(|e| invalid(build::BuildError(format!("rewrite failed: {e}"))))?
+                .map_err(invalid)?
         } else {
             build::rewrite_keys(raw, &entry.rewrite).map_err(invalid)?
         };

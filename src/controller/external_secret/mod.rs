@@ -14,6 +14,7 @@ mod apply;
 mod fetch;
 pub mod plan;
 mod status;
+mod template_sources;
 
 use std::{sync::Arc, time::Duration};
 

@@ -3,6 +3,10 @@
 //! `jwkPrivateKeyPem`), each as Sprig or ESO documents it. Go's builtins that allocate in proportion to their input (`print`, `printf`, `println`,
 //! `html`, `js`, `urlquery`, `slice`) are replaced by bounded equivalents.
 //!
+//! ESO's PKCS#12 functions are in `super::pkcs12`, charged as bcrypt is. Sprig's date
+//! functions are in `time`, its random, semver, URL, float, case and other
+//! late additions in `misc`.
+//!
 //! Every function runs behind [`register`]'s wrapper, which charges steps for the arguments,
 //! refuses results over [`MAX_VALUE_BYTES`] or [`MAX_VALUE_DEPTH`], and charges the result to
 //! the template's memory budget. Functions whose result could be huge (`repeat`, `until`,
@@ -23,7 +27,9 @@ use super::{Budget, MAX_LIST_LEN, MAX_VALUE_BYTES, MAX_VALUE_DEPTH, carry_bytes,
 
 mod args;
 mod data;
+mod misc;
 mod text;
+mod time;
 
 use args::*;
 use data::*;
@@ -514,11 +520,45 @@ pub(crate) fn func_map(budget: &Arc<Budget>) -> FuncMap {
             super::jwk::private_key_pem(&str_arg(a, 0)?).map(s)
         }),
     ];
-    for (name, f) in table {
+    for (name, f) in table.iter().chain(time::TABLE).chain(misc::TABLE) {
         register(&mut m, budget, name, *f, 0);
     }
     // bcrypt at Go's default cost takes tens of milliseconds: a template gets ten of them.
-    let heavy: &[(&'static str, Fun)] = &[("bcrypt", bcrypt), ("htpasswd", htpasswd)];
+    // So does a PKCS#12 file's key derivation (up to super::pkcs12::MAX_KDF_ITERATIONS).
+    let heavy: &[(&'static str, Fun)] = &[
+        ("bcrypt", bcrypt),
+        ("htpasswd", htpasswd),
+        ("pkcs12key", |a| {
+            super::pkcs12::key_pem(&bytes_arg(a, 0)?, "").map(s)
+        }),
+        ("pkcs12keyPass", |a| {
+            super::pkcs12::key_pem(&bytes_arg(a, 1)?, &str_arg(a, 0)?).map(s)
+        }),
+        ("pkcs12cert", |a| {
+            super::pkcs12::cert_pem(&bytes_arg(a, 0)?, "").map(s)
+        }),
+        ("pkcs12certPass", |a| {
+            super::pkcs12::cert_pem(&bytes_arg(a, 1)?, &str_arg(a, 0)?).map(s)
+        }),
+        ("pemToPkcs12", |a| {
+            super::pkcs12::from_pem(&str_arg(a, 0)?, &str_arg(a, 1)?, false, "").map(s)
+        }),
+        ("pemToPkcs12Pass", |a| {
+            super::pkcs12::from_pem(&str_arg(a, 0)?, &str_arg(a, 1)?, false, &str_arg(a, 2)?).map(s)
+        }),
+        ("fullPemToPkcs12", |a| {
+            super::pkcs12::from_pem(&str_arg(a, 0)?, &str_arg(a, 1)?, true, "").map(s)
+        }),
+        ("pemTruststoreToPKCS12", |a| {
+            super::pkcs12::truststore_from_pem(&str_arg(a, 0)?, "").map(s)
+        }),
+        ("pemTruststoreToPKCS12Pass", |a| {
+            super::pkcs12::truststore_from_pem(&str_arg(a, 0)?, &str_arg(a, 1)?).map(s)
+        }),
+        ("fullPemToPkcs12Pass", |a| {
+            super::pkcs12::from_pem(&str_arg(a, 0)?, &str_arg(a, 1)?, true, &str_arg(a, 2)?).map(s)
+        }),
+    ];
     for (name, f) in heavy {
         register(&mut m, budget, name, *f, BCRYPT_STEPS);
     }
