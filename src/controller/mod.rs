@@ -13,6 +13,7 @@ pub mod external_secret;
 pub mod rewrite_merge;
 pub mod rollout;
 pub mod secret_store;
+pub mod shard;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
@@ -46,6 +47,7 @@ use crate::{
 use build::BuildError;
 
 pub use secret_store::ProviderCache;
+pub use shard::LABEL_SHARD;
 
 /// Why a reconcile failed: one variant per cause, each with its fixed [`Error::category`]
 /// (metrics label, log field), its `Ready` condition [`Error::reason`] and whether a retry
@@ -173,11 +175,6 @@ pub struct Config {
     pub watch_label_selector: Option<String>,
 }
 
-/// The label that conventionally assigns an ExternalSecret (or ClusterExternalSecret) to a
-/// shard: instances select `secret-relay.dev/shard=<name>`, the main one
-/// `!secret-relay.dev/shard` ([`Config::watch_label_selector`]; docs/sharding.md).
-pub const LABEL_SHARD: &str = "secret-relay.dev/shard";
-
 /// What the ExternalSecret controller remembers of one object; lost on restart, which only
 /// costs one extra refresh.
 #[derive(Default)]
@@ -289,26 +286,6 @@ where
     }
 }
 
-/// Refuses a `--watch-label-selector` the API server cannot parse (HTTP 400 on a one-item
-/// list of the ExternalSecrets this instance watches), with the API server's message; other
-/// failures are left to the watches' retries.
-async fn check_selector(
-    client: &Client,
-    namespace: &Option<String>,
-    selector: &str,
-) -> anyhow::Result<()> {
-    let list = api_for::<ExternalSecret>(client, namespace)
-        .list_metadata(&kube::api::ListParams::default().labels(selector).limit(1))
-        .await;
-    match list {
-        Err(kube::Error::Api(s)) if s.code == 400 => Err(anyhow::anyhow!(
-            "invalid --watch-label-selector {selector:?}: {}",
-            s.message
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// Runs the controllers until `shutdown` resolves, then lets running reconciles finish and
 /// returns. `ready` is called once every cache has synced (for `/readyz`).
 pub async fn run(
@@ -322,7 +299,7 @@ pub async fn run(
     // This instance's shard: the ExternalSecrets (and ClusterExternalSecrets) it reconciles.
     let shard_wc = match &config.watch_label_selector {
         Some(selector) => {
-            check_selector(&client, &config.namespace, selector).await?;
+            shard::check_selector(&client, &config.namespace, selector).await?;
             wc.clone().labels(selector)
         }
         None => wc.clone(),

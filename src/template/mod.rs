@@ -1,6 +1,6 @@
 //! Templates as External Secrets Operator's engine v2 renders them: Go `text/template` syntax
 //! (through `gotmpl`, a Rust port of Go's package) over the fetched values, with Sprig's text
-//! functions (minus `env`/`expandenv`) and ESO's own (see [`funcs`]).
+//! functions (minus `env`/`expandenv`) and ESO's own (see `funcs`).
 //!
 //! A template is a tenant's program run inside the operator, so every resource it can take is
 //! bounded, per template:
