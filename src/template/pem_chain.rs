@@ -8,6 +8,8 @@ use der::{
 };
 use x509_parser::{extensions::ParsedExtension, prelude::FromDer};
 
+use super::jwk::seq;
+
 /// The certificates (DER) ordered leaf first, then each one's issuer up to the root, as ESO's
 /// `fetchX509CertChains`: a certificate's parent is the first other certificate whose subject
 /// key ID equals its authority key ID (absent IDs compare as empty, as in Go); the leaf is the
@@ -80,26 +82,19 @@ pub fn private_key_pkcs8(text: &str) -> Result<Vec<u8>, String> {
         "EC PRIVATE KEY" => (EC_PUBLIC_KEY, Some(sec1_curve(der).ok_or_else(bad)?)),
         _ => return Err(bad()),
     };
-    let alg_id = match params {
-        None => der_seq(&[
-            ObjectIdentifier::new(algorithm)
-                .map_err(|_| bad())?
-                .to_der()
-                .map_err(|_| bad())?,
-            vec![0x05, 0x00],
-        ]),
-        Some(curve) => der_seq(&[
-            ObjectIdentifier::new(algorithm)
-                .map_err(|_| bad())?
-                .to_der()
-                .map_err(|_| bad())?,
-            curve.to_der().map_err(|_| bad())?,
-        ]),
+    let oid = ObjectIdentifier::new(algorithm)
+        .map_err(|_| bad())?
+        .to_der()
+        .map_err(|_| bad())?;
+    let params = match params {
+        None => vec![0x05, 0x00],
+        Some(curve) => curve.to_der().map_err(|_| bad())?,
     };
+    let alg_id = seq(&[&oid, &params]);
     let key = OctetString::new(der.to_vec())
         .and_then(|o| o.to_der())
         .map_err(|_| bad())?;
-    Ok(der_seq(&[vec![0x02, 0x01, 0x00], alg_id, key]))
+    Ok(seq(&[&[0x02, 0x01, 0x00], &alg_id, &key]))
 }
 
 /// The named curve of a SEC1 `ECPrivateKey` (its `[0] parameters`).
@@ -120,24 +115,4 @@ fn sec1_curve(der: &[u8]) -> Option<ObjectIdentifier> {
         }
     }
     None
-}
-
-/// A DER SEQUENCE of already-encoded elements.
-fn der_seq(parts: &[Vec<u8>]) -> Vec<u8> {
-    let body: Vec<u8> = parts.concat();
-    let mut out = vec![0x30];
-    let len = body.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend(body);
-    out
 }
