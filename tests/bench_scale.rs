@@ -12,7 +12,8 @@
 //! `SECRET_RELAY_BENCH_NAMESPACES` (100), `SECRET_RELAY_BENCH_STORES` (`namespaced` or
 //! `cluster`), `SECRET_RELAY_BENCH_REFRESH_SECS` (60), `SECRET_RELAY_BENCH_CREATE_CONCURRENCY`
 //! (16), `SECRET_RELAY_BENCH_OPERATOR_CONCURRENCY` (16), `SECRET_RELAY_BENCH_READY_TIMEOUT_SECS`
-//! (1800), `SECRET_RELAY_BENCH_BIN` (the operator binary; default: this build's),
+//! (1800), `SECRET_RELAY_BENCH_INITIAL_ONLY` (`true`: stop after the initial sync, for quick
+//! experiments; write those reports elsewhere), `SECRET_RELAY_BENCH_BIN` (the operator binary; default: this build's),
 //! `SECRET_RELAY_BENCH_OUT` (where BENCHMARKS.json and BENCHMARKS.md go; default: the repo).
 //!
 //! The test fails only when the benchmark cannot run (set-up errors); whether the operator met
@@ -60,6 +61,7 @@ async fn scale_benchmark() {
         scoped: false,
         ready_timeout: Duration::from_secs(var("SECRET_RELAY_BENCH_READY_TIMEOUT_SECS", 1800)),
         log_dir: root.join("target/bench"),
+        initial_only: var("SECRET_RELAY_BENCH_INITIAL_ONLY", false),
     };
     let out = var("SECRET_RELAY_BENCH_OUT", root.clone());
     let r = scale::run(&env, &p).await.expect("the benchmark ran");

@@ -36,6 +36,7 @@ async fn scale_invariants_at_n100() {
         scoped: true,
         ready_timeout: Duration::from_secs(60),
         log_dir,
+        initial_only: false,
     };
     let started = Instant::now();
     let r = scale::run(&env, &p).await.expect("benchmark set-up");

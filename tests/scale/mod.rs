@@ -73,6 +73,9 @@ pub struct Params {
     pub ready_timeout: Duration,
     /// Where the operator's log goes.
     pub log_dir: PathBuf,
+    /// Stop after the initial sync (no refresh cycles, no live adds): for quick experiments,
+    /// never for the published figures.
+    pub initial_only: bool,
 }
 
 impl Params {
@@ -1617,7 +1620,7 @@ pub async fn run(env: &TestEnv, p: &Params) -> Result<Results> {
     }
 
     // --- Steady state: an unchanged refresh cycle, then a cycle after 1 % changed.
-    if all_ready && op.alive() {
+    if all_ready && op.alive() && !p.initial_only {
         tokio::time::sleep(Duration::from_secs(if p.scoped { 2 } else { 5 })).await;
         r.load_average.insert("5 unchanged cycle".into(), loadavg());
         let before = managed_secrets(env, &names, &probe).await?;
