@@ -10,6 +10,12 @@ use futures::{
 };
 use secret_relay::{admin, controller, leader};
 
+/// jemalloc instead of the C library's allocator (musl's in the image): far less CPU per
+/// allocation for a process that parses and drops many small objects, and less memory held
+/// after peaks (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     version,

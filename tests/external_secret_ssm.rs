@@ -277,6 +277,83 @@ spec:
     assert_eq!(stalled.message, ready_message(&es));
 }
 
+/// The `operation` of each `managedFields` entry of `manager` (no subresource).
+fn operations(s: &Secret, manager: &str) -> Vec<String> {
+    s.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.manager.as_deref() == Some(manager) && f.subresource.is_none())
+        .filter_map(|f| f.operation.clone())
+        .collect()
+}
+
+/// A new Secret is made with a plain create (no read first); its `Update` entry in
+/// `managedFields` becomes our `Apply` entry at the first change, so that server-side apply
+/// still removes a key the ExternalSecret no longer has, and leaves others' fields alone.
+#[tokio::test]
+async fn created_secret_stays_ours_to_apply() {
+    let Some(f) = setup("created_secret_stays_ours_to_apply").await else {
+        return;
+    };
+    f.put("/a", "va", true).await;
+    f.put("/b", "vb", true).await;
+    let yaml = r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: two}
+spec:
+  secretStoreRef: {name: ssm}
+  data:
+  - secretKey: a
+    remoteRef: {key: PREFIX/a}
+  - secretKey: b
+    remoteRef: {key: PREFIX/b}
+"#;
+    f.es(yaml).await;
+    wait_reason(&f.es, "two", "SecretSynced").await;
+    let created = f.secret("two").await;
+    assert_eq!(secret_data(&created).len(), 2);
+    assert_eq!(operations(&created, "secret-relay"), ["Update"]);
+    // Someone else labels the Secret with a field manager of their own.
+    f.secrets
+        .patch(
+            "two",
+            &PatchParams {
+                field_manager: Some("team-tooling".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "payments"}}})),
+        )
+        .await
+        .unwrap();
+    // The ExternalSecret drops key b: the next write removes it.
+    let one = yaml.replace("  - secretKey: b\n    remoteRef: {key: PREFIX/b}\n", "");
+    assert_ne!(one, yaml);
+    f.es(&one).await;
+    let updated = wait_for("key b removed", Duration::from_secs(30), || async {
+        let s = f.secret("two").await;
+        (!secret_data(&s).contains_key("b")).then_some(s)
+    })
+    .await;
+    assert_eq!(secret_data(&updated)["a"], "va");
+    assert_eq!(operations(&updated, "secret-relay"), ["Apply"]);
+    assert_eq!(updated.metadata.labels.unwrap()["team"], "payments");
+    // Later applies keep removing keys: a renamed key replaces the old one.
+    f.es(&one.replace("secretKey: a", "secretKey: renamed"))
+        .await;
+    let renamed = wait_for("key a renamed", Duration::from_secs(30), || async {
+        let s = f.secret("two").await;
+        secret_data(&s).contains_key("renamed").then_some(s)
+    })
+    .await;
+    assert_eq!(
+        secret_data(&renamed).keys().collect::<Vec<_>>(),
+        ["renamed"]
+    );
+    assert_eq!(operations(&renamed, "secret-relay"), ["Apply"]);
+}
+
 /// The condition of `type_` in the ExternalSecret's status.
 fn condition(
     es: &ExternalSecret,

@@ -2,10 +2,12 @@
 //! async workers) and written per `creationPolicy`, or deleted per `deletionPolicy`; and the
 //! drift check that step 1 needs.
 
-use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use k8s_openapi::{
+    api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry, jiff::Timestamp,
+};
 use kube::{
     ResourceExt,
-    api::{Api, DeleteParams, Patch, PatchParams},
+    api::{Api, DeleteParams, Patch, PatchParams, PostParams},
     runtime::reflector::ObjectRef,
 };
 
@@ -274,8 +276,9 @@ struct Written {
 }
 
 /// Writes `desired` per `creationPolicy` with server-side apply (field manager
-/// `secret-relay`). Returns what it wrote, `None` when the Secret was already up to date (no
-/// write). Never overwrites a Secret that is not ours under Owner/Orphan;
+/// `secret-relay`), or, for a Secret our cache does not hold under Owner/Orphan, with a plain
+/// create ([`create`]). Returns what it wrote, `None` when the Secret was already up to date
+/// (no write). Never overwrites a Secret that is not ours under Owner/Orphan;
 /// merges into anyone's under Merge/CreateOrMerge (creating it under CreateOrMerge).
 ///
 /// When the spec did not change and the cached metadata shows the Secret exactly as we last
@@ -296,6 +299,17 @@ async fn apply(
     let key = ObjectRef::from_obj(es);
     if !spec_changed && !policy.merges() && unchanged_in_cache(es, ctx, target, &desired) {
         return Ok(None);
+    }
+    // Not in the cache of our Secrets: most likely new, so create it without a read first.
+    if !policy.merges()
+        && !cached(es, ctx, target)
+        && let Some(created) = create(secrets, &desired).await?
+    {
+        ctx.with_state(&key, |o| o.secret_version = created.resource_version());
+        return Ok(Some(Written {
+            created: true,
+            data_changed: false,
+        }));
     }
     let existing = secrets.get_opt(target).await.map_err(Error::Kube)?;
     let ns = es.namespace().unwrap_or_default();
@@ -325,6 +339,16 @@ async fn apply(
             });
         }
     }
+    if let Some(upgrade) = existing.as_ref().and_then(ownership_upgrade) {
+        secrets
+            .patch(
+                target,
+                &super::super::merge_params(),
+                &Patch::Merge(upgrade),
+            )
+            .await
+            .map_err(Error::Kube)?;
+    }
     let written = secrets
         .patch(
             target,
@@ -340,6 +364,60 @@ async fn apply(
     Ok(Some(Written {
         created: existing.is_none(),
         data_changed: existing.is_some_and(|e| hash(&e) != hash(&desired)),
+    }))
+}
+
+/// Whether the managed-Secret metadata cache holds the target Secret of `es`.
+fn cached(es: &ExternalSecret, ctx: &Context, target: &str) -> bool {
+    let ns = es.namespace().unwrap_or_default();
+    ctx.secrets
+        .get(&ObjectRef::new(target).within(&ns))
+        .is_some()
+}
+
+/// Creates `desired` with a plain create (POST, field manager `secret-relay`): one request
+/// where a read that finds nothing and a server-side apply are two, and cheaper for the API
+/// server than the apply (BENCHMARKS-floor.md). Used when the cache of our Secrets does not
+/// hold the target; that cache only sees Secrets carrying our label, so the create is also the
+/// check: an existing Secret of anyone's (409 AlreadyExists) returns `None`, and the caller
+/// reads it and goes the usual way, never overwriting it.
+///
+/// A plain create records our fields under an `Update` entry of `managedFields`, which a
+/// later server-side apply does not release: [`ownership_upgrade`] turns it into our `Apply`
+/// entry before the first apply, so that apply can still remove keys.
+async fn create(secrets: &Api<Secret>, desired: &Secret) -> Result<Option<Secret>, Error> {
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    match secrets.create(&params, desired).await {
+        Ok(created) => Ok(Some(created)),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        Err(e) => Err(Error::Kube(e)),
+    }
+}
+
+/// The merge patch that makes the `managedFields` entry of our plain create ([`create`]:
+/// manager `secret-relay`, operation `Update`) an `Apply` entry, as client-go's `csaupgrade`
+/// hands fields from a client-side manager to a server-side one; the Secret's
+/// `resourceVersion` in the patch makes it conditional. `None` when there is no such entry, or
+/// when we already have an `Apply` entry (our writes never make both).
+fn ownership_upgrade(secret: &Secret) -> Option<serde_json::Value> {
+    let mut fields = secret.metadata.managed_fields.clone()?;
+    let ours = |fields: &[ManagedFieldsEntry], op: &str| {
+        fields.iter().position(|f| {
+            f.manager.as_deref() == Some(FIELD_MANAGER)
+                && f.operation.as_deref() == Some(op)
+                && f.subresource.as_deref().unwrap_or_default().is_empty()
+        })
+    };
+    let update = ours(&fields, "Update")?;
+    if ours(&fields, "Apply").is_some() {
+        return None;
+    }
+    fields[update].operation = Some("Apply".into());
+    Some(serde_json::json!({
+        "metadata": {"resourceVersion": secret.resource_version()?, "managedFields": fields}
     }))
 }
 
