@@ -94,16 +94,30 @@ def request(method, path, body=None, content_type="application/json"):
     return resp.status, (json.loads(raw) if raw else None)
 
 
-def pid_of(comm):
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def pid_where(what, test):
+    """The process whose command line passes test (other test environments may be running)."""
     for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/comm") as f:
-                    if f.read().strip() == comm:
-                        return int(p)
-            except OSError:
-                pass
-    raise SystemExit(f"bench_floor: no {comm} process (run it in the test environment)")
+        if p.isdigit() and test(cmdline(p)):
+            return int(p)
+    raise SystemExit(f"bench_floor: no {what} process (run it in the test environment)")
+
+
+def servers():
+    """kube-apiserver serving $KUBECONFIG's port, and the etcd it uses."""
+    api = pid_where("kube-apiserver", lambda c: c and c[0].endswith("kube-apiserver")
+                    and f"--secure-port={PORT}" in c)
+    etcd_url = next(a.split("=", 1)[1] for a in cmdline(api) if a.startswith("--etcd-servers="))
+    etcd = pid_where("etcd", lambda c: c and c[0].endswith("etcd")
+                     and f"--listen-client-urls={etcd_url}" in c)
+    return {"apiserver": api, "etcd": etcd}
 
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -152,7 +166,7 @@ def main():
         time.sleep(1)
     ns = "floor-" + uuid.uuid4().hex[:6]
     assert request("POST", "/api/v1/namespaces", {"metadata": {"name": ns}})[0] == 201
-    pids = {"apiserver": pid_of("kube-apiserver"), "etcd": pid_of("etcd")}
+    pids = servers()
     es_path = f"{group}/namespaces/{ns}/externalsecrets"
     secrets = f"/api/v1/namespaces/{ns}/secrets"
     value = base64.b64encode(b"value-000000012").decode()
