@@ -8,7 +8,8 @@
 //! Differences from the full benchmark (`hack/bench.sh`), because the test environment is
 //! shared with the other tests running in parallel: one namespace with the operator binary
 //! scoped to it (`--namespace`), refreshInterval 5 s, no raw reference, no server-side counts
-//! (so the restart's writes are checked by resourceVersions), one instance.
+//! (so the restart's writes are checked by resourceVersions), one instance, a restart that
+//! waits 10 s after SIGTERM (not a Pod's 30 s) before it kills.
 
 mod common;
 mod scale;

@@ -451,7 +451,7 @@ fn restart_rows(md: &mut String, runs: &[&Results]) {
     restart(md, "SIGTERM → every instance exited, s", &|s| {
         let killed = match s.killed_after_grace {
             0 => String::new(),
-            k => format!("; {k} killed, no exit 30 s after SIGTERM"),
+            k => format!("; {k} killed, no exit within 30 s"),
         };
         format!("{} ({} instance(s){killed})", num(s.stop_secs), s.instances)
     });

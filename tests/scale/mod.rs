@@ -277,7 +277,7 @@ pub async fn run(env: &TestEnv, p: &Params) -> Result<Results> {
 
     // --- Initial sync: start the operator(s) with the backlog.
     let watch = Watch::start(&env.kube, &names.run);
-    watch.wait_listed().await?;
+    watch.wait_listed(p.n).await?;
     let probe = Probe::new(env, p, &http).await?;
     if !p.scoped && probe.servers.is_empty() {
         r.notes.push(

@@ -13,8 +13,12 @@ use super::{
 };
 use crate::common::TestEnv;
 
-/// A Pod's default termination grace period: how long a stop waits after SIGTERM.
+/// A Pod's default termination grace period: how long the restart's stop waits after
+/// SIGTERM.
 pub const GRACE: Duration = Duration::from_secs(30);
+/// The same in the shared test environment (`bench_small`), where the stop is not measured
+/// and every `cargo test` would wait for it.
+pub const SCOPED_GRACE: Duration = Duration::from_secs(10);
 /// The wait after SIGTERM when nothing is measured any more (the end of a run).
 pub const SHORT_GRACE: Duration = Duration::from_secs(5);
 

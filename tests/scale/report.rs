@@ -153,9 +153,10 @@ pub struct Restart {
     pub instances: usize,
     /// ExternalSecrets to re-verify: N plus the live adds.
     pub expected: usize,
-    /// SIGTERM → every old instance exited (or was killed after 30 s), seconds.
+    /// SIGTERM → every old instance exited (or was killed after the grace period: 30 s,
+    /// 10 s in `bench_small`), seconds.
     pub stop_secs: f64,
-    /// Old instances that had not exited 30 s after SIGTERM and were killed.
+    /// Old instances that had not exited within the grace period and were killed.
     pub killed_after_grace: usize,
     /// New start → reconciles ≥ `expected`, seconds; `None` when never reached.
     pub secs_to_reverified: Option<f64>,

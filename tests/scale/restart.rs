@@ -15,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::{
     Ctx, Item, log,
-    operator::{Fleet, GRACE, SHORT_GRACE},
+    operator::{Fleet, GRACE, SCOPED_GRACE, SHORT_GRACE},
     probe::{OPERATOR_RESOURCES, delta, external_secrets, managed_secrets, moved, writes_to},
     provider_counts::{ssm_calls, vault_operator_calls},
     report::{Restart, Results, Window},
@@ -44,11 +44,13 @@ pub async fn run(
         "restart: stopping {instances} operator instance(s) with SIGTERM ..."
     ));
     let stopping = Instant::now();
-    let killed = fleet.stop(GRACE).await;
+    let grace = if p.scoped { SCOPED_GRACE } else { GRACE };
+    let killed = fleet.stop(grace).await;
     let stop_secs = stopping.elapsed().as_secs_f64();
     if killed > 0 {
         r.notes.push(format!(
-            "restart: {killed} of {instances} operator instance(s) had not exited 30 s after SIGTERM and were killed"
+            "restart: {killed} of {instances} operator instance(s) had not exited {} s after SIGTERM and were killed",
+            grace.as_secs()
         ));
     }
     let mut base = probe.base_snapshot(instances).await?;

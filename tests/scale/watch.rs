@@ -63,11 +63,17 @@ impl Watch {
         Watch { tracker, task }
     }
 
-    pub async fn wait_listed(&self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(120);
+    /// Waits for the watch's first list of `n` ExternalSecrets (120 s, and 1 s more per
+    /// 1,000 objects).
+    pub async fn wait_listed(&self, n: usize) -> Result<()> {
+        let limit = Duration::from_secs(120 + n as u64 / 1000);
+        let deadline = Instant::now() + limit;
         while !self.tracker.lock().unwrap().listed {
             if Instant::now() > deadline {
-                bail!("the ExternalSecret watch did not list within 120 s");
+                bail!(
+                    "the ExternalSecret watch did not list within {} s",
+                    limit.as_secs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
