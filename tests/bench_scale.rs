@@ -1,7 +1,7 @@
 //! The scale benchmark of issues 6 and 14 (`tests/scale/`): N ExternalSecrets synced by the
-//! release binary (one process, or one per shard), measured from the outside. Ignored in the default test run; run it with
-//! `hack/bench.sh [N...]`, which builds the release binary and runs this test inside a fresh
-//! test environment once per N:
+//! release binary (one process, or one per shard), measured from the outside. Ignored in the
+//! default test run; run it with `hack/bench.sh [N...]`, which builds the release binary and
+//! runs this test inside a fresh test environment once per N:
 //!
 //! ```sh
 //! SECRET_RELAY_BENCH_N=1000 python3 hack/testenv/testenv.py run -- \
@@ -20,7 +20,8 @@
 //! go; default: the repo). The run is appended to BENCHMARKS.json; no earlier run is dropped.
 //!
 //! The test fails only when the benchmark cannot run (set-up errors); whether the operator met
-//! the targets is a result, written to the reports.
+//! the targets is a result, written to the reports. `reports_keep_every_run` (not ignored)
+//! checks that a run is appended to a copy of the repository's BENCHMARKS.json.
 
 mod common;
 mod scale;
