@@ -1,7 +1,7 @@
-//! The scale benchmark of issue 6 (`tests/scale/mod.rs`): N ExternalSecrets synced by the
-//! release binary, measured from the outside. Ignored in the default test run; run it with
-//! `hack/bench.sh [N...]`, which builds the release binary and runs this test inside a fresh
-//! test environment once per N:
+//! The scale benchmark of issues 6 and 14 (`tests/scale/`): N ExternalSecrets synced by the
+//! release binary (one process, or one per shard), measured from the outside. Ignored in the
+//! default test run; run it with `hack/bench.sh [N...]`, which builds the release binary and
+//! runs this test inside a fresh test environment once per N:
 //!
 //! ```sh
 //! SECRET_RELAY_BENCH_N=1000 python3 hack/testenv/testenv.py run -- \
@@ -11,13 +11,17 @@
 //! Settings (environment variables): `SECRET_RELAY_BENCH_N` (default 1000),
 //! `SECRET_RELAY_BENCH_NAMESPACES` (100), `SECRET_RELAY_BENCH_STORES` (`namespaced` or
 //! `cluster`), `SECRET_RELAY_BENCH_REFRESH_SECS` (60), `SECRET_RELAY_BENCH_CREATE_CONCURRENCY`
-//! (16), `SECRET_RELAY_BENCH_OPERATOR_CONCURRENCY` (16), `SECRET_RELAY_BENCH_READY_TIMEOUT_SECS`
-//! (1800), `SECRET_RELAY_BENCH_INITIAL_ONLY` (`true`: stop after the initial sync, for quick
-//! experiments; write those reports elsewhere), `SECRET_RELAY_BENCH_BIN` (the operator binary; default: this build's),
-//! `SECRET_RELAY_BENCH_OUT` (where BENCHMARKS.json and BENCHMARKS.md go; default: the repo).
+//! (16), `SECRET_RELAY_BENCH_OPERATOR_CONCURRENCY` (16, per instance),
+//! `SECRET_RELAY_BENCH_SHARDS` (1: K operator instances, one per shard label),
+//! `SECRET_RELAY_BENCH_READY_TIMEOUT_SECS` (1800; 3600 from N = 100,000),
+//! `SECRET_RELAY_BENCH_INITIAL_ONLY` (`true`: stop after the initial sync, for quick
+//! experiments; write those reports elsewhere), `SECRET_RELAY_BENCH_BIN` (the operator binary;
+//! default: this build's), `SECRET_RELAY_BENCH_OUT` (where BENCHMARKS.json and BENCHMARKS.md
+//! go; default: the repo). The run is appended to BENCHMARKS.json; no earlier run is dropped.
 //!
 //! The test fails only when the benchmark cannot run (set-up errors); whether the operator met
-//! the targets is a result, written to the reports.
+//! the targets is a result, written to the reports. `reports_keep_every_run` (not ignored)
+//! checks that a run is appended to a copy of the repository's BENCHMARKS.json.
 
 mod common;
 mod scale;
@@ -47,24 +51,35 @@ async fn scale_benchmark() {
         stores == "namespaced" || stores == "cluster",
         "SECRET_RELAY_BENCH_STORES: namespaced or cluster"
     );
+    let n: usize = var("SECRET_RELAY_BENCH_N", 1000);
+    let shards: usize = var("SECRET_RELAY_BENCH_SHARDS", 1);
+    assert!(shards >= 1, "SECRET_RELAY_BENCH_SHARDS: at least 1");
+    let ready_default = if n >= 100_000 { 3600 } else { 1800 };
     let p = scale::Params {
-        n: var("SECRET_RELAY_BENCH_N", 1000),
+        n,
         namespaces: var("SECRET_RELAY_BENCH_NAMESPACES", 100),
         cluster_stores: stores == "cluster",
         refresh_secs: var("SECRET_RELAY_BENCH_REFRESH_SECS", 60),
         create_concurrency: var("SECRET_RELAY_BENCH_CREATE_CONCURRENCY", 16),
         operator_concurrency: var("SECRET_RELAY_BENCH_OPERATOR_CONCURRENCY", 16),
+        shards,
         operator_bin: var(
             "SECRET_RELAY_BENCH_BIN",
             PathBuf::from(env!("CARGO_BIN_EXE_secret-relay")),
         ),
         scoped: false,
-        ready_timeout: Duration::from_secs(var("SECRET_RELAY_BENCH_READY_TIMEOUT_SECS", 1800)),
+        ready_timeout: Duration::from_secs(var(
+            "SECRET_RELAY_BENCH_READY_TIMEOUT_SECS",
+            ready_default,
+        )),
         log_dir: root.join("target/bench"),
         initial_only: var("SECRET_RELAY_BENCH_INITIAL_ONLY", false),
     };
     let out = var("SECRET_RELAY_BENCH_OUT", root.clone());
-    let r = scale::run(&env, &p).await.expect("the benchmark ran");
+    // Read before the run, so that a broken file fails now rather than after an hour.
+    let previous = scale::report::load(&out).expect("reading the earlier runs");
+    let mut r = scale::run(&env, &p).await.expect("the benchmark ran");
+    scale::targets::linear_targets(&mut r, &previous.runs);
     scale::report::write_reports(&out, &r).expect("writing the reports");
     println!("{}", serde_json::to_string_pretty(&r).unwrap());
     for t in &r.targets {
@@ -83,4 +98,40 @@ async fn scale_benchmark() {
         out.join("BENCHMARKS.json").display(),
         out.join("BENCHMARKS.md").display()
     );
+}
+
+/// The reports keep every run: a run appended to a copy of the repository's BENCHMARKS.json
+/// leaves the earlier ones in place, and the page has a line for each of them.
+#[test]
+fn reports_keep_every_run() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("bench-reports-{}", common::random_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let earlier = scale::report::load(&root).expect("the repository's BENCHMARKS.json parses");
+    if let Err(e) = std::fs::copy(root.join("BENCHMARKS.json"), dir.join("BENCHMARKS.json")) {
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    }
+    let mut run = earlier.runs.last().cloned().unwrap_or_default();
+    run.started_at = "9999-01-01 00:00 UTC".into();
+    run.shards = 2;
+    scale::report::write_reports(&dir, &run).unwrap();
+    scale::report::write_reports(&dir, &run).unwrap();
+    let after = scale::report::load(&dir).unwrap();
+    assert_eq!(after.runs.len(), earlier.runs.len() + 2);
+    for (a, b) in earlier.runs.iter().zip(&after.runs) {
+        assert_eq!(
+            (&a.started_at, a.n),
+            (&b.started_at, b.n),
+            "an earlier run moved"
+        );
+    }
+    let md = std::fs::read_to_string(dir.join("BENCHMARKS.md")).unwrap();
+    let every = md.split("## Every run").nth(1).expect("an Every run table");
+    let lines = every
+        .lines()
+        .take_while(|l| !l.starts_with("## "))
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| date"))
+        .count();
+    assert_eq!(lines, after.runs.len(), "one line per run");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

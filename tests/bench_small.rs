@@ -2,11 +2,14 @@
 //! that its code does not rot. It asserts what must hold at any N, never a timing: every
 //! ExternalSecret becomes Ready; a refresh cycle with unchanged remote values writes no Secret
 //! and no ExternalSecret status; after remote values change, exactly the Secrets that read
-//! them are updated, with the new value.
+//! them are updated, with the new value; a restart at steady state re-verifies every
+//! ExternalSecret and changes no Secret and no ExternalSecret.
 //!
 //! Differences from the full benchmark (`hack/bench.sh`), because the test environment is
 //! shared with the other tests running in parallel: one namespace with the operator binary
-//! scoped to it (`--namespace`), refreshInterval 5 s, no raw reference, no server-side counts.
+//! scoped to it (`--namespace`), refreshInterval 5 s, no raw reference, no server-side counts
+//! (so the restart's writes are checked by resourceVersions), one instance, a restart that
+//! waits 10 s after SIGTERM (not a Pod's 30 s) before it kills.
 
 mod common;
 mod scale;
@@ -32,6 +35,7 @@ async fn scale_invariants_at_n100() {
         refresh_secs: 5,
         create_concurrency: 16,
         operator_concurrency: 16,
+        shards: 1,
         operator_bin: env!("CARGO_BIN_EXE_secret-relay").into(),
         scoped: true,
         ready_timeout: Duration::from_secs(60),
@@ -77,6 +81,22 @@ async fn scale_invariants_at_n100() {
     assert_eq!(
         c.cycle.secret_resource_version_changes, c.expected_updates,
         "exactly the changed Secrets were written"
+    );
+    let s = r.restart.as_ref().expect("the restart ran");
+    assert!(
+        s.secs_to_reverified.is_some(),
+        "the restarted operator re-verified every ExternalSecret: {} reconciles for {}; notes: {:?}",
+        s.reconciles,
+        s.expected,
+        r.notes
+    );
+    assert_eq!(
+        (
+            s.secret_resource_version_changes,
+            s.external_secret_resource_version_changes
+        ),
+        (0, 0),
+        "a restart at steady state wrote Secrets / ExternalSecrets"
     );
     assert!(r.sync_errors.is_empty(), "sync errors: {:?}", r.sync_errors);
 }

@@ -1,0 +1,224 @@
+//! The targets a run is judged against (issues 6 and 14). A target met or not is a result,
+//! never a test failure; `met: None` means not applicable or not measured.
+
+use super::{
+    Params,
+    report::{Results, Target},
+};
+
+fn secs(v: Option<f64>) -> String {
+    v.map(|s| format!("{s:.1} s"))
+        .unwrap_or_else(|| "not measured".into())
+}
+
+fn mib(v: Option<f64>) -> String {
+    v.map(|m| format!("{m:.1} MiB"))
+        .unwrap_or_else(|| "not measured".into())
+}
+
+/// "all Ready within `factor` × raw create time".
+fn within_raw(r: &Results, factor: f64, name: &str) -> Target {
+    Target {
+        name: name.into(),
+        bound: r
+            .raw_create_secs
+            .map(|s| format!("{:.1} s", factor * s))
+            .unwrap_or_else(|| "—".into()),
+        value: match (r.all_ready, r.secs_to_all_ready) {
+            (true, Some(s)) => format!("{s:.1} s"),
+            _ => format!(
+                "not all Ready ({} of {} after {:.0} s)",
+                r.ready_count, r.n, r.initial.secs
+            ),
+        },
+        met: match (r.raw_create_secs, r.all_ready, r.secs_to_all_ready) {
+            (Some(raw), true, Some(s)) => Some(s <= factor * raw),
+            (Some(_), false, _) => Some(false),
+            _ => None,
+        },
+    }
+}
+
+pub fn targets(p: &Params, r: &Results) -> Vec<Target> {
+    let mut t = vec![
+        within_raw(r, 2.0, "all Ready within 2 × raw create time"),
+        within_raw(r, 3.0, "all Ready within 3 × raw create time (issue 14)"),
+    ];
+    let per = p.keys_per_provider() as f64;
+    let cycle = r.unchanged.as_ref();
+    let pc = |k: &str| cycle.and_then(|c| c.per_cycle.get(k).copied());
+    let vault = pc("vault, all calls (server)");
+    t.push(Target {
+        name: "Vault calls per refresh cycle ≤ distinct Vault keys".into(),
+        bound: format!("{per:.0}"),
+        value: vault
+            .map(|v| format!("{v:.0}"))
+            .unwrap_or_else(|| "not measured".into()),
+        met: vault.map(|v| v <= per),
+    });
+    let ssm = pc("ssm GetParameters (server)");
+    let ssm_all = pc("ssm+sts, all calls (server)");
+    let ssm_bound = (per / 10.0).ceil();
+    t.push(Target {
+        name: "SSM GetParameters calls per refresh cycle ≤ ceil(distinct SSM keys / 10)".into(),
+        bound: format!("{ssm_bound:.0}"),
+        value: match (ssm, ssm_all) {
+            (Some(g), Some(a)) => format!("{g:.0} ({a:.0} SSM/STS calls of any kind)"),
+            _ => "not measured".into(),
+        },
+        met: ssm.map(|g| g <= ssm_bound),
+    });
+    let writes = cycle.and_then(|c| {
+        Some((
+            c.secret_writes_apiserver?,
+            c.operator_writes_apiserver?,
+            c.secret_resource_version_changes,
+            c.external_secret_resource_version_changes,
+        ))
+    });
+    t.push(Target {
+        name: "zero writes on an unchanged refresh".into(),
+        bound: "0".into(),
+        value: match writes {
+            Some((s, o, rv, es)) => format!(
+                "{s:.0} Secret writes, {o:.0} writes to any operator resource; resourceVersion changes: {rv} Secrets, {es} ExternalSecrets"
+            ),
+            None => "not measured".into(),
+        },
+        met: writes.map(|(s, o, rv, es)| s == 0.0 && o == 0.0 && rv == 0 && es == 0),
+    });
+    t.push(Target {
+        name: "exactly the changed Secrets updated".into(),
+        bound: r
+            .changed
+            .as_ref()
+            .map(|c| format!("{} updated, 0 others", c.expected_updates))
+            .unwrap_or_else(|| "—".into()),
+        value: r
+            .changed
+            .as_ref()
+            .map(|c| format!("{} updated, {} others", c.updated, c.unexpected_updates))
+            .unwrap_or_else(|| "not measured".into()),
+        met: r
+            .changed
+            .as_ref()
+            .map(|c| c.updated == c.expected_updates && c.unexpected_updates == 0),
+    });
+    t.extend(restart_targets(r));
+    t.push(Target {
+        name: "peak RSS ≤ 64 MiB at N = 10,000".into(),
+        bound: "64 MiB".into(),
+        value: mib(r.peak_rss_mib),
+        // A single instance's figure: with shards each instance holds a part.
+        met: if p.n >= 10_000 && r.shard_count() == 1 {
+            r.peak_rss_mib.map(|m| m <= 64.0)
+        } else {
+            None
+        },
+    });
+    if r.shard_count() > 1 {
+        t.push(Target {
+            name: "peak RSS per instance".into(),
+            bound: "informational".into(),
+            value: r
+                .instances
+                .iter()
+                .map(|i| format!("{}: {}", i.selector, mib(i.peak_rss_mib)))
+                .collect::<Vec<_>>()
+                .join("; "),
+            met: None,
+        });
+    }
+    t
+}
+
+/// Issue 14's restart targets: no kube write, provider calls within the keys due.
+fn restart_targets(r: &Results) -> Vec<Target> {
+    let s = r.restart.as_ref();
+    let writes = s.and_then(|s| {
+        Some((
+            s.kube_writes_apiserver?,
+            s.secret_resource_version_changes,
+            s.external_secret_resource_version_changes,
+        ))
+    });
+    let calls = s.map(|s| match s.provider_calls_server {
+        Some(c) => (c, "server side"),
+        None => (s.provider_calls_operator, "operator metrics"),
+    });
+    vec![
+        Target {
+            name: "restart: 0 kube writes".into(),
+            bound: "0".into(),
+            value: match (s, writes) {
+                (Some(s), Some((w, rv, es))) => format!(
+                    "{w:.0} writes to any operator resource ({} during the stop); resourceVersion changes: {rv} Secrets, {es} ExternalSecrets",
+                    s.kube_writes_during_stop
+                        .map(|w| format!("{w:.0}"))
+                        .unwrap_or_else(|| "—".into())
+                ),
+                (Some(s), None) => format!(
+                    "API server not counted; resourceVersion changes: {} Secrets, {} ExternalSecrets",
+                    s.secret_resource_version_changes, s.external_secret_resource_version_changes
+                ),
+                (None, _) => "not measured".into(),
+            },
+            met: writes.map(|(w, rv, es)| w == 0.0 && rv == 0 && es == 0),
+        },
+        Target {
+            name: "restart: provider calls ≤ distinct keys due".into(),
+            bound: s
+                .map(|s| format!("{} keys due", s.distinct_keys_due))
+                .unwrap_or_else(|| "—".into()),
+            value: match (s, calls) {
+                (Some(s), Some((c, source))) => format!(
+                    "{c:.0} calls ({source}); {} of {} ExternalSecrets due, {} of them overdue at the start",
+                    s.external_secrets_due, s.expected, s.overdue_at_start
+                ),
+                _ => "not measured".into(),
+            },
+            met: s
+                .zip(calls)
+                .filter(|(s, _)| s.secs_to_reverified.is_some())
+                .map(|(s, (c, _))| c <= s.distinct_keys_due as f64),
+        },
+    ]
+}
+
+/// Issue 14's linear growth at N = 100,000: all Ready and peak RSS ≤ 10.5 × the latest
+/// 10,000 run of the same store kind and shard count in `previous` (n/a when there is none).
+/// Added to `r.targets` (needs the other runs, so it is not part of [`targets`]).
+pub fn linear_targets(r: &mut Results, previous: &[Results]) {
+    if r.n != 100_000 {
+        return;
+    }
+    let base = previous.iter().rfind(|b| {
+        b.n == 10_000 && b.store_kind == r.store_kind && b.shard_count() == r.shard_count()
+    });
+    let from = base
+        .map(|b| format!(" (the 10,000 run of {})", b.started_at))
+        .unwrap_or_default();
+    let ready = r.all_ready.then_some(r.secs_to_all_ready).flatten();
+    let ready_base = base.and_then(|b| b.all_ready.then_some(b.secs_to_all_ready).flatten());
+    r.targets.push(Target {
+        name: "all Ready ≤ 10.5 × the latest 10,000 run (linear to 100,000, issue 14)".into(),
+        bound: ready_base
+            .map(|b| format!("{:.1} s{from}", 10.5 * b))
+            .unwrap_or_else(|| "no 10,000 run of this configuration".into()),
+        value: if r.all_ready {
+            secs(ready)
+        } else {
+            format!("not all Ready ({} of {})", r.ready_count, r.n)
+        },
+        met: ready_base.map(|b| ready.is_some_and(|s| s <= 10.5 * b)),
+    });
+    let rss_base = base.and_then(|b| b.peak_rss_mib);
+    r.targets.push(Target {
+        name: "peak RSS ≤ 10.5 × the latest 10,000 run (linear to 100,000, issue 14)".into(),
+        bound: rss_base
+            .map(|b| format!("{:.1} MiB{from}", 10.5 * b))
+            .unwrap_or_else(|| "no 10,000 run of this configuration".into()),
+        value: mib(r.peak_rss_mib),
+        met: rss_base.and_then(|b| r.peak_rss_mib.map(|m| m <= 10.5 * b)),
+    });
+}
