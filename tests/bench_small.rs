@@ -98,5 +98,10 @@ async fn scale_invariants_at_n100() {
         (0, 0),
         "a restart at steady state wrote Secrets / ExternalSecrets"
     );
+    assert_eq!(
+        s.killed_after_grace, 0,
+        "the operator exits on SIGTERM (stop took {:.1} s)",
+        s.stop_secs
+    );
     assert!(r.sync_errors.is_empty(), "sync errors: {:?}", r.sync_errors);
 }

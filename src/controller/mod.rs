@@ -616,17 +616,48 @@ pub async fn run(
             future::ready(())
         });
     let restarts = rollout::run(ctx.clone(), shutdown.clone());
-    tokio::join!(
-        es_run,
-        restarts,
-        store_ctl,
-        cluster_store_ctl,
-        ces_run,
-        caches,
-        api_probe
-    );
+    let running = Mutex::new(std::collections::BTreeSet::new());
+    let part = |name: &'static str, task| {
+        running.lock().expect("parts lock").insert(name);
+        let running = &running;
+        async move {
+            task.await;
+            running.lock().expect("parts lock").remove(name);
+            tracing::debug!(part = name, "stopped");
+        }
+    };
+    let parts = async {
+        tokio::join!(
+            part("ExternalSecret controller", es_run.boxed()),
+            part("rollout restarts", restarts.boxed()),
+            part("SecretStore controller", store_ctl.boxed()),
+            part("ClusterSecretStore controller", cluster_store_ctl.boxed()),
+            part("ClusterExternalSecret controller", ces_run.boxed()),
+            part("cache sync", caches.boxed()),
+            part("API probe", api_probe.boxed())
+        )
+    };
+    let grace = async {
+        shutdown.clone().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        _ = parts => {}
+        _ = grace => tracing::warn!(
+            grace_secs = SHUTDOWN_GRACE.as_secs(),
+            running = ?running.lock().expect("parts lock"),
+            "not stopped this long after the shutdown signal; exiting without them"
+        ),
+    }
     Ok(())
 }
+
+/// How long the controllers get, after the shutdown signal, to finish their running
+/// reconciles (a provider read waits at most 5 s) before `run` returns without them: well
+/// within the 30 s a Pod gets before it is killed, so that an upgrade's restart is quick
+/// (BENCHMARKS.md, restart at steady state). A reconcile cut short is redone by the next
+/// leader: every write is idempotent.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Drops what no reconcile reads before an object enters a cache: `managedFields` and
 /// kubectl's `last-applied-configuration` annotation (a second copy of the whole object), most

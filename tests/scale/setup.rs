@@ -19,7 +19,7 @@ use kube::{
     Api, Client, CustomResourceExt,
     api::{DeleteParams, GetParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
-use secret_relay::api::{ClusterSecretStore, ExternalSecret, SecretStore};
+use secret_relay::api::{ClusterExternalSecret, ClusterSecretStore, ExternalSecret, SecretStore};
 use serde_json::json;
 
 use super::{Backend, Item, LABEL_RAW, LABEL_RUN, LABEL_SHARD, Names, PAGE, Params, shard_name};
@@ -78,6 +78,7 @@ pub async fn install_crds(client: &Client) -> Result<()> {
         ExternalSecret::crd(),
         SecretStore::crd(),
         ClusterSecretStore::crd(),
+        ClusterExternalSecret::crd(),
     ] {
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.patch(
