@@ -98,6 +98,12 @@ async fn scale_invariants_at_n100() {
         (0, 0),
         "a restart at steady state wrote Secrets / ExternalSecrets"
     );
+    assert!(
+        s.provider_calls_operator <= s.distinct_keys_due as f64,
+        "a restart calls providers only for the remote keys due: {} calls for {} keys",
+        s.provider_calls_operator,
+        s.distinct_keys_due
+    );
     assert_eq!(
         s.killed_after_grace, 0,
         "the operator exits on SIGTERM (stop took {:.1} s)",

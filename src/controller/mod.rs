@@ -14,6 +14,7 @@ pub mod rewrite_merge;
 pub mod rollout;
 pub mod secret_store;
 pub mod shard;
+pub mod shutdown;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
@@ -244,6 +245,9 @@ pub struct Context {
     pub rollout_restart: bool,
     /// Pending rollout restarts.
     pub restarts: rollout::Restarts,
+    /// UIDs of the stores this process has reconciled at least once
+    /// (`secret_store::valid_from_earlier_run`).
+    pub stores_seen: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -399,6 +403,7 @@ pub async fn run(
         caches_synced: Default::default(),
         rollout_restart: config.rollout_restart,
         restarts: Default::default(),
+        stores_seen: Default::default(),
     });
 
     // Store controllers run off their own watches; the ExternalSecret controller is triggered
@@ -616,48 +621,21 @@ pub async fn run(
             future::ready(())
         });
     let restarts = rollout::run(ctx.clone(), shutdown.clone());
-    let running = Mutex::new(std::collections::BTreeSet::new());
-    let part = |name: &'static str, task| {
-        running.lock().expect("parts lock").insert(name);
-        let running = &running;
-        async move {
-            task.await;
-            running.lock().expect("parts lock").remove(name);
-            tracing::debug!(part = name, "stopped");
-        }
-    };
-    let parts = async {
-        tokio::join!(
-            part("ExternalSecret controller", es_run.boxed()),
-            part("rollout restarts", restarts.boxed()),
-            part("SecretStore controller", store_ctl.boxed()),
-            part("ClusterSecretStore controller", cluster_store_ctl.boxed()),
-            part("ClusterExternalSecret controller", ces_run.boxed()),
-            part("cache sync", caches.boxed()),
-            part("API probe", api_probe.boxed())
-        )
-    };
-    let grace = async {
-        shutdown.clone().await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        _ = parts => {}
-        _ = grace => tracing::warn!(
-            grace_secs = SHUTDOWN_GRACE.as_secs(),
-            running = ?running.lock().expect("parts lock"),
-            "not stopped this long after the shutdown signal; exiting without them"
-        ),
-    }
+    shutdown::join_parts(
+        [
+            ("ExternalSecret controller", es_run.boxed()),
+            ("rollout restarts", restarts.boxed()),
+            ("SecretStore controller", store_ctl.boxed()),
+            ("ClusterSecretStore controller", cluster_store_ctl.boxed()),
+            ("ClusterExternalSecret controller", ces_run.boxed()),
+            ("cache sync", caches.boxed()),
+            ("API probe", api_probe.boxed()),
+        ],
+        shutdown.clone(),
+    )
+    .await;
     Ok(())
 }
-
-/// How long the controllers get, after the shutdown signal, to finish their running
-/// reconciles (a provider read waits at most 5 s) before `run` returns without them: well
-/// within the 30 s a Pod gets before it is killed, so that an upgrade's restart is quick
-/// (BENCHMARKS.md, restart at steady state). A reconcile cut short is redone by the next
-/// leader: every write is idempotent.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Drops what no reconcile reads before an object enters a cache: `managedFields` and
 /// kubectl's `last-applied-configuration` annotation (a second copy of the whole object), most

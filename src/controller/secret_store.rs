@@ -8,7 +8,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta},
+};
 use kube::{
     Resource, ResourceExt,
     api::{Api, Patch},
@@ -517,6 +520,10 @@ fn has_referent_refs(provider: &SecretStoreProvider) -> bool {
 
 /// Reconciles a `SecretStore`: build its provider (credentials, login) and validate it.
 pub async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let conditions = store.status.as_ref().map(|s| &s.conditions[..]);
+    if valid_from_earlier_run(&ctx, store.meta(), conditions) {
+        return Ok(requeue_store(store.spec.refresh_interval));
+    }
     let ns = store.namespace().unwrap_or_default();
     let resolved = ResolvedStore::new(
         &ctx.client,
@@ -543,6 +550,10 @@ pub async fn reconcile_cluster_store(
     store: Arc<ClusterSecretStore>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    let conditions = store.status.as_ref().map(|s| &s.conditions[..]);
+    if valid_from_earlier_run(&ctx, store.meta(), conditions) {
+        return Ok(requeue_store(store.spec.refresh_interval));
+    }
     let verdict = if let Some(e) = conditions_error(&store) {
         (false, "InvalidProviderConfig", e)
     } else if has_referent_refs(&store.spec.provider) {
@@ -596,6 +607,30 @@ fn requeue_store(interval: Option<i64>) -> Action {
 
 /// Writes a store's verdict `(ready, reason, message)` as its `Ready` condition (no write
 /// when it is unchanged) and requeues it for its `refreshInterval` (seconds).
+/// Whether this is the first reconcile of a store in this process and its `Ready` condition,
+/// written by an earlier run, already says `Valid` for its current generation. A restart (an
+/// upgrade) then trusts that verdict until the store's next periodic check instead of calling
+/// every store's provider at once; a store whose spec changed meanwhile (a new generation) is
+/// checked at once, and ExternalSecrets report a provider that fails when they use it.
+fn valid_from_earlier_run(
+    ctx: &Context,
+    meta: &ObjectMeta,
+    conditions: Option<&[Condition]>,
+) -> bool {
+    let first = ctx
+        .stores_seen
+        .lock()
+        .expect("stores_seen lock")
+        .insert(meta.uid.clone().unwrap_or_default());
+    first
+        && conditions.into_iter().flatten().any(|c| {
+            c.type_ == "Ready"
+                && c.status == "True"
+                && c.reason == "Valid"
+                && c.observed_generation == meta.generation
+        })
+}
+
 async fn report<K>(
     api: &Api<K>,
     store: &K,
