@@ -245,9 +245,6 @@ pub struct Context {
     pub rollout_restart: bool,
     /// Pending rollout restarts.
     pub restarts: rollout::Restarts,
-    /// UIDs of the stores this process has reconciled at least once
-    /// (`secret_store::valid_from_earlier_run`).
-    pub stores_seen: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -403,7 +400,6 @@ pub async fn run(
         caches_synced: Default::default(),
         rollout_restart: config.rollout_restart,
         restarts: Default::default(),
-        stores_seen: Default::default(),
     });
 
     // Store controllers run off their own watches; the ExternalSecret controller is triggered

@@ -290,6 +290,9 @@ pub struct ProviderCache {
     /// Connects (logins) per fingerprint: stores resolving the same credentials at once
     /// share one.
     connects: Arc<Coalescer<[u8; 32], Result<CachedProvider, ProviderError>>>,
+    /// UIDs of the live stores this process has reconciled at least once
+    /// ([`ProviderCache::first_reconcile`]); a deleted store's is dropped with its providers.
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Store entries kept at most (a store per namespace, or a ClusterSecretStore per namespace it
@@ -322,6 +325,7 @@ impl ProviderCache {
             shared: cache(),
             builds: Coalescer::default(),
             connects: Arc::default(),
+            seen: Default::default(),
         }
     }
 
@@ -394,9 +398,16 @@ impl ProviderCache {
     /// Drops the entries of a deleted store (by uid), and every shared provider no store
     /// entry refers to any more.
     pub fn forget_store(&self, uid: &str) {
+        self.seen.lock().expect("seen lock").remove(uid);
         let uid = uid.to_string();
         let _ = self.entries.invalidate_entries_if(move |k, _| k.uid == uid);
         self.prune_shared();
+    }
+
+    /// Whether the store `uid` is reconciled for the first time in this process (and marks it
+    /// reconciled).
+    pub fn first_reconcile(&self, uid: &str) -> bool {
+        self.seen.lock().expect("seen lock").insert(uid.to_string())
     }
 
     /// Drops the entries of ClusterSecretStores resolved in a deleted namespace, and every
@@ -605,8 +616,6 @@ fn requeue_store(interval: Option<i64>) -> Action {
     }
 }
 
-/// Writes a store's verdict `(ready, reason, message)` as its `Ready` condition (no write
-/// when it is unchanged) and requeues it for its `refreshInterval` (seconds).
 /// Whether this is the first reconcile of a store in this process and its `Ready` condition,
 /// written by an earlier run, already says `Valid` for its current generation. A restart (an
 /// upgrade) then trusts that verdict until the store's next periodic check instead of calling
@@ -618,10 +627,8 @@ fn valid_from_earlier_run(
     conditions: Option<&[Condition]>,
 ) -> bool {
     let first = ctx
-        .stores_seen
-        .lock()
-        .expect("stores_seen lock")
-        .insert(meta.uid.clone().unwrap_or_default());
+        .providers
+        .first_reconcile(meta.uid.as_deref().unwrap_or_default());
     first
         && conditions.into_iter().flatten().any(|c| {
             c.type_ == "Ready"
@@ -631,6 +638,8 @@ fn valid_from_earlier_run(
         })
 }
 
+/// Writes a store's verdict `(ready, reason, message)` as its `Ready` condition (no write
+/// when it is unchanged) and requeues it for its `refreshInterval` (seconds).
 async fn report<K>(
     api: &Api<K>,
     store: &K,

@@ -115,3 +115,14 @@ fn referent_references_are_found_in_every_provider() {
         assert_eq!(has_referent_refs(&provider(yaml)), referent, "{yaml}");
     }
 }
+
+#[test]
+fn a_store_is_new_to_a_process_once_and_again_after_its_deletion() {
+    let cache = ProviderCache::default();
+    assert!(cache.first_reconcile("uid-1"));
+    assert!(!cache.first_reconcile("uid-1"));
+    assert!(cache.first_reconcile("uid-2"));
+    // A deleted store leaves nothing behind; a store made again with its UID would be new.
+    cache.forget_store("uid-1");
+    assert!(cache.first_reconcile("uid-1"));
+}
