@@ -21,14 +21,22 @@ use kube::CustomResourceExt;
 /// `crds/secret-relay.yaml` holds).
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
     let mut out = String::new();
-    for crd in [
-        api::ClusterExternalSecret::crd(),
-        api::ClusterSecretStore::crd(),
-        api::ExternalSecret::crd(),
-        api::SecretStore::crd(),
-    ] {
+    for crd in crds() {
         out.push_str("---\n");
         out.push_str(&serde_yaml::to_string(&crd)?);
     }
     Ok(out)
+}
+
+/// Every CustomResourceDefinition of the operator, as the chart installs them: one list, so
+/// that no installer (the chart's `crds/`, the tests, the benchmark) can miss one.
+pub fn crds()
+-> [k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition; 4]
+{
+    [
+        api::ClusterExternalSecret::crd(),
+        api::ClusterSecretStore::crd(),
+        api::ExternalSecret::crd(),
+        api::SecretStore::crd(),
+    ]
 }

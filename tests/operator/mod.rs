@@ -9,23 +9,18 @@ use std::{future::Future, time::Duration};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
-    Client, CustomResourceExt,
+    Client,
     api::{Api, Patch, PatchParams},
 };
 use secret_relay::{
-    api::{ClusterExternalSecret, ClusterSecretStore, ExternalSecret, SecretStore},
+    api::{ExternalSecret, SecretStore},
     controller,
 };
 
 /// Applies the CRDs (server-side apply, idempotent) and waits until they are Established.
 pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [
-        ClusterExternalSecret::crd(),
-        ExternalSecret::crd(),
-        SecretStore::crd(),
-        ClusterSecretStore::crd(),
-    ] {
+    for crd in secret_relay::crds() {
         let name = crd.metadata.name.clone().unwrap();
         api.patch(
             &name,

@@ -16,10 +16,10 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client, CustomResourceExt,
+    Api, Client,
     api::{DeleteParams, GetParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
-use secret_relay::api::{ClusterExternalSecret, ClusterSecretStore, ExternalSecret, SecretStore};
+use secret_relay::api::{ClusterSecretStore, ExternalSecret, SecretStore};
 use serde_json::json;
 
 use super::{Backend, Item, LABEL_RAW, LABEL_RUN, LABEL_SHARD, Names, PAGE, Params, shard_name};
@@ -74,12 +74,7 @@ where
 
 pub async fn install_crds(client: &Client) -> Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [
-        ExternalSecret::crd(),
-        SecretStore::crd(),
-        ClusterSecretStore::crd(),
-        ClusterExternalSecret::crd(),
-    ] {
+    for crd in secret_relay::crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.patch(
             &name,
