@@ -101,7 +101,7 @@ enum LogFormat {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // kube, the AWS SDK and vaultrs pull in both rustls crypto providers; pick one explicitly.
+    // One rustls crypto provider for every client (kube, the AWS SDK, vaultrs, gcp_auth).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     match Cli::parse().command {
         Command::Crd => {
