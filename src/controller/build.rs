@@ -14,6 +14,7 @@ use k8s_openapi::{
 use kube::Resource;
 use sha2::{Digest, Sha256};
 
+use super::managed_secret::Fingerprint;
 use crate::{
     api::{
         ANNOTATION_DATA_HASH, ANNOTATION_LAST_REFRESH, ANNOTATION_REFRESH_INTERVAL,
@@ -490,15 +491,11 @@ pub fn check_privileged(
 }
 
 /// True when `existing` already carries everything `desired` sets, ignoring the
-/// `last-refresh` annotation: then no write is needed. `exact`: the data must be equal (we own
-/// the whole Secret); otherwise desired's keys must be present with equal values (`Merge`).
+/// `last-refresh` annotation: then no write is needed. Labels, annotations and owners follow
+/// [`Fingerprint::covers`] (the rule the managed-Secret cache answers too). `exact`: the data
+/// must be equal (we own the whole Secret); otherwise desired's keys must be present with
+/// equal values (`Merge`).
 pub fn is_up_to_date(existing: &Secret, desired: &Secret, exact: bool) -> bool {
-    let subset = |have: &Option<BTreeMap<String, String>>,
-                  want: &Option<BTreeMap<String, String>>| {
-        want.iter().flatten().all(|(k, v)| {
-            k == ANNOTATION_LAST_REFRESH || have.as_ref().and_then(|h| h.get(k)) == Some(v)
-        })
-    };
     let empty = BTreeMap::new();
     let want = desired.data.as_ref().unwrap_or(&empty);
     let have = existing.data.as_ref().unwrap_or(&empty);
@@ -507,21 +504,8 @@ pub fn is_up_to_date(existing: &Secret, desired: &Secret, exact: bool) -> bool {
     } else {
         want.iter().all(|(k, v)| have.get(k) == Some(v))
     };
-    let owner_matches = desired.metadata.owner_references.iter().flatten().all(|o| {
-        existing
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|e| e.uid == o.uid)
-    });
-    subset(&existing.metadata.labels, &desired.metadata.labels)
-        && subset(
-            &existing.metadata.annotations,
-            &desired.metadata.annotations,
-        )
+    Fingerprint::of(&existing.metadata).covers(&desired.metadata)
         && data_matches
-        && owner_matches
         && (desired.type_.is_none() || existing.type_ == desired.type_)
         && (desired.immutable.is_none() || existing.immutable == desired.immutable)
 }

@@ -10,6 +10,7 @@ pub mod build_template;
 pub mod cluster_external_secret;
 pub mod condition;
 pub mod external_secret;
+pub mod managed_secret;
 pub mod rewrite_merge;
 pub mod rollout;
 pub mod secret_store;
@@ -18,7 +19,7 @@ pub mod shutdown;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
-use futures::{FutureExt, Stream, StreamExt, future};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt, future};
 use k8s_openapi::{
     api::core::v1::{Namespace, Secret},
     apimachinery::pkg::apis::meta::v1::LabelSelector,
@@ -39,14 +40,15 @@ use kube::{
 
 use crate::{
     api::{
-        ClusterExternalSecret, ClusterSecretStore, ExternalSecret, FIELD_MANAGER,
-        LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY, MANAGED_BY, SecretStore,
-        cluster_external_secret::LABEL_CLUSTER_EXTERNAL_SECRET, external_secret::StoreKind,
+        ClusterExternalSecret, ClusterSecretStore, ExternalSecret, FIELD_MANAGER, LABEL_MANAGED_BY,
+        MANAGED_BY, SecretStore, cluster_external_secret::LABEL_CLUSTER_EXTERNAL_SECRET,
+        external_secret::StoreKind,
     },
     providers::{ErrorKind, ProviderError},
 };
 use build::BuildError;
 
+pub use managed_secret::ManagedSecret;
 pub use secret_store::ProviderCache;
 pub use shard::LABEL_SHARD;
 
@@ -227,7 +229,7 @@ pub struct Context {
     /// ClusterSecretStores (cache).
     pub cluster_stores: Store<ClusterSecretStore>,
     /// Managed Secrets, metadata only (cache).
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub secrets: Store<ManagedSecret>,
     /// Namespaces, metadata only (cache), for ClusterSecretStore conditions.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Built providers.
@@ -357,7 +359,7 @@ pub async fn run(
     ))
     .backoff(watch_backoff())
     .inspect(observe_api)
-    .modify(strip)
+    .map_ok(ManagedSecret::project_event)
     .reflect(secrets_writer)
     .touched_objects();
 
@@ -509,10 +511,10 @@ pub async fn run(
                 s.metadata.generation,
             )
         })
-        .watches_stream(secret_events, |s: PartialObjectMeta<Secret>| {
-            let es = s.labels().get(LABEL_EXTERNAL_SECRET).cloned();
+        .watches_stream(secret_events, |s: ManagedSecret| {
             let ns = s.namespace();
-            es.zip(ns)
+            s.external_secret
+                .zip(ns)
                 .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
         })
         .graceful_shutdown_on(shutdown.clone());

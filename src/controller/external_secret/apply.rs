@@ -143,7 +143,7 @@ fn created_unreported(es: &ExternalSecret, ctx: &Context, target: &str) -> bool 
             .secrets
             .get(&ObjectRef::new(target).within(&ns))
             .is_some_and(|m| {
-                m.metadata.creation_timestamp.as_ref().map(|t| t.0)
+                m.creation_timestamp().map(|t| t.0)
                     >= es.metadata.creation_timestamp.as_ref().map(|t| t.0)
             })
 }
@@ -200,15 +200,7 @@ fn unchanged_in_cache(es: &ExternalSecret, ctx: &Context, target: &str, desired:
     if known.is_none() || known != meta.resource_version() {
         return false;
     }
-    let cached = Secret {
-        metadata: meta.metadata.clone(),
-        ..Default::default()
-    };
-    let wanted = Secret {
-        metadata: desired.metadata.clone(),
-        ..Default::default()
-    };
-    build::is_up_to_date(&cached, &wanted, true)
+    meta.carries(&desired.metadata)
 }
 
 /// Whether the target Secret was deleted or edited since we wrote it. A resourceVersion we
@@ -228,7 +220,7 @@ pub(super) async fn secret_drifted(
     let rv = meta.resource_version().unwrap_or_default();
     let known = ctx.with_state(&key, |o| o.secret_version.clone());
     let Some(known) = known else {
-        let ours = meta.annotations().contains_key(ANNOTATION_DATA_HASH);
+        let ours = meta.has_data_hash;
         if ours {
             ctx.with_state(&key, |o| o.secret_version = Some(rv));
         }
