@@ -50,7 +50,8 @@ struct RunArgs {
     /// RBAC without `patch` on Deployments, StatefulSets, DaemonSets and Rollouts).
     #[arg(long)]
     no_rollout_restart: bool,
-    /// ExternalSecrets reconciled at once.
+    /// ExternalSecrets reconciled at once (also the bound of stores and ClusterExternalSecrets
+    /// reconciled at once).
     #[arg(long, default_value_t = 16, env = "SECRET_RELAY_CONCURRENCY")]
     concurrency: u16,
     /// Let a SecretStore without `auth` (AWS default chain, GCP Workload Identity) use the
