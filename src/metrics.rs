@@ -27,7 +27,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::api::ExternalSecret;
+use crate::controller::CachedExternalSecret;
 
 /// Labels of [`PROVIDER_CALLS`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,7 +79,7 @@ pub static RECONCILE_DURATION: LazyLock<Histogram> =
 
 /// The ExternalSecret cache the `secret_relay_externalsecrets` gauge counts at scrape time;
 /// set by the controller when its watch starts.
-static EXTERNAL_SECRETS: RwLock<Option<Store<ExternalSecret>>> = RwLock::new(None);
+static EXTERNAL_SECRETS: RwLock<Option<Store<CachedExternalSecret>>> = RwLock::new(None);
 
 /// Shared providers whose backend is not answering (see `providers::health`), by provider.
 pub static PROVIDERS_DOWN: LazyLock<Family<ProviderLabels, Gauge>> = LazyLock::new(Family::default);
@@ -175,7 +175,7 @@ pub fn sync(result: &'static str, reason: &'static str) {
 }
 
 /// Sets the ExternalSecret cache counted by the Ready gauge.
-pub fn watch_external_secrets(store: Store<ExternalSecret>) {
+pub fn watch_external_secrets(store: Store<CachedExternalSecret>) {
     *EXTERNAL_SECRETS.write().expect("metrics lock") = Some(store);
 }
 
@@ -218,15 +218,10 @@ impl Collector for ReadyCollector {
         let mut counts = [0i64; 3];
         if let Some(store) = EXTERNAL_SECRETS.read().expect("metrics lock").as_ref() {
             for es in store.state() {
-                let ready = es
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-                    .map(|c| c.status.as_str());
-                match ready {
-                    Some("True") => counts[0] += 1,
-                    Some("False") => counts[1] += 1,
-                    _ => counts[2] += 1,
+                match es.ready {
+                    Some(true) => counts[0] += 1,
+                    Some(false) => counts[1] += 1,
+                    None => counts[2] += 1,
                 }
             }
         }

@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod build_template;
+pub mod cached_external_secret;
 pub mod cluster_external_secret;
 pub mod condition;
 pub mod external_secret;
@@ -48,6 +49,7 @@ use crate::{
 };
 use build::BuildError;
 
+pub use cached_external_secret::CachedExternalSecret;
 pub use managed_secret::ManagedSecret;
 pub use secret_store::ProviderCache;
 pub use shard::LABEL_SHARD;
@@ -453,8 +455,6 @@ pub async fn run(
     ))
     .backoff(watch_backoff())
     .inspect(observe_api)
-    .modify(strip)
-    .reflect(es_writer)
     .inspect({
         let ctx = ctx.clone();
         move |event| {
@@ -466,6 +466,9 @@ pub async fn run(
             }
         }
     })
+    .modify(strip)
+    .map_ok(CachedExternalSecret::project_event)
+    .reflect(es_writer)
     .applied_objects();
     let es_ctl = Controller::for_stream(es_events, es_store.clone())
         .with_config(controller::Config::default().concurrency(config.concurrency));
@@ -481,11 +484,7 @@ pub async fn run(
             let refs = es_store
                 .state()
                 .into_iter()
-                .filter(|es| {
-                    es.spec.secret_store_ref.kind == kind
-                        && es.spec.secret_store_ref.name == name
-                        && (ns.is_none() || es.metadata.namespace == ns)
-                })
+                .filter(|es| es.uses_store(kind, ns.as_deref(), &name))
                 .map(|es| ObjectRef::from_obj(&*es))
                 .collect::<Vec<_>>();
             let generation = generation.unwrap_or_default();
@@ -498,7 +497,9 @@ pub async fn run(
             if previous != Some(generation) {
                 let mut state = ctx.state.lock().expect("state lock");
                 for r in &refs {
-                    if let Some(o) = state.0.get_mut(r) {
+                    let r = ObjectRef::<ExternalSecret>::new(&r.name)
+                        .within(r.namespace.as_deref().unwrap_or_default());
+                    if let Some(o) = state.0.get_mut(&r) {
                         o.retry_at = None;
                     }
                 }

@@ -25,7 +25,7 @@ use kube::{
 };
 use rand::RngExt;
 
-use super::{Context, Error, secret_store};
+use super::{CachedExternalSecret, Context, Error, secret_store};
 use crate::{
     api::{
         ExternalSecret,
@@ -48,8 +48,12 @@ const CACHE_SYNC_POLL: Duration = Duration::from_millis(250);
 
 /// Reconciles one ExternalSecret; failures are written to its status and events before they
 /// are returned for backoff.
-pub async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let key = ObjectRef::from_obj(&*es);
+pub async fn reconcile(
+    cached: Arc<CachedExternalSecret>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let es = cached.expand();
+    let key = ObjectRef::from_obj(&es);
     // Until every cache has its first list, a store or Secret missing from it may only be
     // late: reporting "SecretStore ... not found" (or restoring a "deleted" Secret) would be
     // wrong, so wait without a word.
@@ -91,12 +95,13 @@ pub async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Act
 
 /// Backoff after a failure: permanent errors wait for a change; others retry after
 /// 5 s × 2^(n-1), capped at 10 min, with ±20 % jitter.
-pub fn error_policy(es: Arc<ExternalSecret>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(cached: Arc<CachedExternalSecret>, err: &Error, ctx: Arc<Context>) -> Action {
     if err.permanent() {
         return Action::await_change();
     }
+    let es = cached.expand();
     let version = synced_resource_version(&es);
-    let delay = ctx.with_state(&ObjectRef::from_obj(&*es), |o| {
+    let delay = ctx.with_state(&ObjectRef::from_obj(&es), |o| {
         o.failures = o.failures.saturating_add(1);
         let delay = jitter(backoff(o.failures));
         o.retry_at = Some((version, std::time::Instant::now() + delay));

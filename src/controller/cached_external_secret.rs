@@ -1,0 +1,238 @@
+//! The ExternalSecret cache, kept compact: each object serialized, expanded only while it is
+//! reconciled.
+//!
+//! A deserialized `ExternalSecret` is about 2.9 KB on the heap even for a one-key spec: an
+//! 800-byte struct, a 540-byte `BTreeMap` node for its labels however few, a `String` per
+//! field of the spec, status and `Ready` condition, and an `ObjectRef` key carrying the
+//! resourceVersion and uid strings. 10,000 of them were about 30 MiB, the largest part of the
+//! operator's memory. Yet at any time at most `--concurrency` of them are being reconciled;
+//! the others are only looked up by name (a trigger), by store (a store's change requeues the
+//! ExternalSecrets that use it) and by `Ready` status (the metrics). [`CachedExternalSecret`]
+//! keeps exactly those as fields and the rest of the object as its JSON, from which
+//! [`CachedExternalSecret::expand`] makes the whole `ExternalSecret` again for a reconcile.
+
+use std::borrow::Cow;
+
+use k8s_openapi::{NamespaceResourceScope, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use kube::{Resource, runtime::watcher};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{
+    ExternalSecret, ExternalSecretSpec, ExternalSecretStatus, external_secret::StoreKind,
+};
+
+/// One ExternalSecret as the cache keeps it. It deserializes from an `ExternalSecret`
+/// (projected), so that a watch of ExternalSecrets can fill a cache of these.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "ExternalSecret")]
+pub struct CachedExternalSecret {
+    /// Only `name` and `namespace`: an `ObjectRef` made from it carries no resourceVersion or
+    /// uid, so neither does the cache's key nor the controller's queue.
+    metadata: ObjectMeta,
+    /// `spec.secretStoreRef.kind`.
+    pub store_kind: StoreKind,
+    /// `spec.secretStoreRef.name`.
+    pub store_name: Box<str>,
+    /// The `status` of its `Ready` condition: `Some(true)` for `True`, `Some(false)` for
+    /// `False`, `None` when absent or `Unknown`.
+    pub ready: Option<bool>,
+    /// The rest of the object (its other metadata, spec and status) as JSON.
+    rest: Box<[u8]>,
+}
+
+/// What [`CachedExternalSecret::rest`] holds.
+#[derive(Serialize, Deserialize)]
+struct Rest {
+    #[serde(default)]
+    metadata: ObjectMeta,
+    spec: ExternalSecretSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<ExternalSecretStatus>,
+}
+
+impl CachedExternalSecret {
+    /// Projects a watched ExternalSecret. Its `managedFields` and kubectl's last-applied
+    /// annotation are expected gone already (`strip`).
+    pub fn project(es: ExternalSecret) -> Self {
+        let ExternalSecret {
+            mut metadata,
+            spec,
+            status,
+            ..
+        } = es;
+        let kept = ObjectMeta {
+            name: metadata.name.take(),
+            namespace: metadata.namespace.take(),
+            ..Default::default()
+        };
+        let ready = status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .and_then(|c| match c.status.as_str() {
+                "True" => Some(true),
+                "False" => Some(false),
+                _ => None,
+            });
+        let (store_kind, store_name) = (
+            spec.secret_store_ref.kind,
+            spec.secret_store_ref.name.as_str().into(),
+        );
+        let rest = serde_json::to_vec(&Rest {
+            metadata,
+            spec,
+            status,
+        })
+        .expect("an ExternalSecret serializes to JSON");
+        Self {
+            metadata: kept,
+            store_kind,
+            store_name,
+            ready,
+            rest: rest.into_boxed_slice(),
+        }
+    }
+
+    /// Projects every object of a watch event.
+    pub fn project_event(event: watcher::Event<ExternalSecret>) -> watcher::Event<Self> {
+        match event {
+            watcher::Event::Apply(es) => watcher::Event::Apply(Self::project(es)),
+            watcher::Event::Delete(es) => watcher::Event::Delete(Self::project(es)),
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitApply(es) => watcher::Event::InitApply(Self::project(es)),
+            watcher::Event::InitDone => watcher::Event::InitDone,
+        }
+    }
+
+    /// The whole ExternalSecret again, as it was watched (less what `strip` dropped).
+    pub fn expand(&self) -> ExternalSecret {
+        let Rest {
+            mut metadata,
+            spec,
+            status,
+        } = serde_json::from_slice(&self.rest)
+            .expect("a cached ExternalSecret deserializes as it was serialized");
+        metadata.name.clone_from(&self.metadata.name);
+        metadata.namespace.clone_from(&self.metadata.namespace);
+        ExternalSecret {
+            metadata,
+            spec,
+            status,
+        }
+    }
+
+    /// Whether it names the store `kind`/`name` (of its namespace when `namespace` is given).
+    pub fn uses_store(&self, kind: StoreKind, namespace: Option<&str>, name: &str) -> bool {
+        self.store_kind == kind
+            && *self.store_name == *name
+            && (namespace.is_none() || self.metadata.namespace.as_deref() == namespace)
+    }
+}
+
+impl From<ExternalSecret> for CachedExternalSecret {
+    fn from(es: ExternalSecret) -> Self {
+        Self::project(es)
+    }
+}
+
+impl Resource for CachedExternalSecret {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        ExternalSecret::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        ExternalSecret::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        ExternalSecret::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        ExternalSecret::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::ObjectRef;
+    use serde_json::json;
+
+    fn external_secret(status: serde_json::Value) -> ExternalSecret {
+        serde_json::from_value(json!({
+            "apiVersion": "secret-relay.dev/v1alpha1", "kind": "ExternalSecret",
+            "metadata": {
+                "name": "app", "namespace": "team-a", "uid": "uid-1", "resourceVersion": "42",
+                "generation": 3, "creationTimestamp": "2026-12-01T00:00:00Z",
+                "labels": {"team": "a"}, "annotations": {"secret-relay.dev/force-sync": "1"},
+                "finalizers": ["x/y"],
+            },
+            "spec": {
+                "refreshInterval": "10m",
+                "secretStoreRef": {"name": "vault", "kind": "ClusterSecretStore"},
+                "target": {"name": "app-secret", "template": {"data": {"u": "{{ .user }}"}}},
+                "data": [{"secretKey": "user", "remoteRef": {"key": "db", "property": "user"}}],
+                "dataFrom": [{"extract": {"key": "common"}}],
+            },
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn expand_gives_back_the_whole_external_secret() {
+        for status in [
+            json!(null),
+            json!({"conditions": [{"type": "Ready", "status": "True", "reason": "SecretSynced",
+                "message": "Secret was synced", "lastTransitionTime": "2026-12-01T00:00:10Z"}],
+                "refreshTime": "2026-12-01T00:00:10Z", "syncedResourceVersion": "3-abc",
+                "binding": {"name": "app-secret"}}),
+        ] {
+            let es = external_secret(status);
+            let cached = CachedExternalSecret::project(es.clone());
+            assert_eq!(
+                serde_json::to_value(cached.expand()).unwrap(),
+                serde_json::to_value(&es).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn the_cache_key_is_only_name_and_namespace() {
+        let cached = CachedExternalSecret::project(external_secret(json!(null)));
+        let key = ObjectRef::from_obj(&cached);
+        assert_eq!(
+            (key.name.as_str(), key.namespace.as_deref()),
+            ("app", Some("team-a"))
+        );
+        assert!(key.extra.resource_version.is_none() && key.extra.uid.is_none());
+        let meta = cached.meta();
+        assert!(meta.labels.is_none() && meta.annotations.is_none() && meta.uid.is_none());
+    }
+
+    #[test]
+    fn store_and_ready_are_kept_as_fields() {
+        let cached = CachedExternalSecret::project(external_secret(json!(null)));
+        assert_eq!(cached.ready, None);
+        assert!(cached.uses_store(StoreKind::ClusterSecretStore, None, "vault"));
+        assert!(cached.uses_store(StoreKind::ClusterSecretStore, Some("team-a"), "vault"));
+        assert!(!cached.uses_store(StoreKind::ClusterSecretStore, Some("team-b"), "vault"));
+        assert!(!cached.uses_store(StoreKind::SecretStore, None, "vault"));
+        assert!(!cached.uses_store(StoreKind::ClusterSecretStore, None, "vaul"));
+        for (status, ready) in [
+            ("True", Some(true)),
+            ("False", Some(false)),
+            ("Unknown", None),
+        ] {
+            let es = external_secret(json!({"conditions": [{"type": "Ready", "status": status,
+                "reason": "R", "message": "", "lastTransitionTime": "2026-12-01T00:00:10Z"}]}));
+            assert_eq!(CachedExternalSecret::project(es).ready, ready, "{status}");
+        }
+    }
+}
