@@ -12,6 +12,7 @@ pub mod cluster_external_secret;
 pub mod condition;
 pub mod external_secret;
 pub mod managed_secret;
+pub mod refresh_timers;
 pub mod rewrite_merge;
 pub mod rollout;
 pub mod secret_store;
@@ -200,6 +201,8 @@ pub struct ObjectState {
     /// Reconciles triggered before then by our own status write (or any change that is not a
     /// spec or annotation edit) wait for the retry instead of calling the provider again.
     pub retry_at: Option<(String, std::time::Instant)>,
+    /// The due time (Unix ms) of its pending refresh timer ([`refresh_timers::RefreshTimers`]).
+    pub refresh_timer: Option<i64>,
 }
 
 /// Per-object memory of the ExternalSecret controller, one entry per ExternalSecret.
@@ -256,6 +259,8 @@ pub struct Context {
     pub rollout_restart: bool,
     /// Pending rollout restarts.
     pub restarts: rollout::Restarts,
+    /// The ExternalSecrets' refresh timers.
+    pub refresh_timers: Arc<refresh_timers::RefreshTimers>,
 }
 
 impl Context {
@@ -266,6 +271,21 @@ impl Context {
         f: impl FnOnce(&mut ObjectState) -> T,
     ) -> T {
         f(self.state.lock().expect("state lock").entry(es))
+    }
+
+    /// Sets the refresh timer of `es` for the refresh due at `due` (Unix ms, and the instant
+    /// the timer fires); `None`: no refresh pending. The controller reconciles `es` when it
+    /// fires.
+    pub fn set_refresh_timer(
+        &self,
+        es: &ObjectRef<ExternalSecret>,
+        due: Option<(i64, tokio::time::Instant)>,
+    ) {
+        let namespace = es.namespace.as_deref().unwrap_or_default();
+        self.with_state(es, |o| {
+            self.refresh_timers
+                .set(namespace, &es.name, due, &mut o.refresh_timer)
+        });
     }
 }
 
@@ -307,7 +327,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.boxed().shared();
-    let wc = watcher::Config::default().any_semantic();
+    // Lists are paged (kube's 500 objects a page) and consistent: `resourceVersion=0` ("any")
+    // made the API server ignore the page size and answer with every object at once, so the
+    // first list of 10,000 ExternalSecrets was held whole, JSON and parsed objects, before the
+    // first was projected into the cache (a peak of about 30 MB). From Kubernetes 1.31 on a
+    // consistent list is served from the watch cache too.
+    let wc = watcher::Config::default();
     // This instance's shard: the ExternalSecrets (and ClusterExternalSecrets) it reconciles.
     let shard_wc = match &config.watch_label_selector {
         Some(selector) => {
@@ -411,6 +436,7 @@ pub async fn run(
         caches_synced: Default::default(),
         rollout_restart: config.rollout_restart,
         restarts: Default::default(),
+        refresh_timers: Default::default(),
     });
 
     // Store controllers run off their own watches; the ExternalSecret controller is triggered
@@ -470,8 +496,26 @@ pub async fn run(
     .map_ok(CachedExternalSecret::project_event)
     .reflect(es_writer)
     .applied_objects();
+    // Refresh timers that fire reconcile their ExternalSecret, unless it was deleted or its
+    // timer was set again since.
+    let refreshes = ctx.refresh_timers.clone().fired({
+        let ctx = ctx.clone();
+        move |es, due_ms| {
+            let es = ObjectRef::<ExternalSecret>::new(&es.name)
+                .within(es.namespace.as_deref().unwrap_or_default());
+            let mut state = ctx.state.lock().expect("state lock");
+            match state.0.get_mut(&es) {
+                Some(o) if o.refresh_timer == Some(due_ms) => {
+                    o.refresh_timer = None;
+                    true
+                }
+                _ => false,
+            }
+        }
+    });
     let es_ctl = Controller::for_stream(es_events, es_store.clone())
-        .with_config(controller::Config::default().concurrency(config.concurrency));
+        .with_config(controller::Config::default().concurrency(config.concurrency))
+        .reconcile_on(refreshes);
     crate::metrics::watch_external_secrets(es_store.clone());
     // A store change requeues the ExternalSecrets that use it. A new store or a change of its
     // spec (a new generation: new credentials, a fixed endpoint) also lets those waiting for a

@@ -170,7 +170,9 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
         })
     };
     let (fresh_since, spec_changed) = match decided {
-        Plan::UpToDate { due_ms } => return Ok(requeue_until(interval, due_ms, now_ms)),
+        Plan::UpToDate { due_ms } => {
+            return Ok(refresh_at(ctx, &key, interval, due_ms, now_ms));
+        }
         Plan::Sync {
             fresh_since,
             spec_changed,
@@ -209,20 +211,29 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
         o.next_due = next_due;
     });
     status::report_success(es, ctx, &status, synced, version, now).await?;
-    Ok(requeue_until(interval, next_due, now_ms))
+    Ok(refresh_at(ctx, &key, interval, next_due, now_ms))
 }
 
-/// Requeue for the refresh due at `due_ms` (Unix ms; the provider's next tick), or wait for a
-/// change when `interval` is 0. A timer that fires a little early finds the refresh not yet
-/// due and requeues for the rest: a refresh that ran before its tick would fetch values the
-/// ExternalSecrets due at the tick could not use. Refreshes need no jitter of their own: the
-/// tick's phase is per provider, and the ExternalSecrets that share a tick share its calls.
-fn requeue_until(interval: u64, due_ms: Option<i64>, now_ms: i64) -> Action {
-    if interval == 0 {
-        return Action::await_change();
-    }
-    let due = due_ms.unwrap_or(now_ms + interval as i64 * 1000);
-    Action::requeue(Duration::from_millis((due - now_ms).max(10) as u64))
+/// Sets the refresh timer of `key` for the refresh due at `due_ms` (Unix ms; the provider's
+/// next tick), or cancels it when `interval` is 0; the controller then only waits for a change.
+/// A timer that fires a little early finds the refresh not yet due and is set for the rest: a
+/// refresh that ran before its tick would fetch values the ExternalSecrets due at the tick could
+/// not use. Refreshes need no jitter of their own: the tick's phase is per provider, and the
+/// ExternalSecrets that share a tick share its calls.
+fn refresh_at(
+    ctx: &Context,
+    key: &ObjectRef<ExternalSecret>,
+    interval: u64,
+    due_ms: Option<i64>,
+    now_ms: i64,
+) -> Action {
+    let due = (interval > 0).then(|| {
+        let due = due_ms.unwrap_or(now_ms + interval as i64 * 1000);
+        let at = tokio::time::Instant::now() + Duration::from_millis((due - now_ms).max(10) as u64);
+        (due, at)
+    });
+    ctx.set_refresh_timer(key, due);
+    Action::await_change()
 }
 #[cfg(test)]
 mod tests {
