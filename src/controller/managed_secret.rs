@@ -6,29 +6,40 @@
 //! references and uid: about 1.5 KB per Secret, 15 MiB at 10,000. A reconcile only asks of
 //! them: does the Secret exist, at which resourceVersion, since when, for which ExternalSecret,
 //! does it carry our data hash, and does it carry every label, annotation and owner we would
-//! write. [`ManagedSecret`] keeps exactly that: the name, namespace, resourceVersion and
-//! creationTimestamp, the ExternalSecret's name, and one keyed 64-bit hash per label,
-//! annotation and owner uid.
+//! write. [`ManagedSecret`] keeps exactly that: the resourceVersion and creationTimestamp, the
+//! ExternalSecret's name, and one keyed 64-bit hash per label, annotation and owner uid.
+//!
+//! [`SecretCache`] holds them by `namespace/name`, filled from the watch's events. It is not a
+//! kube reflector `Store`: that needs a `Resource`, whose `ObjectMeta` alone is 360 bytes
+//! however little of it is set (heaptrack: 4.1 MB of 7 MB at 10,000 Secrets).
 
-use std::{borrow::Cow, collections::BTreeMap, hash::BuildHasher, sync::LazyLock};
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::BuildHasher,
+    sync::{
+        LazyLock, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use k8s_openapi::{
-    NamespaceResourceScope, api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    api::core::v1::Secret, apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp,
 };
-use kube::{Resource, core::PartialObjectMeta, runtime::watcher};
+use kube::{core::PartialObjectMeta, runtime::watcher};
+use tokio::sync::Notify;
 
 use crate::api::{ANNOTATION_DATA_HASH, ANNOTATION_LAST_REFRESH, LABEL_EXTERNAL_SECRET};
 
-/// One managed Secret as the cache keeps it. It deserializes from a Secret's metadata
-/// (`PartialObjectMeta<Secret>`, projected).
-#[derive(Clone, Debug, serde::Deserialize)]
-#[serde(from = "PartialObjectMeta<Secret>")]
+/// One managed Secret as the cache keeps it.
+#[derive(Clone, Debug)]
 pub struct ManagedSecret {
-    /// Only `name`, `namespace`, `resourceVersion` and `creationTimestamp`.
-    metadata: ObjectMeta,
+    /// Its `metadata.resourceVersion`.
+    pub resource_version: Box<str>,
+    /// Its `metadata.creationTimestamp`.
+    pub created: Option<Timestamp>,
     /// The value of its `secret-relay.dev/external-secret` label: the ExternalSecret of its
     /// namespace it was written for.
-    pub external_secret: Option<String>,
+    pub external_secret: Option<Box<str>>,
     /// Whether it carries the `secret-relay.dev/data-hash` annotation (our writes do).
     pub has_data_hash: bool,
     /// [`Fingerprint`] of its labels, annotations and owners.
@@ -38,38 +49,20 @@ pub struct ManagedSecret {
 impl ManagedSecret {
     /// Projects a watched Secret's metadata (its labels, annotations and owners are reduced to
     /// their hashes).
-    pub fn project(secret: PartialObjectMeta<Secret>) -> Self {
-        let meta = secret.metadata;
+    pub fn project(meta: &ObjectMeta) -> Self {
         Self {
-            fingerprint: Fingerprint::of(&meta),
+            fingerprint: Fingerprint::of(meta),
             external_secret: meta
                 .labels
                 .as_ref()
-                .and_then(|l| l.get(LABEL_EXTERNAL_SECRET).cloned()),
+                .and_then(|l| l.get(LABEL_EXTERNAL_SECRET))
+                .map(|name| name.as_str().into()),
             has_data_hash: meta
                 .annotations
                 .as_ref()
                 .is_some_and(|a| a.contains_key(ANNOTATION_DATA_HASH)),
-            metadata: ObjectMeta {
-                name: meta.name,
-                namespace: meta.namespace,
-                resource_version: meta.resource_version,
-                creation_timestamp: meta.creation_timestamp,
-                ..Default::default()
-            },
-        }
-    }
-
-    /// Projects every object of a watch event.
-    pub fn project_event(
-        event: watcher::Event<PartialObjectMeta<Secret>>,
-    ) -> watcher::Event<ManagedSecret> {
-        match event {
-            watcher::Event::Apply(s) => watcher::Event::Apply(Self::project(s)),
-            watcher::Event::Delete(s) => watcher::Event::Delete(Self::project(s)),
-            watcher::Event::Init => watcher::Event::Init,
-            watcher::Event::InitApply(s) => watcher::Event::InitApply(Self::project(s)),
-            watcher::Event::InitDone => watcher::Event::InitDone,
+            resource_version: meta.resource_version.as_deref().unwrap_or_default().into(),
+            created: meta.creation_timestamp.as_ref().map(|t| t.0),
         }
     }
 
@@ -80,33 +73,100 @@ impl ManagedSecret {
     }
 }
 
-impl From<PartialObjectMeta<Secret>> for ManagedSecret {
-    fn from(secret: PartialObjectMeta<Secret>) -> Self {
-        Self::project(secret)
-    }
+/// The managed Secrets by `namespace/name`, filled by [`SecretCache::apply`] from the events
+/// of their watch, as a kube reflector would: a relist (`Init` … `InitDone`) is built aside and
+/// replaces the whole map when done.
+#[derive(Default)]
+pub struct SecretCache {
+    inner: RwLock<Maps>,
+    ready: AtomicBool,
+    listed: Notify,
 }
 
-impl Resource for ManagedSecret {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
+#[derive(Default)]
+struct Maps {
+    secrets: HashMap<Box<str>, ManagedSecret>,
+    relist: Option<HashMap<Box<str>, ManagedSecret>>,
+}
 
-    fn kind(dt: &()) -> Cow<'_, str> {
-        Secret::kind(dt)
+fn key(namespace: &str, name: &str) -> Box<str> {
+    format!("{namespace}/{name}").into_boxed_str()
+}
+
+fn key_of(meta: &ObjectMeta) -> Box<str> {
+    key(
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+impl SecretCache {
+    /// Applies one event of the watch of managed Secrets.
+    pub fn apply(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
+        let mut maps = self.inner.write().expect("secret cache lock");
+        match event {
+            watcher::Event::Init => maps.relist = Some(HashMap::new()),
+            watcher::Event::InitApply(s) => {
+                let entry = (key_of(&s.metadata), ManagedSecret::project(&s.metadata));
+                match maps.relist.as_mut() {
+                    Some(relist) => relist.insert(entry.0, entry.1),
+                    None => maps.secrets.insert(entry.0, entry.1),
+                };
+            }
+            watcher::Event::InitDone => {
+                if let Some(mut relist) = maps.relist.take() {
+                    relist.shrink_to_fit();
+                    maps.secrets = relist;
+                }
+                drop(maps);
+                self.ready.store(true, Ordering::Release);
+                self.listed.notify_waiters();
+            }
+            watcher::Event::Apply(s) => {
+                maps.secrets
+                    .insert(key_of(&s.metadata), ManagedSecret::project(&s.metadata));
+            }
+            watcher::Event::Delete(s) => {
+                maps.secrets.remove(&key_of(&s.metadata));
+            }
+        }
     }
-    fn group(dt: &()) -> Cow<'_, str> {
-        Secret::group(dt)
+
+    /// Runs `f` on the cached Secret `namespace/name`, if there is one.
+    pub fn read<T>(
+        &self,
+        namespace: &str,
+        name: &str,
+        f: impl FnOnce(&ManagedSecret) -> T,
+    ) -> Option<T> {
+        let maps = self.inner.read().expect("secret cache lock");
+        maps.secrets.get(&key(namespace, name)).map(f)
     }
-    fn version(dt: &()) -> Cow<'_, str> {
-        Secret::version(dt)
+
+    /// Whether the cache holds the Secret `namespace/name`.
+    pub fn contains(&self, namespace: &str, name: &str) -> bool {
+        self.read(namespace, name, |_| ()).is_some()
     }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        Secret::plural(dt)
+
+    /// Number of cached Secrets.
+    pub fn len(&self) -> usize {
+        self.inner.read().expect("secret cache lock").secrets.len()
     }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
+
+    /// Whether no Secret is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+
+    /// Resolves once the first list is in.
+    pub async fn wait_until_ready(&self) {
+        loop {
+            let listed = self.listed.notified();
+            if self.ready.load(Ordering::Acquire) {
+                return;
+            }
+            listed.await;
+        }
     }
 }
 
@@ -236,25 +296,55 @@ mod tests {
             &[(ANNOTATION_DATA_HASH, "abc")],
             &["uid-1"],
         );
-        m.name = Some("app".into());
-        m.namespace = Some("team".into());
         m.resource_version = Some("42".into());
-        m.uid = Some("secret-uid".into());
-        let s = ManagedSecret::project(PartialObjectMeta {
-            types: None,
-            metadata: m.clone(),
-            _phantom: Default::default(),
-        });
+        let s = ManagedSecret::project(&m);
         assert_eq!(s.external_secret.as_deref(), Some("app"));
         assert!(s.has_data_hash);
         assert!(s.carries(&m));
-        let kept = s.meta();
+        assert_eq!(&*s.resource_version, "42");
+    }
+
+    fn event(name: &str, rv: &str) -> PartialObjectMeta<Secret> {
+        PartialObjectMeta {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("team".into()),
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            _phantom: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cache_follows_the_watch_and_a_relist_replaces_it_when_done() {
+        use watcher::Event::*;
+        let cache = SecretCache::default();
+        let rv = |name| cache.read("team", name, |s| s.resource_version.to_string());
+        for e in [
+            Init,
+            InitApply(event("a", "1")),
+            InitApply(event("b", "1")),
+            InitDone,
+        ] {
+            cache.apply(&e);
+        }
+        cache.wait_until_ready().await;
         assert_eq!(
-            (kept.name.as_deref(), kept.namespace.as_deref()),
-            (Some("app"), Some("team"))
+            (rv("a").as_deref(), rv("b").as_deref()),
+            (Some("1"), Some("1"))
         );
-        assert_eq!(kept.resource_version.as_deref(), Some("42"));
-        assert!(kept.labels.is_none() && kept.annotations.is_none());
-        assert!(kept.owner_references.is_none() && kept.uid.is_none());
+        cache.apply(&Apply(event("a", "2")));
+        cache.apply(&Delete(event("b", "1")));
+        assert_eq!((rv("a").as_deref(), rv("b")), (Some("2"), None));
+        assert!(!cache.contains("other", "a"));
+        // A relist in progress leaves the cache as it was until it is done.
+        cache.apply(&Init);
+        cache.apply(&InitApply(event("c", "5")));
+        assert_eq!((rv("a").as_deref(), rv("c")), (Some("2"), None));
+        cache.apply(&InitDone);
+        assert_eq!((rv("a"), rv("c").as_deref()), (None, Some("5")));
+        assert_eq!(cache.len(), 1);
     }
 }

@@ -42,16 +42,16 @@ use kube::{
 
 use crate::{
     api::{
-        ClusterExternalSecret, ClusterSecretStore, ExternalSecret, FIELD_MANAGER, LABEL_MANAGED_BY,
-        MANAGED_BY, SecretStore, cluster_external_secret::LABEL_CLUSTER_EXTERNAL_SECRET,
-        external_secret::StoreKind,
+        ClusterExternalSecret, ClusterSecretStore, ExternalSecret, FIELD_MANAGER,
+        LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY, MANAGED_BY, SecretStore,
+        cluster_external_secret::LABEL_CLUSTER_EXTERNAL_SECRET, external_secret::StoreKind,
     },
     providers::{ErrorKind, ProviderError},
 };
 use build::BuildError;
 
 pub use cached_external_secret::CachedExternalSecret;
-pub use managed_secret::ManagedSecret;
+pub use managed_secret::{ManagedSecret, SecretCache};
 pub use secret_store::ProviderCache;
 pub use shard::LABEL_SHARD;
 
@@ -240,8 +240,8 @@ pub struct Context {
     pub stores: Store<SecretStore>,
     /// ClusterSecretStores (cache).
     pub cluster_stores: Store<ClusterSecretStore>,
-    /// Managed Secrets, metadata only (cache).
-    pub secrets: Store<ManagedSecret>,
+    /// Managed Secrets, projected (cache).
+    pub secrets: Arc<SecretCache>,
     /// Namespaces, metadata only (cache), for ClusterSecretStore conditions.
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     /// Built providers.
@@ -383,7 +383,7 @@ pub async fn run(
         futures::stream::pending().boxed()
     };
 
-    let (secrets, secrets_writer) = reflector::store();
+    let secrets = Arc::new(SecretCache::default());
     let secret_wc = wc
         .clone()
         .labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
@@ -393,8 +393,14 @@ pub async fn run(
     ))
     .backoff(watch_backoff())
     .inspect(observe_api)
-    .map_ok(ManagedSecret::project_event)
-    .reflect(secrets_writer)
+    .inspect({
+        let secrets = secrets.clone();
+        move |event| {
+            if let Ok(event) = event {
+                secrets.apply(event);
+            }
+        }
+    })
     .touched_objects();
 
     let (namespaces, ns_writer) = reflector::store();
@@ -569,11 +575,9 @@ pub async fn run(
                 s.metadata.generation,
             )
         })
-        .watches_stream(secret_events, |s: ManagedSecret| {
-            let ns = s.namespace();
-            s.external_secret
-                .zip(ns)
-                .map(|(name, ns)| ObjectRef::new(&name).within(&ns))
+        .watches_stream(secret_events, |s: PartialObjectMeta<Secret>| {
+            let es = s.labels().get(LABEL_EXTERNAL_SECRET)?;
+            Some(ObjectRef::new(es).within(&s.namespace()?))
         })
         .graceful_shutdown_on(shutdown.clone());
 

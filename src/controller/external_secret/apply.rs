@@ -141,11 +141,10 @@ fn created_unreported(es: &ExternalSecret, ctx: &Context, target: &str) -> bool 
     never_reported
         && ctx
             .secrets
-            .get(&ObjectRef::new(target).within(&ns))
-            .is_some_and(|m| {
-                m.creation_timestamp().map(|t| t.0)
-                    >= es.metadata.creation_timestamp.as_ref().map(|t| t.0)
+            .read(&ns, target, |m| {
+                m.created >= es.metadata.creation_timestamp.as_ref().map(|t| t.0)
             })
+            .unwrap_or(false)
 }
 
 /// Templates rendered at once, process-wide: one, so that tenants' templates (bounded by
@@ -193,14 +192,12 @@ async fn build_secret(
 /// among them) and owner of `desired`.
 fn unchanged_in_cache(es: &ExternalSecret, ctx: &Context, target: &str, desired: &Secret) -> bool {
     let ns = es.namespace().unwrap_or_default();
-    let Some(meta) = ctx.secrets.get(&ObjectRef::new(target).within(&ns)) else {
-        return false;
-    };
     let known = ctx.with_state(&ObjectRef::from_obj(es), |o| o.secret_version.clone());
-    if known.is_none() || known != meta.resource_version() {
-        return false;
-    }
-    meta.carries(&desired.metadata)
+    ctx.secrets
+        .read(&ns, target, |cached| {
+            known.as_deref() == Some(&*cached.resource_version) && cached.carries(&desired.metadata)
+        })
+        .unwrap_or(false)
 }
 
 /// Whether the target Secret was deleted or edited since we wrote it. A resourceVersion we
@@ -214,13 +211,13 @@ pub(super) async fn secret_drifted(
 ) -> Result<bool, Error> {
     let key = ObjectRef::from_obj(es);
     let ns = es.namespace().unwrap_or_default();
-    let Some(meta) = ctx.secrets.get(&ObjectRef::new(target).within(&ns)) else {
+    let Some((rv, ours)) = ctx.secrets.read(&ns, target, |cached| {
+        (cached.resource_version.to_string(), cached.has_data_hash)
+    }) else {
         return Ok(true);
     };
-    let rv = meta.resource_version().unwrap_or_default();
     let known = ctx.with_state(&key, |o| o.secret_version.clone());
     let Some(known) = known else {
-        let ours = meta.has_data_hash;
         if ours {
             ctx.with_state(&key, |o| o.secret_version = Some(rv));
         }
@@ -362,9 +359,7 @@ async fn apply(
 /// Whether the managed-Secret metadata cache holds the target Secret of `es`.
 fn cached(es: &ExternalSecret, ctx: &Context, target: &str) -> bool {
     let ns = es.namespace().unwrap_or_default();
-    ctx.secrets
-        .get(&ObjectRef::new(target).within(&ns))
-        .is_some()
+    ctx.secrets.contains(&ns, target)
 }
 
 /// Creates `desired` with a plain create (POST, field manager `secret-relay`): one request
