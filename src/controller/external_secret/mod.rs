@@ -104,7 +104,7 @@ pub fn error_policy(cached: Arc<CachedExternalSecret>, err: &Error, ctx: Arc<Con
     let delay = ctx.with_state(&ObjectRef::from_obj(&es), |o| {
         o.failures = o.failures.saturating_add(1);
         let delay = jitter(backoff(o.failures));
-        o.retry_at = Some((version, std::time::Instant::now() + delay));
+        o.retry_at = Some(Box::new((version, std::time::Instant::now() + delay)));
         delay
     });
     Action::requeue(delay)
@@ -116,7 +116,7 @@ pub fn error_policy(cached: Arc<CachedExternalSecret>, err: &Error, ctx: Arc<Con
 fn pending_retry(es: &ExternalSecret, ctx: &Context) -> Option<Duration> {
     let key = ObjectRef::from_obj(es);
     let state = ctx.state.lock().expect("state lock");
-    let (version, at) = state.get(&key)?.retry_at.as_ref()?;
+    let (version, at) = &**state.get(&key)?.retry_at.as_ref()?;
     if *version != synced_resource_version(es) {
         return None;
     }
