@@ -337,10 +337,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let shutdown = shutdown.boxed().shared();
     // Lists are paged (kube's 500 objects a page) and consistent: `resourceVersion=0` ("any")
-    // made the API server ignore the page size and answer with every object at once, so the
-    // first list of 10,000 ExternalSecrets was held whole, JSON and parsed objects, before the
-    // first was projected into the cache (a peak of about 30 MB). From Kubernetes 1.31 on a
-    // consistent list is served from the watch cache too.
+    // makes the API server ignore the page size and answer with every object at once, so a
+    // list is held whole, its JSON and every parsed object, before the first is projected into
+    // a cache. From Kubernetes 1.31 on a consistent list is served from the watch cache too.
     let wc = watcher::Config::default();
     // This instance's shard: the ExternalSecrets (and ClusterExternalSecrets) it reconciles.
     let shard_wc = match &config.watch_label_selector {
