@@ -89,12 +89,8 @@ struct Maps {
     relist: Option<HashMap<Box<str>, ManagedSecret>>,
 }
 
-fn key(namespace: &str, name: &str) -> Box<str> {
-    format!("{namespace}/{name}").into_boxed_str()
-}
-
 fn key_of(meta: &ObjectMeta) -> Box<str> {
-    key(
+    super::object_key(
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name.as_deref().unwrap_or_default(),
     )
@@ -140,7 +136,7 @@ impl SecretCache {
         f: impl FnOnce(&ManagedSecret) -> T,
     ) -> Option<T> {
         let maps = self.inner.read().expect("secret cache lock");
-        maps.secrets.get(&key(namespace, name)).map(f)
+        maps.secrets.get(&super::object_key(namespace, name)).map(f)
     }
 
     /// Whether the cache holds the Secret `namespace/name`.

@@ -210,13 +210,14 @@ pub struct ObjectState {
 #[derive(Default)]
 pub struct State(HashMap<Box<str>, ObjectState>);
 
+/// The `namespace/name` key of an object in our own caches (state, refresh timers, managed
+/// Secrets): one allocation, and unambiguous since neither part may contain `/`.
+pub(crate) fn object_key(namespace: &str, name: &str) -> Box<str> {
+    format!("{namespace}/{name}").into_boxed_str()
+}
+
 fn state_key(es: &ObjectRef<ExternalSecret>) -> Box<str> {
-    format!(
-        "{}/{}",
-        es.namespace.as_deref().unwrap_or_default(),
-        es.name
-    )
-    .into_boxed_str()
+    object_key(es.namespace.as_deref().unwrap_or_default(), &es.name)
 }
 
 impl State {

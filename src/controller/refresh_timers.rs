@@ -56,11 +56,7 @@ impl RefreshTimers {
         let Some((due_ms, at)) = due else { return };
         let mut heap = self.heap.lock().expect("refresh timers lock");
         let earliest = heap.peek().is_none_or(|Reverse((first, ..))| at < *first);
-        heap.push(Reverse((
-            at,
-            due_ms,
-            format!("{namespace}/{name}").into_boxed_str(),
-        )));
+        heap.push(Reverse((at, due_ms, super::object_key(namespace, name))));
         drop(heap);
         if earliest {
             self.changed.notify_one();
