@@ -21,6 +21,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A fresh clone's build takes about 5 GiB (target/) and the node tier's image build about 3 GiB
+# more (its cache under $HOME/.cache); a full disk shows up late as a linker crash.
+free_gib() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { printf "%d", $4 / 1048576 }'; }
+mkdir -p "${CARGO_TARGET_DIR:-target}"
+seen=""
+for dir in "${CARGO_TARGET_DIR:-target}" "$HOME"; do
+  dev=$(stat -c %d "$dir" 2>/dev/null || echo "$dir")
+  case " $seen " in *" $dev "*) continue ;; esac
+  seen="$seen $dev"
+  free=$(free_gib "$dir")
+  if [ -n "$free" ] && [ "$free" -lt 8 ]; then
+    echo "test.sh: warning: only ${free} GiB free on the file system of $dir; a run from a" \
+      "fresh clone needs about 8 GiB (5 for target/, 3 for the node image's build cache)" >&2
+  fi
+done
+
 node_tier() {
   if [ "${SECRET_RELAY_NODE_TIER:-1}" = 0 ] || [ -n "${SECRET_RELAY_EXISTING_KUBECONFIG:-}" ]; then
     echo "test.sh: node tier skipped (SECRET_RELAY_NODE_TIER=0 or an existing cluster)" >&2
