@@ -12,7 +12,7 @@
 //! | `secret_relay_externalsecrets` | gauge | ready (`True`/`False`/`Unknown`) |
 //! | `secret_relay_build_info` | gauge (1) | version |
 
-use std::sync::{LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use kube::runtime::reflector::Store;
 use prometheus_client::{
@@ -27,7 +27,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::controller::CachedExternalSecret;
+use crate::controller::{CachedExternalSecret, trigger_gate::TriggerGate};
 
 /// Labels of [`PROVIDER_CALLS`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -179,6 +179,14 @@ pub fn watch_external_secrets(store: Store<CachedExternalSecret>) {
     *EXTERNAL_SECRETS.write().expect("metrics lock") = Some(store);
 }
 
+/// The trigger gate whose counts `secret_relay_reconcile_requests` reports on each scrape.
+static TRIGGER_GATE: RwLock<Option<Arc<TriggerGate>>> = RwLock::new(None);
+
+/// Reports `gate`'s waiting and admitted reconcile requests on each scrape.
+pub fn watch_trigger_gate(gate: Arc<TriggerGate>) {
+    *TRIGGER_GATE.write().expect("metrics lock") = Some(gate);
+}
+
 /// Sum of calls of `provider`/`operation` over all outcomes (for tests and the benchmark).
 pub fn provider_calls_total(provider: &'static str, operation: &'static str) -> u64 {
     [
@@ -235,8 +243,28 @@ impl Collector for ReadyCollector {
         for (ready, n) in ["True", "False", "Unknown"].into_iter().zip(counts) {
             ConstGauge::new(n).encode(family.encode_family(&ReadyLabels { ready })?)?;
         }
+        let (waiting, admitted) = TRIGGER_GATE
+            .read()
+            .expect("metrics lock")
+            .as_ref()
+            .map_or((0, 0), |gate| gate.counts());
+        let mut family = encoder.encode_descriptor(
+            "secret_relay_reconcile_requests",
+            "ExternalSecret reconcile requests waiting for a slot in the controller's queue, and admitted to it but not started",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (state, n) in [("waiting", waiting), ("admitted", admitted)] {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            ConstGauge::new(n).encode(family.encode_family(&StateLabels { state })?)?;
+        }
         Ok(())
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -18,6 +18,7 @@ pub mod rollout;
 pub mod secret_store;
 pub mod shard;
 pub mod shutdown;
+pub mod trigger_gate;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
@@ -271,6 +272,10 @@ pub struct Context {
     pub restarts: rollout::Restarts,
     /// The ExternalSecrets' refresh timers.
     pub refresh_timers: Arc<refresh_timers::RefreshTimers>,
+    /// The ExternalSecrets (cache, projected).
+    pub external_secrets: Store<CachedExternalSecret>,
+    /// The bound on reconcile requests waiting in kube's queue.
+    pub trigger_gate: Arc<trigger_gate::TriggerGate>,
 }
 
 impl Context {
@@ -434,6 +439,7 @@ pub async fn run(
         futures::stream::pending().boxed()
     };
 
+    let (es_store, es_writer) = reflector::store();
     let reporter = Reporter {
         controller: "secret-relay".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -452,10 +458,16 @@ pub async fn run(
         rollout_restart: config.rollout_restart,
         restarts: Default::default(),
         refresh_timers: Default::default(),
+        external_secrets: es_store.clone(),
+        trigger_gate: Arc::new(trigger_gate::TriggerGate::new(
+            usize::from(config.concurrency)
+                .saturating_mul(GATE_PER_WORKER)
+                .max(GATE_MIN),
+        )),
     });
 
     // Store controllers run off their own watches; the ExternalSecret controller is triggered
-    // by the shared caches' events through `watches_stream`. Their concurrency is bounded too:
+    // by the shared caches' events through the trigger gate. Their concurrency is bounded too:
     // unbounded, a start with 200 stores validated all at once and each status write opened
     // its own connection to the API server, 232 connections kept idle for 90 s with their
     // buffers (about 35 KB each, 8 MiB in all).
@@ -489,7 +501,6 @@ pub async fn run(
         }
     };
 
-    let (es_store, es_writer) = reflector::store();
     let es_events = relist_at_once(watcher(
         api_for::<ExternalSecret>(&client, &config.namespace),
         shard_wc.clone(),
@@ -528,10 +539,8 @@ pub async fn run(
             }
         }
     });
-    let es_ctl = Controller::for_stream(es_events, es_store.clone())
-        .with_config(controller::Config::default().concurrency(config.concurrency))
-        .reconcile_on(refreshes);
     crate::metrics::watch_external_secrets(es_store.clone());
+    crate::metrics::watch_trigger_gate(ctx.trigger_gate.clone());
     // A store change requeues the ExternalSecrets that use it. A new store or a change of its
     // spec (a new generation: new credentials, a fixed endpoint) also lets those waiting for a
     // backoff retry go at once; a status write (the store's own validation) does not.
@@ -566,29 +575,53 @@ pub async fn run(
             refs
         }
     };
+    // Every trigger goes through the gate (trigger_gate.rs), which lets a bounded number into
+    // kube's queue; the controller's own trigger is empty, since the gate polls the
+    // ExternalSecret watch (it feeds the cache the controller reads).
     let by_store_ns = by_store.clone();
-    let es_ctl = es_ctl
-        .watches_stream(store_events, move |s: SecretStore| {
-            by_store_ns(
-                StoreKind::SecretStore,
-                s.namespace(),
-                s.name_any(),
-                s.metadata.generation,
-            )
-        })
-        .watches_stream(cluster_events, move |s: ClusterSecretStore| {
-            by_store(
-                StoreKind::ClusterSecretStore,
-                None,
-                s.name_any(),
-                s.metadata.generation,
-            )
-        })
-        .watches_stream(secret_events, |s: PartialObjectMeta<Secret>| {
-            let es = s.labels().get(LABEL_EXTERNAL_SECRET)?;
-            Some(ObjectRef::new(es).within(&s.namespace()?))
-        })
-        .graceful_shutdown_on(shutdown.clone());
+    let triggers = futures::stream::select_all([
+        es_events
+            .filter_map(|es| future::ready(es.ok().map(|es| ObjectRef::from_obj(&es))))
+            .boxed(),
+        refreshes.boxed(),
+        store_events
+            .filter_map(|s| future::ready(s.ok()))
+            .flat_map(move |s: SecretStore| {
+                futures::stream::iter(by_store_ns(
+                    StoreKind::SecretStore,
+                    s.namespace(),
+                    s.name_any(),
+                    s.metadata.generation,
+                ))
+            })
+            .boxed(),
+        cluster_events
+            .filter_map(|s| future::ready(s.ok()))
+            .flat_map(move |s: ClusterSecretStore| {
+                futures::stream::iter(by_store(
+                    StoreKind::ClusterSecretStore,
+                    None,
+                    s.name_any(),
+                    s.metadata.generation,
+                ))
+            })
+            .boxed(),
+        secret_events
+            .filter_map(|s| {
+                future::ready(s.ok().and_then(|s: PartialObjectMeta<Secret>| {
+                    let es = s.labels().get(LABEL_EXTERNAL_SECRET)?;
+                    Some(ObjectRef::new(es).within(&s.namespace()?))
+                }))
+            })
+            .boxed(),
+    ]);
+    let es_ctl = Controller::for_stream(
+        futures::stream::pending::<Result<CachedExternalSecret, watcher::Error>>(),
+        es_store.clone(),
+    )
+    .with_config(controller::Config::default().concurrency(config.concurrency))
+    .reconcile_on(ctx.trigger_gate.clone().gate(triggers))
+    .graceful_shutdown_on(shutdown.clone());
 
     let caches = {
         let (stores, cluster_stores, secrets, namespaces, es_store) = (
@@ -678,15 +711,23 @@ pub async fn run(
             _ = shutdown.clone() => {}
         }
     };
+    let gate = ctx.trigger_gate.clone();
     let es_run = es_ctl
         .run(
             external_secret::reconcile,
             external_secret::error_policy,
             ctx.clone(),
         )
-        .for_each(|res| {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "reconcile failed");
+        .for_each(move |res| {
+            match res {
+                // kube drops a request whose ExternalSecret is not in the cache: its gate
+                // slot is free (no reconcile starts to free it).
+                Err(controller::Error::ObjectNotFound(es)) => gate.released(&object_key(
+                    es.namespace.as_deref().unwrap_or_default(),
+                    &es.name,
+                )),
+                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+                Ok(_) => {}
             }
             future::ready(())
         });
@@ -724,6 +765,12 @@ fn strip<K: Resource>(obj: &mut K) {
 /// While the API server is taken for unreachable, how often `GET /version` checks whether it is
 /// back.
 const API_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Reconcile requests let into kube's queue at once ([`trigger_gate::TriggerGate`]), per
+/// concurrent reconcile: enough that a worker never waits for the next one.
+const GATE_PER_WORKER: usize = 4;
+/// The least number of requests let into kube's queue at once.
+const GATE_MIN: usize = 64;
 
 /// Tells the metrics (and `/readyz`) whether a watch got an answer from the API server.
 /// The backoff of every watch after an error: 0.5 s doubling to at most 5 s, with jitter,

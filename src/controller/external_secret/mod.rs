@@ -60,6 +60,16 @@ pub async fn reconcile(
     if !ctx.caches_synced.load(std::sync::atomic::Ordering::Acquire) {
         return Ok(Action::requeue(CACHE_SYNC_POLL));
     }
+    // Its slot in the trigger gate is free now (not before the caches' first lists, or the
+    // whole start-up backlog would wait in kube's queue for them).
+    ctx.trigger_gate.started(
+        &super::object_key(key.namespace.as_deref().unwrap_or_default(), &key.name),
+        || {
+            ctx.external_secrets
+                .get(&ObjectRef::from_obj(&*cached))
+                .is_some_and(|now| !Arc::ptr_eq(&now, &cached))
+        },
+    );
     if let Some(wait) = pending_retry(&es, &ctx) {
         return Ok(Action::requeue(wait));
     }
