@@ -23,8 +23,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// - `dirty_decay_ms:1000`: pages freed are returned to the system after about 1 s instead of
 ///   10 s, so a burst (a restart re-verifying every ExternalSecret at once) leaves no peak.
 ///
-/// At N = 10,000 (hack/bench.sh) the restarted instance peaked at 56.5 MiB with these options
-/// and 64.7 MiB without (BENCHMARKS.md).
+/// At N = 10,000 (hack/bench.sh, BENCHMARKS.md) the restarted instance peaked at 54.8 MiB
+/// with these options (at 86a62c9) and 64.7 MiB without (at bbdf11c).
 // SAFETY: a NUL-terminated constant that jemalloc reads (as `const char *`) and never writes;
 // the `_rjem_` prefix is tikv-jemalloc-sys's for all of jemalloc's symbols.
 #[allow(unsafe_code)]
