@@ -19,6 +19,7 @@ pub mod secret_store;
 pub mod shard;
 pub mod shutdown;
 pub mod trigger_gate;
+mod triggers;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
@@ -43,9 +44,8 @@ use kube::{
 
 use crate::{
     api::{
-        ClusterExternalSecret, ClusterSecretStore, ExternalSecret, FIELD_MANAGER,
-        LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY, MANAGED_BY, SecretStore,
-        cluster_external_secret::LABEL_CLUSTER_EXTERNAL_SECRET, external_secret::StoreKind,
+        ClusterExternalSecret, ClusterSecretStore, ExternalSecret, FIELD_MANAGER, LABEL_MANAGED_BY,
+        MANAGED_BY, SecretStore, cluster_external_secret::LABEL_CLUSTER_EXTERNAL_SECRET,
     },
     providers::{ErrorKind, ProviderError},
 };
@@ -217,7 +217,13 @@ pub(crate) fn object_key(namespace: &str, name: &str) -> Box<str> {
     format!("{namespace}/{name}").into_boxed_str()
 }
 
-fn state_key(es: &ObjectRef<ExternalSecret>) -> Box<str> {
+/// The ExternalSecret whose [`object_key`] is `key`.
+pub(crate) fn object_ref(key: &str) -> ObjectRef<CachedExternalSecret> {
+    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
+    ObjectRef::new(name).within(namespace)
+}
+
+fn state_key<K: reflector::Lookup>(es: &ObjectRef<K>) -> Box<str> {
     object_key(es.namespace.as_deref().unwrap_or_default(), &es.name)
 }
 
@@ -227,8 +233,8 @@ impl State {
         self.0.get(&state_key(es))
     }
 
-    /// The memory of `es`, if any, to change.
-    pub fn get_mut(&mut self, es: &ObjectRef<ExternalSecret>) -> Option<&mut ObjectState> {
+    /// The memory of `es` (an `ExternalSecret` or its cached projection), if any, to change.
+    pub fn get_mut<K: reflector::Lookup>(&mut self, es: &ObjectRef<K>) -> Option<&mut ObjectState> {
         self.0.get_mut(&state_key(es))
     }
 
@@ -522,99 +528,19 @@ pub async fn run(
     .map_ok(CachedExternalSecret::project_event)
     .reflect(es_writer)
     .applied_objects();
-    // Refresh timers that fire reconcile their ExternalSecret, unless it was deleted or its
-    // timer was set again since.
-    let refreshes = ctx.refresh_timers.clone().fired({
-        let ctx = ctx.clone();
-        move |es, due_ms| {
-            let es = ObjectRef::<ExternalSecret>::new(&es.name)
-                .within(es.namespace.as_deref().unwrap_or_default());
-            let mut state = ctx.state.lock().expect("state lock");
-            match state.get_mut(&es) {
-                Some(o) if o.refresh_timer == Some(due_ms) => {
-                    o.refresh_timer = None;
-                    true
-                }
-                _ => false,
-            }
-        }
-    });
     crate::metrics::watch_external_secrets(es_store.clone());
     crate::metrics::watch_trigger_gate(ctx.trigger_gate.clone());
-    // A store change requeues the ExternalSecrets that use it. A new store or a change of its
-    // spec (a new generation: new credentials, a fixed endpoint) also lets those waiting for a
-    // backoff retry go at once; a status write (the store's own validation) does not.
-    let by_store = {
-        let es_store = es_store.clone();
-        let ctx = ctx.clone();
-        let generations: Arc<Mutex<HashMap<StoreId, i64>>> = Arc::default();
-        move |kind: StoreKind, ns: Option<String>, name: String, generation: Option<i64>| {
-            let refs = es_store
-                .state()
-                .into_iter()
-                .filter(|es| es.uses_store(kind, ns.as_deref(), &name))
-                .map(|es| ObjectRef::from_obj(&*es))
-                .collect::<Vec<_>>();
-            let generation = generation.unwrap_or_default();
-            let previous = generations
-                .lock()
-                .expect("store generations lock")
-                .insert((kind, ns, name), generation);
-            // A store that appears (an ExternalSecret may have failed on "not found") or
-            // whose spec changed releases them; its own status writes keep the generation.
-            if previous != Some(generation) {
-                let mut state = ctx.state.lock().expect("state lock");
-                for r in &refs {
-                    let r = ObjectRef::<ExternalSecret>::new(&r.name)
-                        .within(r.namespace.as_deref().unwrap_or_default());
-                    if let Some(o) = state.get_mut(&r) {
-                        o.retry_at = None;
-                    }
-                }
-            }
-            refs
-        }
-    };
     // Every trigger goes through the gate (trigger_gate.rs), which lets a bounded number into
     // kube's queue; the controller's own trigger is empty, since the gate polls the
     // ExternalSecret watch (it feeds the cache the controller reads).
-    let by_store_ns = by_store.clone();
-    let triggers = futures::stream::select_all([
-        es_events
-            .filter_map(|es| future::ready(es.ok().map(|es| ObjectRef::from_obj(&es))))
-            .boxed(),
-        refreshes.boxed(),
-        store_events
-            .filter_map(|s| future::ready(s.ok()))
-            .flat_map(move |s: SecretStore| {
-                futures::stream::iter(by_store_ns(
-                    StoreKind::SecretStore,
-                    s.namespace(),
-                    s.name_any(),
-                    s.metadata.generation,
-                ))
-            })
-            .boxed(),
-        cluster_events
-            .filter_map(|s| future::ready(s.ok()))
-            .flat_map(move |s: ClusterSecretStore| {
-                futures::stream::iter(by_store(
-                    StoreKind::ClusterSecretStore,
-                    None,
-                    s.name_any(),
-                    s.metadata.generation,
-                ))
-            })
-            .boxed(),
-        secret_events
-            .filter_map(|s| {
-                future::ready(s.ok().and_then(|s: PartialObjectMeta<Secret>| {
-                    let es = s.labels().get(LABEL_EXTERNAL_SECRET)?;
-                    Some(ObjectRef::new(es).within(&s.namespace()?))
-                }))
-            })
-            .boxed(),
-    ]);
+    let triggers = triggers::external_secret_triggers(
+        &ctx,
+        &es_store,
+        es_events,
+        store_events,
+        cluster_events,
+        secret_events,
+    );
     let es_ctl = Controller::for_stream(
         futures::stream::pending::<Result<CachedExternalSecret, watcher::Error>>(),
         es_store.clone(),
@@ -809,9 +735,6 @@ fn observe_api<T>(result: &Result<T, watcher::Error>) {
 
 /// kubectl's client-side apply annotation.
 pub(crate) const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// A store as the ExternalSecret watch sees it: kind, namespace (None for cluster stores), name.
-type StoreId = (StoreKind, Option<String>, String);
 
 fn store_error_policy<K>(_: Arc<K>, err: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(error = %err, category = err.category(), "store reconcile failed");

@@ -97,8 +97,7 @@ impl RefreshTimers {
                         else {
                             continue;
                         };
-                        let (namespace, name) = key.split_once('/').unwrap_or(("", &key));
-                        let es = ObjectRef::new(name).within(namespace);
+                        let es = super::object_ref(&key);
                         if take(&es, due_ms) {
                             return Some((es, (timers, take)));
                         }

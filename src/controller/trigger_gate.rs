@@ -81,8 +81,7 @@ impl TriggerGate {
         }
         let key = slots.waiting.pop_front()?;
         slots.queued.remove(&key);
-        let (namespace, name) = key.split_once('/').unwrap_or(("", &key));
-        let es = ObjectRef::new(name).within(namespace);
+        let es = super::object_ref(&key);
         slots.admitted.insert(key, false);
         Some(es)
     }
