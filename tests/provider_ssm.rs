@@ -9,6 +9,8 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_ssm::types::{ParameterType, Tag};
 use common::{TestEnv, random_suffix};
@@ -24,7 +26,10 @@ use secret_relay::api::secret_store::{
 use secret_relay::api::{SecretKeySelector, ServiceAccountSelector};
 use secret_relay::metrics::{PROVIDER_CALLS, ProviderCallLabels, provider_calls_total};
 use secret_relay::providers::aws::SsmProvider;
-use secret_relay::providers::{AuthContext, ErrorKind, Provider, ProviderError, SecretMap};
+use secret_relay::providers::shared::now_ms;
+use secret_relay::providers::{
+    AuthContext, ErrorKind, Provider, ProviderError, SecretMap, SharedProvider,
+};
 use tokio::sync::RwLock;
 
 /// Held shared by every test, exclusively by the one that counts calls.
@@ -323,6 +328,87 @@ async fn concurrent_gets_are_batched() {
         assert_eq!(value.as_deref(), Some(name.as_str()));
     }
     assert_eq!(after - before, 1, "20 gets of 5 names");
+}
+
+/// issue 14: at a refresh tick of 10,000 ExternalSecrets, the read-ahead of the 500 SSM keys
+/// due then cost 51 `GetParameters` calls, not 50: it put one task per key in the runtime's
+/// queues, behind the reconciles waiting there, so the reads reached the batcher far enough
+/// apart that a batch closed half full. The reads of a tick now reach it back to back: 600
+/// keys due at one tick cost ceil(600 / 10) = 60 calls while the runtime is busy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ticks_read_ahead_fills_whole_batches_on_a_busy_runtime() {
+    const KEYS: usize = 600;
+    let Some(env) = TestEnv::get("a_ticks_read_ahead_fills_whole_batches_on_a_busy_runtime").await
+    else {
+        return;
+    };
+    let _metrics = METRICS.write().await;
+    let p = format!("/relay-ahead-{}", random_suffix());
+    let ssm = env.ssm().await;
+    let names: Vec<String> = (0..KEYS).map(|i| format!("{p}/key-{i:03}")).collect();
+    for chunk in names.chunks(50) {
+        join_all(chunk.iter().map(|n| put_string(&ssm, n, n))).await;
+    }
+    let provider = Arc::new(SharedProvider::new(
+        Arc::new(default_provider(&env).await),
+        "aws_ssm",
+        [14; 32],
+    ));
+
+    // The first sync: every reader says it is due again at `tick`.
+    let tick = now_ms() + 1_000;
+    let first = join_all(
+        names
+            .iter()
+            .map(|n| provider.get(n, None, now_ms(), Some(tick))),
+    )
+    .await;
+    assert!(first.iter().all(|v| v.as_ref().is_ok_and(|v| v.is_some())));
+    tokio::time::sleep(Duration::from_millis((tick - now_ms()).max(0) as u64 + 20)).await;
+
+    // The first reader of the tick misses the cache and reads ahead, from a reconcile's task
+    // on a busy runtime, as at a tick of 10,000 ExternalSecrets: 300 other reconciles queued
+    // on its worker before it, each holding a worker for 1 ms. The other readers follow.
+    let before = provider_calls_total("aws_ssm", "GetParameters");
+    let next = Some(tick + 60_000);
+    let first_reader = {
+        let (provider, name) = (provider.clone(), names[0].clone());
+        tokio::spawn(async move {
+            let busy: Vec<_> = (0..300)
+                .map(|_| tokio::spawn(async { std::thread::sleep(Duration::from_millis(1)) }))
+                .collect();
+            let value = provider.get(&name, None, tick, next).await;
+            for task in busy {
+                task.await.expect("busy task");
+            }
+            value
+        })
+    };
+    let mut values = vec![first_reader.await.expect("first reader")];
+    let rest: Vec<_> = names[1..]
+        .iter()
+        .map(|n| {
+            let (provider, n) = (provider.clone(), n.clone());
+            tokio::spawn(async move { provider.get(&n, None, tick, next).await })
+        })
+        .collect();
+    for task in rest {
+        values.push(task.await.expect("reader task"));
+    }
+    let after = provider_calls_total("aws_ssm", "GetParameters");
+    for (name, value) in names.iter().zip(&values) {
+        let value = value
+            .as_ref()
+            .expect("read at the tick")
+            .as_ref()
+            .expect("exists");
+        assert_eq!(value.as_str(), Some(name.as_str()));
+    }
+    assert_eq!(
+        after - before,
+        KEYS.div_ceil(10) as u64,
+        "GetParameters calls for {KEYS} keys due at one tick"
+    );
 }
 
 #[tokio::test]

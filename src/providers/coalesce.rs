@@ -21,6 +21,9 @@ use futures::{
 /// A call in flight, awaited by every caller that joined it.
 type Call<V> = Shared<BoxFuture<'static, V>>;
 
+/// A call registered by [`Coalescer::start_since`], to pass to [`Coalescer::settle`].
+pub struct InFlight<V: Clone>(Call<V>);
+
 /// Runs at most one call per key at a time; callers that arrive while it runs get a clone of
 /// its result. Nothing is cached after the call ends.
 pub struct Coalescer<K, V: Clone> {
@@ -62,21 +65,38 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
-        let fut = {
-            let mut inflight = self.inflight.lock().expect("coalescer lock");
-            match inflight.get(&key) {
-                Some((started, f)) if *started >= since => f.clone(),
-                _ => {
-                    self.calls.fetch_add(1, Ordering::Relaxed);
-                    let f = call().boxed().shared();
-                    inflight.insert(key.clone(), (super::shared::now_ms(), f.clone()));
-                    f
-                }
-            }
-        };
-        let out = fut.clone().await;
+        let (fut, _) = self.start_since(key.clone(), since, call);
+        self.settle(key, fut).await
+    }
+
+    /// The registering half of [`Coalescer::run_since`], without waiting: returns the call in
+    /// flight for `key` that started at or after `since` (Unix ms), or registers `call()` as
+    /// it, and whether `call` was started. Callers that arrive later join the returned call
+    /// until [`Coalescer::settle`] removes it, so several calls can be registered at once
+    /// and then made together (a batch).
+    pub fn start_since<F, Fut>(&self, key: K, since: i64, call: F) -> (InFlight<V>, bool)
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V> + Send + 'static,
+    {
         let mut inflight = self.inflight.lock().expect("coalescer lock");
-        if inflight.get(&key).is_some_and(|(_, f)| f.ptr_eq(&fut)) {
+        match inflight.get(&key) {
+            Some((started, f)) if *started >= since => (InFlight(f.clone()), false),
+            _ => {
+                self.calls.fetch_add(1, Ordering::Relaxed);
+                let f = call().boxed().shared();
+                inflight.insert(key, (super::shared::now_ms(), f.clone()));
+                (InFlight(f), true)
+            }
+        }
+    }
+
+    /// Waits for `call` (from [`Coalescer::start_since`]) and, once it ended, removes it from
+    /// the calls in flight for `key` if it is still the one registered there.
+    pub async fn settle(&self, key: K, call: InFlight<V>) -> V {
+        let out = call.0.clone().await;
+        let mut inflight = self.inflight.lock().expect("coalescer lock");
+        if inflight.get(&key).is_some_and(|(_, f)| f.ptr_eq(&call.0)) {
             inflight.remove(&key);
         }
         out

@@ -14,8 +14,9 @@
 //!   one of them fetches serve the others.
 //! - **Read-ahead at a tick** (backends with batched reads, SSM): each read says when its
 //!   reader is due next; the first read of a tick that misses the cache starts the reads of
-//!   every key due at that tick at once, so SSM's batcher sends them in full batches of 10
-//!   however few ExternalSecrets the controller runs at a time.
+//!   every key due at that tick in one go (all handed to the backend in the same poll), so
+//!   SSM's batcher sends them in full batches of 10 however few ExternalSecrets the
+//!   controller runs at a time and however busy the runtime is.
 //! - **Health:** a backend that is slow or unreachable is given no new calls beyond one probe
 //!   ([`super::health`]), so it holds none of the reconcile slots other backends need.
 
@@ -127,11 +128,16 @@ impl SharedProvider {
             crate::metrics::provider_read(self.name, "cache");
             return Ok(hit);
         }
-        if self.inner.batched_reads() {
-            self.prefetch_tick(fresh_since, &id);
-        }
+        let read_ahead = self.inner.batched_reads() && self.read_ahead(fresh_since, &id);
         let (called, result) = self.fetch(id, fresh_since).await;
-        crate::metrics::provider_read(self.name, if called { "call" } else { "cache" });
+        crate::metrics::provider_read(
+            self.name,
+            if called || read_ahead {
+                "call"
+            } else {
+                "cache"
+            },
+        );
         result
     }
 
@@ -207,35 +213,89 @@ impl SharedProvider {
         }
     }
 
-    /// Once per tick: starts reads, at or after `tick`, of every key (but `except`) whose
-    /// readers said they are due at `tick`. A key nobody reads any more is read once more at
-    /// most: only real reads renew a reader's entry.
-    fn prefetch_tick(self: &Arc<Self>, tick: i64, except: &(String, Option<String>)) {
+    /// Once per tick: reads, at or after `tick`, the key of the `reader` that missed the
+    /// cache and every key whose readers said they are due at `tick`, as one group: each
+    /// is registered in the coalescer first (readers that arrive meanwhile join it), then
+    /// all the backend reads are started in the same poll of one task, so a batching
+    /// backend (SSM's `GetParameters`, 10 names a call) receives them back to back and
+    /// fills whole batches however busy the runtime is. (One task per key, as before, put
+    /// hundreds of tasks in the runtime's queues at a tick; behind the reconciles there, they
+    /// reached the batcher far enough apart that batches closed half full.) A key nobody
+    /// reads any more is read once more at most: only real reads renew a reader's entry.
+    /// The group is one admission of [`super::health`]. Returns whether the reader's own
+    /// key was read here.
+    fn read_ahead(self: &Arc<Self>, tick: i64, reader: &(String, Option<String>)) -> bool {
         {
             let mut done = self.prefetched.lock().expect("prefetched lock");
             if !done.insert(tick) {
-                return;
+                return false;
             }
             done.retain(|t| *t > tick - MAX_AGE_MS);
         }
-        let due: Vec<(String, Option<String>)> = {
+        let mut due: Vec<(String, Option<String>)> = {
             let mut readers = self.readers.lock().expect("readers lock");
             readers.retain(|_, next| *next > tick - MAX_AGE_MS);
             readers
                 .iter()
-                .filter(|(id, next)| **next == tick && *id != except)
+                .filter(|(id, next)| **next == tick && *id != reader)
                 .map(|(id, _)| id.clone())
+                .filter(|id| self.cached(id, tick).is_none())
                 .collect()
         };
+        due.push(reader.clone());
+        let mut group = Vec::with_capacity(due.len());
         for id in due {
-            if self.cached(&id, tick).is_some() {
-                continue;
-            }
-            let this = Arc::clone(self);
-            tokio::spawn(async move {
-                let _ = this.fetch(id, tick).await;
+            let (answer, answered) = tokio::sync::oneshot::channel::<(i64, GetResult)>();
+            let (call, started) = self.gets.start_since(id.clone(), tick, move || async move {
+                answered.await.unwrap_or_else(|_| {
+                    (
+                        now_ms(),
+                        Err(ProviderError::new(
+                            super::ErrorKind::Transient,
+                            "the backend read was dropped",
+                        )),
+                    )
+                })
             });
+            if started {
+                group.push((id, answer, call));
+            }
         }
+        let reader_read = group.iter().any(|(id, ..)| id == reader);
+        if group.is_empty() {
+            return false;
+        }
+        let admitted = self.health.admit();
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let started = now_ms();
+            let results: Vec<GetResult> = match admitted {
+                Err(refused) => group.iter().map(|_| Err(refused.clone())).collect(),
+                Ok(call) => {
+                    let results = futures::future::join_all(
+                        group
+                            .iter()
+                            .map(|(id, ..)| this.inner.get(&id.0, id.1.as_deref())),
+                    )
+                    .await;
+                    let down = results.iter().find_map(|r| {
+                        r.as_ref()
+                            .err()
+                            .filter(|e| e.kind == super::ErrorKind::Transient)
+                    });
+                    call.finish(&down.map_or(Ok(()), |e| Err(e.clone())));
+                    results
+                }
+            };
+            for ((id, answer, call), result) in group.into_iter().zip(results) {
+                if let Ok(value) = &result {
+                    this.remember(id.clone(), started, value);
+                }
+                let _ = answer.send((started, result));
+                let _ = this.gets.settle(id, call).await;
+            }
+        });
+        reader_read
     }
 
     fn cached(

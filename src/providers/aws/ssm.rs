@@ -138,7 +138,18 @@ impl SsmProvider {
             selector: selector.clone(),
             reply,
         };
-        if self.batcher.send(request).await.is_err() {
+        // `try_send` first: unlike `send().await` it takes nothing from the task's cooperative
+        // budget, so a task that starts hundreds of reads (a refresh tick's read-ahead) hands
+        // them all over in one poll instead of being made to yield part way, which delayed
+        // the rest past the batch window.
+        let sent = match self.batcher.try_send(request) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(request)) => {
+                self.batcher.send(request).await.map_err(|_| ())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        };
+        if sent.is_err() {
             return Err(stopped(&selector));
         }
         answer.await.unwrap_or_else(|_| Err(stopped(&selector)))
@@ -326,14 +337,15 @@ impl Provider for SsmProvider {
         }
     }
 
-    /// Resolves the credentials (assuming roles when configured) and proves them with STS
-    /// `GetCallerIdentity`. That call needs no IAM permission, so a store whose role may only
-    /// read some parameters still validates; a missing `ssm:GetParameters` permission shows
-    /// on the ExternalSecrets that need it, with the key named.
+    /// Yes: concurrent `get`s share `GetParameters` calls of up to 10 names.
     fn batched_reads(&self) -> bool {
         true
     }
 
+    /// Resolves the credentials (assuming roles when configured) and proves them with STS
+    /// `GetCallerIdentity`. That call needs no IAM permission, so a store whose role may only
+    /// read some parameters still validates; a missing `ssm:GetParameters` permission shows
+    /// on the ExternalSecrets that need it, with the key named.
     async fn validate(&self) -> Result<(), ProviderError> {
         let arn = self.caller_identity().await?;
         tracing::debug!(identity = %arn, "aws_ssm: store credentials valid");

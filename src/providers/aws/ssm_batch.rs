@@ -70,7 +70,7 @@ impl Batch {
 }
 
 /// Groups the requests of `requests` into batches and hands each to `flush`: a batch is
-/// flushed when it is full or `window` after it was opened. Requests that do not fit (another
+/// flushed when it is full, or `window` after it was opened once no request is queued. Requests that do not fit (another
 /// version of a parameter already in the batch) open the next batch. Returns when the sender
 /// side is dropped and everything received was flushed.
 pub(super) async fn run_batcher(
@@ -106,7 +106,22 @@ pub(super) async fn run_batcher(
                     }
                 }
                 Ok(None) => open = false,
-                Err(_elapsed) => break,
+                Err(_elapsed) => {
+                    // Requests already queued join before the batch closes: the wait above
+                    // may have timed out only because this task's cooperative budget ran
+                    // out (a `recv` then reports nothing although requests are queued).
+                    while !batch.is_full() {
+                        match requests.try_recv() {
+                            Ok(request) => {
+                                if let Err(request) = batch.try_add(request) {
+                                    deferred.push_back(request);
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    break;
+                }
             }
         }
         flush(batch);
