@@ -22,6 +22,7 @@ use futures::{
 type Call<V> = Shared<BoxFuture<'static, V>>;
 
 /// A call registered by [`Coalescer::start_since`], to pass to [`Coalescer::settle`].
+#[derive(Clone)]
 pub struct InFlight<V: Clone>(Call<V>);
 
 /// Runs at most one call per key at a time; callers that arrive while it runs get a clone of
@@ -55,25 +56,15 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V> + Send + 'static,
     {
-        self.run_since(key, i64::MIN, call).await
+        let (call, _) = self.start_since(key.clone(), i64::MIN, call);
+        self.settle(key, call).await
     }
 
-    /// As [`Coalescer::run`], but joins a call in flight only if it started at or after
-    /// `since` (Unix ms); otherwise starts a new one, which later callers join instead.
-    pub async fn run_since<F, Fut>(&self, key: K, since: i64, call: F) -> V
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = V> + Send + 'static,
-    {
-        let (fut, _) = self.start_since(key.clone(), since, call);
-        self.settle(key, fut).await
-    }
-
-    /// The registering half of [`Coalescer::run_since`], without waiting: returns the call in
-    /// flight for `key` that started at or after `since` (Unix ms), or registers `call()` as
-    /// it, and whether `call` was started. Callers that arrive later join the returned call
-    /// until [`Coalescer::settle`] removes it, so several calls can be registered at once
-    /// and then made together (a batch).
+    /// The registering half of [`Coalescer::run`], without waiting, joining only a call that
+    /// started at or after `since` (Unix ms): returns the call in flight for `key` that
+    /// started then or later, or registers `call()` as it, and whether `call` was started.
+    /// Callers that arrive later join the returned call until [`Coalescer::settle`] removes
+    /// it, so several calls can be registered at once and then made together (a batch).
     pub fn start_since<F, Fut>(&self, key: K, since: i64, call: F) -> (InFlight<V>, bool)
     where
         F: FnOnce() -> Fut,

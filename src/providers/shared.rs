@@ -26,13 +26,23 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use futures::FutureExt;
+
 use super::{
     Coalescer, DynProvider, ProviderError, SecretMap, SecretValue,
+    coalesce::InFlight,
     health::{Health, SLOW_AFTER},
 };
 use crate::api::external_secret::ExternalSecretFind;
 
 type GetResult = Result<Option<SecretValue>, ProviderError>;
+
+/// A remote value's identity: its key and optional version.
+type Key = (String, Option<String>);
+
+/// A read of one [`Key`] from [`SharedProvider::start_reads`]: the call to wait for, and
+/// whether this request started it.
+type Read = (Key, InFlight<(i64, GetResult)>, bool);
 
 /// Reader and tick memory older than this (milliseconds) is dropped.
 const MAX_AGE_MS: i64 = 3_600_000;
@@ -70,10 +80,10 @@ pub struct SharedProvider {
     name: &'static str,
     /// Seed of the refresh phase: the identity fingerprint's first 8 bytes.
     seed: u64,
-    gets: Coalescer<(String, Option<String>), (i64, GetResult)>,
-    cache: moka::sync::Cache<(String, Option<String>), Cached>,
+    gets: Coalescer<Key, (i64, GetResult)>,
+    cache: moka::sync::Cache<Key, Cached>,
     /// The tick (Unix ms) at which each key's readers read it next, from their last read.
-    readers: Mutex<HashMap<(String, Option<String>), i64>>,
+    readers: Mutex<HashMap<Key, i64>>,
     /// Ticks whose keys were already read ahead.
     prefetched: Mutex<std::collections::BTreeSet<i64>>,
     /// Admission of backend calls: a slow or unreachable backend holds no reconcile slots.
@@ -144,45 +154,16 @@ impl SharedProvider {
     /// Reads `id` fetched at or after `fresh_since` through the coalescer, and caches the
     /// answer. Returns whether this request started the call.
     ///
-    /// The backend call runs in a task of its own and the caller waits for it at most
-    /// [`SLOW_AFTER`]: then it gets `Busy` (and retries soon, quietly) while the call goes on
-    /// and caches its answer for the retry, so a backend that stops answering holds no
-    /// reconcile slot longer than that.
-    async fn fetch(
-        self: &Arc<Self>,
-        id: (String, Option<String>),
-        fresh_since: i64,
-    ) -> (bool, GetResult) {
-        let mut called = false;
-        let joined = self.gets.run_since(id.clone(), fresh_since, || {
-            let admitted = self.health.admit();
-            called = admitted.is_ok();
-            let this = Arc::clone(self);
-            let id = id.clone();
-            async move {
-                let started = now_ms();
-                let call = match admitted {
-                    Ok(call) => call,
-                    Err(refused) => return (started, Err(refused)),
-                };
-                let task = tokio::spawn(async move {
-                    let result = this.inner.get(&id.0, id.1.as_deref()).await;
-                    call.finish(&result);
-                    if let Ok(value) = &result {
-                        this.remember(id, started, value);
-                    }
-                    result
-                });
-                let result = task.await.unwrap_or_else(|e| {
-                    Err(ProviderError::new(
-                        super::ErrorKind::Transient,
-                        format!("the backend call failed: {e}"),
-                    ))
-                });
-                (started, result)
-            }
-        });
-        match tokio::time::timeout(self.health.wait_budget(), joined).await {
+    /// The backend call runs in a task of its own ([`SharedProvider::start_reads`]) and the
+    /// caller waits for it at most [`SLOW_AFTER`]: then it gets `Busy` (and retries soon,
+    /// quietly) while the call goes on and caches its answer for the retry, so a backend that
+    /// stops answering holds no reconcile slot longer than that.
+    async fn fetch(self: &Arc<Self>, id: Key, fresh_since: i64) -> (bool, GetResult) {
+        let (_, call, called) = self
+            .start_reads(vec![id.clone()], fresh_since)
+            .pop()
+            .expect("one read for one key");
+        match tokio::time::timeout(self.health.wait_budget(), self.gets.settle(id, call)).await {
             Ok((_, result)) => (called, result),
             Err(_) => (
                 called,
@@ -197,9 +178,98 @@ impl SharedProvider {
         }
     }
 
+    /// Reads every key of `ids` at or after `since` (Unix ms): each joins the call in flight
+    /// for it that started then or later, or is registered in the coalescer as a new call
+    /// (later readers join it). The new calls are made together by one task, under one
+    /// admission of [`super::health`]: their backend reads start together, so a batching
+    /// backend (SSM's `GetParameters`, 10 names a call) receives them back to back and fills
+    /// whole batches however busy the runtime is. Answers are cached, errors not.
+    ///
+    /// Returns, per key: the call to wait for ([`Coalescer::settle`](super::Coalescer)),
+    /// and whether this request started a backend call for it (false when it joined one, or
+    /// when the backend refused the admission).
+    fn start_reads(self: &Arc<Self>, ids: Vec<Key>, since: i64) -> Vec<Read> {
+        let mut reads = Vec::with_capacity(ids.len());
+        let mut new = Vec::new();
+        for id in ids {
+            let (answer, answered) = tokio::sync::oneshot::channel::<(i64, GetResult)>();
+            let (call, started) = self
+                .gets
+                .start_since(id.clone(), since, move || async move {
+                    answered.await.unwrap_or_else(|_| {
+                        (
+                            now_ms(),
+                            Err(ProviderError::new(
+                                super::ErrorKind::Transient,
+                                "the backend call failed",
+                            )),
+                        )
+                    })
+                });
+            if started {
+                new.push((id.clone(), answer, call.clone()));
+            }
+            reads.push((id, call, started));
+        }
+        if new.is_empty() {
+            return reads;
+        }
+        let admitted = match self.health.admit() {
+            Ok(admitted) => admitted,
+            Err(refused) => {
+                // Answered at once, so that a reader with no time left to wait
+                // (`wait_budget` zero: the backend is slow) still gets the refusal and its
+                // cause, not `Busy`.
+                let now = now_ms();
+                for (id, answer, call) in new {
+                    let _ = answer.send((now, Err(refused.clone())));
+                    let _ = self.gets.settle(id, call).now_or_never();
+                }
+                for read in &mut reads {
+                    read.2 = false;
+                }
+                return reads;
+            }
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let started = now_ms();
+            let results = futures::future::join_all(
+                new.iter()
+                    .map(|(id, ..)| this.inner.get(&id.0, id.1.as_deref())),
+            )
+            .await;
+            let down = results.iter().find_map(|r| {
+                r.as_ref()
+                    .err()
+                    .filter(|e| e.kind == super::ErrorKind::Transient)
+            });
+            admitted.finish(&down.map_or(Ok(()), |e| Err(e.clone())));
+            for ((id, answer, call), result) in new.into_iter().zip(results) {
+                // An answer is cached, and the call leaves the coalescer. An error is not
+                // cached: the call stays there until a reader takes it (`settle`), so that the
+                // reader of a call that failed while nobody waited for it (a reader that gave
+                // up after `SLOW_AFTER` retries later) learns why instead of starting another
+                // call that would hang as long.
+                let answered = match &result {
+                    Ok(value) => {
+                        this.remember(id.clone(), started, value);
+                        true
+                    }
+                    Err(_) => false,
+                };
+                let _ = answer.send((started, result));
+                if answered {
+                    let _ = this.gets.settle(id, call).await;
+                }
+            }
+        });
+        reads
+    }
+
     /// Caches the answer of a call that started at `started` (Unix ms), unless a newer one is
     /// cached.
-    fn remember(&self, id: (String, Option<String>), started: i64, value: &Option<SecretValue>) {
+    fn remember(&self, id: Key, started: i64, value: &Option<SecretValue>) {
         // Keep the newer of two answers (a slow call may end after a later one).
         let newer = self.cache.get(&id).is_some_and(|c| c.fetched_ms > started);
         if !newer {
@@ -214,17 +284,13 @@ impl SharedProvider {
     }
 
     /// Once per tick: reads, at or after `tick`, the key of the `reader` that missed the
-    /// cache and every key whose readers said they are due at `tick`, as one group: each
-    /// is registered in the coalescer first (readers that arrive meanwhile join it), then
-    /// all the backend reads are started in the same poll of one task, so a batching
-    /// backend (SSM's `GetParameters`, 10 names a call) receives them back to back and
-    /// fills whole batches however busy the runtime is. (One task per key, as before, put
-    /// hundreds of tasks in the runtime's queues at a tick; behind the reconciles there, they
-    /// reached the batcher far enough apart that batches closed half full.) A key nobody
-    /// reads any more is read once more at most: only real reads renew a reader's entry.
-    /// The group is one admission of [`super::health`]. Returns whether the reader's own
-    /// key was read here.
-    fn read_ahead(self: &Arc<Self>, tick: i64, reader: &(String, Option<String>)) -> bool {
+    /// cache together with every key whose readers said they are due at `tick`
+    /// ([`SharedProvider::start_reads`]: one task, whole batches). (One task per key, as
+    /// before, put hundreds of tasks in the runtime's queues at a tick; behind the reconciles
+    /// there, they reached the batcher far enough apart that batches closed half full.) A key
+    /// nobody reads any more is read once more at most: only real reads renew a reader's
+    /// entry. Returns whether a backend call for the reader's own key was started here.
+    fn read_ahead(self: &Arc<Self>, tick: i64, reader: &Key) -> bool {
         {
             let mut done = self.prefetched.lock().expect("prefetched lock");
             if !done.insert(tick) {
@@ -232,77 +298,23 @@ impl SharedProvider {
             }
             done.retain(|t| *t > tick - MAX_AGE_MS);
         }
-        let mut due: Vec<(String, Option<String>)> = {
+        let mut due: Vec<Key> = {
             let mut readers = self.readers.lock().expect("readers lock");
             readers.retain(|_, next| *next > tick - MAX_AGE_MS);
             readers
                 .iter()
                 .filter(|(id, next)| **next == tick && *id != reader)
                 .map(|(id, _)| id.clone())
-                .filter(|id| self.cached(id, tick).is_none())
                 .collect()
         };
+        due.retain(|id| self.cached(id, tick).is_none());
         due.push(reader.clone());
-        let mut group = Vec::with_capacity(due.len());
-        for id in due {
-            let (answer, answered) = tokio::sync::oneshot::channel::<(i64, GetResult)>();
-            let (call, started) = self.gets.start_since(id.clone(), tick, move || async move {
-                answered.await.unwrap_or_else(|_| {
-                    (
-                        now_ms(),
-                        Err(ProviderError::new(
-                            super::ErrorKind::Transient,
-                            "the backend read was dropped",
-                        )),
-                    )
-                })
-            });
-            if started {
-                group.push((id, answer, call));
-            }
-        }
-        let reader_read = group.iter().any(|(id, ..)| id == reader);
-        if group.is_empty() {
-            return false;
-        }
-        let admitted = self.health.admit();
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let started = now_ms();
-            let results: Vec<GetResult> = match admitted {
-                Err(refused) => group.iter().map(|_| Err(refused.clone())).collect(),
-                Ok(call) => {
-                    let results = futures::future::join_all(
-                        group
-                            .iter()
-                            .map(|(id, ..)| this.inner.get(&id.0, id.1.as_deref())),
-                    )
-                    .await;
-                    let down = results.iter().find_map(|r| {
-                        r.as_ref()
-                            .err()
-                            .filter(|e| e.kind == super::ErrorKind::Transient)
-                    });
-                    call.finish(&down.map_or(Ok(()), |e| Err(e.clone())));
-                    results
-                }
-            };
-            for ((id, answer, call), result) in group.into_iter().zip(results) {
-                if let Ok(value) = &result {
-                    this.remember(id.clone(), started, value);
-                }
-                let _ = answer.send((started, result));
-                let _ = this.gets.settle(id, call).await;
-            }
-        });
-        reader_read
+        self.start_reads(due, tick)
+            .into_iter()
+            .any(|(id, _, started)| started && id == *reader)
     }
 
-    fn cached(
-        &self,
-        id: &(String, Option<String>),
-        fresh_since: i64,
-    ) -> Option<Option<SecretValue>> {
+    fn cached(&self, id: &Key, fresh_since: i64) -> Option<Option<SecretValue>> {
         self.cache
             .get(id)
             .filter(|c| c.fetched_ms >= fresh_since)

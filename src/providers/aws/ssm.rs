@@ -138,18 +138,7 @@ impl SsmProvider {
             selector: selector.clone(),
             reply,
         };
-        // `try_send` first: unlike `send().await` it takes nothing from the task's cooperative
-        // budget, so a task that starts hundreds of reads (a refresh tick's read-ahead) hands
-        // them all over in one poll instead of being made to yield part way, which delayed
-        // the rest past the batch window.
-        let sent = match self.batcher.try_send(request) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(request)) => {
-                self.batcher.send(request).await.map_err(|_| ())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
-        };
-        if sent.is_err() {
+        if self.batcher.send(request).await.is_err() {
             return Err(stopped(&selector));
         }
         answer.await.unwrap_or_else(|_| Err(stopped(&selector)))

@@ -70,9 +70,9 @@ impl Batch {
 }
 
 /// Groups the requests of `requests` into batches and hands each to `flush`: a batch is
-/// flushed when it is full, or `window` after it was opened once no request is queued. Requests that do not fit (another
-/// version of a parameter already in the batch) open the next batch. Returns when the sender
-/// side is dropped and everything received was flushed.
+/// flushed when it is full, or `window` after it was opened once no request is queued.
+/// Requests that do not fit (another version of a parameter already in the batch) open the
+/// next batch. Returns when the sender side is dropped and everything received was flushed.
 pub(super) async fn run_batcher(
     mut requests: mpsc::Receiver<GetRequest>,
     window: Duration,
