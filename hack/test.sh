@@ -3,18 +3,26 @@
 # kube-apiserver, OpenBao and moto on loopback ports, torn down afterwards. Tools are built
 # once into $HOME/.cache/secret-relay by hack/testenv/build-tools.sh (called by testenv.py).
 #
-#   hack/test.sh                      cargo test --all-targets, then tests/api_server_restart.rs
-#                                     (it kills the API server) alone in a second environment,
-#                                     then the node tier (below)
+#   hack/test.sh                      cargo test --all-targets --no-fail-fast, then
+#                                     tests/api_server_restart.rs (it kills the API server)
+#                                     alone in a second environment, then the node tier
+#                                     (below); every part runs whatever failed before it, and
+#                                     the run ends with one summary of what failed
 #   hack/test.sh --test smoke         only tests/smoke.rs (a target selection replaces --all-targets)
 #   hack/test.sh -- --nocapture       other arguments go to cargo test as they are
 #   hack/test.sh --node-only          only the node tier
+#   hack/test.sh --repeat N [--load]  the whole run N times (with --load, one core kept busy
+#                                     by a spinning process meanwhile); then the tests that
+#                                     failed in some runs and passed in others (flaky), and
+#                                     those that failed every time
 #
 # The node tier: tests/node.rs in an environment of its own with a node (`testenv.py run
 # --node`: containerd, kubelet, scheduler, controller-manager on this machine, root only),
 # running the operator image that hack/image/build.sh builds (the Dockerfile's layout, without
 # Docker) as the chart's Pods. SECRET_RELAY_NODE_TIER=0 skips it; without root it is skipped
 # with a message.
+#
+# Each part's output is also kept in target/test-logs/ (the last run), which the summary reads.
 #
 # SECRET_RELAY_EXISTING_KUBECONFIG=PATH uses that cluster instead of a local API server (and
 # skips the node tier).
@@ -37,6 +45,49 @@ for dir in "${CARGO_TARGET_DIR:-target}" "$HOME"; do
   fi
 done
 
+logs="${CARGO_TARGET_DIR:-target}/test-logs"
+
+# run_part NAME CMD...: runs CMD with its output shown and kept in $logs/NAME.log; records a
+# failure instead of stopping.
+failed_parts=()
+run_part() {
+  local name=$1 rc=0
+  shift
+  set +e
+  "$@" 2>&1 | tee "$logs/$name.log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  if [ "$rc" -ne 0 ]; then
+    failed_parts+=("$name (exit $rc)")
+  fi
+}
+
+# The closing summary: the failed tests of every part's log, and a "N passed, N failed" line
+# summed over cargo's "test result:" lines.
+summary() {
+  local passed=0 failed=0 p f line
+  while IFS= read -r line; do
+    p=$(sed -n 's/.* \([0-9][0-9]*\) passed;.*/\1/p' <<<"$line")
+    f=$(sed -n 's/.* \([0-9][0-9]*\) failed;.*/\1/p' <<<"$line")
+    passed=$((passed + ${p:-0}))
+    failed=$((failed + ${f:-0}))
+  done < <(cat "$logs"/*.log 2>/dev/null | grep -a '^test result: ' || true)
+  echo
+  echo "==== test.sh summary ===="
+  if [ ${#failed_parts[@]} -eq 0 ]; then
+    echo "every part passed"
+  else
+    echo "failed parts:"
+    printf '  %s\n' "${failed_parts[@]}"
+    echo "failed tests:"
+    cat "$logs"/*.log 2>/dev/null | grep -a -E '^test .* \.\.\. FAILED$' |
+      sed -E 's/^test (.*) \.\.\. FAILED$/  \1/' | sort -u || true
+    # A part that failed without a failed test (a build error, an environment that did not
+    # start) has its reason in its log.
+  fi
+  echo "summary: $passed passed, $failed failed"
+}
+
 node_tier() {
   if [ "${SECRET_RELAY_NODE_TIER:-1}" = 0 ] || [ -n "${SECRET_RELAY_EXISTING_KUBECONFIG:-}" ]; then
     echo "test.sh: node tier skipped (SECRET_RELAY_NODE_TIER=0 or an existing cluster)" >&2
@@ -48,11 +99,47 @@ node_tier() {
   fi
   local start=$SECONDS image
   image="${CARGO_TARGET_DIR:-target}/oci/secret-relay.tar"
-  bash hack/image/build.sh operator "$image"
+  bash hack/image/build.sh operator "$image" || return
   python3 hack/testenv/testenv.py run --node --import "$image" -- \
-    cargo test --test node -- --nocapture
+    cargo test --test node -- --nocapture || return
   echo "test.sh: node tier took $((SECONDS - start))s" >&2
 }
+
+# --repeat N [--load]: the whole run N times; flaky tests named at the end.
+if [ "${1:-}" = --repeat ]; then
+  runs=${2:?"--repeat needs a count"}
+  load=0
+  [ "${3:-}" = --load ] && load=1
+  [ $# -le 3 ] || { echo "test.sh: --repeat N [--load] takes no other arguments" >&2; exit 2; }
+  mkdir -p "$logs/repeat"
+  rm -f "$logs"/repeat/*
+  spinner=""
+  if [ "$load" = 1 ]; then
+    # One core busy for the whole run (bounded: killed at exit).
+    bash -c 'while :; do :; done' &
+    spinner=$!
+    trap 'kill "$spinner" 2>/dev/null || true' EXIT
+    echo "test.sh: --load: one core kept busy by pid $spinner" >&2
+  fi
+  green=0
+  for i in $(seq 1 "$runs"); do
+    start=$SECONDS
+    rc=0
+    bash "$0" || rc=$?
+    cp "$logs/summary.txt" "$logs/repeat/run-$i.txt" 2>/dev/null || true
+    [ "$rc" = 0 ] && green=$((green + 1))
+    echo "test.sh: run $i of $runs: exit $rc in $((SECONDS - start))s" | tee -a "$logs/repeat/runs.txt"
+  done
+  echo
+  echo "==== test.sh --repeat $runs$([ "$load" = 1 ] && echo ' --load') ===="
+  cat "$logs/repeat/runs.txt"
+  # A test that failed in some runs only is flaky; in every run, broken.
+  grep -h '^  ' "$logs"/repeat/run-*.txt 2>/dev/null | grep -v ' (exit ' | sort | uniq -c |
+    awk -v n="$runs" '{ c = $1; $1 = ""; printf "  %s in %d of %d runs:%s\n", (c < n ? "flaky" : "failed"), c, n, $0 }'
+  echo "summary: $green passed, $((runs - green)) failed"
+  [ "$green" = "$runs" ]
+  exit
+fi
 
 targets=(--all-targets)
 for arg in "$@"; do
@@ -61,7 +148,7 @@ for arg in "$@"; do
     --node-only)
       [ $# -eq 1 ] || { echo "test.sh: --node-only takes no other arguments" >&2; exit 2; }
       SECRET_RELAY_NODE_TIER=1 node_tier
-      exit 0
+      exit
       ;;
     --lib | --bins | --bin | --bin=* | --tests | --test | --test=* | --examples | --example | \
       --example=* | --benches | --bench | --bench=* | --doc | --all-targets)
@@ -74,10 +161,16 @@ if [ ${#targets[@]} -eq 0 ] || [ $# -gt 0 ]; then
   # A selection or extra cargo arguments: that run only.
   exec python3 hack/testenv/testenv.py run -- cargo test "${targets[@]}" "$@"
 fi
-python3 hack/testenv/testenv.py run -- cargo test "${targets[@]}"
+
+mkdir -p "$logs"
+rm -f "$logs"/*.log "$logs/summary.txt"
+run_part cargo-test python3 hack/testenv/testenv.py run -- cargo test "${targets[@]}" --no-fail-fast
 # tests/api_server_restart.rs kills its environment's API server, so it is ignored above and
 # runs here alone, in an environment of its own (not against an existing cluster).
 if [ -z "${SECRET_RELAY_EXISTING_KUBECONFIG:-}" ]; then
-  python3 hack/testenv/testenv.py run -- cargo test --test api_server_restart -- --ignored
+  run_part api-server-restart python3 hack/testenv/testenv.py run -- \
+    cargo test --test api_server_restart -- --ignored
 fi
-node_tier
+run_part node-tier node_tier
+summary | tee "$logs/summary.txt"
+[ ${#failed_parts[@]} -eq 0 ]

@@ -12,9 +12,8 @@
 //! | `secret_relay_externalsecrets` | gauge | ready (`True`/`False`/`Unknown`) |
 //! | `secret_relay_build_info` | gauge (1) | version |
 
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{LazyLock, RwLock};
 
-use kube::runtime::reflector::Store;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
@@ -26,8 +25,6 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-
-use crate::controller::{CachedExternalSecret, trigger_gate::TriggerGate};
 
 /// Labels of [`PROVIDER_CALLS`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,9 +74,11 @@ pub static SYNCS: LazyLock<Family<SyncLabels, Counter>> = LazyLock::new(Family::
 pub static RECONCILE_DURATION: LazyLock<Histogram> =
     LazyLock::new(|| Histogram::new(exponential_buckets(0.001, 2.0, 15)));
 
-/// The ExternalSecret cache the `secret_relay_externalsecrets` gauge counts at scrape time;
-/// set by the controller when its watch starts.
-static EXTERNAL_SECRETS: RwLock<Option<Store<CachedExternalSecret>>> = RwLock::new(None);
+/// Counts, at scrape time, the ExternalSecrets whose Ready condition is `True`, `False` and
+/// unknown, in that order; set by the controller when its watch starts (metrics know nothing
+/// of the controller's types: the controller registers what it owns).
+type ReadyCounts = Box<dyn Fn() -> [i64; 3] + Send + Sync>;
+static EXTERNAL_SECRETS: RwLock<Option<ReadyCounts>> = RwLock::new(None);
 
 /// Shared providers whose backend is not answering (see `providers::health`), by provider.
 pub static PROVIDERS_DOWN: LazyLock<Family<ProviderLabels, Gauge>> = LazyLock::new(Family::default);
@@ -174,17 +173,31 @@ pub fn sync(result: &'static str, reason: &'static str) {
     SYNCS.get_or_create(&SyncLabels { result, reason }).inc();
 }
 
-/// Sets the ExternalSecret cache counted by the Ready gauge.
-pub fn watch_external_secrets(store: Store<CachedExternalSecret>) {
-    *EXTERNAL_SECRETS.write().expect("metrics lock") = Some(store);
+/// Sets what the `secret_relay_externalsecrets` gauge reports on each scrape: `counts`
+/// returns the ExternalSecrets whose Ready condition is `True`, `False` and unknown.
+pub fn watch_external_secrets(counts: impl Fn() -> [i64; 3] + Send + Sync + 'static) {
+    *EXTERNAL_SECRETS.write().expect("metrics lock") = Some(Box::new(counts));
 }
 
-/// The trigger gate whose counts `secret_relay_reconcile_requests` reports on each scrape.
-static TRIGGER_GATE: RwLock<Option<Arc<TriggerGate>>> = RwLock::new(None);
+/// Reconcile requests waiting for a slot in the controller's queue, and admitted to it but
+/// not started, at scrape time.
+type RequestCounts = Box<dyn Fn() -> (usize, usize) + Send + Sync>;
+static RECONCILE_REQUESTS: RwLock<Option<RequestCounts>> = RwLock::new(None);
 
-/// Reports `gate`'s waiting and admitted reconcile requests on each scrape.
-pub fn watch_trigger_gate(gate: Arc<TriggerGate>) {
-    *TRIGGER_GATE.write().expect("metrics lock") = Some(gate);
+/// Sets what `secret_relay_reconcile_requests` reports on each scrape: `counts` returns the
+/// requests waiting and admitted (the controller's trigger gate).
+pub fn watch_reconcile_requests(counts: impl Fn() -> (usize, usize) + Send + Sync + 'static) {
+    *RECONCILE_REQUESTS.write().expect("metrics lock") = Some(Box::new(counts));
+}
+
+/// Reconcile requests waiting and admitted now (as `secret_relay_reconcile_requests`), for
+/// tests; `(0, 0)` before a controller registers.
+pub fn reconcile_requests() -> (usize, usize) {
+    RECONCILE_REQUESTS
+        .read()
+        .expect("metrics lock")
+        .as_ref()
+        .map_or((0, 0), |counts| counts())
 }
 
 /// Sum of calls of `provider`/`operation` over all outcomes (for tests and the benchmark).
@@ -223,16 +236,11 @@ struct ReadyLabels {
 
 impl Collector for ReadyCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut counts = [0i64; 3];
-        if let Some(store) = EXTERNAL_SECRETS.read().expect("metrics lock").as_ref() {
-            for es in store.state() {
-                match es.ready {
-                    Some(true) => counts[0] += 1,
-                    Some(false) => counts[1] += 1,
-                    None => counts[2] += 1,
-                }
-            }
-        }
+        let counts = EXTERNAL_SECRETS
+            .read()
+            .expect("metrics lock")
+            .as_ref()
+            .map_or([0; 3], |counts| counts());
         let gauge = ConstGauge::new(0i64);
         let mut family = encoder.encode_descriptor(
             "secret_relay_externalsecrets",
@@ -243,11 +251,11 @@ impl Collector for ReadyCollector {
         for (ready, n) in ["True", "False", "Unknown"].into_iter().zip(counts) {
             ConstGauge::new(n).encode(family.encode_family(&ReadyLabels { ready })?)?;
         }
-        let (waiting, admitted) = TRIGGER_GATE
+        let (waiting, admitted) = RECONCILE_REQUESTS
             .read()
             .expect("metrics lock")
             .as_ref()
-            .map_or((0, 0), |gate| gate.counts());
+            .map_or((0, 0), |counts| counts());
         let mut family = encoder.encode_descriptor(
             "secret_relay_reconcile_requests",
             "ExternalSecret reconcile requests waiting for a slot in the controller's queue, and admitted to it but not started",

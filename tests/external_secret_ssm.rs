@@ -13,6 +13,7 @@ use serde_json::json;
 
 use common::{TestEnv, random_suffix};
 use operator::{apply_yaml, ready_message, secret_data, wait_for, wait_reason, wait_store_refusal};
+use secret_relay::{controller::observe::Outcome, providers::shared::now_ms};
 
 struct Fixture {
     env: TestEnv,
@@ -158,8 +159,19 @@ spec:
     f.es(yaml).await;
     wait_reason(&f.es, "tok", "SecretSynced").await;
     let before = f.secret("tok").await;
-    // Several refresh cycles with unchanged values: no write.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Several refresh cycles with unchanged values: each fetches, none writes.
+    let mut seen = operator::observe();
+    for i in 0..3 {
+        let outcome = seen
+            .reconciled(&f.ns, "tok", "a refresh", |o| {
+                matches!(o, Outcome::Synced { .. })
+            })
+            .await;
+        assert!(
+            matches!(outcome, Outcome::Synced { written: false, .. }),
+            "refresh {i} of unchanged values wrote: {outcome:?}"
+        );
+    }
     let after = f.secret("tok").await;
     assert_eq!(
         before.metadata.resource_version,
@@ -171,12 +183,31 @@ spec:
         (secret_data(&f.secret("tok").await)["token"] == "v2").then_some(())
     })
     .await;
-    // With a long interval, a change waits for force-sync, which applies it at once.
+    // With a long interval, a change waits for force-sync, which applies it at once: the
+    // sync of the edit sets the next refresh an hour out.
+    let mut seen = operator::observe();
     f.es(&yaml.replace("refreshInterval: 1s", "refreshInterval: 1h"))
         .await;
+    let edited = now_ms();
+    let next = seen
+        .reconciled(&f.ns, "tok", "the sync of the 1h edit", |o| {
+            matches!(o, Outcome::Synced { .. })
+        })
+        .await;
+    let Outcome::Synced {
+        next_refresh_ms: Some(next),
+        ..
+    } = next
+    else {
+        panic!("the 1h edit set no refresh: {next:?}");
+    };
+    assert!(
+        next >= edited + 3_000_000,
+        "next refresh {} ms after the edit, not about an hour",
+        next - edited
+    );
     wait_reason(&f.es, "tok", "SecretSynced").await;
     f.put("/token", "v3", true).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(secret_data(&f.secret("tok").await)["token"], "v2");
     f.es.patch(
         "tok",
@@ -1221,6 +1252,7 @@ async fn refresh_policies_and_create_or_merge() {
         return;
     };
     f.put("/p", "v1", true).await;
+    let mut seen = operator::observe();
     for (name, policy) in [("once", "CreatedOnce"), ("on-change", "OnChange")] {
         f.es(&format!(
             r#"
@@ -1239,15 +1271,30 @@ spec:
         .await;
         wait_reason(&f.es, name, "SecretSynced").await;
         assert_eq!(secret_data(&f.secret(name).await)["v"], "v1");
+        // Neither refreshes on the 1 s interval: its first sync sets no refresh timer.
+        let first = seen
+            .reconciled(&f.ns, name, "its first sync", |o| {
+                matches!(o, Outcome::Synced { .. })
+            })
+            .await;
+        assert!(
+            matches!(
+                first,
+                Outcome::Synced {
+                    next_refresh_ms: None,
+                    ..
+                }
+            ),
+            "{name}: {first:?}"
+        );
     }
-    // Neither refreshes on the 1 s interval.
     f.put("/p", "v2", true).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
     for name in ["once", "on-change"] {
         assert_eq!(secret_data(&f.secret(name).await)["v"], "v1", "{name}");
     }
     // A change of the ExternalSecret (the force-sync annotation) syncs OnChange, not
     // CreatedOnce.
+    let mut seen = operator::observe();
     for name in ["once", "on-change"] {
         f.es.patch(
             name,
@@ -1265,7 +1312,15 @@ spec:
         || async { (secret_data(&f.secret("on-change").await)["v"] == "v2").then_some(()) },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let once = seen
+        .reconciled(&f.ns, "once", "the reconcile of its change", |o| {
+            *o != Outcome::Deferred
+        })
+        .await;
+    assert!(
+        matches!(once, Outcome::UpToDate { .. }),
+        "CreatedOnce synced on a change: {once:?}"
+    );
     assert_eq!(secret_data(&f.secret("once").await)["v"], "v1");
     // A deleted Secret is restored under CreatedOnce too.
     f.secrets.delete("once", &Default::default()).await.unwrap();
@@ -1323,7 +1378,18 @@ spec:
     f.es.delete("com-missing", &Default::default())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for(
+        "the ExternalSecret gone",
+        Duration::from_secs(30),
+        || async {
+            f.es.get_opt("com-missing")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
     assert!(
         f.secrets.get_opt("made").await.unwrap().is_some(),
         "the Secret outlives its ExternalSecret"
@@ -1492,4 +1558,98 @@ spec:
     let es = f.es.get("tf").await.unwrap();
     assert!(!ready_message(&es).contains("tf-s3cret-value"));
     assert_eq!(secret_data(&f.secret("tf").await), second);
+}
+
+/// ESO's `nullBytePolicy` (ESO 2.9), spelled out as GitOps repositories do: `Ignore` keeps a
+/// value with a NUL byte; `Fail` fails the sync with ESO's message, on `data[]`,
+/// `dataFrom.extract` and `dataFrom.find` alike, and the Secret stays as it was.
+#[tokio::test]
+async fn null_byte_policy_ignore_keeps_and_fail_refuses() {
+    let Some(f) = setup("null_byte_policy").await else {
+        return;
+    };
+    // "QQBC" is base64 of "A\0B".
+    f.put("/nul/plain", "QQBC", true).await;
+    f.put("/nul/json", r#"{"k":"QQBC"}"#, true).await;
+    let es = |name: &str, policy: &str| {
+        format!(
+            r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {{name: {name}}}
+spec:
+  refreshInterval: 1h
+  secretStoreRef: {{name: ssm, kind: SecretStore}}
+  data:
+  - secretKey: payload
+    remoteRef:
+      key: PREFIX/nul/plain
+      conversionStrategy: Default
+      decodingStrategy: Base64
+      metadataPolicy: None
+      nullBytePolicy: {policy}
+"#
+        )
+    };
+    f.es(&es("kept", "Ignore")).await;
+    wait_reason(&f.es, "kept", "SecretSynced").await;
+    let kept = f.secret("kept").await;
+    assert_eq!(kept.data.unwrap()["payload"].0, b"A\0B");
+
+    f.es(&es("refused", "Fail")).await;
+    let refused = wait_reason(&f.es, "refused", "SecretSyncedError").await;
+    assert_eq!(
+        ready_message(&refused),
+        "fetched secret value for key \"payload\" contains null bytes (nullBytePolicy Fail)"
+    );
+    assert!(f.secrets.get_opt("refused").await.unwrap().is_none());
+
+    // dataFrom: extract and find, each with its own policy.
+    let from = |name: &str, source: &str| {
+        format!(
+            "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {{name: {name}}}\nspec:\n  refreshInterval: 1h\n  secretStoreRef: {{name: ssm}}\n  dataFrom:\n  - {source}\n"
+        )
+    };
+    f.es(&from(
+        "extract-fail",
+        "extract: {key: PREFIX/nul/json, decodingStrategy: Base64, nullBytePolicy: Fail}",
+    ))
+    .await;
+    let refused = wait_reason(&f.es, "extract-fail", "SecretSyncedError").await;
+    assert_eq!(
+        ready_message(&refused),
+        "fetched secret value for key \"k\" contains null bytes (nullBytePolicy Fail)"
+    );
+    f.es(&from(
+        "find-fail",
+        "find: {path: PREFIX/nul, name: {regexp: plain}, decodingStrategy: Base64, nullBytePolicy: Fail}",
+    ))
+    .await;
+    let refused = wait_reason(&f.es, "find-fail", "SecretSyncedError").await;
+    assert!(
+        ready_message(&refused).ends_with("contains null bytes (nullBytePolicy Fail)"),
+        "{}",
+        ready_message(&refused)
+    );
+    f.es(&from(
+        "find-ignore",
+        "find: {path: PREFIX/nul, name: {regexp: plain}, decodingStrategy: Base64, nullBytePolicy: Ignore}",
+    ))
+    .await;
+    wait_reason(&f.es, "find-ignore", "SecretSynced").await;
+    // A value that changes to contain a NUL byte leaves the Secret as it was.
+    f.put("/nul/ok", "b2s=", true).await; // "ok"
+    f.es(&es("later", "Fail").replace("nul/plain", "nul/ok"))
+        .await;
+    wait_reason(&f.es, "later", "SecretSynced").await;
+    f.put("/nul/ok", "QQBC", true).await;
+    f.es.patch(
+        "later",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"secret-relay.dev/force-sync": "1"}}})),
+    )
+    .await
+    .unwrap();
+    wait_reason(&f.es, "later", "SecretSyncedError").await;
+    assert_eq!(f.secret("later").await.data.unwrap()["payload"].0, b"ok");
 }

@@ -933,34 +933,36 @@ async fn token_is_renewed_at_two_thirds_of_its_ttl() {
     put_v2(&env, &key, json!({"n": 1})).await;
     let pol = read_policy(&env, &prefix).await;
 
+    // TTLs of 9 s: a read 6.2 s after the login is past two thirds of it (6 s: renewal due)
+    // and, with 2.8 s to spare on a loaded machine, before its expiry.
     // Renewable up to an hour: renewed, not replaced.
     let (mount, role_id, secret_id) =
-        approle(&env, &pol, &["token_ttl=3s", "token_max_ttl=1h"]).await;
+        approle(&env, &pol, &["token_ttl=9s", "token_max_ttl=1h"]).await;
     let (logins_before, renewals_before) = (logins(), renewals());
     let provider = approle_provider(&env, &ns, &mount, &role_id, &secret_id).await;
     assert_eq!(get_json(&provider, &key, None).await, Some(json!({"n": 1})));
     assert_eq!(renewals() - renewals_before, 0);
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    tokio::time::sleep(Duration::from_millis(6200)).await;
     assert_eq!(get_json(&provider, &key, None).await, Some(json!({"n": 1})));
     assert_eq!(renewals() - renewals_before, 1);
     assert_eq!(logins() - logins_before, 1);
 
     // At its max TTL the token cannot be pushed out: the provider logs in again.
     let (mount, role_id, secret_id) =
-        approle(&env, &pol, &["token_ttl=3s", "token_max_ttl=3s"]).await;
+        approle(&env, &pol, &["token_ttl=9s", "token_max_ttl=9s"]).await;
     let (logins_before, renewals_before) = (logins(), renewals());
     let provider = approle_provider(&env, &ns, &mount, &role_id, &secret_id).await;
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    tokio::time::sleep(Duration::from_millis(6200)).await;
     assert_eq!(get_json(&provider, &key, None).await, Some(json!({"n": 1})));
     assert_eq!(renewals() - renewals_before, 1);
     assert_eq!(logins() - logins_before, 2);
 
     // Not renewable: logged in again without trying to renew.
     let (mount, role_id, secret_id) =
-        approle(&env, &pol, &["token_ttl=3s", "token_type=batch"]).await;
+        approle(&env, &pol, &["token_ttl=9s", "token_type=batch"]).await;
     let (logins_before, renewals_before) = (logins(), renewals());
     let provider = approle_provider(&env, &ns, &mount, &role_id, &secret_id).await;
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    tokio::time::sleep(Duration::from_millis(6200)).await;
     assert_eq!(get_json(&provider, &key, None).await, Some(json!({"n": 1})));
     assert_eq!(renewals() - renewals_before, 0);
     assert_eq!(logins() - logins_before, 2);

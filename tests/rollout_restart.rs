@@ -11,7 +11,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Event};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use secret_relay::{api::ExternalSecret, controller::rollout::ANNOTATION_RESTARTED_AT, metrics};
+use secret_relay::{
+    api::ExternalSecret,
+    controller::{observe::Outcome, rollout::ANNOTATION_RESTARTED_AT},
+    metrics,
+};
 use serde_json::json;
 
 use common::{TestEnv, random_suffix};
@@ -67,6 +71,7 @@ async fn workloads_restart_once_per_change_of_their_secrets() {
     .unwrap();
     deployments.create(&Default::default(), &app).await.unwrap();
     let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
+    let mut seen = operator::observe();
     for (name, extra) in [
         ("db", "\n    - {kind: Deployment, name: gone}"),
         ("api", ""),
@@ -110,13 +115,25 @@ async fn workloads_restart_once_per_change_of_their_secrets() {
         }
     };
 
-    // Creating the Secrets restarts nothing.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Creating the Secrets restarts nothing: the syncs that created them asked for no restart
+    // (only a sync asks for one).
+    for name in ["db", "api"] {
+        let created = seen
+            .reconciled(&ns, name, "the sync that created its Secret", |o| {
+                matches!(o, Outcome::Synced { written: true, .. })
+            })
+            .await;
+        assert!(
+            matches!(created, Outcome::Synced { restarts: 0, .. }),
+            "{name}: {created:?}"
+        );
+    }
     assert_eq!(generation(&deployments, "app").await, 1);
     assert!(restarted_at(&deployments.get("app").await.unwrap()).is_none());
 
     // Both Secrets change on the same refresh: one restart.
     let before = metrics::rollout_restarts_total("Deployment");
+    let mut seen = operator::observe();
     operator::put_parameter(&ssm, &format!("{prefix}/db"), "db-2").await;
     operator::put_parameter(&ssm, &format!("{prefix}/api"), "api-2").await;
     force_sync("db").await;
@@ -127,12 +144,15 @@ async fn workloads_restart_once_per_change_of_their_secrets() {
         restarted_at(&deployments.get("app").await.ok()?)
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The one restart was made for both: nothing is left pending.
+    let mut asked_by = seen.restarted(&ns, "Deployment/app").await;
+    asked_by.sort();
     assert_eq!(
-        generation(&deployments, "app").await,
-        2,
+        asked_by,
+        ["api", "db"],
         "two ExternalSecrets changed together restart it once"
     );
+    assert_eq!(generation(&deployments, "app").await, 2);
     assert_eq!(
         metrics::rollout_restarts_total("Deployment") - before,
         1,
@@ -151,6 +171,7 @@ async fn workloads_restart_once_per_change_of_their_secrets() {
     assert_eq!(generation(&deployments, "app").await, 3);
 
     // A metadata-only change of the Secret restarts nothing.
+    let mut seen = operator::observe();
     es.patch(
         "api",
         &PatchParams::default(),
@@ -169,7 +190,15 @@ async fn workloads_restart_once_per_change_of_their_secrets() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let updated = seen
+        .reconciled(&ns, "api", "the sync of the new annotation", |o| {
+            matches!(o, Outcome::Synced { written: true, .. })
+        })
+        .await;
+    assert!(
+        matches!(updated, Outcome::Synced { restarts: 0, .. }),
+        "a metadata-only change asked for a restart: {updated:?}"
+    );
     assert_eq!(generation(&deployments, "app").await, 3);
 
     // Events: RolloutRestarted on each ExternalSecret, and a Warning for the missing workload

@@ -11,7 +11,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use secret_relay::{
     api::ExternalSecret,
-    controller::{self, LABEL_SHARD},
+    controller::{
+        self, LABEL_SHARD,
+        observe::{Observed, Outcome},
+    },
+    metrics,
 };
 use serde_json::json;
 
@@ -66,10 +70,21 @@ async fn each_shard_reconciles_its_own_and_an_external_secret_moves_without_a_wr
         .await;
     }
 
-    // Shard 1 alone: it syncs its ExternalSecret and leaves the other untouched.
+    // Shard 1 alone: it syncs its ExternalSecret and leaves the other untouched. Its watch
+    // lists only its own: once its queue is empty after the sync, `main` was never in it.
+    let mut seen = operator::observe();
     let shard_1 = shard(&env, &ns, &format!("{LABEL_SHARD}=shard-1")).await;
     wait_reason(&es, "moved", "SecretSynced").await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_for(
+        "shard-1's reconcile queue empty",
+        Duration::from_secs(30),
+        || async { (metrics::reconcile_requests() == (0, 0)).then_some(()) },
+    )
+    .await;
+    let reconciled_main = seen.so_far().into_iter().any(|o| {
+        matches!(o, Observed::Reconciled { namespace, name, .. } if namespace == ns && name == "main")
+    });
+    assert!(!reconciled_main, "shard-1 reconciled main");
     assert!(
         es.get("main").await.unwrap().status.is_none(),
         "shard-1 reconciled an ExternalSecret of another shard"
@@ -84,6 +99,7 @@ async fn each_shard_reconciles_its_own_and_an_external_secret_moves_without_a_wr
     // Moving `moved` to the main instance: drop its label, then stop shard-1. The main
     // instance takes it over without rewriting its Secret...
     let before = secrets.get("moved").await.unwrap();
+    let mut seen = operator::observe();
     es.patch(
         "moved",
         &PatchParams::default(),
@@ -92,7 +108,18 @@ async fn each_shard_reconciles_its_own_and_an_external_secret_moves_without_a_wr
     .await
     .unwrap();
     drop(shard_1);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let taken_over = seen
+        .reconciled(&ns, "moved", "the main instance's reconcile of it", |o| {
+            *o != Outcome::Deferred
+        })
+        .await;
+    assert!(
+        !matches!(
+            taken_over,
+            Outcome::Synced { written: true, .. } | Outcome::Failed { .. }
+        ),
+        "{taken_over:?}"
+    );
     let after = secrets.get("moved").await.unwrap();
     assert_eq!(
         before.metadata.resource_version, after.metadata.resource_version,

@@ -7,6 +7,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::decoding::DecodingStrategy;
+
 /// Spec of an ExternalSecret (ESO `external-secrets.io/v1` field for field).
 ///
 /// `dataFrom` is applied first, then `data[]` overrides. Invalid combinations are refused by
@@ -27,9 +29,11 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("size(self.data) + size(self.dataFrom) > 0").message("at least one of data and dataFrom must be set"))]
-#[x_kube(validation = Rule::new("self.target.deletionPolicy != 'Delete' || self.target.creationPolicy == 'Owner'").message("deletionPolicy Delete requires creationPolicy Owner"))]
-#[x_kube(validation = Rule::new("self.target.deletionPolicy != 'Merge' || self.target.creationPolicy != 'None'").message("deletionPolicy Merge cannot be used with creationPolicy None"))]
+// The schema has no defaults (`crate::without_defaults`): a field left out is absent here, and
+// each rule reads it with its documented default.
+#[x_kube(validation = Rule::new("(has(self.data) ? size(self.data) : 0) + (has(self.dataFrom) ? size(self.dataFrom) : 0) > 0").message("at least one of data and dataFrom must be set"))]
+#[x_kube(validation = Rule::new("!has(self.target) || !has(self.target.deletionPolicy) || self.target.deletionPolicy != 'Delete' || !has(self.target.creationPolicy) || self.target.creationPolicy == 'Owner'").message("deletionPolicy Delete requires creationPolicy Owner"))]
+#[x_kube(validation = Rule::new("!has(self.target) || !has(self.target.deletionPolicy) || self.target.deletionPolicy != 'Merge' || !has(self.target.creationPolicy) || self.target.creationPolicy != 'None'").message("deletionPolicy Merge cannot be used with creationPolicy None"))]
 pub struct ExternalSecretSpec {
     /// How often values are fetched again, as a duration (`1h`, `30m`, `1h30m`, `90s`);
     /// default `1h`; `0` = sync once (spec edits and force-sync still re-sync).
@@ -301,6 +305,10 @@ pub struct RemoteRef {
     /// hold are converted (see [`ConversionStrategy`]); unused by `data[]`, as in ESO.
     #[serde(default)]
     pub conversion_strategy: ConversionStrategy,
+    /// What a fetched value containing a NUL byte does: `Ignore` (default) keeps it, `Fail`
+    /// fails the sync naming the key (ESO's `nullBytePolicy`).
+    #[serde(default, skip_serializing_if = "NullBytePolicy::is_ignore")]
+    pub null_byte_policy: NullBytePolicy,
 }
 
 /// `remoteRef.configMapRef`: a ConfigMap holding encrypted files (kms stores).
@@ -374,6 +382,24 @@ impl RemoteRef {
     }
 }
 
+/// ESO's `nullBytePolicy` (ESO 2.9): what a fetched value containing a NUL byte does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum NullBytePolicy {
+    /// Keep it (the default, as ESO).
+    #[default]
+    Ignore,
+    /// Fail the sync: `fetched secret value for key "K" contains null bytes`; the Secret is
+    /// left as it was.
+    Fail,
+}
+
+impl NullBytePolicy {
+    /// Whether it is the default, `Ignore`.
+    pub fn is_ignore(&self) -> bool {
+        *self == NullBytePolicy::Ignore
+    }
+}
+
 /// ESO's `metadataPolicy`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum MetadataPolicy {
@@ -389,21 +415,6 @@ impl MetadataPolicy {
     pub fn is_none(&self) -> bool {
         *self == MetadataPolicy::None
     }
-}
-
-/// ESO's `decodingStrategy`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
-pub enum DecodingStrategy {
-    /// Store the value as fetched.
-    #[default]
-    None,
-    /// Standard base64 (RFC 4648 §4), padding optional.
-    Base64,
-    /// URL-safe base64 (RFC 4648 §5), padding optional.
-    #[serde(rename = "Base64URL")]
-    Base64Url,
-    /// Base64, else URL-safe base64, else the value as fetched.
-    Auto,
 }
 
 /// ESO's `conversionStrategy` (`esutils.ConvertKeys`): applied to the keys a `dataFrom`
@@ -456,6 +467,9 @@ pub struct ExternalSecretFind {
     /// Conversion of the keys found (the remote names), when the entry has no `rewrite`.
     #[serde(default)]
     pub conversion_strategy: ConversionStrategy,
+    /// As `remoteRef.nullBytePolicy`, for every value found.
+    #[serde(default, skip_serializing_if = "NullBytePolicy::is_ignore")]
+    pub null_byte_policy: NullBytePolicy,
 }
 
 /// `find.name`.

@@ -5,6 +5,7 @@
 
 pub mod cluster_external_secret;
 pub mod cluster_secret_store;
+pub mod decoding;
 pub mod external_secret;
 pub mod secret_store;
 pub mod template;

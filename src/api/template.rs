@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::external_secret::DecodingStrategy;
+use super::decoding::DecodingStrategy;
 
 /// One `templateFrom[]` entry. Its `configMap` items, then its `secret` items, then its
 /// `literal` are rendered, in that order, into `target` (ESO's `MergeTemplateFrom`); entries

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use k8s_openapi::{
     ByteString,
     api::core::v1::Secret,
@@ -19,68 +18,13 @@ use crate::{
     api::{
         ANNOTATION_DATA_HASH, ANNOTATION_LAST_REFRESH, ANNOTATION_REFRESH_INTERVAL,
         ANNOTATION_STORE, ExternalSecret, LABEL_EXTERNAL_SECRET, LABEL_MANAGED_BY, MANAGED_BY,
-        external_secret::{
-            ConversionStrategy, CreationPolicy, DecodingStrategy, ExternalSecretRewrite,
-        },
+        external_secret::{ConversionStrategy, CreationPolicy, ExternalSecretRewrite},
     },
     providers::{SecretMap, SecretValue},
 };
 
 pub use super::build_template::TemplateSources;
-
-/// An invalid spec detected while building: bad JSON path, template, regexp or encoding.
-/// Permanent: the controller waits for a spec change.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BuildError(pub String);
-
-/// Deepest nesting of arrays and objects accepted in a JSON value that `property` or
-/// `extract` parses. The parsers recurse once per level, on a worker's stack: a tenant's value
-/// nested 10,000 deep overflowed it and aborted the process. Secrets nest a few levels.
-pub const MAX_JSON_DEPTH: usize = 64;
-
-/// Largest JSON value (bytes) that `property` or `extract` parses: 1 MiB, the size limit of a
-/// whole Secret.
-pub const MAX_JSON_BYTES: usize = 1 << 20;
-
-/// Checks a JSON text against [`MAX_JSON_DEPTH`] and [`MAX_JSON_BYTES`] before any parser sees
-/// it, in one pass without recursion (brackets inside strings, escapes included, do not
-/// count). Only the shape is checked; the parser still validates the syntax. The message
-/// names `key` and the bound, never the value.
-pub fn check_json_bounds(key: &str, text: &str) -> Result<(), BuildError> {
-    if text.len() > MAX_JSON_BYTES {
-        return Err(BuildError(format!(
-            "{key:?}: value is {} bytes, over the {MAX_JSON_BYTES}-byte limit for JSON values",
-            text.len()
-        )));
-    }
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for b in text.bytes() {
-        if in_string {
-            match b {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_JSON_DEPTH {
-                    return Err(BuildError(format!(
-                        "{key:?}: JSON value nested deeper than {MAX_JSON_DEPTH} levels"
-                    )));
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    Ok(())
-}
+pub use super::values::{BuildError, MAX_JSON_BYTES, MAX_JSON_DEPTH, check_json_bounds, decode};
 
 /// Selects `property` from a JSON value, gjson syntax (`name.first`, `friends.1.first`), as
 /// ESO does. A string result is returned raw; any other JSON result as compact JSON.
@@ -199,41 +143,6 @@ pub fn extract_leaves(key: &str, value: &SecretValue) -> Result<SecretMap, Build
     let mut out = SecretMap::new();
     walk("", parsed, &mut out);
     Ok(out)
-}
-
-/// Applies `decodingStrategy` (RFC 4648 base64, standard or URL-safe; padding optional).
-pub fn decode(
-    key: &str,
-    value: SecretValue,
-    strategy: DecodingStrategy,
-) -> Result<SecretValue, BuildError> {
-    use base64::engine::{
-        DecodePaddingMode, GeneralPurposeConfig, general_purpose::GeneralPurpose,
-    };
-    let lenient =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    let std = GeneralPurpose::new(&base64::alphabet::STANDARD, lenient);
-    let url = GeneralPurpose::new(&base64::alphabet::URL_SAFE, lenient);
-    let input = value.as_bytes();
-    let trimmed: Vec<u8> = input
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let out = match strategy {
-        DecodingStrategy::None => return Ok(value),
-        DecodingStrategy::Base64 => std.decode(&trimmed),
-        DecodingStrategy::Base64Url => url.decode(&trimmed),
-        DecodingStrategy::Auto => match std.decode(&trimmed).or_else(|_| url.decode(&trimmed)) {
-            Ok(v) => Ok(v),
-            Err(_) => return Ok(value),
-        },
-    };
-    out.map(SecretValue::new).map_err(|_| {
-        BuildError(format!(
-            "{key:?}: value is not valid {strategy:?} (decodingStrategy)"
-        ))
-    })
 }
 
 /// Whether ESO accepts `c` in a key it writes (`esutils.ValidateKeys`, `convert`): a Unicode

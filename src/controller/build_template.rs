@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use super::build::{BuildError, decode};
+use super::values::{BuildError, decode};
 use crate::{
     api::{
         external_secret::{DecodingStrategy, ExternalSecretTemplate, TemplateMergePolicy},

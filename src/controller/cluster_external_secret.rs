@@ -30,7 +30,8 @@ use super::{Context, Error, condition, external_secret::parse_refresh_interval, 
 use crate::api::{
     ANNOTATION_FORCE_SYNC, ClusterExternalSecret, ExternalSecret, FIELD_MANAGER,
     cluster_external_secret::{
-        ClusterExternalSecretSpec, LABEL_CLUSTER_EXTERNAL_SECRET, NamespaceFailure,
+        ClusterExternalSecretSpec, ClusterExternalSecretStatus, LABEL_CLUSTER_EXTERNAL_SECRET,
+        NamespaceFailure,
     },
 };
 
@@ -68,7 +69,12 @@ fn controlled_by(es: &ExternalSecret, ces: &ClusterExternalSecret) -> bool {
     })
 }
 
-/// Reconciles one ClusterExternalSecret; requeued every `refreshTime`.
+/// Reconciles one ClusterExternalSecret; requeued every `refreshTime`. Runs in a `reconcile`
+/// span naming it.
+#[tracing::instrument(name = "reconcile", skip_all, fields(
+    kind = "ClusterExternalSecret",
+    name = %ces.name_any(),
+))]
 pub async fn reconcile(
     ces: Arc<ClusterExternalSecret>,
     ctx: Arc<Context>,
@@ -78,20 +84,38 @@ pub async fn reconcile(
     if !ctx.caches_synced.load(std::sync::atomic::Ordering::Acquire) {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let refresh = match &ces.spec.refresh_time {
+    let refresh = refresh_time(&ces)?;
+    let name = external_secret_name(&ces);
+    let selected = selected_namespaces(&ces.spec, &namespace_labels(&ctx));
+    let status = ces.status.clone().unwrap_or_default();
+    let mut failed = remove_unselected(&ctx, &ces, &status, &selected, &name).await;
+    let provisioned = provision_selected(&ctx, &ces, &selected, &name, &mut failed).await;
+    report(&ctx, &ces, &status, &name, provisioned, failed).await?;
+    Ok(Action::requeue(refresh))
+}
+
+/// `refreshTime`, [`DEFAULT_REFRESH`] when unset or zero. Errors: not a duration.
+fn refresh_time(ces: &ClusterExternalSecret) -> Result<Duration, Error> {
+    Ok(match &ces.spec.refresh_time {
         Some(t) => match parse_refresh_interval(t)? {
             0 => DEFAULT_REFRESH,
             secs => Duration::from_secs(secs),
         },
         None => DEFAULT_REFRESH,
-    };
-    let name = ces
-        .spec
+    })
+}
+
+/// The name of the ExternalSecrets it makes: `externalSecretName`, else its own name.
+fn external_secret_name(ces: &ClusterExternalSecret) -> String {
+    ces.spec
         .external_secret_name
         .clone()
-        .unwrap_or_else(|| ces.name_any());
-    let known: BTreeMap<String, (BTreeMap<String, String>, bool)> = ctx
-        .namespaces
+        .unwrap_or_else(|| ces.name_any())
+}
+
+/// Every cached namespace: name → (labels, terminating).
+fn namespace_labels(ctx: &Context) -> BTreeMap<String, (BTreeMap<String, String>, bool)> {
+    ctx.namespaces
         .state()
         .iter()
         .map(|ns: &Arc<PartialObjectMeta<Namespace>>| {
@@ -103,34 +127,62 @@ pub async fn reconcile(
                 ),
             )
         })
-        .collect();
-    let selected = selected_namespaces(&ces.spec, &known);
-    let status = ces.status.clone().unwrap_or_default();
-    let mut failed = BTreeMap::new();
+        .collect()
+}
 
-    // Namespaces no longer selected, and every namespace when the name changed.
-    let previous_name = status
-        .external_secret_name
-        .clone()
-        .unwrap_or_else(|| name.clone());
+/// Removes its ExternalSecrets from the namespaces no longer `selected`, and from every
+/// namespace when `externalSecretName` changed; returns the namespaces where that failed,
+/// with why.
+async fn remove_unselected(
+    ctx: &Context,
+    ces: &ClusterExternalSecret,
+    status: &ClusterExternalSecretStatus,
+    selected: &BTreeSet<String>,
+    name: &str,
+) -> BTreeMap<String, String> {
+    let mut failed = BTreeMap::new();
+    let previous_name = status.external_secret_name.as_deref().unwrap_or(name);
     for ns in &status.provisioned_namespaces {
         if (previous_name != name || !selected.contains(ns))
-            && let Err(e) = remove(&ctx, &ces, ns, &previous_name).await
+            && let Err(e) = remove(ctx, ces, ns, previous_name).await
         {
             failed.insert(ns.clone(), e.to_string());
         }
     }
+    failed
+}
 
+/// Writes the ExternalSecret `name` in every `selected` namespace ([`provision`]); returns
+/// the namespaces where it is, and adds the others to `failed` with why.
+async fn provision_selected(
+    ctx: &Context,
+    ces: &ClusterExternalSecret,
+    selected: &BTreeSet<String>,
+    name: &str,
+    failed: &mut BTreeMap<String, String>,
+) -> Vec<String> {
     let mut provisioned = Vec::new();
-    for ns in &selected {
-        match provision(&ctx, &ces, ns, &name).await {
+    for ns in selected {
+        match provision(ctx, ces, ns, name).await {
             Ok(()) => provisioned.push(ns.clone()),
             Err(reason) => {
                 failed.insert(ns.clone(), reason);
             }
         }
     }
+    provisioned
+}
 
+/// Writes the status: the ExternalSecrets' name, the namespaces provisioned and failed, and
+/// `Ready` (`Provisioned`, or `NamespacesFailed` naming each failed namespace and why).
+async fn report(
+    ctx: &Context,
+    ces: &ClusterExternalSecret,
+    status: &ClusterExternalSecretStatus,
+    name: &str,
+    provisioned: Vec<String>,
+    failed: BTreeMap<String, String>,
+) -> Result<(), Error> {
     let ok = failed.is_empty();
     let message = if ok {
         format!(
@@ -178,7 +230,7 @@ pub async fn reconcile(
         )
         .await
         .map_err(Error::Kube)?;
-    Ok(Action::requeue(refresh))
+    Ok(())
 }
 
 /// Writes the ExternalSecret `name` in `ns` (server-side apply, controlled by `ces`); the

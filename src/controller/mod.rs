@@ -12,41 +12,36 @@ pub mod cluster_external_secret;
 pub mod condition;
 pub mod external_secret;
 pub mod managed_secret;
+pub mod observe;
 pub mod refresh_timers;
 pub mod rewrite_merge;
 pub mod rollout;
+mod run;
 pub mod secret_store;
 pub mod shard;
 pub mod shutdown;
 pub mod trigger_gate;
 mod triggers;
+pub mod values;
+
+pub use run::run;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
-use futures::{FutureExt, Stream, StreamExt, TryStreamExt, future};
-use k8s_openapi::{
-    api::core::v1::{Namespace, Secret},
-    apimachinery::pkg::apis::meta::v1::LabelSelector,
-};
+use k8s_openapi::{api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::LabelSelector};
 use kube::{
-    Client, Resource, ResourceExt,
+    Client, Resource,
     api::{Api, PatchParams},
     core::PartialObjectMeta,
     runtime::{
-        Controller, WatchStreamExt,
-        controller::{self, Action},
         events::{Recorder, Reporter},
         reflector,
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 
 use crate::{
-    api::{
-        ClusterExternalSecret, ClusterSecretStore, ExternalSecret, FIELD_MANAGER, LABEL_MANAGED_BY,
-        MANAGED_BY, SecretStore, cluster_external_secret::LABEL_CLUSTER_EXTERNAL_SECRET,
-    },
+    api::{ClusterSecretStore, ExternalSecret, FIELD_MANAGER, SecretStore},
     providers::{ErrorKind, ProviderError},
 };
 use build::BuildError;
@@ -329,7 +324,8 @@ pub fn selector_matches(
     Selector::try_from(sel.clone()).is_ok_and(|s| s.matches(labels))
 }
 
-fn api_for<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+/// The API of `K` in `namespace`, or in every namespace when `None`.
+pub(crate) fn api_for<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
 {
@@ -339,407 +335,8 @@ where
     }
 }
 
-/// Runs the controllers until `shutdown` resolves, then lets running reconciles finish and
-/// returns. `ready` is called once every cache has synced (for `/readyz`).
-pub async fn run(
-    client: Client,
-    config: Config,
-    ready: impl FnOnce() + Send + 'static,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let shutdown = shutdown.boxed().shared();
-    // Lists are paged (kube's 500 objects a page) and consistent: `resourceVersion=0` ("any")
-    // makes the API server ignore the page size and answer with every object at once, so a
-    // list is held whole, its JSON and every parsed object, before the first is projected into
-    // a cache. From Kubernetes 1.31 on a consistent list is served from the watch cache too.
-    let wc = watcher::Config::default();
-    // This instance's shard: the ExternalSecrets (and ClusterExternalSecrets) it reconciles.
-    let shard_wc = match &config.watch_label_selector {
-        Some(selector) => {
-            shard::check_selector(&client, &config.namespace, selector).await?;
-            wc.clone().labels(selector)
-        }
-        None => wc.clone(),
-    };
-    let providers = Arc::new(ProviderCache::new(
-        config.allow_secret_store_ambient_identity,
-    ));
-    // A deleted store or namespace takes its providers with it.
-    fn forget_store<K: Resource>(
-        providers: &Arc<ProviderCache>,
-    ) -> impl Fn(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
-        let providers = providers.clone();
-        move |event| {
-            if let Ok(watcher::Event::Delete(obj)) = event {
-                providers.forget_store(obj.meta().uid.as_deref().unwrap_or_default());
-            }
-        }
-    }
-
-    let (stores, stores_writer) = reflector::store();
-    let store_events = relist_at_once(watcher(
-        api_for::<SecretStore>(&client, &config.namespace),
-        wc.clone(),
-    ))
-    .backoff(watch_backoff())
-    .inspect(observe_api)
-    .inspect(forget_store(&providers))
-    .modify(strip)
-    .reflect(stores_writer)
-    .touched_objects();
-
-    let (cluster_stores, cluster_writer) = reflector::store();
-    let cluster_api: Api<ClusterSecretStore> = Api::all(client.clone());
-    let cluster_events = if config.cluster_stores {
-        relist_at_once(watcher(cluster_api, wc.clone()))
-            .backoff(watch_backoff())
-            .inspect(observe_api)
-            .inspect(forget_store(&providers))
-            .modify(strip)
-            .reflect(cluster_writer)
-            .touched_objects()
-            .boxed()
-    } else {
-        futures::stream::pending().boxed()
-    };
-
-    let secrets = Arc::new(SecretCache::default());
-    let secret_wc = wc
-        .clone()
-        .labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
-    let secret_events = relist_at_once(watcher(
-        api_for::<PartialObjectMeta<Secret>>(&client, &config.namespace),
-        secret_wc,
-    ))
-    .backoff(watch_backoff())
-    .inspect(observe_api)
-    .inspect({
-        let secrets = secrets.clone();
-        move |event| {
-            if let Ok(event) = event {
-                secrets.apply(event);
-            }
-        }
-    })
-    .touched_objects();
-
-    let (namespaces, ns_writer) = reflector::store();
-    let ns_api: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-    let ns_events = if config.cluster_stores || config.cluster_external_secrets {
-        relist_at_once(watcher(ns_api, wc.clone()))
-            .backoff(watch_backoff())
-            .inspect(observe_api)
-            .inspect({
-                let providers = providers.clone();
-                move |event| {
-                    if let Ok(watcher::Event::Delete(ns)) = event {
-                        providers.forget_namespace(&ns.name_any());
-                    }
-                }
-            })
-            .modify(strip)
-            .reflect(ns_writer)
-            .touched_objects()
-            .boxed()
-    } else {
-        futures::stream::pending().boxed()
-    };
-
-    let (es_store, es_writer) = reflector::store();
-    let reporter = Reporter {
-        controller: "secret-relay".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        stores: stores.clone(),
-        cluster_stores: cluster_stores.clone(),
-        secrets: secrets.clone(),
-        namespaces: namespaces.clone(),
-        providers,
-        recorder: Recorder::new(client.clone(), reporter.clone()),
-        reporter,
-        state: Mutex::new(State::default()),
-        caches_synced: Default::default(),
-        rollout_restart: config.rollout_restart,
-        restarts: Default::default(),
-        refresh_timers: Default::default(),
-        external_secrets: es_store.clone(),
-        trigger_gate: Arc::new(trigger_gate::TriggerGate::new(
-            usize::from(config.concurrency)
-                .saturating_mul(GATE_PER_WORKER)
-                .max(GATE_MIN),
-        )),
-    });
-
-    // Store controllers run off their own watches; the ExternalSecret controller is triggered
-    // by the shared caches' events through the trigger gate. Their concurrency is bounded too:
-    // unbounded, a start with 200 stores validated all at once and each status write opened
-    // its own connection to the API server, 232 connections kept idle for 90 s with their
-    // buffers (about 35 KB each, 8 MiB in all).
-    let store_config = controller::Config::default().concurrency(config.concurrency);
-    let store_ctl = Controller::new(
-        api_for::<SecretStore>(&client, &config.namespace),
-        wc.clone(),
-    )
-    .with_config(store_config.clone())
-    .trigger_backoff(watch_backoff())
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        secret_store::reconcile_store,
-        store_error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| future::ready(()));
-    let cluster_store_ctl = async {
-        if config.cluster_stores {
-            Controller::new(Api::<ClusterSecretStore>::all(client.clone()), wc.clone())
-                .with_config(store_config.clone())
-                .trigger_backoff(watch_backoff())
-                .graceful_shutdown_on(shutdown.clone())
-                .run(
-                    secret_store::reconcile_cluster_store,
-                    store_error_policy,
-                    ctx.clone(),
-                )
-                .for_each(|_| future::ready(()))
-                .await
-        }
-    };
-
-    let es_events = relist_at_once(watcher(
-        api_for::<ExternalSecret>(&client, &config.namespace),
-        shard_wc.clone(),
-    ))
-    .backoff(watch_backoff())
-    .inspect(observe_api)
-    .inspect({
-        let ctx = ctx.clone();
-        move |event| {
-            if let Ok(watcher::Event::Delete(es)) = event {
-                ctx.state
-                    .lock()
-                    .expect("state lock")
-                    .forget(&ObjectRef::from_obj(es));
-            }
-        }
-    })
-    .modify(strip)
-    .map_ok(CachedExternalSecret::project_event)
-    .reflect(es_writer)
-    .applied_objects();
-    crate::metrics::watch_external_secrets(es_store.clone());
-    crate::metrics::watch_trigger_gate(ctx.trigger_gate.clone());
-    // Every trigger goes through the gate (trigger_gate.rs), which lets a bounded number into
-    // kube's queue; the controller's own trigger is empty, since the gate polls the
-    // ExternalSecret watch (it feeds the cache the controller reads).
-    let triggers = triggers::external_secret_triggers(
-        &ctx,
-        &es_store,
-        es_events,
-        store_events,
-        cluster_events,
-        secret_events,
-    );
-    let es_ctl = Controller::for_stream(
-        futures::stream::pending::<Result<CachedExternalSecret, watcher::Error>>(),
-        es_store.clone(),
-    )
-    .with_config(controller::Config::default().concurrency(config.concurrency))
-    .reconcile_on(ctx.trigger_gate.clone().gate(triggers))
-    .graceful_shutdown_on(shutdown.clone());
-
-    let caches = {
-        let (stores, cluster_stores, secrets, namespaces, es_store) = (
-            stores.clone(),
-            cluster_stores.clone(),
-            secrets.clone(),
-            namespaces.clone(),
-            es_store.clone(),
-        );
-        let cluster = config.cluster_stores;
-        let watch_namespaces = config.cluster_stores || config.cluster_external_secrets;
-        let ctx = ctx.clone();
-        async move {
-            let _ = stores.wait_until_ready().await;
-            let _ = secrets.wait_until_ready().await;
-            let _ = es_store.wait_until_ready().await;
-            if cluster {
-                let _ = cluster_stores.wait_until_ready().await;
-            }
-            if watch_namespaces {
-                let _ = namespaces.wait_until_ready().await;
-            }
-            ctx.caches_synced
-                .store(true, std::sync::atomic::Ordering::Release);
-            ready();
-        }
-    };
-    // Namespace changes re-select every ClusterExternalSecret's namespaces.
-    let ces_run = async {
-        if config.cluster_external_secrets {
-            // A change to one of the ExternalSecrets it made (in any namespace: a metadata
-            // watch of those labelled as such) reconciles its owner, so a deleted one is made
-            // again at once.
-            let made = relist_at_once(watcher(
-                Api::<PartialObjectMeta<ExternalSecret>>::all(client.clone()),
-                wc.clone().labels(LABEL_CLUSTER_EXTERNAL_SECRET),
-            ))
-            .backoff(watch_backoff())
-            .inspect(observe_api)
-            .touched_objects();
-            Controller::new(
-                Api::<ClusterExternalSecret>::all(client.clone()),
-                shard_wc.clone(),
-            )
-            .with_config(store_config.clone())
-            .trigger_backoff(watch_backoff())
-            .reconcile_all_on(ns_events.map(|_| ()))
-            .owns_stream(made)
-            .graceful_shutdown_on(shutdown.clone())
-            .run(
-                cluster_external_secret::reconcile,
-                cluster_external_secret::error_policy,
-                ctx.clone(),
-            )
-            .for_each(|_| future::ready(()))
-            .await
-        } else {
-            ns_events
-                .take_until(shutdown.clone())
-                .for_each(|_| future::ready(()))
-                .await
-        }
-    };
-    // A watch that reconnects after an outage resumes where it was and may see no event for
-    // long, so it cannot say the API server is back: a light request does.
-    let api_probe = {
-        let client = client.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            let probe = async {
-                loop {
-                    tokio::time::sleep(API_PROBE_INTERVAL).await;
-                    if !crate::metrics::kube_api_up() && client.apiserver_version().await.is_ok() {
-                        crate::metrics::kube_api_observed(true);
-                    }
-                }
-            };
-            tokio::select! {
-                _ = probe => {}
-                _ = shutdown => {}
-            }
-        }
-    };
-    let caches = async {
-        tokio::select! {
-            _ = caches => {}
-            _ = shutdown.clone() => {}
-        }
-    };
-    let gate = ctx.trigger_gate.clone();
-    let es_run = es_ctl
-        .run(
-            external_secret::reconcile,
-            external_secret::error_policy,
-            ctx.clone(),
-        )
-        .for_each(move |res| {
-            match res {
-                // kube drops a request whose ExternalSecret is not in the cache: its gate
-                // slot is free (no reconcile starts to free it).
-                Err(controller::Error::ObjectNotFound(es)) => gate.released(&object_key(
-                    es.namespace.as_deref().unwrap_or_default(),
-                    &es.name,
-                )),
-                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
-                Ok(_) => {}
-            }
-            future::ready(())
-        });
-    let restarts = rollout::run(ctx.clone(), shutdown.clone());
-    shutdown::join_parts(
-        [
-            ("ExternalSecret controller", es_run.boxed()),
-            ("rollout restarts", restarts.boxed()),
-            ("SecretStore controller", store_ctl.boxed()),
-            ("ClusterSecretStore controller", cluster_store_ctl.boxed()),
-            ("ClusterExternalSecret controller", ces_run.boxed()),
-            ("cache sync", caches.boxed()),
-            ("API probe", api_probe.boxed()),
-        ],
-        shutdown.clone(),
-    )
-    .await;
-    Ok(())
-}
-
-/// Drops what no reconcile reads before an object enters a cache: `managedFields` and
-/// kubectl's `last-applied-configuration` annotation (a second copy of the whole object), most
-/// of a cached object's size.
-fn strip<K: Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
-        if annotations.is_empty() {
-            meta.annotations = None;
-        }
-    }
-}
-
-/// While the API server is taken for unreachable, how often `GET /version` checks whether it is
-/// back.
-const API_PROBE_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Reconcile requests let into kube's queue at once ([`trigger_gate::TriggerGate`]), per
-/// concurrent reconcile: enough that a worker never waits for the next one.
-const GATE_PER_WORKER: usize = 4;
-/// The least number of requests let into kube's queue at once.
-const GATE_MIN: usize = 64;
-
-/// Tells the metrics (and `/readyz`) whether a watch got an answer from the API server.
-/// The backoff of every watch after an error: 0.5 s doubling to at most 5 s, with jitter,
-/// reset by the next event (kube's default grows to 30 s and resets only after 120 s quiet:
-/// after a 15 s API server outage the ExternalSecret watch waited another 21 to 43 s, so a
-/// change made once the server was back took over 60 s to sync). Each watch makes at most one
-/// request per 5 s while the API server is gone.
-fn watch_backoff() -> impl kube::runtime::utils::Backoff {
-    watcher::ExponentialBackoff::from(
-        backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(500))
-            .with_max_delay(Duration::from_secs(5))
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times(),
-    )
-}
-
-/// Drops a watch's 410 Gone ("too old resource version", seen after an API server restart)
-/// before the backoff sees it: the watcher has already dropped its resource version and
-/// lists again on its next poll, so that error is a step of the protocol, not a failure to
-/// wait on. Any error of the list itself is still backed off.
-fn relist_at_once<K: Send>(
-    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send,
-) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send {
-    events.filter(|event| {
-        future::ready(
-            !matches!(event, Err(watcher::Error::WatchError(status)) if status.code == 410),
-        )
-    })
-}
-
-fn observe_api<T>(result: &Result<T, watcher::Error>) {
-    crate::metrics::kube_api_observed(result.is_ok());
-}
-
 /// kubectl's client-side apply annotation.
 pub(crate) const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-fn store_error_policy<K>(_: Arc<K>, err: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(error = %err, category = err.category(), "store reconcile failed");
-    Action::requeue(Duration::from_secs(30))
-}
 
 #[cfg(test)]
 mod tests;

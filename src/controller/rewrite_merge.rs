@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::build::{BuildError, check_json_bounds};
+use super::values::{BuildError, check_json_bounds};
 use crate::{
     api::external_secret::{MergeConflictPolicy, MergePriorityPolicy, MergeStrategy, RewriteMerge},
     providers::{SecretMap, SecretValue},

@@ -117,6 +117,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
                         format!("{what} not restarted: {e}"),
                     ),
                 };
+                super::observe::publish(|| super::observe::Observed::Restarted {
+                    namespace: workload.namespace.clone(),
+                    workload: format!("{}/{}", workload.kind.as_str(), workload.name),
+                    asked_by: asked.iter().filter_map(|(r, _)| r.name.clone()).collect(),
+                    ok: result.is_ok(),
+                });
                 let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
                 for (reference, secret) in asked {
                     let ev = Event {

@@ -140,7 +140,13 @@ pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Erro
 }
 
 /// Whether namespace `ns` (with metadata `meta`, if known) satisfies a ClusterSecretStore's
-/// `conditions`: none = every namespace; otherwise any condition whose given fields all match.
+/// `conditions`, as ESO decides it (`ClientManager.isNamespaceAllowed`): no conditions admit
+/// every namespace; otherwise a namespace is admitted when any `namespaceSelector`, any
+/// `namespaces` entry or any `namespaceRegexes` entry of any condition matches it (OR across
+/// every field of every condition), so a condition that names nothing admits nobody. Fails
+/// closed: a store with an invalid selector or regex anywhere ([`conditions_error`]) admits
+/// no namespace (the store reports it, `Ready=False`). An empty `namespaceSelector: {}`
+/// selects every namespace, as a Kubernetes label selector does.
 pub fn namespace_allowed(
     store: &ClusterSecretStore,
     ns: &str,
@@ -149,22 +155,20 @@ pub fn namespace_allowed(
     if store.spec.conditions.is_empty() {
         return true;
     }
+    if conditions_error(store).is_some() {
+        return false;
+    }
     let labels = meta
         .and_then(|m| m.metadata.labels.clone())
         .unwrap_or_default();
     store.spec.conditions.iter().any(|c| {
-        let by_name = c.namespaces.is_empty() || c.namespaces.iter().any(|n| n == ns);
-        // An invalid or empty pattern matches nothing (the store reports it, see
-        // `conditions_error`): an empty one would match every namespace.
-        let by_regex = c.namespace_regexes.is_empty()
-            || c.namespace_regexes.iter().any(|re| {
-                !re.is_empty() && crate::regexes::compile(re).is_ok_and(|re| re.is_match(ns))
-            });
-        let by_selector = c
-            .namespace_selector
-            .as_ref()
-            .is_none_or(|sel| super::selector_matches(sel, &labels));
-        by_name && by_regex && by_selector
+        c.namespaces.iter().any(|n| n == ns)
+            || c.namespace_regexes
+                .iter()
+                .any(|re| crate::regexes::compile(re).is_ok_and(|re| re.is_match(ns)))
+            || c.namespace_selector
+                .as_ref()
+                .is_some_and(|sel| super::selector_matches(sel, &labels))
     })
 }
 
@@ -229,32 +233,36 @@ pub fn check_identity(
     Err(ProviderError::new(ErrorKind::InvalidConfig, message))
 }
 
-/// What is wrong with a ClusterSecretStore's `conditions`, if anything: a `namespaceRegexes`
-/// entry that is empty (it would match every namespace) or does not compile. Such an entry
-/// matches no namespace; the store reports `InvalidProviderConfig` with this message.
+/// What is wrong with a ClusterSecretStore's `conditions`, if anything: a `namespaceSelector`
+/// that is not a valid label selector (an unknown operator, `In` without values), or a
+/// `namespaceRegexes` entry that is empty (it would match every namespace) or does not
+/// compile. Such a store admits no namespace ([`namespace_allowed`]) and reports
+/// `InvalidProviderConfig` with this message.
 pub fn conditions_error(store: &ClusterSecretStore) -> Option<String> {
-    store
-        .spec
-        .conditions
-        .iter()
-        .enumerate()
-        .flat_map(|(i, c)| {
-            c.namespace_regexes
-                .iter()
-                .enumerate()
-                .map(move |(j, re)| (i, j, re))
-        })
-        .find_map(|(i, j, re)| {
+    use kube::core::Selector;
+    for (i, c) in store.spec.conditions.iter().enumerate() {
+        if let Some(sel) = &c.namespace_selector
+            && let Err(e) = Selector::try_from(sel.clone())
+        {
+            return Some(format!(
+                "spec.conditions[{i}].namespaceSelector is invalid, so the store admits no namespace: {e}"
+            ));
+        }
+        for (j, re) in c.namespace_regexes.iter().enumerate() {
             let field = format!("spec.conditions[{i}].namespaceRegexes[{j}]");
             if re.is_empty() {
                 return Some(format!(
-                    "{field} is empty, which would match every namespace; it matches none (omit conditions to allow every namespace)"
+                    "{field} is empty, which would match every namespace; the store admits no namespace (omit conditions to allow every namespace)"
                 ));
             }
-            crate::regexes::compile(re)
-                .err()
-                .map(|e| format!("{field} {re:?} is invalid and matches no namespace: {e}"))
-        })
+            if let Err(e) = crate::regexes::compile(re) {
+                return Some(format!(
+                    "{field} {re:?} is invalid, so the store admits no namespace: {e}"
+                ));
+            }
+        }
+    }
+    None
 }
 
 #[derive(Clone)]
@@ -529,7 +537,13 @@ fn has_referent_refs(provider: &SecretStoreProvider) -> bool {
     vault_k8s_default_sa || walk(&serde_json::to_value(provider).unwrap_or_default(), "")
 }
 
-/// Reconciles a `SecretStore`: build its provider (credentials, login) and validate it.
+/// Reconciles a `SecretStore`: build its provider (credentials, login) and validate it. Runs
+/// in a `reconcile` span naming the store.
+#[tracing::instrument(name = "reconcile", skip_all, fields(
+    kind = "SecretStore",
+    namespace = %store.namespace().unwrap_or_default(),
+    name = %store.name_any(),
+))]
 pub async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let conditions = store.status.as_ref().map(|s| &s.conditions[..]);
     if valid_from_earlier_run(&ctx, store.meta(), conditions) {
@@ -556,7 +570,12 @@ pub async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Context>) -> Resu
 }
 
 /// Reconciles a `ClusterSecretStore`. A store whose references resolve per ExternalSecret
-/// namespace (referent auth) is checked for shape only; it is validated when used.
+/// namespace (referent auth) is checked for shape only; it is validated when used. Runs in a
+/// `reconcile` span naming the store.
+#[tracing::instrument(name = "reconcile", skip_all, fields(
+    kind = "ClusterSecretStore",
+    name = %store.name_any(),
+))]
 pub async fn reconcile_cluster_store(
     store: Arc<ClusterSecretStore>,
     ctx: Arc<Context>,

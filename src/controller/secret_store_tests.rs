@@ -48,34 +48,99 @@ fn only_admins_lend_the_operators_identity() {
 }
 
 /// issue 10: an invalid `namespaceRegexes` entry denied (safe) but the store said Valid;
-/// an empty one allowed every namespace.
+/// an empty one allowed every namespace. issue 26: an invalid entry anywhere closes the store.
 #[test]
-fn namespace_regexes_empty_or_invalid_match_nothing_and_are_reported() {
-    let store = |regexes: &str| -> ClusterSecretStore {
-        serde_yaml::from_str(&format!(
-            "apiVersion: secret-relay.dev/v1alpha1\nkind: ClusterSecretStore\nmetadata: {{name: s}}\nspec:\n  conditions: [{{namespaceRegexes: {regexes}}}]\n  provider: {{aws: {{region: r}}}}\n"
-        ))
-        .unwrap()
-    };
-    let good = store("['^team-']");
+fn namespace_regexes_empty_or_invalid_admit_nobody_and_are_reported() {
+    let good = css("[{namespaceRegexes: ['^team-']}]");
     assert!(namespace_allowed(&good, "team-a", None));
     assert!(!namespace_allowed(&good, "other", None));
     assert_eq!(conditions_error(&good), None);
-    let empty = store("['']");
+    let empty = css("[{namespaceRegexes: ['']}]");
     assert!(!namespace_allowed(&empty, "team-a", None));
     assert!(conditions_error(&empty).unwrap().starts_with(
         "spec.conditions[0].namespaceRegexes[0] is empty, which would match every namespace"
     ));
-    let invalid = store("['^team-', '(']");
+    let invalid = css("[{namespaceRegexes: ['^team-', '(']}]");
     assert!(
-        namespace_allowed(&invalid, "team-a", None),
-        "the valid entry still matches"
+        !namespace_allowed(&invalid, "team-a", None),
+        "fails closed: the valid entry does not open it"
     );
     assert!(!namespace_allowed(&invalid, "x(", None));
     assert!(
         conditions_error(&invalid)
             .unwrap()
-            .starts_with("spec.conditions[0].namespaceRegexes[1] \"(\" is invalid and matches no namespace: regex parse error")
+            .starts_with("spec.conditions[0].namespaceRegexes[1] \"(\" is invalid, so the store admits no namespace: regex parse error")
+    );
+}
+
+/// A ClusterSecretStore with `conditions` (YAML flow list) and an AWS provider.
+fn css(conditions: &str) -> ClusterSecretStore {
+    serde_yaml::from_str(&format!(
+        "apiVersion: secret-relay.dev/v1alpha1\nkind: ClusterSecretStore\nmetadata: {{name: s}}\nspec:\n  conditions: {conditions}\n  provider: {{aws: {{region: r}}}}\n"
+    ))
+    .unwrap()
+}
+
+/// Namespace `name` with `labels`, as the namespace cache holds it.
+fn namespace(name: &str, labels: &[(&str, &str)]) -> PartialObjectMeta<Namespace> {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+        }
+    }))
+    .unwrap()
+}
+
+/// issue 26: ESO's rule. Any `namespaceSelector`, `namespaces` entry or `namespaceRegexes`
+/// entry of any condition admits (here fields of one condition were ANDed); a condition that
+/// names nothing admits nobody (here `[{}]` admitted everyone); no conditions admit all.
+#[test]
+fn conditions_admit_on_any_match_of_any_field_as_eso() {
+    let team = namespace("team-a", &[("team", "a")]);
+    let payments = namespace("payments", &[("tier", "prod")]);
+    let other = namespace("other", &[]);
+    let allowed = |store: &ClusterSecretStore, ns: &PartialObjectMeta<Namespace>| {
+        namespace_allowed(store, ns.metadata.name.as_deref().unwrap(), Some(ns))
+    };
+    // One condition with three fields: each alone admits.
+    let one = css(
+        "[{namespaces: [payments], namespaceRegexes: ['^team-'], namespaceSelector: {matchLabels: {team: b}}}]",
+    );
+    assert!(allowed(&one, &team), "by regex alone");
+    assert!(allowed(&one, &payments), "by name alone");
+    assert!(!allowed(&one, &other));
+    let by_label = css("[{namespaces: [x]}, {namespaceSelector: {matchLabels: {tier: prod}}}]");
+    assert!(
+        allowed(&by_label, &payments),
+        "by the selector of another condition"
+    );
+    assert!(!allowed(&by_label, &team));
+    // Conditions that name nothing admit nobody; an empty selector selects everything.
+    for nothing in ["[{}]", "[{namespaces: []}]", "[{}, {namespaceRegexes: []}]"] {
+        let store = css(nothing);
+        assert!(!allowed(&store, &team), "{nothing}");
+        assert_eq!(conditions_error(&store), None, "{nothing}");
+    }
+    assert!(allowed(&css("[{namespaceSelector: {}}]"), &other));
+    // No conditions: every namespace.
+    let open: ClusterSecretStore = serde_yaml::from_str(
+        "apiVersion: secret-relay.dev/v1alpha1\nkind: ClusterSecretStore\nmetadata: {name: s}\nspec: {provider: {aws: {region: r}}}\n",
+    )
+    .unwrap();
+    assert!(allowed(&open, &other));
+    // An invalid selector anywhere closes the store, and says so.
+    let bad = css(
+        "[{namespaces: [team-a]}, {namespaceSelector: {matchExpressions: [{key: team, operator: Sometimes}]}}]",
+    );
+    assert!(!allowed(&bad, &team), "fails closed");
+    assert!(
+        conditions_error(&bad).unwrap().starts_with(
+            "spec.conditions[1].namespaceSelector is invalid, so the store admits no namespace"
+        ),
+        "{:?}",
+        conditions_error(&bad)
     );
 }
 

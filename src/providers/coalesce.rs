@@ -11,12 +11,22 @@ use std::{
         Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use futures::{
     FutureExt,
     future::{BoxFuture, Shared},
 };
+
+/// Now, in Unix milliseconds (wall clock: refresh times are wall-clock instants, as in the
+/// ExternalSecret's `status.refreshTime`).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
 
 /// A call in flight, awaited by every caller that joined it.
 type Call<V> = Shared<BoxFuture<'static, V>>;
@@ -76,7 +86,7 @@ where
             _ => {
                 self.calls.fetch_add(1, Ordering::Relaxed);
                 let f = call().boxed().shared();
-                inflight.insert(key, (super::shared::now_ms(), f.clone()));
+                inflight.insert(key, (now_ms(), f.clone()));
                 (InFlight(f), true)
             }
         }

@@ -125,6 +125,20 @@ pub trait Provider: Send + Sync {
         version: Option<&str>,
     ) -> Result<Option<SecretValue>, ProviderError>;
 
+    /// The values of `keys` (`(key, version)`, as [`Provider::get`]), one result per key in
+    /// order. A backend with batched reads takes them as one group (SSM: `ceil(n / 10)`
+    /// `GetParameters` calls); the default reads them concurrently, one `get` each.
+    async fn get_many(
+        &self,
+        keys: &[(String, Option<String>)],
+    ) -> Vec<Result<Option<SecretValue>, ProviderError>> {
+        futures::future::join_all(
+            keys.iter()
+                .map(|(key, version)| self.get(key, version.as_deref())),
+        )
+        .await
+    }
+
     /// Every remote value that `find` selects, keyed by remote name (SSM: the parameter name;
     /// Vault: the path below the mount). Vault values are JSON objects as in [`Provider::get`].
     async fn find(&self, find: &ExternalSecretFind) -> Result<SecretMap, ProviderError>;
@@ -320,6 +334,45 @@ impl AuthContext {
     /// Requests a token for a ServiceAccount (TokenRequest API, `serviceaccounts/token`
     /// create). `audiences` empty = `default_audiences`; lifetime `expiration_seconds`
     /// (the API server's minimum is 600).
+    /// The annotations of the ServiceAccount `sa` names (resolved as a TokenRequest's), e.g.
+    /// EKS's `eks.amazonaws.com/role-arn` (IRSA). Recorded in the credential digest: a changed
+    /// annotation is another identity. Errors: `Authentication` when the ServiceAccount does
+    /// not exist or may not be read, `Transient` for other API failures.
+    pub async fn service_account_annotations(
+        &self,
+        sa: &ServiceAccountSelector,
+    ) -> Result<std::collections::BTreeMap<String, String>, ProviderError> {
+        let ns = self.namespace_of(sa.namespace.as_deref(), "serviceAccountRef")?;
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns);
+        let account = api.get_opt(&sa.name).await.map_err(|e| match &e {
+            kube::Error::Api(s) if s.code == 403 => ProviderError::new(
+                ErrorKind::Authentication,
+                format!(
+                    "reading ServiceAccount {ns}/{} forbidden: {}",
+                    sa.name, s.message
+                ),
+            ),
+            _ => ProviderError::new(
+                ErrorKind::Transient,
+                format!("reading ServiceAccount {ns}/{}: {e}", sa.name),
+            ),
+        })?;
+        let Some(account) = account else {
+            return Err(ProviderError::new(
+                ErrorKind::Authentication,
+                format!("ServiceAccount {ns}/{} not found", sa.name),
+            ));
+        };
+        let annotations = account.metadata.annotations.unwrap_or_default();
+        self.credentials.record(
+            "serviceaccount-annotations",
+            serde_json::to_string(&annotations)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        Ok(annotations)
+    }
+
     pub async fn service_account_token(
         &self,
         sa: &ServiceAccountSelector,

@@ -23,7 +23,6 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use futures::FutureExt;
@@ -55,14 +54,7 @@ const VALUE_TTL: std::time::Duration = std::time::Duration::from_secs(900);
 /// Values kept at most, per provider (each zeroized when evicted or expired).
 const VALUE_CAPACITY: u64 = 100_000;
 
-/// Now, in Unix milliseconds (wall clock: refresh times are wall-clock instants, as in the
-/// ExternalSecret's `status.refreshTime`).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
+pub use super::coalesce::now_ms;
 
 #[derive(Clone)]
 struct Cached {
@@ -232,13 +224,13 @@ impl SharedProvider {
             }
         };
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        // The calls run in the span of the reconcile that started them, so their log lines
+        // name its ExternalSecret.
+        let span = tracing::Span::current();
+        let task = async move {
             let started = now_ms();
-            let results = futures::future::join_all(
-                new.iter()
-                    .map(|(id, ..)| this.inner.get(&id.0, id.1.as_deref())),
-            )
-            .await;
+            let ids: Vec<Key> = new.iter().map(|(id, ..)| id.clone()).collect();
+            let results = this.inner.get_many(&ids).await;
             let down = results.iter().find_map(|r| {
                 r.as_ref()
                     .err()
@@ -263,7 +255,8 @@ impl SharedProvider {
                     let _ = this.gets.settle(id, call).await;
                 }
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
         reads
     }
 
@@ -377,13 +370,18 @@ mod tests {
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    /// Counts `get` calls; `.1`: whether it claims batched reads.
-    struct Counting(AtomicU64, bool);
+    /// Counts `get` calls; `.1`: whether it claims batched reads; `.2`: the sizes of the
+    /// groups handed to `get_many`.
+    struct Counting(AtomicU64, bool, Mutex<Vec<usize>>);
 
     #[async_trait]
     impl super::super::Provider for Counting {
         fn batched_reads(&self) -> bool {
             self.1
+        }
+        async fn get_many(&self, keys: &[Key]) -> Vec<GetResult> {
+            self.2.lock().unwrap().push(keys.len());
+            futures::future::join_all(keys.iter().map(|(k, v)| self.get(k, v.as_deref()))).await
         }
         async fn get(&self, key: &str, _: Option<&str>) -> GetResult {
             let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
@@ -399,7 +397,7 @@ mod tests {
     }
 
     fn provider_with(batched: bool) -> (Arc<Counting>, Arc<SharedProvider>) {
-        let inner = Arc::new(Counting(AtomicU64::new(0), batched));
+        let inner = Arc::new(Counting(AtomicU64::new(0), batched, Mutex::default()));
         let shared = Arc::new(SharedProvider::new(inner.clone(), "test", [7; 32]));
         (inner, shared)
     }
@@ -467,12 +465,18 @@ mod tests {
                 .unwrap()
                 .insert((k.to_string(), None), tick2);
         }
+        calls.2.lock().unwrap().clear();
         p.get("a", None, tick2, Some(tick2 + 60_000)).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        // "a" was answered by the group's call, which asked for all five at once.
         assert_eq!(
             calls.0.load(Ordering::SeqCst),
             10,
             "all five keys read at the tick"
+        );
+        assert_eq!(
+            *calls.2.lock().unwrap(),
+            [5],
+            "the tick's keys handed to the backend as one group"
         );
         // The other readers find their values read since the tick.
         for k in &keys[1..] {

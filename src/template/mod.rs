@@ -62,7 +62,7 @@ pub const MAX_LIST_LEN: usize = 10_000;
 
 /// Deepest nesting of lists and maps a function may return (`dict` in a loop, `fromJson`).
 /// Printing, comparing and serializing a value recurse once per level.
-pub const MAX_VALUE_DEPTH: usize = crate::controller::build::MAX_JSON_DEPTH;
+pub const MAX_VALUE_DEPTH: usize = crate::bounds::MAX_JSON_DEPTH;
 
 /// Bytes all function results of one template may add up to: 64 MiB.
 pub const MAX_ALLOC_BYTES: u64 = 64 << 20;

@@ -14,7 +14,10 @@ use kube::{
 };
 use secret_relay::{
     api::{ExternalSecret, SecretStore},
-    controller,
+    controller::{
+        self,
+        observe::{self, Observed, Outcome},
+    },
 };
 
 /// Applies the CRDs (server-side apply, idempotent) and waits until they are Established.
@@ -85,6 +88,95 @@ pub async fn start_with(client: &Client, config: controller::Config) -> Operator
             panic!("operator failed: {e}");
         }
     }))
+}
+
+/// What the in-process operators did from the moment of [`observe`] on
+/// (`secret_relay::controller::observe`): the positive sign that an event was processed, for
+/// checks that something did *not* happen.
+pub struct Observer(tokio::sync::broadcast::Receiver<Observed>);
+
+/// Starts observing the operators of this test binary (each test filters by its namespace).
+pub fn observe() -> Observer {
+    Observer(observe::subscribe())
+}
+
+impl Observer {
+    /// The next observation that `pick` accepts, or a panic naming `what` after `timeout`.
+    pub async fn next<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pick: impl FnMut(&Observed) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.0.recv()).await {
+                Ok(Ok(seen)) => {
+                    if let Some(v) = pick(&seen) {
+                        return v;
+                    }
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                    eprintln!("observer: {n} observations dropped (lagging)");
+                }
+                Ok(Err(e)) => panic!("observing {what}: {e}"),
+                Err(_) => panic!("timed out after {timeout:?} observing {what}"),
+            }
+        }
+    }
+
+    /// Everything observed and not yet taken, without waiting.
+    pub fn so_far(&mut self) -> Vec<Observed> {
+        let mut seen = Vec::new();
+        loop {
+            match self.0.try_recv() {
+                Ok(o) => seen.push(o),
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => return seen,
+            }
+        }
+    }
+
+    /// The outcome of the next reconcile of ExternalSecret `ns/name` that `accept` takes.
+    pub async fn reconciled(
+        &mut self,
+        ns: &str,
+        name: &str,
+        what: &str,
+        accept: impl Fn(&Outcome) -> bool,
+    ) -> Outcome {
+        self.next(
+            &format!("ExternalSecret {ns}/{name}: {what}"),
+            Duration::from_secs(60),
+            |seen| match seen {
+                Observed::Reconciled {
+                    namespace,
+                    name: n,
+                    outcome,
+                } if namespace == ns && n == name && accept(outcome) => Some(outcome.clone()),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// The ExternalSecrets that asked for the next restart of `workload` (`Kind/name`) in `ns`.
+    pub async fn restarted(&mut self, ns: &str, workload: &str) -> Vec<String> {
+        self.next(
+            &format!("the restart of {workload} in {ns}"),
+            Duration::from_secs(60),
+            |seen| match seen {
+                Observed::Restarted {
+                    namespace,
+                    workload: w,
+                    asked_by,
+                    ok: true,
+                } if namespace == ns && w == workload => Some(asked_by.clone()),
+                _ => None,
+            },
+        )
+        .await
+    }
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or panics naming `what` after `timeout`.
@@ -210,15 +302,76 @@ pub async fn apply_yaml<K>(api: &Api<K>, yaml: &str) -> K
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    let obj: K = serde_yaml::from_str(yaml).expect("fixture parses");
+    // Sent as written (not through `K`, whose serde defaults would add fields), so that the
+    // object read back can be held against it.
+    let written: serde_json::Value = serde_yaml::from_str(yaml).expect("fixture parses");
+    let obj: K = serde_json::from_value(written.clone()).expect("fixture is a valid object");
     let name = obj.meta().name.clone().expect("fixture has a name");
-    api.patch(
-        &name,
-        &PatchParams::apply("test-user").force(),
-        &Patch::Apply(&obj),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("apply {name}: {e}"))
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply("test-user").force(),
+            &Patch::Apply(&written),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+    assert_reads_back(api, &name, &written).await;
+    applied
+}
+
+/// Panics when the `spec` stored for `name` differs from the `spec` of `written` at any depth
+/// (issue 26: a schema default written into a list item keeps Argo CD OutOfSync for ever).
+pub async fn assert_reads_back<K: kube::Resource + Clone>(
+    api: &Api<K>,
+    name: &str,
+    written: &serde_json::Value,
+) {
+    let url = format!("{}/{name}", api.resource_url());
+    let request = http::Request::get(url)
+        .body(Vec::new())
+        .expect("GET request");
+    let stored: serde_json::Value = api
+        .clone()
+        .into_client()
+        .request(request)
+        .await
+        .unwrap_or_else(|e| panic!("reading {name} back: {e}"));
+    if let Some(diff) = first_difference(&written["spec"], &stored["spec"], "spec") {
+        panic!("{name} does not read back as written: {diff}");
+    }
+}
+
+/// The first place where `stored` differs from `written`, as `path: written … stored …`.
+pub fn first_difference(
+    written: &serde_json::Value,
+    stored: &serde_json::Value,
+    path: &str,
+) -> Option<String> {
+    use serde_json::Value;
+    match (written, stored) {
+        (Value::Object(w), Value::Object(s)) => {
+            for key in w.keys().chain(s.keys()) {
+                let (a, b) = (w.get(key), s.get(key));
+                let here = format!("{path}.{key}");
+                match (a, b) {
+                    (Some(a), Some(b)) => {
+                        if let Some(d) = first_difference(a, b, &here) {
+                            return Some(d);
+                        }
+                    }
+                    (a, b) => return Some(format!("{here}: written {a:?}, stored {b:?}")),
+                }
+            }
+            None
+        }
+        (Value::Array(w), Value::Array(s)) if w.len() == s.len() => w
+            .iter()
+            .zip(s)
+            .enumerate()
+            .find_map(|(i, (a, b))| first_difference(a, b, &format!("{path}[{i}]"))),
+        (a, b) if a == b => None,
+        (a, b) => Some(format!("{path}: written {a}, stored {b}")),
+    }
 }
 
 /// Decoded data of a Secret as UTF-8 strings.

@@ -110,6 +110,10 @@ RBAC rules for the namespaced kinds, shared by the ClusterRole (all namespaces) 
 - apiGroups: [""]
   resources: [serviceaccounts/token]
   verbs: [create]
+# The eks.amazonaws.com/role-arn annotation of a serviceAccountRef without a store role (IRSA).
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get]
 # Events on ExternalSecrets (Created, Updated, Deleted, SyncFailed).
 - apiGroups: [events.k8s.io]
   resources: [events]

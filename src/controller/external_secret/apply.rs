@@ -18,6 +18,7 @@ use super::{
         rollout::Workload,
     },
     fetch::Outcome,
+    status::Synced,
 };
 use crate::{
     api::{
@@ -27,24 +28,16 @@ use crate::{
     providers::SecretMap,
 };
 
-/// What a successful write did, for the status and events.
-pub(super) struct Synced {
-    /// The `Ready` reason: `SecretSynced` or `SecretDeleted`.
-    pub reason: &'static str,
-    /// The `Ready` message.
-    pub message: String,
-    /// A Normal event to publish (`Created`, `Updated`, `Deleted`) when the Secret changed.
-    pub event: Option<(&'static str, String)>,
-}
-
-/// Writes the outcome of a fetch: the Secret built from the values (store `store_label`,
-/// refreshed `now`), or its deletion. `spec_changed`: read the Secret rather than trust the
-/// cache.
+/// Writes the outcome of a fetch: the Secret built from the values and the `templateFrom`
+/// `sources` (store `store_label`, refreshed `now`), or its deletion. `spec_changed`: read
+/// the Secret rather than trust the cache.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn write(
     es: &ExternalSecret,
     ctx: &Context,
     secrets: &Api<Secret>,
     outcome: Outcome,
+    sources: build::TemplateSources,
     store_label: &str,
     now: Timestamp,
     spec_changed: bool,
@@ -65,16 +58,18 @@ pub(super) async fn write(
                         format!("Secret {target} deleted: remote values are gone"),
                     )
                 }),
+                restarts: 0,
             })
         }
         Outcome::Write(values) => {
             let now = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-            let sources = super::template_sources::read(es, &ctx.client).await?;
             let desired = build_secret(es, values, sources, store_label, &now).await?;
             let written = apply(es, ctx, secrets, &target, desired, spec_changed).await?;
-            if written.is_some_and(|w| w.data_changed) {
-                request_restarts(es, ctx, &target).await;
-            }
+            let restarts = if written.is_some_and(|w| w.data_changed) {
+                request_restarts(es, ctx, &target).await
+            } else {
+                0
+            };
             let written = written.map(|w| w.created);
             let message = match es.spec.target.creation_policy {
                 CreationPolicy::None => {
@@ -94,6 +89,7 @@ pub(super) async fn write(
                 reason: "SecretSynced",
                 message,
                 event,
+                restarts,
             })
         }
     }
@@ -101,10 +97,11 @@ pub(super) async fn write(
 
 /// Asks for a rollout restart of `es`'s `rolloutRestartTargets` (its Secret `target`'s data
 /// changed), or, with restarts disabled (`--no-rollout-restart`), says so in a Warning event.
-async fn request_restarts(es: &ExternalSecret, ctx: &Context, target: &str) {
+/// Returns the restarts requested.
+async fn request_restarts(es: &ExternalSecret, ctx: &Context, target: &str) -> usize {
     let targets = &es.spec.target.rollout_restart_targets;
     if targets.is_empty() {
-        return;
+        return 0;
     }
     if !ctx.rollout_restart {
         super::status::warn(
@@ -116,7 +113,7 @@ async fn request_restarts(es: &ExternalSecret, ctx: &Context, target: &str) {
             ),
         )
         .await;
-        return;
+        return 0;
     }
     let namespace = es.namespace().unwrap_or_default();
     for t in targets {
@@ -130,6 +127,7 @@ async fn request_restarts(es: &ExternalSecret, ctx: &Context, target: &str) {
             target,
         );
     }
+    targets.len()
 }
 
 /// Whether the target Secret was created for `es` by a sync that never reported (the

@@ -8,7 +8,7 @@ use super::super::{Error, build};
 use crate::{
     api::{
         ExternalSecret,
-        external_secret::{DeletionPolicy, MetadataPolicy, RemoteRef},
+        external_secret::{DeletionPolicy, MetadataPolicy, NullBytePolicy, RemoteRef},
         secret_store::SecretStoreProvider,
     },
     providers::{ErrorKind, ProviderError, SecretMap, SecretValue, SharedProvider},
@@ -46,6 +46,20 @@ fn not_found_message(provider: &SecretStoreProvider, key: &str, version: Option<
         )
     }
 }
+/// ESO's `nullBytePolicy: Fail`: a value (as decoded, as it would be stored) that contains a
+/// NUL byte fails the sync with ESO's message, naming the Secret key, never the value.
+fn check_null_bytes(key: &str, value: &SecretValue, policy: NullBytePolicy) -> Result<(), Error> {
+    if policy == NullBytePolicy::Fail && value.as_bytes().contains(&0) {
+        return Err(Error::Provider(ProviderError::new(
+            ErrorKind::InvalidData,
+            format!(
+                "fetched secret value for key {key:?} contains null bytes (nullBytePolicy Fail)"
+            ),
+        )));
+    }
+    Ok(())
+}
+
 /// Reads one remote reference: its value, or with `metadataPolicy: Fetch` its metadata.
 async fn read(
     provider: &Arc<SharedProvider>,
@@ -106,9 +120,13 @@ pub(super) async fn fetch(
         // As ESO: the entry's keys as the backend names them, then either converted or
         // rewritten, then checked; values decoded last.
         let mut raw = SecretMap::new();
-        let (mut decoding, mut conversion) = Default::default();
+        let (mut decoding, mut conversion, mut null_bytes) = Default::default();
         if let Some(r) = &entry.extract {
-            (decoding, conversion) = (r.decoding_strategy, r.conversion_strategy);
+            (decoding, conversion, null_bytes) = (
+                r.decoding_strategy,
+                r.conversion_strategy,
+                r.null_byte_policy,
+            );
             let key = r.provider_key();
             match read(provider, r, &key, fresh_since, next_due)
                 .await
@@ -132,7 +150,11 @@ pub(super) async fn fetch(
             }
         }
         if let Some(f) = &entry.find {
-            (decoding, conversion) = (f.decoding_strategy, f.conversion_strategy);
+            (decoding, conversion, null_bytes) = (
+                f.decoding_strategy,
+                f.conversion_strategy,
+                f.null_byte_policy,
+            );
             raw.extend(provider.find(f).await.map_err(Error::Provider)?);
         }
         let keyed = if entry.rewrite.is_empty() {
@@ -151,6 +173,7 @@ pub(super) async fn fetch(
         };
         for (k, v) in build::validate_keys(keyed).map_err(invalid)? {
             let v = build::decode(&k, v, decoding).map_err(invalid)?;
+            check_null_bytes(&k, &v, null_bytes)?;
             values.insert(k, v);
         }
     }
@@ -178,6 +201,7 @@ pub(super) async fn fetch(
                 };
                 let value =
                     build::decode(&d.secret_key, value, r.decoding_strategy).map_err(invalid)?;
+                check_null_bytes(&d.secret_key, &value, r.null_byte_policy)?;
                 values.insert(d.secret_key.clone(), value);
             }
         }

@@ -1,12 +1,16 @@
 //! The ExternalSecret pipeline, one step per module:
 //!
-//! 1. [`plan`] (pure): is anything due, and how fresh must the values be?
-//! 2. resolve the store (`secret_store::resolve`) and its shared provider;
+//! 1. [`plan`] (pure, after the drift check of the managed Secret): is anything due, and how
+//!    fresh must the values be?
+//! 2. resolve the store (`secret_store::resolve`, from the cache) and its shared provider;
 //! 3. `fetch`: the remote values, with property, decoding, conversion and rewrites;
-//! 4. `apply`: build the desired Secret (`build`, pure) and write it per `creationPolicy`;
-//! 5. `status`: the `Ready` condition, events and metrics.
+//! 4. `template_sources`: the other objects the build reads (`templateFrom`), gathered before
+//!    it;
+//! 5. `apply`: build the desired Secret (`build`, pure) and write it per `creationPolicy`;
+//! 6. `status`: the `Ready` condition, events and metrics.
 //!
-//! Only `fetch` talks to a backend and only `apply` and `status` write to the API server. A
+//! Only `fetch` talks to a backend, only steps 1 and 4 read from the API server (besides the
+//! caches), and only `apply` and `status` write to it. A
 //! reconcile that finds nothing due (refresh not due, spec and annotations unchanged, Secret
 //! intact) makes no call at all.
 
@@ -25,7 +29,11 @@ use kube::{
 };
 use rand::RngExt;
 
-use super::{CachedExternalSecret, Context, Error, secret_store};
+use super::{
+    CachedExternalSecret, Context, Error,
+    observe::{self, Observed, Outcome},
+    secret_store,
+};
 use crate::{
     api::{
         ExternalSecret,
@@ -47,18 +55,41 @@ const BUSY_RETRY: Duration = Duration::from_secs(2);
 const CACHE_SYNC_POLL: Duration = Duration::from_millis(250);
 
 /// Reconciles one ExternalSecret; failures are written to its status and events before they
-/// are returned for backoff.
+/// are returned for backoff. Runs in a `reconcile` span naming the object (kind, namespace,
+/// name) and its store (`SecretStore/name`), so every line logged under it, provider calls
+/// included, says which ExternalSecret it concerns.
+#[tracing::instrument(name = "reconcile", skip_all, fields(
+    kind = "ExternalSecret",
+    namespace = %cached.namespace().unwrap_or_default(),
+    name = %cached.name_any(),
+    store = %format_args!("{}/{}", cached.store_kind.as_str(), cached.store_name),
+))]
 pub async fn reconcile(
     cached: Arc<CachedExternalSecret>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let es = cached.expand();
-    let key = ObjectRef::from_obj(&es);
+    let (result, outcome) = reconcile_once(&cached, &es, &ctx).await;
+    observe::publish(|| Observed::Reconciled {
+        namespace: es.namespace().unwrap_or_default(),
+        name: es.name_any(),
+        outcome,
+    });
+    result
+}
+
+/// [`reconcile`], with what it did for [`observe`].
+async fn reconcile_once(
+    cached: &Arc<CachedExternalSecret>,
+    es: &ExternalSecret,
+    ctx: &Context,
+) -> (Result<Action, Error>, Outcome) {
+    let key = ObjectRef::from_obj(es);
     // Until every cache has its first list, a store or Secret missing from it may only be
     // late: reporting "SecretStore ... not found" (or restoring a "deleted" Secret) would be
     // wrong, so wait without a word.
     if !ctx.caches_synced.load(std::sync::atomic::Ordering::Acquire) {
-        return Ok(Action::requeue(CACHE_SYNC_POLL));
+        return (Ok(Action::requeue(CACHE_SYNC_POLL)), Outcome::Deferred);
     }
     // Its slot in the trigger gate is free now (not before the caches' first lists, or the
     // whole start-up backlog would wait in kube's queue for them).
@@ -66,39 +97,42 @@ pub async fn reconcile(
         &super::object_key(key.namespace.as_deref().unwrap_or_default(), &key.name),
         || {
             ctx.external_secrets
-                .get(&ObjectRef::from_obj(&*cached))
-                .is_some_and(|now| !Arc::ptr_eq(&now, &cached))
+                .get(&ObjectRef::from_obj(&**cached))
+                .is_some_and(|now| !Arc::ptr_eq(&now, cached))
         },
     );
-    if let Some(wait) = pending_retry(&es, &ctx) {
-        return Ok(Action::requeue(wait));
+    if let Some(wait) = pending_retry(es, ctx) {
+        return (Ok(Action::requeue(wait)), Outcome::Deferred);
     }
     let started = std::time::Instant::now();
-    let result = tokio::time::timeout(RECONCILE_DEADLINE, sync(&es, &ctx))
+    let result = tokio::time::timeout(RECONCILE_DEADLINE, sync(es, ctx))
         .await
         .unwrap_or(Err(Error::Deadline(RECONCILE_DEADLINE)));
     metrics::RECONCILE_DURATION.observe(started.elapsed().as_secs_f64());
     match result {
-        Ok(action) => {
+        Ok((action, outcome)) => {
             ctx.with_state(&key, |o| {
                 o.failures = 0;
                 o.retry_at = None;
             });
-            Ok(action)
+            (Ok(action), outcome)
         }
         // A read deferred by a slow backend (providers::health): not a failure, try again
         // soon without a word.
         Err(Error::Provider(e)) if e.kind == ErrorKind::Busy => {
-            Ok(Action::requeue(jitter(BUSY_RETRY)))
+            (Ok(Action::requeue(jitter(BUSY_RETRY))), Outcome::Deferred)
         }
         Err(e) => {
             ctx.with_state(&key, |o| o.synced = None);
             metrics::sync("error", e.category());
-            if let Err(report) = status::report_failure(&es, &ctx, &e).await {
+            if let Err(report) = status::report_failure(es, ctx, &e).await {
                 tracing::warn!(error = %report, "writing failure status");
             }
-            tracing::info!(externalsecret = %key, category = e.category(), error = %e, "sync failed");
-            Err(e)
+            tracing::info!(category = e.category(), error = %e, "sync failed");
+            let outcome = Outcome::Failed {
+                category: e.category(),
+            };
+            (Err(e), outcome)
         }
     }
 }
@@ -145,7 +179,7 @@ fn jitter(d: Duration) -> Duration {
 }
 
 /// The pipeline of one reconcile; see the module documentation.
-async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
+async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), Error> {
     let key = ObjectRef::from_obj(es);
     let policy = es.spec.refresh_policy.unwrap_or_default();
     // Only `Periodic` refreshes on a timer; the others sync as `refreshInterval: 0` does.
@@ -181,7 +215,8 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
     };
     let (fresh_since, spec_changed) = match decided {
         Plan::UpToDate { due_ms } => {
-            return Ok(refresh_at(ctx, &key, interval, due_ms, now_ms));
+            let (action, next_refresh_ms) = refresh_at(ctx, &key, interval, due_ms, now_ms);
+            return Ok((action, Outcome::UpToDate { next_refresh_ms }));
         }
         Plan::Sync {
             fresh_since,
@@ -211,17 +246,43 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
         other => other?,
     };
 
-    // 4. Build and apply.
-    let synced = apply::write(es, ctx, &secrets, outcome, &store.label, now, spec_changed).await?;
+    // 4. The other objects the build reads: the `templateFrom` ConfigMaps and Secrets (read
+    // at every sync, so an edit reaches the Secret at the next refresh at the latest).
+    let sources = match &outcome {
+        fetch::Outcome::Write(_) => template_sources::read(es, &ctx.client).await?,
+        fetch::Outcome::Delete => Default::default(),
+    };
 
-    // 5. Status.
+    // 5. Build and apply.
+    let synced = apply::write(
+        es,
+        ctx,
+        &secrets,
+        outcome,
+        sources,
+        &store.label,
+        now,
+        spec_changed,
+    )
+    .await?;
+
+    // 6. Status.
     ctx.with_state(&key, |o| {
         o.last_fetch = Some(now.as_second());
         o.synced = Some(version.clone());
         o.next_due = next_due;
     });
+    let (written, restarts) = (synced.event.is_some(), synced.restarts);
     status::report_success(es, ctx, &status, synced, version, now).await?;
-    Ok(refresh_at(ctx, &key, interval, next_due, now_ms))
+    let (action, next_refresh_ms) = refresh_at(ctx, &key, interval, next_due, now_ms);
+    Ok((
+        action,
+        Outcome::Synced {
+            written,
+            restarts,
+            next_refresh_ms,
+        },
+    ))
 }
 
 /// Sets the refresh timer of `key` for the refresh due at `due_ms` (Unix ms; the provider's
@@ -229,21 +290,22 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
 /// A timer that fires a little early finds the refresh not yet due and is set for the rest: a
 /// refresh that ran before its tick would fetch values the ExternalSecrets due at the tick could
 /// not use. Refreshes need no jitter of their own: the tick's phase is per provider, and the
-/// ExternalSecrets that share a tick share its calls.
+/// ExternalSecrets that share a tick share its calls. Returns the action and the due time
+/// (Unix ms) of the timer set, if any.
 fn refresh_at(
     ctx: &Context,
     key: &ObjectRef<ExternalSecret>,
     interval: u64,
     due_ms: Option<i64>,
     now_ms: i64,
-) -> Action {
+) -> (Action, Option<i64>) {
     let due = (interval > 0).then(|| {
         let due = due_ms.unwrap_or(now_ms + interval as i64 * 1000);
         let at = tokio::time::Instant::now() + Duration::from_millis((due - now_ms).max(10) as u64);
         (due, at)
     });
     ctx.set_refresh_timer(key, due);
-    Action::await_change()
+    (Action::await_change(), due.map(|(due, _)| due))
 }
 #[cfg(test)]
 mod tests {

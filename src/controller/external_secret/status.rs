@@ -8,10 +8,7 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{
-    super::{Context, Error, condition},
-    apply::Synced,
-};
+use super::super::{Context, Error, condition};
 use crate::{
     api::{
         ExternalSecret,
@@ -19,6 +16,18 @@ use crate::{
     },
     metrics,
 };
+
+/// What a successful write did, for the status and events.
+pub(super) struct Synced {
+    /// The `Ready` reason: `SecretSynced` or `SecretDeleted`.
+    pub reason: &'static str,
+    /// The `Ready` message.
+    pub message: String,
+    /// A Normal event to publish (`Created`, `Updated`, `Deleted`) when the Secret changed.
+    pub event: Option<(&'static str, String)>,
+    /// Rollout restarts requested because the Secret's data changed.
+    pub restarts: usize,
+}
 
 /// Reports a successful sync: its event, and the status (Ready=True with `synced`'s reason,
 /// `syncedResourceVersion`, binding, refresh time), written only when something changed: the

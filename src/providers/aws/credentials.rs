@@ -87,19 +87,18 @@ pub(crate) async fn sdk_config(
             secret_ref: None,
             jwt: Some(jwt),
         }) => {
-            let role = role.ok_or_else(|| {
-                ProviderError::new(
-                    ErrorKind::InvalidConfig,
-                    "aws: auth.jwt needs role (the role the ServiceAccount token is exchanged for)",
-                )
-            })?;
+            let (role, audience) = match role {
+                Some(role) => (role.to_string(), STS_AUDIENCE.to_string()),
+                None => irsa(auth, &jwt.service_account_ref).await?,
+            };
             // AssumeRoleWithWebIdentity is unsigned: its STS client needs no credentials.
             let base = loader(spec).no_credentials().load().await;
             let sts = StsCredentials::web_identity(
                 &base,
-                role,
+                &role,
                 auth.clone(),
                 jwt.service_account_ref.clone(),
+                audience,
                 provider,
             );
             (base, sts)
@@ -123,6 +122,41 @@ pub(crate) async fn sdk_config(
         // credentials until seconds before they expire.
         .identity_cache(IdentityCache::no_cache())
         .build())
+}
+
+/// EKS's annotation naming the role of a ServiceAccount (IAM Roles for Service Accounts).
+pub const ANNOTATION_ROLE_ARN: &str = "eks.amazonaws.com/role-arn";
+/// EKS's annotation naming the audience of a ServiceAccount's web identity token.
+pub const ANNOTATION_AUDIENCE: &str = "eks.amazonaws.com/audience";
+
+/// The role and token audience of `auth.jwt` without `role`, as ESO and EKS take them (IRSA):
+/// the ServiceAccount's [`ANNOTATION_ROLE_ARN`], and its [`ANNOTATION_AUDIENCE`], else
+/// `sts.amazonaws.com`. Errors: `InvalidConfig` when neither the store nor the annotation
+/// names a role; the ServiceAccount's read errors.
+async fn irsa(
+    auth: &AuthContext,
+    sa: &ServiceAccountSelector,
+) -> Result<(String, String), ProviderError> {
+    let annotations = auth.service_account_annotations(sa).await?;
+    let role = annotations
+        .get(ANNOTATION_ROLE_ARN)
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            ProviderError::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "aws: auth.jwt needs a role: set spec.provider.aws.role, or annotate ServiceAccount {} with {ANNOTATION_ROLE_ARN} (IRSA)",
+                    sa.name
+                ),
+            )
+        })?;
+    let audience = annotations
+        .get(ANNOTATION_AUDIENCE)
+        .map(|a| a.trim())
+        .filter(|a| !a.is_empty())
+        .unwrap_or(STS_AUDIENCE);
+    Ok((role.to_string(), audience.to_string()))
 }
 
 /// `config` with the credentials of `role`, assumed through STS `AssumeRole` with `config`'s
@@ -191,10 +225,12 @@ fn text(value: SecretValue, what: &str) -> Result<String, ProviderError> {
 enum StsSource {
     /// `AssumeRole`, signed with the base credentials of the STS client.
     AssumeRole,
-    /// `AssumeRoleWithWebIdentity` with a fresh TokenRequest token of the ServiceAccount.
+    /// `AssumeRoleWithWebIdentity` with a fresh TokenRequest token of the ServiceAccount, for
+    /// `audience` unless the selector names its own.
     WebIdentity {
         auth: Box<AuthContext>,
         service_account: ServiceAccountSelector,
+        audience: String,
     },
 }
 
@@ -245,6 +281,7 @@ impl StsCredentials {
         role: &str,
         auth: AuthContext,
         service_account: ServiceAccountSelector,
+        audience: String,
         provider: &'static str,
     ) -> Self {
         StsCredentials {
@@ -254,6 +291,7 @@ impl StsCredentials {
             source: StsSource::WebIdentity {
                 auth: Box::new(auth),
                 service_account,
+                audience,
             },
             cached: std::sync::Mutex::new(None),
             refreshing: Mutex::new(()),
@@ -329,9 +367,10 @@ impl StsCredentials {
             StsSource::WebIdentity {
                 auth,
                 service_account,
+                audience,
             } => {
                 let token = auth
-                    .service_account_token(service_account, &[STS_AUDIENCE], None)
+                    .service_account_token(service_account, &[audience.as_str()], None)
                     .await?;
                 let token = text(token, "ServiceAccount token")?;
                 let action = "AssumeRoleWithWebIdentity";
@@ -402,7 +441,7 @@ impl ProvideCredentials for StsProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::aws::ssm::PROVIDER;
+    use crate::providers::aws::errors::PROVIDER;
 
     /// STS credentials for `role` whose STS endpoint refuses connections (any fetch fails),
     /// with `cached` credentials expiring after `valid_for`.

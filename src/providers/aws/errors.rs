@@ -14,8 +14,10 @@ use aws_sdk_ssm::{
     error::{BoxError, ProvideErrorMetadata, SdkError},
 };
 
-use super::ssm::PROVIDER;
 use crate::providers::{ErrorKind, ProviderError};
+
+/// Provider label of the metrics of Parameter Store (and of STS calls made for its stores).
+pub(super) const PROVIDER: &str = "aws_ssm";
 
 /// A failed AWS call: its category and `Code: message` (or the SDK's description).
 #[derive(Clone, Debug)]

@@ -36,18 +36,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     credentials::sdk_config,
-    errors::{CountCalls, call_error},
-    ssm_batch::{GetRequest, run_batcher, send_batch},
+    errors::{CountCalls, PROVIDER, call_error},
+    ssm_batch::{GetRequest, GetResult, run_batcher, send_batch},
 };
 use crate::{
     api::{external_secret::ExternalSecretFind, secret_store::AwsProvider},
     providers::{AuthContext, ErrorKind, Provider, ProviderError, SecretMap, SecretValue},
 };
 
-/// Provider label of the metrics.
-pub(super) const PROVIDER: &str = "aws_ssm";
-/// Most names `GetParameters` accepts in one call.
-pub const BATCH_MAX: usize = 10;
+pub use super::ssm_batch::BATCH_MAX;
+
 /// How long a batch stays open for more `get`s after its first one. Short next to a network
 /// round trip, long enough to gather the gets of a burst of reconciles.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(10);
@@ -58,7 +56,13 @@ const DESCRIBE_PAGE: i32 = 50;
 /// Page size of `GetParametersByPath` (its maximum).
 const BY_PATH_PAGE: i32 = 10;
 
-pub(super) type GetResult = Result<Option<SecretValue>, ProviderError>;
+/// The error of a read whose batcher is gone (only when the runtime shuts down).
+fn stopped(selector: &str) -> ProviderError {
+    ProviderError::new(
+        ErrorKind::Transient,
+        format!("ssm GetParameters {selector:?}: request batcher stopped"),
+    )
+}
 
 /// An AWS SSM Parameter Store client for one store: its credentials (cached and refreshed),
 /// and the batcher that merges concurrent `get`s into `GetParameters` calls.
@@ -69,7 +73,7 @@ pub struct SsmProvider {
     ssm: aws_sdk_ssm::Client,
     /// Signed with the same credentials as `ssm`, for `GetCallerIdentity`.
     sts: aws_sdk_sts::Client,
-    batcher: mpsc::Sender<GetRequest>,
+    batcher: mpsc::Sender<Vec<GetRequest>>,
 }
 
 impl SsmProvider {
@@ -126,22 +130,39 @@ impl SsmProvider {
     /// Queues `selector` (`name` or `name:version`) for the next `GetParameters` batch and
     /// waits for its answer.
     async fn get_selector(&self, selector: String) -> GetResult {
-        // Only when the runtime shuts down: the batcher lives as long as `self`.
-        let stopped = |selector: &str| {
-            ProviderError::new(
-                ErrorKind::Transient,
-                format!("ssm GetParameters {selector:?}: request batcher stopped"),
-            )
-        };
-        let (reply, answer) = oneshot::channel();
-        let request = GetRequest {
-            selector: selector.clone(),
-            reply,
-        };
-        if self.batcher.send(request).await.is_err() {
-            return Err(stopped(&selector));
+        self.get_selectors(vec![selector])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(stopped("")))
+    }
+
+    /// Queues `selectors` as one group (placed in batches together, see
+    /// [`run_batcher`]) and waits for their answers, one per selector, in order.
+    async fn get_selectors(&self, selectors: Vec<String>) -> Vec<GetResult> {
+        if selectors.is_empty() {
+            return Vec::new();
         }
-        answer.await.unwrap_or_else(|_| Err(stopped(&selector)))
+        let (group, answers): (Vec<GetRequest>, Vec<_>) = selectors
+            .iter()
+            .map(|selector| {
+                let (reply, answer) = oneshot::channel();
+                let request = GetRequest {
+                    selector: selector.clone(),
+                    reply,
+                };
+                (request, answer)
+            })
+            .unzip();
+        // Only when the runtime shuts down: the batcher lives as long as `self`.
+        if self.batcher.send(group).await.is_err() {
+            return selectors.iter().map(|s| Err(stopped(s))).collect();
+        }
+        let answers = futures::future::join_all(answers).await;
+        selectors
+            .iter()
+            .zip(answers)
+            .map(|(selector, answer)| answer.unwrap_or_else(|_| Err(stopped(selector))))
+            .collect()
     }
 
     /// Every parameter below `path` with its value: `GetParametersByPath`, recursive,
@@ -248,6 +269,17 @@ impl Provider for SsmProvider {
         self.get_selector(selector(key, version)).await
     }
 
+    /// The parameters of `keys` (as [`Provider::get`]) queued as one group: the keys due at a
+    /// refresh tick fill `ceil(n / 10)` `GetParameters` calls, whatever the scheduling.
+    async fn get_many(&self, keys: &[(String, Option<String>)]) -> Vec<GetResult> {
+        self.get_selectors(
+            keys.iter()
+                .map(|(key, version)| selector(key, version.as_deref()))
+                .collect(),
+        )
+        .await
+    }
+
     /// The parameter's tags as a JSON object (`ListTagsForResource`, one call; ESO's
     /// `metadataPolicy: Fetch`). `Ok(None)` when the parameter does not exist.
     async fn get_metadata(&self, key: &str) -> GetResult {
@@ -350,15 +382,6 @@ fn selector(key: &str, version: Option<&str>) -> String {
     }
 }
 
-/// The parameter a selector names, without its `:version` (ARNs keep their own colons).
-pub(super) fn base_name(selector: &str) -> &str {
-    let arn_colons = if selector.starts_with("arn:") { 5 } else { 0 };
-    match selector.match_indices(':').nth(arn_colons) {
-        Some((i, _)) => &selector[..i],
-        None => selector,
-    }
-}
-
 /// The literal start of `regexp` when it is anchored (`^/app/db`), for a server-side `Name`
 /// BeginsWith filter that narrows `DescribeParameters`; the regexp is still applied to the
 /// results. Only prefixes starting with `/` (hierarchical names) and regexps without `|`.
@@ -423,6 +446,7 @@ fn describe_filters(
 
 #[cfg(test)]
 mod tests {
+    use super::super::ssm_batch::base_name;
     use super::*;
 
     #[test]

@@ -10,11 +10,22 @@ use std::{
 use aws_sdk_ssm::operation::get_parameters::GetParametersError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{
-    errors::{CallFailure, CountCalls, call_error},
-    ssm::{BATCH_MAX, GetResult, base_name},
-};
+use super::errors::{CallFailure, CountCalls, call_error};
 use crate::providers::{ErrorKind, ProviderError, SecretValue};
+
+/// Most names `GetParameters` accepts in one call.
+pub const BATCH_MAX: usize = 10;
+/// The answer to one `get`: the value, `None` when the parameter does not exist.
+pub(super) type GetResult = Result<Option<SecretValue>, ProviderError>;
+
+/// The parameter a selector names, without its `:version` (ARNs keep their own colons).
+pub(super) fn base_name(selector: &str) -> &str {
+    let arn_colons = if selector.starts_with("arn:") { 5 } else { 0 };
+    match selector.match_indices(':').nth(arn_colons) {
+        Some((i, _)) => &selector[..i],
+        None => selector,
+    }
+}
 
 /// One `get` waiting for its batch.
 pub(super) struct GetRequest {
@@ -71,14 +82,22 @@ impl Batch {
 
 /// Groups the requests of `requests` into batches and hands each to `flush`: a batch is
 /// flushed when it is full, or `window` after it was opened once no request is queued.
-/// Requests that do not fit (another version of a parameter already in the batch) open the
-/// next batch. Returns when the sender side is dropped and everything received was flushed.
+/// Each message is a group of requests made together ([`SsmProvider::get_many`]: the keys due
+/// at a refresh tick); a group is placed whole before the batcher looks at the channel again,
+/// so it fills `ceil(n / BATCH_MAX)` batches however the runtime schedules its sender and this
+/// task (only the last, partial batch waits for the window). Requests that do not fit
+/// (another version of a parameter already in the batch) open the next batch. Returns when
+/// the sender side is dropped and everything received was flushed.
+///
+/// [`SsmProvider::get_many`]: super::SsmProvider
 pub(super) async fn run_batcher(
-    mut requests: mpsc::Receiver<GetRequest>,
+    mut requests: mpsc::Receiver<Vec<GetRequest>>,
     window: Duration,
     mut flush: impl FnMut(Batch),
 ) {
+    // Requests that did not fit the previous batch, and requests received but not yet placed.
     let mut deferred: VecDeque<GetRequest> = VecDeque::new();
+    let mut received: VecDeque<GetRequest> = VecDeque::new();
     let mut open = true;
     loop {
         let mut batch = Batch::default();
@@ -87,24 +106,20 @@ pub(super) async fn run_batcher(
                 deferred.push_back(request);
             }
         }
-        if batch.is_empty() {
-            let first = if open { requests.recv().await } else { None };
-            match first {
-                Some(request) => {
-                    // An empty batch takes any request.
-                    let _ = batch.try_add(request);
-                }
+        if batch.is_empty() && received.is_empty() {
+            match if open { requests.recv().await } else { None } {
+                Some(group) => received.extend(group),
                 None => return,
             }
         }
         let deadline = tokio::time::Instant::now() + window;
-        while open && !batch.is_full() {
+        loop {
+            place(&mut batch, &mut received, &mut deferred);
+            if batch.is_full() || !open {
+                break;
+            }
             match tokio::time::timeout_at(deadline, requests.recv()).await {
-                Ok(Some(request)) => {
-                    if let Err(request) = batch.try_add(request) {
-                        deferred.push_back(request);
-                    }
-                }
+                Ok(Some(group)) => received.extend(group),
                 Ok(None) => open = false,
                 Err(_elapsed) => {
                     // Requests already queued join before the batch closes: the wait above
@@ -112,10 +127,9 @@ pub(super) async fn run_batcher(
                     // out (a `recv` then reports nothing although requests are queued).
                     while !batch.is_full() {
                         match requests.try_recv() {
-                            Ok(request) => {
-                                if let Err(request) = batch.try_add(request) {
-                                    deferred.push_back(request);
-                                }
+                            Ok(group) => {
+                                received.extend(group);
+                                place(&mut batch, &mut received, &mut deferred);
                             }
                             Err(_) => break,
                         }
@@ -124,7 +138,26 @@ pub(super) async fn run_batcher(
                 }
             }
         }
-        flush(batch);
+        if !batch.is_empty() {
+            flush(batch);
+        }
+    }
+}
+
+/// Moves requests from `received` into `batch` until it is full; those that do not fit it
+/// (another version of a parameter in it) go to `deferred`, for the next batch.
+fn place(
+    batch: &mut Batch,
+    received: &mut VecDeque<GetRequest>,
+    deferred: &mut VecDeque<GetRequest>,
+) {
+    while !batch.is_full() {
+        let Some(request) = received.pop_front() else {
+            return;
+        };
+        if let Err(request) = batch.try_add(request) {
+            deferred.push_back(request);
+        }
     }
 }
 
@@ -271,7 +304,7 @@ mod tests {
         let mut answers = Vec::new();
         for s in selectors {
             let (req, answer) = request(s);
-            tx.send(req).await.unwrap();
+            tx.send(vec![req]).await.unwrap();
             answers.push(answer);
         }
         drop(tx);
@@ -289,6 +322,36 @@ mod tests {
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let sizes: Vec<usize> = batches_of(&refs).await.iter().map(Vec::len).collect();
         assert_eq!(sizes, [10, 10, 5]);
+    }
+
+    /// The keys due at a tick come as one group: whole batches however late the window
+    /// closes (here at once) and however the tasks are scheduled.
+    #[tokio::test]
+    async fn a_group_fills_whole_batches_whatever_the_window() {
+        let (tx, rx) = mpsc::channel(16);
+        let mut answers = Vec::new();
+        let group: Vec<GetRequest> = (0..600)
+            .map(|i| {
+                let (req, answer) = request(&format!("/p/{i}"));
+                answers.push(answer);
+                req
+            })
+            .collect();
+        let (single, _answer) = request("/single");
+        tx.send(vec![single]).await.unwrap();
+        tx.send(group).await.unwrap();
+        tx.send(Vec::new()).await.unwrap();
+        drop(tx);
+        let mut sizes = Vec::new();
+        run_batcher(rx, Duration::ZERO, |b: Batch| sizes.push(b.entries.len())).await;
+        // The single request waits alone for the window (zero here); the group fills 60
+        // batches; the empty group sends nothing.
+        assert_eq!(sizes.iter().sum::<usize>(), 601);
+        assert_eq!(sizes.len(), 61, "{sizes:?}");
+        assert!(
+            sizes.iter().filter(|n| **n == BATCH_MAX).count() >= 59,
+            "{sizes:?}"
+        );
     }
 
     #[tokio::test]
@@ -309,7 +372,7 @@ mod tests {
             },
         ));
         let (req, _answer) = request("/solo");
-        tx.send(req).await.unwrap();
+        tx.send(vec![req]).await.unwrap();
         let started = std::time::Instant::now();
         assert_eq!(flushed.recv().await, Some(1));
         assert!(started.elapsed() >= Duration::from_millis(15));

@@ -8,7 +8,7 @@ use vaultrs::client::{VaultClient, VaultClientSettings};
 use zeroize::Zeroizing;
 
 use super::{
-    client::{Lease, auth_mount, client_with_token, header_safe},
+    connection::{Lease, auth_mount, client_with_token, header_safe},
     errors::{counted, error_text, invalid, kind_of},
 };
 use crate::{

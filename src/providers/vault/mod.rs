@@ -14,6 +14,7 @@
 //! never appear in errors or logs.
 
 mod client;
+mod connection;
 mod errors;
 mod kv;
 mod login;

@@ -183,7 +183,7 @@ pub(super) fn from_serde(v: serde_json::Value) -> Value {
 
 pub(super) fn from_json(a: &[Value]) -> Result<Value, String> {
     let t = str_arg(a, 0)?;
-    crate::controller::build::check_json_bounds("fromJson", &t)
+    crate::bounds::check_json("fromJson", &t)
         .map_err(|_| format!("input is over {MAX_VALUE_BYTES} bytes or nests too deep"))?;
     serde_json::from_str::<serde_json::Value>(&t)
         .map(from_serde)
