@@ -76,7 +76,7 @@ pub enum RefreshPolicy {
 }
 
 /// Reference to a `SecretStore` (same namespace) or `ClusterSecretStore`.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretStoreRef {
     /// Store name.
@@ -271,6 +271,19 @@ pub struct ExternalSecretData {
     pub secret_key: String,
     /// The remote value.
     pub remote_ref: RemoteRef,
+    /// Where to read it when not from `secretStoreRef` (ESO's `data[].sourceRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ref: Option<DataSourceRef>,
+}
+
+/// `data[].sourceRef`: another store of the namespace, or a ClusterSecretStore the namespace
+/// may use, to read one item from, so that one Secret combines values of several backends
+/// (SSM, Vault, KMS). ESO's `StoreSourceRef`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DataSourceRef {
+    /// The store, as `secretStoreRef`.
+    pub store_ref: SecretStoreRef,
 }
 
 /// A remote value: `key`, optional `property` (JSON path), `version`, decoding and conversion.

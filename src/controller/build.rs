@@ -221,6 +221,8 @@ pub fn rewrite_keys(
                 .map(|(k, v)| (pattern.replace_all(&k, re.target.as_str()).into_owned(), v))
                 .collect();
         } else if let Some(t) = &rw.transform {
+            // Every key's render spends from one allowance: the ExternalSecret's, not the key's.
+            let allowance = crate::template::Allowance::new();
             let mut out = SecretMap::new();
             for (k, v) in map {
                 let input: SecretMap = [(
@@ -228,7 +230,8 @@ pub fn rewrite_keys(
                     SecretValue::new(k.clone().into_bytes()),
                 )]
                 .into();
-                let renderer = crate::template::Renderer::new(&input).map_err(BuildError)?;
+                let renderer = crate::template::Renderer::within(&input, allowance.clone())
+                    .map_err(BuildError)?;
                 let rendered = renderer.render(&t.template).map_err(|cause| {
                     BuildError(format!("rewrite[{i}] transform of key {k:?}: {cause}"))
                 })?;

@@ -20,6 +20,7 @@ mod run;
 pub mod secret_store;
 pub mod shard;
 pub mod shutdown;
+pub mod template_pool;
 pub mod trigger_gate;
 mod triggers;
 pub mod values;
@@ -103,6 +104,12 @@ pub enum Error {
     /// The Kubernetes API failed.
     #[error("kubernetes API: {0}")]
     Kube(#[source] kube::Error),
+    /// The namespace already has its share of template renders waiting or running
+    /// ([`template_pool::TemplatePool`]); put off without a word and retried soon.
+    #[error(
+        "namespace {namespace} already has {share} template renders waiting or running; retried soon"
+    )]
+    TemplatesBusy { namespace: String, share: usize },
     /// The reconcile ran past its deadline (every step has its own timeout; this bounds their
     /// sum).
     #[error("the sync did not finish within {} s; it is retried", .0.as_secs())]
@@ -134,6 +141,7 @@ impl Error {
             Error::TemplateFrom(_) => "TemplateFrom",
             Error::Kube(_) => "Kube",
             Error::Deadline(_) => "Deadline",
+            Error::TemplatesBusy { .. } => "Busy",
         }
     }
 
@@ -277,6 +285,8 @@ pub struct Context {
     pub external_secrets: Store<CachedExternalSecret>,
     /// The bound on reconcile requests waiting in kube's queue.
     pub trigger_gate: Arc<trigger_gate::TriggerGate>,
+    /// Where templates render, fairly between namespaces.
+    pub templates: Arc<template_pool::TemplatePool>,
 }
 
 impl Context {

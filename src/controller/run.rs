@@ -26,7 +26,8 @@ use kube::{
 use super::{
     CachedExternalSecret, Config, Context, Error, LAST_APPLIED, State, api_for,
     cluster_external_secret, external_secret, managed_secret::SecretCache, object_key, rollout,
-    secret_store, secret_store::ProviderCache, shard, shutdown, trigger_gate, triggers,
+    secret_store, secret_store::ProviderCache, shard, shutdown, template_pool::TemplatePool,
+    trigger_gate, triggers,
 };
 use crate::api::{
     ClusterExternalSecret, ClusterSecretStore, ExternalSecret, LABEL_MANAGED_BY, MANAGED_BY,
@@ -310,6 +311,7 @@ fn context(
         restarts: Default::default(),
         refresh_timers: Default::default(),
         external_secrets,
+        templates: Arc::new(TemplatePool::for_cores()),
         trigger_gate: Arc::new(trigger_gate::TriggerGate::new(
             usize::from(config.concurrency)
                 .saturating_mul(GATE_PER_WORKER)

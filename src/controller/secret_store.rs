@@ -23,7 +23,8 @@ use serde_json::json;
 use super::{Context, Error, condition};
 use crate::{
     api::{
-        ClusterSecretStore, ExternalSecret, SecretStore, external_secret::StoreKind,
+        ClusterSecretStore, ExternalSecret, SecretStore,
+        external_secret::{SecretStoreRef, StoreKind},
         secret_store::SecretStoreProvider,
     },
     providers::{
@@ -52,6 +53,7 @@ pub struct ProviderKey {
 }
 
 /// A store resolved for one ExternalSecret.
+#[derive(Clone)]
 pub struct ResolvedStore {
     /// `<Kind>/<name>`, for messages and the `secret-relay.dev/store` annotation.
     pub label: String,
@@ -94,8 +96,17 @@ impl ResolvedStore {
 /// Finds the store `es` refers to in the reflector caches and checks that the
 /// ExternalSecret's namespace may use it. Errors: `StoreMissing`, `NamespaceRefused`.
 pub fn resolve(es: &ExternalSecret, ctx: &Context) -> Result<ResolvedStore, Error> {
+    resolve_ref(es, &es.spec.secret_store_ref, ctx)
+}
+
+/// [`resolve`] for the store `r` names (`secretStoreRef`, or a `data[].sourceRef.storeRef`):
+/// a SecretStore of `es`'s namespace, or a ClusterSecretStore whose conditions admit it.
+pub fn resolve_ref(
+    es: &ExternalSecret,
+    r: &SecretStoreRef,
+    ctx: &Context,
+) -> Result<ResolvedStore, Error> {
     let ns = es.namespace().unwrap_or_default();
-    let r = &es.spec.secret_store_ref;
     match r.kind {
         StoreKind::SecretStore => {
             let store = ctx

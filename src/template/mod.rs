@@ -17,6 +17,9 @@
 //! - **memory** ([`MAX_ALLOC_BYTES`]): the results of all function calls of one template, added
 //!   up.
 //! - **output** ([`MAX_OUTPUT_BYTES`]).
+//! - **per ExternalSecret** ([`Allowance`]): all the templates of one build together take at
+//!   most [`MAX_SECRET_STEPS`] steps and [`MAX_SECRET_RENDER_TIME`] of wall-clock time,
+//!   checked inside the engine, so no ExternalSecret's share grows with its number of keys.
 //!
 //! Values are strings, as ESO gives them (`map[string]string`). A value that is not UTF-8
 //! (a keystore, a DER certificate) stays bytes: each byte of it that is not UTF-8 is carried
@@ -33,9 +36,12 @@ mod jwk;
 mod pem_chain;
 pub mod pkcs12;
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use gotmpl::{
@@ -67,6 +73,16 @@ pub const MAX_VALUE_DEPTH: usize = crate::bounds::MAX_JSON_DEPTH;
 /// Bytes all function results of one template may add up to: 64 MiB.
 pub const MAX_ALLOC_BYTES: u64 = 64 << 20;
 
+/// Steps all the templates of one ExternalSecret may take together (its `templateFrom`,
+/// `template.data`, labels and annotations, or every key of a `rewrite` transform): ten
+/// templates at [`MAX_STEPS`]. The bound per template alone let one ExternalSecret of 150
+/// keys run 3 million steps, and 24 of them held every render slot for minutes.
+pub const MAX_SECRET_STEPS: u64 = 10 * MAX_STEPS;
+
+/// Wall-clock time all the templates of one ExternalSecret may run: 5 s, checked inside the
+/// engine (every 64 steps), so a render ends, and frees its slot, when its time is up.
+pub const MAX_SECRET_RENDER_TIME: Duration = Duration::from_secs(5);
+
 /// Nesting of `{{template}}` calls.
 pub const MAX_CALL_DEPTH: u64 = 32;
 
@@ -85,17 +101,74 @@ const CHARGE_FN: &str = "charge!";
 /// The name under which the template's body is executed.
 const ROOT_NAME: &str = "template!";
 
+/// What all the templates of one ExternalSecret may spend together: [`MAX_SECRET_STEPS`]
+/// steps before [`MAX_SECRET_RENDER_TIME`] has passed since it was made. Shared by the
+/// [`Renderer`]s of one build ([`Renderer::within`]).
+pub struct Allowance {
+    steps: AtomicU64,
+    deadline: Instant,
+}
+
+impl Allowance {
+    /// An allowance of [`MAX_SECRET_STEPS`] steps until [`MAX_SECRET_RENDER_TIME`] from now.
+    pub fn new() -> Arc<Allowance> {
+        Self::until(Instant::now() + MAX_SECRET_RENDER_TIME)
+    }
+
+    /// An allowance of [`MAX_SECRET_STEPS`] steps until `deadline`.
+    pub fn until(deadline: Instant) -> Arc<Allowance> {
+        Arc::new(Allowance {
+            steps: AtomicU64::new(0),
+            deadline,
+        })
+    }
+
+    /// Charges `n` steps; the message of the bound passed, if one is.
+    fn charge(&self, n: u64) -> Result<(), String> {
+        let used = self.steps.fetch_add(n, Ordering::Relaxed) + n;
+        if used > MAX_SECRET_STEPS {
+            return Err(format!(
+                "the templates of this ExternalSecret exceed {MAX_SECRET_STEPS} steps in all"
+            ));
+        }
+        if (used - n) / 64 != used / 64 && Instant::now() > self.deadline {
+            return Err(format!(
+                "the templates of this ExternalSecret ran past their {} s",
+                MAX_SECRET_RENDER_TIME.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What one template has spent, shared by the hidden functions and every template function.
-#[derive(Default)]
 pub(crate) struct Budget {
     steps: AtomicU64,
     alloc: AtomicU64,
     depth: AtomicU64,
     /// The fixed message of the first failure raised by our functions or bounds: safe to show.
     failure: Mutex<Option<String>>,
+    /// What every template of the ExternalSecret spends together.
+    allowance: Arc<Allowance>,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget::within(Allowance::new())
+    }
 }
 
 impl Budget {
+    fn within(allowance: Arc<Allowance>) -> Self {
+        Budget {
+            steps: AtomicU64::new(0),
+            alloc: AtomicU64::new(0),
+            depth: AtomicU64::new(0),
+            failure: Mutex::new(None),
+            allowance,
+        }
+    }
+
     fn reset(&self) {
         self.steps.store(0, Ordering::Relaxed);
         self.alloc.store(0, Ordering::Relaxed);
@@ -121,7 +194,7 @@ impl Budget {
                 "exceeds {MAX_STEPS} steps (loops too long or nested, or recursive templates)"
             )));
         }
-        Ok(())
+        self.allowance.charge(n).map_err(|msg| self.fail(msg))
     }
 
     /// Charges `bytes` of allocation.
@@ -155,6 +228,12 @@ impl Renderer {
     /// described in the module doc). Errors: a UTF-8 value holding one of the reserved
     /// characters U+10FF80..U+10FFFF (named by key, never quoted).
     pub fn new(values: &SecretMap) -> Result<Self, String> {
+        Self::within(values, Allowance::new())
+    }
+
+    /// As [`Renderer::new`], every template rendered spending from `allowance` too: the
+    /// renderers of one ExternalSecret's build share one.
+    pub fn within(values: &SecretMap, allowance: Arc<Allowance>) -> Result<Self, String> {
         let mut map = std::collections::BTreeMap::new();
         for (k, v) in values {
             let s = match v.as_str() {
@@ -170,7 +249,7 @@ impl Renderer {
             map.insert(Arc::<str>::from(k.as_str()), Value::String(s.into()));
         }
         let root = Arc::new(map);
-        let budget = Arc::new(Budget::default());
+        let budget = Arc::new(Budget::within(allowance));
         let mut funcs = funcs::func_map(&budget);
         let b = budget.clone();
         funcs.insert(

@@ -63,7 +63,7 @@ pub(super) async fn write(
         }
         Outcome::Write(values) => {
             let now = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-            let desired = build_secret(es, values, sources, store_label, &now).await?;
+            let desired = build_secret(es, ctx, values, sources, store_label, &now).await?;
             let written = apply(es, ctx, secrets, &target, desired, spec_changed).await?;
             let restarts = if written.is_some_and(|w| w.data_changed) {
                 request_restarts(es, ctx, &target).await
@@ -145,43 +145,35 @@ fn created_unreported(es: &ExternalSecret, ctx: &Context, target: &str) -> bool 
             .unwrap_or(false)
 }
 
-/// Templates rendered at once, process-wide: one, so that tenants' templates (bounded by
-/// [`build::TEMPLATE_FUEL`] and [`build::TEMPLATE_MAX_OUTPUT`]) never take more than one core.
-static TEMPLATE_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
-
-/// [`build::desired_secret`]; with a template, on Tokio's blocking pool after taking one of
-/// [`TEMPLATE_SLOTS`], so that a slow template never holds an async worker (the watches, the
-/// admin server and every other reconcile run there). Errors: `InvalidSpec`.
+/// [`build::desired_secret`]; with any template (data, `templateFrom`, labels, annotations),
+/// in the namespace's share of the render pool ([`super::super::template_pool`]), off the
+/// async workers. Errors: `InvalidSpec`; `TemplatesBusy` when the namespace has its share of
+/// renders going.
 async fn build_secret(
     es: &ExternalSecret,
+    ctx: &Context,
     values: SecretMap,
     sources: build::TemplateSources,
     store: &str,
     now: &str,
 ) -> Result<Secret, Error> {
-    let templated = es
-        .spec
-        .target
-        .template
-        .as_ref()
-        .is_some_and(|t| !t.data.is_empty() || !t.template_from.is_empty());
-    if !templated {
+    if es.spec.target.template.is_none() {
         let input = BuildInput { values, store, now };
         return build::desired_secret_with(es, input, &sources).map_err(Error::InvalidSpec);
     }
-    let permit = TEMPLATE_SLOTS.acquire().await.expect("never closed");
     let (es, store, now) = (es.clone(), store.to_string(), now.to_string());
-    let built = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let input = BuildInput {
-            values,
-            store: &store,
-            now: &now,
-        };
-        build::desired_secret_with(&es, input, &sources)
-    })
-    .await
-    .map_err(|e| build::BuildError(format!("rendering the template failed: {e}")))?;
+    let namespace = es.metadata.namespace.clone().unwrap_or_default();
+    let built = ctx
+        .templates
+        .render(&namespace, move || {
+            let input = BuildInput {
+                values,
+                store: &store,
+                now: &now,
+            };
+            build::desired_secret_with(&es, input, &sources)
+        })
+        .await?;
     built.map_err(Error::InvalidSpec)
 }
 

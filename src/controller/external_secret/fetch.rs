@@ -4,11 +4,14 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 
-use super::super::{Error, build};
+use super::super::{Error, build, secret_store::ResolvedStore, template_pool::TemplatePool};
 use crate::{
     api::{
         ExternalSecret,
-        external_secret::{DeletionPolicy, MetadataPolicy, NullBytePolicy, RemoteRef},
+        external_secret::{
+            DeletionPolicy, ExternalSecretData, MetadataPolicy, NullBytePolicy, RemoteRef,
+            SecretStoreRef,
+        },
         secret_store::SecretStoreProvider,
     },
     providers::{ErrorKind, ProviderError, SecretMap, SecretValue, SharedProvider},
@@ -80,18 +83,22 @@ async fn read(
 
 /// `remoteRef.configMapRef` names a ConfigMap only a kms store reads: refused for others, where
 /// it would silently become part of a parameter name or Vault path.
-fn check_config_map_refs(es: &ExternalSecret, store: &SecretStoreProvider) -> Result<(), Error> {
-    if store.kms.is_some() {
-        return Ok(());
-    }
+fn check_config_map_refs(es: &ExternalSecret, sources: &Sources) -> Result<(), Error> {
+    let main_kms = sources.main().0.provider.kms.is_some();
     let refs = es
         .spec
         .data
         .iter()
-        .map(|d| &d.remote_ref)
-        .chain(es.spec.data_from.iter().filter_map(|d| d.extract.as_ref()));
-    for r in refs {
-        if r.config_map_ref.is_some() {
+        .map(|d| (&d.remote_ref, sources.of(d).0.provider.kms.is_some()))
+        .chain(
+            es.spec
+                .data_from
+                .iter()
+                .filter_map(|d| d.extract.as_ref())
+                .map(|r| (r, main_kms)),
+        );
+    for (r, kms) in refs {
+        if r.config_map_ref.is_some() && !kms {
             return Err(Error::InvalidSpec(build::BuildError(format!(
                 "{:?}: remoteRef.configMapRef is read by kms stores only",
                 r.key
@@ -101,21 +108,76 @@ fn check_config_map_refs(es: &ExternalSecret, store: &SecretStoreProvider) -> Re
     Ok(())
 }
 
+/// The stores an ExternalSecret reads: its `secretStoreRef` first, then each other store a
+/// `data[].sourceRef.storeRef` names, each with its shared provider.
+pub(super) struct Sources {
+    stores: Vec<(SecretStoreRef, ResolvedStore, Arc<SharedProvider>)>,
+}
+
+impl Sources {
+    /// The `secretStoreRef`'s store and provider.
+    pub(super) fn new(store: &ResolvedStore, provider: Arc<SharedProvider>) -> Self {
+        Sources {
+            stores: vec![(SecretStoreRef::default(), store.clone(), provider)],
+        }
+    }
+
+    /// Adds the store `r` names.
+    pub(super) fn add(
+        &mut self,
+        r: &SecretStoreRef,
+        store: ResolvedStore,
+        provider: Arc<SharedProvider>,
+    ) {
+        self.stores.push((r.clone(), store, provider));
+    }
+
+    /// The store and provider of `r`, if added.
+    pub(super) fn get(&self, r: &SecretStoreRef) -> Option<(&ResolvedStore, &Arc<SharedProvider>)> {
+        self.stores[1..]
+            .iter()
+            .find(|(named, ..)| named == r)
+            .map(|(_, s, p)| (s, p))
+    }
+
+    /// Every store, `secretStoreRef`'s first.
+    pub(super) fn stores(&self) -> impl Iterator<Item = &ResolvedStore> {
+        self.stores.iter().map(|(_, s, _)| s)
+    }
+
+    fn main(&self) -> (&ResolvedStore, &Arc<SharedProvider>) {
+        let (_, s, p) = &self.stores[0];
+        (s, p)
+    }
+
+    /// Where `d` is read: its `sourceRef.storeRef`, else `secretStoreRef`.
+    fn of(&self, d: &ExternalSecretData) -> (&ResolvedStore, &Arc<SharedProvider>) {
+        d.source_ref
+            .as_ref()
+            .and_then(|r| self.get(&r.store_ref))
+            .unwrap_or_else(|| self.main())
+    }
+}
+
 /// Fetches every remote value of `es`: `dataFrom` in order, then `data[]` (whose gets run
 /// concurrently, so a provider can batch them), applying property, decoding, conversion and
 /// rewrites. Values fetched at or after `fresh_since` (Unix ms) may come from the provider's
-/// cache; `next_due` is when `es` refreshes next. Missing values follow `deletionPolicy`.
+/// cache; `next_due` is when `es` refreshes next (on the `secretStoreRef` provider's ticks:
+/// reads from another store do not take part in its read-ahead). Missing values follow
+/// `deletionPolicy`.
 pub(super) async fn fetch(
     es: &ExternalSecret,
-    provider: &Arc<SharedProvider>,
-    store: &SecretStoreProvider,
+    sources: &Sources,
+    templates: &TemplatePool,
     fresh_since: i64,
     next_due: Option<i64>,
 ) -> Result<Outcome, Error> {
+    let (main, provider) = sources.main();
+    let store = &main.provider;
     let mut values = SecretMap::new();
     let mut missing = Vec::new();
     let invalid = Error::InvalidSpec;
-    check_config_map_refs(es, store)?;
+    check_config_map_refs(es, sources)?;
     for entry in &es.spec.data_from {
         // As ESO: the entry's keys as the backend names them, then either converted or
         // rewritten, then checked; values decoded last.
@@ -162,11 +224,12 @@ pub(super) async fn fetch(
                 .map(|(k, v)| (build::convert_key(&k, conversion), v))
                 .collect()
         } else if build::rewrites_render(&entry.rewrite) {
-            // Templates: off the async workers, as `apply` renders them.
+            // Templates: in the render pool, as `apply` renders them.
             let rewrites = entry.rewrite.clone();
-            tokio::task::spawn_blocking(move || build::rewrite_keys(raw, &rewrites))
-                .await
-                .map_err(|e| invalid(build::BuildError(format!("rewrite failed: {e}"))))?
+            let namespace = es.metadata.namespace.as_deref().unwrap_or_default();
+            templates
+                .render(namespace, move || build::rewrite_keys(raw, &rewrites))
+                .await?
                 .map_err(invalid)?
         } else {
             build::rewrite_keys(raw, &entry.rewrite).map_err(invalid)?
@@ -183,15 +246,19 @@ pub(super) async fn fetch(
         .iter()
         .map(|d| d.remote_ref.provider_key())
         .collect();
-    let gets = es
-        .spec
-        .data
-        .iter()
-        .zip(&keys)
-        .map(|(d, key)| read(provider, &d.remote_ref, key, fresh_since, next_due));
+    let gets = es.spec.data.iter().zip(&keys).map(|(d, key)| {
+        let (from, provider) = sources.of(d);
+        let due = if std::ptr::eq(from, main) {
+            next_due
+        } else {
+            None
+        };
+        read(provider, &d.remote_ref, key, fresh_since, due)
+    });
     let results = join_all(gets).await;
     for ((d, key), res) in es.spec.data.iter().zip(&keys).zip(results) {
         let r = &d.remote_ref;
+        let store = &sources.of(d).0.provider;
         match res.map_err(Error::Provider)? {
             None => missing.push(not_found_message(store, key, r.version.as_deref())),
             Some(value) => {

@@ -122,6 +122,10 @@ async fn reconcile_once(
         Err(Error::Provider(e)) if e.kind == ErrorKind::Busy => {
             (Ok(Action::requeue(jitter(BUSY_RETRY))), Outcome::Deferred)
         }
+        // Its namespace has its share of template renders going (template_pool): the same.
+        Err(Error::TemplatesBusy { .. }) => {
+            (Ok(Action::requeue(jitter(BUSY_RETRY))), Outcome::Deferred)
+        }
         Err(e) => {
             ctx.with_state(&key, |o| o.synced = None);
             metrics::sync("error", e.category());
@@ -236,11 +240,30 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), E
             source,
         })?;
     let next_due = (interval > 0).then(|| provider.next_tick(now_ms, interval as i64 * 1000));
+    // The other stores `data[].sourceRef.storeRef` names, and their providers.
+    let mut sources = fetch::Sources::new(&store, provider);
+    for r in es.spec.data.iter().filter_map(|d| d.source_ref.as_ref()) {
+        if sources.get(&r.store_ref).is_none() {
+            let other = secret_store::resolve_ref(es, &r.store_ref, ctx)?;
+            let provider = ctx
+                .providers
+                .get(&other)
+                .await
+                .map_err(|source| Error::Store {
+                    store: other.label.clone(),
+                    source,
+                })?;
+            sources.add(&r.store_ref, other, provider);
+        }
+    }
 
     // 3. Fetch.
-    let outcome = match fetch::fetch(es, &provider, &store.provider, fresh_since, next_due).await {
+    let outcome = match fetch::fetch(es, &sources, &ctx.templates, fresh_since, next_due).await {
         Err(Error::Provider(e)) if e.kind == ErrorKind::Authentication => {
-            ctx.providers.invalidate(&store);
+            // The store whose login failed is not known here: rebuild every one used.
+            for store in sources.stores() {
+                ctx.providers.invalidate(store);
+            }
             return Err(Error::Provider(e));
         }
         other => other?,
