@@ -312,10 +312,12 @@ fn context(
         refresh_timers: Default::default(),
         external_secrets,
         templates: Arc::new(TemplatePool::for_cores()),
-        trigger_gate: Arc::new(trigger_gate::TriggerGate::new(
+        // One namespace holds at most as many admitted requests as there are workers.
+        trigger_gate: Arc::new(trigger_gate::TriggerGate::with_share(
             usize::from(config.concurrency)
                 .saturating_mul(GATE_PER_WORKER)
                 .max(GATE_MIN),
+            usize::from(config.concurrency),
         )),
     })
 }

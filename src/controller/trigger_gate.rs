@@ -8,8 +8,10 @@
 //! 100,000, in a hash table that never shrinks again.
 //!
 //! [`TriggerGate`] takes the triggers instead and lets at most `limit` of them into kube's queue
-//! (admitted, not yet started); the rest wait here in order, one `namespace/name` string each
-//! (about 80 bytes with the queue and set entries). A trigger for an ExternalSecret already
+//! (admitted, not yet started); the rest wait here, one `namespace/name` string each (about 80
+//! bytes with the queue and set entries), in arrival order per namespace, the namespaces taking
+//! turns and each holding at most its share of the admitted slots (issue 27: one namespace's
+//! flood of due ExternalSecrets no longer delays another's first sync). A trigger for an ExternalSecret already
 //! waiting here or admitted adds nothing, as kube's scheduler merges them too. A reconcile
 //! frees its slot when it starts ([`TriggerGate::started`]), and a request kube drops because
 //! its object is gone frees it too ([`TriggerGate::released`]).
@@ -35,25 +37,49 @@ use super::CachedExternalSecret;
 /// The triggers waiting for a slot and the ones admitted, by `namespace/name`.
 #[derive(Default)]
 struct Slots {
-    waiting: VecDeque<Arc<str>>,
+    /// Waiting keys per namespace, each queue in arrival order.
+    waiting: HashMap<Arc<str>, VecDeque<Arc<str>>>,
+    /// The namespaces with waiting keys, in turn order (round robin).
+    turns: VecDeque<Arc<str>>,
+    /// Waiting keys in all.
+    waiting_len: usize,
     queued: HashSet<Arc<str>>,
     /// Admitted keys, each with whether a trigger for it was dropped since.
     admitted: HashMap<Arc<str>, bool>,
+    /// Admitted keys per namespace.
+    admitted_in: HashMap<Arc<str>, usize>,
+}
+
+/// The namespace part of a `namespace/name` key.
+fn namespace_of(key: &str) -> &str {
+    key.split_once('/').map_or("", |(ns, _)| ns)
 }
 
 /// Lets at most `limit` ExternalSecret triggers into kube's controller queue at a time (module
-/// docs). Shared by the trigger stream ([`TriggerGate::gate`]) and the reconciles.
+/// docs), taking the namespaces with waiting triggers in turn, each with at most `share`
+/// admitted at once: a namespace with 5,000 due ExternalSecrets delays another namespace's
+/// first trigger by one turn, not by its 5,000. Shared by the trigger stream
+/// ([`TriggerGate::gate`]) and the reconciles.
 pub struct TriggerGate {
     limit: usize,
+    share: usize,
     slots: Mutex<Slots>,
     waker: AtomicWaker,
 }
 
 impl TriggerGate {
-    /// A gate admitting at most `limit` (at least 1) requests not yet started.
+    /// A gate admitting at most `limit` (at least 1) requests not yet started, with no bound
+    /// per namespace but its turn.
     pub fn new(limit: usize) -> Self {
+        Self::with_share(limit, limit)
+    }
+
+    /// A gate admitting at most `limit` requests not yet started, at most `share` (at least 1)
+    /// of them from one namespace.
+    pub fn with_share(limit: usize, share: usize) -> Self {
         TriggerGate {
             limit: limit.max(1),
+            share: share.max(1),
             slots: Mutex::default(),
             waker: AtomicWaker::new(),
         }
@@ -70,27 +96,68 @@ impl TriggerGate {
         } else if !slots.queued.contains(key) {
             let key: Arc<str> = key.into();
             slots.queued.insert(key.clone());
-            slots.waiting.push_back(key);
+            slots.waiting_len += 1;
+            let namespace: Arc<str> = namespace_of(&key).into();
+            match slots.waiting.get_mut(&namespace) {
+                Some(queue) => queue.push_back(key),
+                None => {
+                    slots
+                        .waiting
+                        .insert(namespace.clone(), VecDeque::from([key]));
+                    slots.turns.push_back(namespace);
+                }
+            }
         }
     }
 
+    /// The next waiting key to admit: from the first namespace in turn that is below its
+    /// share, which then goes to the back of the turns if it still has keys waiting.
     fn admit(&self) -> Option<ObjectRef<CachedExternalSecret>> {
         let mut slots = self.slots();
         if slots.admitted.len() >= self.limit {
             return None;
         }
-        let key = slots.waiting.pop_front()?;
-        slots.queued.remove(&key);
-        let es = super::object_ref(&key);
-        slots.admitted.insert(key, false);
-        Some(es)
+        for _ in 0..slots.turns.len() {
+            let namespace = slots.turns.pop_front()?;
+            if slots.admitted_in.get(&namespace).copied().unwrap_or(0) >= self.share {
+                slots.turns.push_back(namespace);
+                continue;
+            }
+            let queue = slots.waiting.get_mut(&namespace)?;
+            let key = queue.pop_front()?;
+            if queue.is_empty() {
+                slots.waiting.remove(&namespace);
+            } else {
+                slots.turns.push_back(namespace.clone());
+            }
+            slots.waiting_len -= 1;
+            slots.queued.remove(&key);
+            *slots.admitted_in.entry(namespace).or_default() += 1;
+            let es = super::object_ref(&key);
+            slots.admitted.insert(key, false);
+            return Some(es);
+        }
+        None
     }
 
     /// A reconcile of `namespace/name` starts (or kube dropped its request): its slot is free.
     /// If a trigger for it was dropped while it was admitted and `stale()` says the object the
     /// reconcile got is no longer the cached one, it is queued again.
     pub fn started(&self, key: &str, stale: impl FnOnce() -> bool) {
-        let dropped = self.slots().admitted.remove(key);
+        let dropped = {
+            let mut slots = self.slots();
+            let dropped = slots.admitted.remove(key);
+            if dropped.is_some() {
+                let namespace = namespace_of(key);
+                if let Some(n) = slots.admitted_in.get_mut(namespace) {
+                    *n -= 1;
+                    if *n == 0 {
+                        slots.admitted_in.remove(namespace);
+                    }
+                }
+            }
+            dropped
+        };
         if dropped == Some(true) && stale() {
             self.push(key);
         }
@@ -108,7 +175,7 @@ impl TriggerGate {
     /// (waiting, admitted) counts, for tests and metrics.
     pub fn counts(&self) -> (usize, usize) {
         let slots = self.slots();
-        (slots.waiting.len(), slots.admitted.len())
+        (slots.waiting_len, slots.admitted.len())
     }
 
     /// The gated stream of `triggers`: polls `triggers` as fast as they come (they drive the
@@ -151,7 +218,7 @@ impl Stream for Gated {
         self.gate.waker.register(cx.waker());
         match self.gate.admit() {
             Some(es) => Poll::Ready(Some(es)),
-            None if self.ended && self.gate.slots().waiting.is_empty() => Poll::Ready(None),
+            None if self.ended && self.gate.slots().waiting_len == 0 => Poll::Ready(None),
             None => Poll::Pending,
         }
     }
@@ -248,6 +315,35 @@ mod tests {
             .expect("woken")
             .unwrap();
         assert_eq!(name.as_deref(), Some("b"));
+    }
+
+    /// issue 27: a flood of due ExternalSecrets in one namespace delays another namespace's
+    /// trigger by one turn, and holds at most its share of the admitted slots.
+    #[tokio::test]
+    async fn namespaces_take_turns_each_within_its_share() {
+        let gate = Arc::new(TriggerGate::with_share(8, 2));
+        let (tx, rx) = mpsc::unbounded();
+        let mut gated = gate.clone().gate(rx);
+        for i in 0..5000 {
+            tx.unbounded_send(ObjectRef::new(&format!("f{i}")).within("flood"))
+                .unwrap();
+        }
+        tx.unbounded_send(ObjectRef::new("canary").within("quiet"))
+            .unwrap();
+        // The flood fills its share; the quiet namespace's trigger is admitted next.
+        let first: Vec<String> = ready(&mut gated);
+        assert_eq!(first, ["f0", "canary", "f1"]);
+        assert_eq!(gate.counts(), (4998, 3));
+        // As the flood's reconciles start, it takes its turns again, two at a time.
+        gate.started("flood/f0", || false);
+        gate.started("flood/f1", || false);
+        assert_eq!(ready(&mut gated), ["f2", "f3"]);
+        // A new quiet trigger waits behind at most the flood's next turn.
+        tx.unbounded_send(ObjectRef::new("second").within("quiet"))
+            .unwrap();
+        gate.started("quiet/canary", || false);
+        gate.started("flood/f2", || false);
+        assert_eq!(ready(&mut gated), ["f4", "second"]);
     }
 
     #[tokio::test]
