@@ -4,7 +4,8 @@
 # once into $HOME/.cache/secret-relay by hack/testenv/build-tools.sh (called by testenv.py).
 #
 #   hack/test.sh                      cargo test --all-targets --no-fail-fast, then
-#                                     tests/api_server_restart.rs (it kills the API server)
+#                                     tests/api_server_restart.rs (it kills the API server) and
+#                                     tests/tenant_fairness.rs (timed, over every namespace)
 #                                     alone in a second environment, then the node tier
 #                                     (below); every part runs whatever failed before it, and
 #                                     the run ends with one summary of what failed
@@ -165,11 +166,12 @@ fi
 mkdir -p "$logs"
 rm -f "$logs"/*.log "$logs/summary.txt"
 run_part cargo-test python3 hack/testenv/testenv.py run -- cargo test "${targets[@]}" --no-fail-fast
-# tests/api_server_restart.rs kills its environment's API server, so it is ignored above and
-# runs here alone, in an environment of its own (not against an existing cluster).
+# tests/api_server_restart.rs kills its environment's API server, and tests/tenant_fairness.rs
+# runs an operator over every namespace and times it: both are ignored above and run here
+# alone, in an environment of their own (not against an existing cluster).
 if [ -z "${SECRET_RELAY_EXISTING_KUBECONFIG:-}" ]; then
-  run_part api-server-restart python3 hack/testenv/testenv.py run -- \
-    cargo test --test api_server_restart -- --ignored
+  run_part alone python3 hack/testenv/testenv.py run -- \
+    cargo test --test api_server_restart --test tenant_fairness -- --ignored
 fi
 run_part node-tier node_tier
 summary | tee "$logs/summary.txt"

@@ -1202,3 +1202,47 @@ async fn namespace_is_sent_as_x_vault_namespace() {
         .expect("provider");
     assert_eq!(get_json(&outside, "app/db", None).await, None);
 }
+
+/// issue 27: a `dataFrom.find` path is a tenant's to choose; the listing below it is bounded in
+/// depth (and in entries), with a clear error instead of a walk of the whole tree.
+#[tokio::test]
+async fn find_listing_is_bounded_in_depth() {
+    let Some(env) = TestEnv::get("find_listing_is_bounded_in_depth").await else {
+        return;
+    };
+    let ns = env.namespace("vault-find-deep").await;
+    let prefix = format!("deep-{}", random_suffix());
+    let deep: Vec<String> = (0..40).map(|i| format!("l{i}")).collect();
+    put_v2(
+        &env,
+        &format!("{prefix}/{}/db", deep.join("/")),
+        json!({"user": "x"}),
+    )
+    .await;
+    put_v2(&env, &format!("{prefix}/shallow/db"), json!({"user": "y"})).await;
+    let pol = read_policy(&env, &prefix).await;
+    let provider = token_provider(&env, &ns, &[&pol]).await;
+    let err = provider
+        .find(&ExternalSecretFind {
+            path: Some(prefix.clone()),
+            ..Default::default()
+        })
+        .await
+        .expect_err("a listing 40 folders deep is refused");
+    assert_eq!(err.kind, ErrorKind::InvalidData);
+    assert!(
+        err.message
+            .contains("goes deeper than 32 folders; narrow find.path"),
+        "{}",
+        err.message
+    );
+    // Below the bound, the same tree is found.
+    let found = provider
+        .find(&ExternalSecretFind {
+            path: Some(format!("{prefix}/shallow")),
+            ..Default::default()
+        })
+        .await
+        .expect("a shallow find");
+    assert_eq!(found.len(), 1);
+}

@@ -328,6 +328,7 @@ pub fn desired_secret_with(
         template.and_then(|t| t.type_.as_deref()),
         &templated.annotations,
     )?;
+    check_metadata(&templated.labels, &templated.annotations)?;
     let (values, template_labels, template_annotations) =
         (templated.data, templated.labels, templated.annotations);
     let data: BTreeMap<String, ByteString> = values
@@ -376,6 +377,70 @@ pub fn desired_secret_with(
         immutable: es.spec.target.immutable.then_some(true),
         ..Default::default()
     })
+}
+
+/// Checks the labels and annotations a template gives the Secret before any write, by the
+/// API server's rules (`ValidateLabels`, `ValidateAnnotations`): keys are qualified names
+/// (an optional DNS-subdomain prefix and `/`, then at most 63 characters of letters, digits,
+/// `-`, `_`, `.`, beginning and ending with a letter or digit); label values are empty or a
+/// name part of at most 63 characters; annotations total at most 256 KiB. Errors name the
+/// key and the rule, never the value (a label value rendered from a secret would otherwise be
+/// quoted back by the API server into the condition, the event and the log).
+pub fn check_metadata(
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> Result<(), BuildError> {
+    const NAME_RULE: &str = "at most 63 characters of letters, digits, '-', '_' and '.', beginning and ending with a letter or digit";
+    fn name_part(s: &str) -> bool {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= 63
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    }
+    fn dns_subdomain(s: &str) -> bool {
+        s.len() <= 253
+            && s.split('.').all(|l| {
+                let b = l.as_bytes();
+                !b.is_empty()
+                    && b.len() <= 63
+                    && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+                    && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
+                    && b.iter()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            })
+    }
+    fn qualified(key: &str) -> bool {
+        match key.split_once('/') {
+            Some((prefix, name)) => dns_subdomain(prefix) && name_part(name),
+            None => name_part(key),
+        }
+    }
+    for (what, map) in [("label", labels), ("annotation", annotations)] {
+        for key in map.keys() {
+            if !qualified(key) {
+                return Err(BuildError(format!(
+                    "{what} key {key:?} is not a valid qualified name (an optional DNS subdomain and '/', then {NAME_RULE})"
+                )));
+            }
+        }
+    }
+    for (key, value) in labels {
+        if !value.is_empty() && !name_part(value) {
+            return Err(BuildError(format!(
+                "the value of label {key:?} is not a valid label value ({NAME_RULE})"
+            )));
+        }
+    }
+    let total: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > 256 * 1024 {
+        return Err(BuildError(format!(
+            "the Secret's annotations are {total} bytes, over the API server's 262144"
+        )));
+    }
+    Ok(())
 }
 
 /// ESO's `validatePrivilegedTemplate`: no Secret an ExternalSecret writes may make the

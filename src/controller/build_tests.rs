@@ -525,3 +525,42 @@ fn deep_json_is_refused_not_a_crash() {
     let err = select_property("k", &huge, "a").unwrap_err();
     assert!(err.0.contains("over the 1048576-byte limit"), "{}", err.0);
 }
+
+/// issue 27: a templated label or annotation the API server would refuse is refused before
+/// any write, naming the key, never the (secret) value.
+#[test]
+fn metadata_is_checked_before_a_write_and_the_error_never_quotes_a_value() {
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let none = BTreeMap::new();
+    assert!(
+        check_metadata(
+            &labels(&[
+                ("team", "payments"),
+                ("app.kubernetes.io/name", "x"),
+                ("empty", "")
+            ]),
+            &none
+        )
+        .is_ok()
+    );
+    let secret = "hunter2 with spaces";
+    let err = check_metadata(&labels(&[("leak", secret)]), &none).unwrap_err();
+    assert_eq!(
+        err.0,
+        "the value of label \"leak\" is not a valid label value (at most 63 characters of letters, digits, '-', '_' and '.', beginning and ending with a letter or digit)"
+    );
+    assert!(!err.0.contains("hunter2"));
+    for key in ["bad key", "-start", "Upper.Prefix/x", "x/", &"a".repeat(64)] {
+        let err = check_metadata(&labels(&[(key, "v")]), &none).unwrap_err();
+        assert!(err.0.starts_with("label key"), "{key}: {}", err.0);
+    }
+    let err = check_metadata(&none, &labels(&[("ok/key", &"v".repeat(300 * 1024))])).unwrap_err();
+    assert!(err.0.contains("over the API server's 262144"), "{}", err.0);
+    // Annotation values may hold anything.
+    assert!(check_metadata(&none, &labels(&[("note", secret)])).is_ok());
+}

@@ -6,21 +6,30 @@
 //! the runtime that opened it and dies with it, so a client must not outlive its runtime into
 //! another (as `#[tokio::test]`s, each with its own runtime, would otherwise see).
 
-use std::{collections::HashMap, hash::Hash, sync::Mutex};
+use std::{hash::Hash, sync::OnceLock, time::Duration};
 
-/// Clients by settings key and Tokio runtime.
-type Clients<K, C> = HashMap<(K, Option<tokio::runtime::Id>), C>;
+/// Clients kept at most per set (each key is a store's TLS settings, which a tenant chooses:
+/// a CA bundle per SecretStore would otherwise grow the set for ever).
+pub(crate) const MAX_CLIENTS: u64 = 256;
 
-/// Clients of type `C` by a settings key `K` and the current Tokio runtime.
+/// A client unused this long is dropped (its pool and roots with it): 1 hour.
+pub(crate) const CLIENT_IDLE: Duration = Duration::from_secs(3600);
+
+/// Clients of type `C` by a settings key `K` and the current Tokio runtime; at most
+/// [`MAX_CLIENTS`], each dropped after [`CLIENT_IDLE`] unused (moka).
 pub(crate) struct PerRuntime<K, C> {
-    clients: Mutex<Option<Clients<K, C>>>,
+    clients: OnceLock<moka::sync::Cache<(K, Option<tokio::runtime::Id>), C>>,
 }
 
-impl<K: Hash + Eq, C: Clone> PerRuntime<K, C> {
+impl<K, C> PerRuntime<K, C>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    C: Clone + Send + Sync + 'static,
+{
     /// An empty set (usable in a `static`).
     pub(crate) const fn new() -> Self {
         PerRuntime {
-            clients: Mutex::new(None),
+            clients: OnceLock::new(),
         }
     }
 
@@ -31,15 +40,28 @@ impl<K: Hash + Eq, C: Clone> PerRuntime<K, C> {
         make: impl FnOnce() -> Result<C, E>,
     ) -> Result<C, E> {
         let runtime = tokio::runtime::Handle::try_current().ok().map(|h| h.id());
-        let mut clients = self.clients.lock().expect("http clients lock");
-        let clients = clients.get_or_insert_with(HashMap::new);
+        let clients = self.clients.get_or_init(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(MAX_CLIENTS)
+                .time_to_idle(CLIENT_IDLE)
+                .build()
+        });
         let key = (key, runtime);
         if let Some(c) = clients.get(&key) {
-            return Ok(c.clone());
+            return Ok(c);
         }
         let client = make()?;
         clients.insert(key, client.clone());
         Ok(client)
+    }
+
+    /// Clients kept now (moka's count may lag its evictions).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> u64 {
+        self.clients.get().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.entry_count()
+        })
     }
 }
 
@@ -67,5 +89,16 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(other, Ok(99));
+    }
+
+    /// issue 27: keys a tenant chooses (a CA bundle per store) never grow the set past its
+    /// bound.
+    #[tokio::test]
+    async fn the_set_is_bounded() {
+        static CLIENTS: PerRuntime<u32, u32> = PerRuntime::new();
+        for key in 0..(MAX_CLIENTS as u32 * 4) {
+            CLIENTS.get_or_try_make(key, || Ok::<_, ()>(key)).unwrap();
+        }
+        assert!(CLIENTS.len() <= MAX_CLIENTS, "{}", CLIENTS.len());
     }
 }

@@ -3,6 +3,13 @@
 
 use std::sync::Arc;
 
+/// Entries (secrets and folders) a `dataFrom.find` may list below its path, in all: a tenant
+/// names the path, and a tree of a million keys would be listed and held whole.
+pub(super) const MAX_LIST_ENTRIES: usize = 10_000;
+
+/// Folder levels a `dataFrom.find` may descend below its path.
+pub(super) const MAX_LIST_DEPTH: usize = 32;
+
 use async_trait::async_trait;
 use futures::{StreamExt, stream};
 use rustify::errors::ClientError as RestError;
@@ -166,12 +173,30 @@ impl VaultKvProvider {
     /// Every secret path below `root` (`""` or ending in `/`), in no particular order.
     async fn list_recursive(&self, root: String) -> Result<Vec<String>, ProviderError> {
         let mut found = Vec::new();
-        let mut folders = vec![root];
-        while let Some(prefix) = folders.pop() {
+        let mut folders = vec![(root.clone(), 0usize)];
+        let mut entries = 0usize;
+        while let Some((prefix, depth)) = folders.pop() {
             for key in self.list(&prefix).await? {
+                entries += 1;
+                if entries > MAX_LIST_ENTRIES {
+                    return Err(ProviderError::new(
+                        ErrorKind::InvalidData,
+                        format!(
+                            "vault: listing {root:?} for dataFrom.find found more than {MAX_LIST_ENTRIES} entries; narrow find.path"
+                        ),
+                    ));
+                }
                 let full = format!("{prefix}{key}");
                 if key.ends_with('/') {
-                    folders.push(full);
+                    if depth + 1 > MAX_LIST_DEPTH {
+                        return Err(ProviderError::new(
+                            ErrorKind::InvalidData,
+                            format!(
+                                "vault: listing {root:?} for dataFrom.find goes deeper than {MAX_LIST_DEPTH} folders; narrow find.path"
+                            ),
+                        ));
+                    }
+                    folders.push((full, depth + 1));
                 } else {
                     found.push(full);
                 }
