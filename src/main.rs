@@ -75,6 +75,12 @@ struct RunArgs {
     /// ClusterSecretStores (made by admins) always may.
     #[arg(long, env = "SECRET_RELAY_ALLOW_SECRET_STORE_AMBIENT_IDENTITY")]
     allow_secret_store_ambient_identity: bool,
+    /// Let a SecretStore mint ServiceAccount tokens (Vault kubernetes/JWT login, AWS web
+    /// identity) for an audience the Kubernetes API server itself accepts: sent to the server
+    /// the store names, such a token is valid against the cluster. Off: the store is refused
+    /// with a message naming the audience. ClusterSecretStores always may.
+    #[arg(long, env = "SECRET_RELAY_ALLOW_API_SERVER_AUDIENCE")]
+    allow_api_server_audience: bool,
     /// Reconcile only the ExternalSecrets and ClusterExternalSecrets whose labels match this
     /// label selector, e.g. `secret-relay.dev/shard=shard-1` for a shard and
     /// `!secret-relay.dev/shard` for the main instance (docs/sharding.md). Give each
@@ -173,6 +179,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         rollout_restart: !args.no_rollout_restart,
         concurrency: args.concurrency,
         allow_secret_store_ambient_identity: args.allow_secret_store_ambient_identity,
+        allow_api_server_audience: args.allow_api_server_audience,
         watch_label_selector: args.watch_label_selector.filter(|s| !s.trim().is_empty()),
     };
     let controllers = controller::run(client, config, move || ready.set(true), shutdown);

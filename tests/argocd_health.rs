@@ -122,6 +122,7 @@ async fn the_documented_health_check_reads_every_kind_in_every_state() {
             rollout_restart: false,
             concurrency: 4,
             allow_secret_store_ambient_identity: false,
+            allow_api_server_audience: false,
             watch_label_selector: None,
         },
     )

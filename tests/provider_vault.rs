@@ -1246,3 +1246,88 @@ async fn find_listing_is_bounded_in_depth() {
         .expect("a shallow find");
     assert_eq!(found.len(), 1);
 }
+
+/// issue 27: a SecretStore's ServiceAccount token carries `vault` by default, and one for an
+/// audience the API server itself accepts is never minted for it (sent to the server the
+/// store names, it would be valid against the cluster), unless the operator opts in.
+#[tokio::test]
+async fn a_secret_store_never_mints_a_token_the_api_server_accepts() {
+    let Some(env) = TestEnv::get("a_secret_store_never_mints_a_token_the_api_server_accepts").await
+    else {
+        return;
+    };
+    let _logins = LOGINS.lock().await;
+    let ns = env.namespace("vault-aud").await;
+    let prefix = format!("aud-{}", random_suffix());
+    put_v2(&env, &format!("{prefix}/db"), json!({"password": "pw"})).await;
+    let pol = read_policy(&env, &prefix).await;
+    let mount = kubernetes_auth_mount(&env, &ns, &pol).await;
+    env.service_account_token(&ns, "app", &[]).await; // creates the ServiceAccount
+    // The API server's own audiences: what a TokenRequest naming none gets.
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(env.kube.clone(), &ns);
+    let learnt = accounts
+        .create_token_request(
+            "app",
+            &Default::default(),
+            &k8s_openapi::api::authentication::v1::TokenRequest {
+                spec: Some(k8s_openapi::api::authentication::v1::TokenRequestSpec {
+                    audiences: Some(vec![]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("TokenRequest")
+        .spec
+        .and_then(|s| s.audiences)
+        .unwrap_or_default();
+    let api_audience = learnt
+        .first()
+        .expect("the API server has an audience")
+        .clone();
+    let auth = |audiences: Vec<String>| VaultAuth {
+        kubernetes: Some(VaultKubernetesAuth {
+            mount_path: mount.clone(),
+            role: "app".into(),
+            service_account_ref: Some(ServiceAccountSelector {
+                name: "app".into(),
+                audiences,
+                ..Default::default()
+            }),
+            secret_ref: None,
+        }),
+        ..Default::default()
+    };
+    // Default: audience `vault`, which the role names; login works.
+    VaultKvProvider::new(&spec(&env, auth(vec![])), &auth_context(&env, &ns))
+        .await
+        .expect("kubernetes login with an audience-vault token");
+    // The API server's audience: refused before any token is sent.
+    let err = VaultKvProvider::new(
+        &spec(&env, auth(vec![api_audience.clone()])),
+        &auth_context(&env, &ns),
+    )
+    .await
+    .err()
+    .expect("a token the API server accepts is refused");
+    assert_eq!(err.kind, ErrorKind::InvalidConfig);
+    assert!(
+        err.message.contains(&format!(
+            "audience {api_audience:?} is one the Kubernetes API server accepts"
+        )),
+        "{}",
+        err.message
+    );
+    // An admin's opt-in lets it through to the login (which the role, bound to `vault`,
+    // then refuses: the point is that the operator no longer stops it).
+    let err = VaultKvProvider::new(
+        &spec(&env, auth(vec![api_audience])),
+        &auth_context(&env, &ns).allowing_api_server_audience(true),
+    )
+    .await
+    .err()
+    .expect("the role wants audience vault");
+    assert_eq!(err.kind, ErrorKind::Authentication, "{}", err.message);
+}

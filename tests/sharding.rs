@@ -33,6 +33,7 @@ async fn shard(env: &TestEnv, ns: &str, selector: &str) -> operator::Operator {
             rollout_restart: false,
             concurrency: 4,
             allow_secret_store_ambient_identity: false,
+            allow_api_server_audience: false,
             watch_label_selector: Some(selector.to_string()),
         },
     )
@@ -161,6 +162,7 @@ async fn an_invalid_watch_label_selector_is_refused_at_start() {
         rollout_restart: false,
         concurrency: 1,
         allow_secret_store_ambient_identity: false,
+        allow_api_server_audience: false,
         watch_label_selector: Some("shard in (".into()),
     };
     let run = controller::run(env.kube.clone(), config, || {}, futures::future::pending());

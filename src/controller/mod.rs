@@ -179,6 +179,10 @@ pub struct Config {
     /// Let SecretStores without `auth` use the operator's own identity (AWS default chain,
     /// GCP Workload Identity); never with a custom endpoint. ClusterSecretStores always may.
     pub allow_secret_store_ambient_identity: bool,
+    /// Let a SecretStore mint ServiceAccount tokens for an audience the API server itself
+    /// accepts (sent to the server the store names, such a token is valid against the
+    /// cluster). ClusterSecretStores always may.
+    pub allow_api_server_audience: bool,
     /// Reconcile only the ExternalSecrets and ClusterExternalSecrets whose labels match this
     /// label selector (Kubernetes syntax: `secret-relay.dev/shard=shard-1`,
     /// `!secret-relay.dev/shard`): one shard of the cluster's ExternalSecrets, as Flux's

@@ -60,9 +60,10 @@ pub async fn run(
         }
         None => list_config(),
     };
-    let providers = Arc::new(ProviderCache::new(
-        config.allow_secret_store_ambient_identity,
-    ));
+    let providers = Arc::new(
+        ProviderCache::new(config.allow_secret_store_ambient_identity)
+            .allowing_api_server_audience(config.allow_api_server_audience),
+    );
     let (stores, store_events) = watch_stores(&client, &config, &providers);
     let (cluster_stores, cluster_events) = watch_cluster_stores(&client, &config, &providers);
     let (secrets, secret_events) = watch_secrets(&client, &config);

@@ -302,6 +302,7 @@ struct CachedProvider {
 /// build ([`check_identity`]).
 pub struct ProviderCache {
     allow_ambient_identity: bool,
+    allow_api_server_audience: bool,
     entries: moka::sync::Cache<ProviderKey, CachedProvider>,
     shared: moka::sync::Cache<[u8; 32], CachedProvider>,
     /// Builds per store key: credentials read, then a connect by fingerprint.
@@ -340,12 +341,20 @@ impl ProviderCache {
         }
         ProviderCache {
             allow_ambient_identity,
+            allow_api_server_audience: false,
             entries: cache(),
             shared: cache(),
             builds: Coalescer::default(),
             connects: Arc::default(),
             seen: Default::default(),
         }
+    }
+
+    /// This cache, letting SecretStores mint ServiceAccount tokens for an audience the API
+    /// server accepts when `allow` (`--allow-api-server-audience`).
+    pub fn allowing_api_server_audience(mut self, allow: bool) -> Self {
+        self.allow_api_server_audience = allow;
+        self
     }
 
     /// The provider of `store`, built if needed. Errors: the build's, or `InvalidConfig` from
@@ -356,7 +365,10 @@ impl ProviderCache {
             return Ok(p);
         }
         let spec = store.provider.clone();
-        let auth = store.auth.clone();
+        let auth = store
+            .auth
+            .clone()
+            .allowing_api_server_audience(self.allow_api_server_audience);
         let (shared, connects) = (self.shared.clone(), self.connects.clone());
         let name = provider_name(&store.provider);
         let entry = self

@@ -174,6 +174,36 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// The audiences the API server gives a TokenRequest that names none: those it accepts itself
+/// (its `--api-audiences`). The token minted to learn them (for ServiceAccount `ns/name`, which
+/// is about to get one anyway) is dropped at once, sent nowhere.
+async fn api_server_audiences(
+    api: &Api<ServiceAccount>,
+    ns: &str,
+    name: &str,
+) -> Result<Vec<String>, ProviderError> {
+    let req = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(Vec::new()),
+            expiration_seconds: Some(600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let resp = api
+        .create_token_request(name, &Default::default(), &req)
+        .await
+        .map_err(|e| {
+            ProviderError::new(
+                ErrorKind::Transient,
+                format!(
+                    "TokenRequest for ServiceAccount {ns}/{name} (the API server's audiences): {e}"
+                ),
+            )
+        })?;
+    Ok(resp.spec.and_then(|s| s.audiences).unwrap_or_default())
+}
+
 /// A built backend, shared.
 pub type DynProvider = Arc<dyn Provider>;
 
@@ -208,8 +238,16 @@ pub struct AuthContext {
     pub namespace: String,
     /// Whether a reference may name a namespace (ClusterSecretStore).
     pub allow_namespace: bool,
+    /// Whether a SecretStore may mint a ServiceAccount token for an audience the API server
+    /// itself accepts (`--allow-api-server-audience`); ClusterSecretStores always may.
+    allow_api_server_audience: bool,
     credentials: CredentialDigest,
 }
+
+/// The audiences the API server accepts (those a TokenRequest without audiences gets), learnt
+/// once per process.
+static API_SERVER_AUDIENCES: tokio::sync::OnceCell<Vec<String>> =
+    tokio::sync::OnceCell::const_new();
 
 impl AuthContext {
     /// References resolve in `namespace`; `allow_namespace` for a ClusterSecretStore.
@@ -218,8 +256,16 @@ impl AuthContext {
             client,
             namespace: namespace.into(),
             allow_namespace,
+            allow_api_server_audience: false,
             credentials: CredentialDigest::default(),
         }
+    }
+
+    /// This context, letting a SecretStore mint tokens for an audience the API server accepts
+    /// when `allow` (the operator's `--allow-api-server-audience`).
+    pub fn allowing_api_server_audience(mut self, allow: bool) -> Self {
+        self.allow_api_server_audience = allow;
+        self
     }
 
     /// Starts digesting the credential material read from now on (by this context and its
@@ -386,6 +432,28 @@ impl AuthContext {
         } else {
             sa.audiences.clone()
         };
+        if !self.allow_namespace && !self.allow_api_server_audience {
+            let accepted = API_SERVER_AUDIENCES
+                .get_or_try_init(|| api_server_audiences(&api, &ns, &sa.name))
+                .await?;
+            let refused = if audiences.is_empty() {
+                Some("(none: the API server's own)".to_string())
+            } else {
+                audiences
+                    .iter()
+                    .find(|a| accepted.contains(a))
+                    .map(|a| format!("{a:?}"))
+            };
+            if let Some(audience) = refused {
+                return Err(ProviderError::new(
+                    ErrorKind::InvalidConfig,
+                    format!(
+                        "serviceAccountRef {ns}/{}: audience {audience} is one the Kubernetes API server accepts, so the token would be valid against the cluster itself; a SecretStore may not send it to a server it names: use the provider's own audience (Vault: the role's `audience`, e.g. vault), or run the operator with --allow-api-server-audience",
+                        sa.name
+                    ),
+                ));
+            }
+        }
         let req = TokenRequest {
             spec: Some(TokenRequestSpec {
                 audiences: Some(audiences.clone()),

@@ -99,6 +99,8 @@ pub async fn kubernetes_auth_mount(env: &TestEnv, ns: &str, policy: &str) -> Str
             "write",
             &format!("auth/{mount}/role/app"),
             "bound_service_account_names=app",
+            // The operator's tokens carry audience `vault`, never the API server's own.
+            "audience=vault",
             &format!("bound_service_account_namespaces={ns}"),
             &format!("token_policies={policy}"),
         ],

@@ -16,7 +16,8 @@ use crate::{
     providers::{AuthContext, ErrorKind, ProviderError, SecretValue},
 };
 
-/// Default audience of a TokenRequest token for JWT login (as ESO).
+/// Default audience of a TokenRequest token for JWT login (as ESO) and Kubernetes login (the
+/// Vault role's `audience` must name it).
 const DEFAULT_JWT_AUDIENCE: &str = "vault";
 
 /// What is needed to make clients and log in: the client settings (without a token), the
@@ -328,9 +329,12 @@ impl Connector {
                 account,
                 expiration_seconds,
             } => {
+                // Audience `vault` unless the selector names its own, for kubernetes and JWT
+                // login alike: never the API server's own (its token would be valid against
+                // the cluster wherever the store's server sends it).
                 let token = self
                     .auth
-                    .service_account_token(account, &[], *expiration_seconds)
+                    .service_account_token(account, &[DEFAULT_JWT_AUDIENCE], *expiration_seconds)
                     .await?;
                 utf8(
                     token,
