@@ -5,8 +5,8 @@
 #
 #   hack/test.sh                      cargo test --all-targets --no-fail-fast, then
 #                                     tests/api_server_restart.rs (it kills the API server) and
-#                                     tests/tenant_fairness.rs (timed, over every namespace)
-#                                     alone in a second environment, then the node tier
+#                                     tests/tenant_fairness.rs (timed, over every namespace),
+#                                     each alone in an environment of its own, then the node tier
 #                                     (below); every part runs whatever failed before it, and
 #                                     the run ends with one summary of what failed
 #   hack/test.sh --test smoke         only tests/smoke.rs (a target selection replaces --all-targets)
@@ -170,8 +170,10 @@ run_part cargo-test python3 hack/testenv/testenv.py run -- cargo test "${targets
 # runs an operator over every namespace and times it: both are ignored above and run here
 # alone, in an environment of their own (not against an existing cluster).
 if [ -z "${SECRET_RELAY_EXISTING_KUBECONFIG:-}" ]; then
-  run_part alone python3 hack/testenv/testenv.py run -- \
-    cargo test --test api_server_restart --test tenant_fairness -- --ignored
+  for alone in api_server_restart tenant_fairness; do
+    run_part "$alone" python3 hack/testenv/testenv.py run -- \
+      cargo test --test "$alone" -- --ignored
+  done
 fi
 run_part node-tier node_tier
 summary | tee "$logs/summary.txt"
