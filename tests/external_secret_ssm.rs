@@ -810,6 +810,22 @@ spec:
             "namespaceRegexes: [\"^prod-\"]".to_string(),
             false,
         ),
+        // ESO's rule (issue 26): any field of a condition admits (they were ANDed here)...
+        (
+            "any-field",
+            "{namespaces: [somewhere-else], namespaceRegexes: [\"^css-[0-9a-f]+$\"]}".to_string(),
+            true,
+        ),
+        // ...a condition that names nothing admits nobody (it admitted everyone here)...
+        ("empty", "{}".to_string(), false),
+        // ...and an invalid selector closes the store, whatever else matches.
+        (
+            "invalid",
+            format!(
+                "{{namespaces: [{ns}], namespaceSelector: {{matchExpressions: [{{key: team, operator: Sometimes}}]}}}}"
+            ),
+            false,
+        ),
     ];
     let suffix = random_suffix();
     let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);

@@ -290,3 +290,48 @@ async fn leader_election_failover() {
     assert!(status.success(), "exit status after SIGTERM: {status}");
     assert_eq!(holder().await, None, "the lease is released on shutdown");
 }
+
+/// issue 25: every line logged while reconciling names its object: a provider error's line in
+/// the operator's JSON log carries the reconcile span's kind, namespace, name and store.
+#[tokio::test]
+async fn a_provider_errors_log_line_names_its_external_secret() {
+    let Some(s) = setup("a_provider_errors_log_line_names_its_external_secret").await else {
+        return;
+    };
+    let p = s.start("json-log", &["--log-format", "json"], &[]);
+    wait_ready(&p).await;
+    s.external_secret("missing", "/does-not-exist").await;
+    wait_reason(&s.es, "missing", "SecretSyncedError").await;
+    let line = wait_for("the failure logged", Duration::from_secs(30), || async {
+        let text = std::fs::read_to_string(s.log("json-log")).ok()?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["fields"]["message"] == "sync failed")
+    })
+    .await;
+    let span = &line["span"];
+    assert_eq!(
+        (
+            span["name"].as_str(),
+            span["kind"].as_str(),
+            span["namespace"].as_str(),
+            span["object"].as_str(),
+            span["store"].as_str(),
+        ),
+        (
+            Some("reconcile"),
+            Some("ExternalSecret"),
+            Some(s.ns.as_str()),
+            Some("missing"),
+            Some("SecretStore/ssm"),
+        ),
+        "{line}"
+    );
+    assert!(
+        line["fields"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ParameterNotFound")),
+        "{line}"
+    );
+    drop(p);
+}

@@ -73,7 +73,7 @@ fn controlled_by(es: &ExternalSecret, ces: &ClusterExternalSecret) -> bool {
 /// span naming it.
 #[tracing::instrument(name = "reconcile", skip_all, fields(
     kind = "ClusterExternalSecret",
-    name = %ces.name_any(),
+    object = %ces.name_any(),
 ))]
 pub async fn reconcile(
     ces: Arc<ClusterExternalSecret>,

@@ -565,7 +565,7 @@ fn has_referent_refs(provider: &SecretStoreProvider) -> bool {
 #[tracing::instrument(name = "reconcile", skip_all, fields(
     kind = "SecretStore",
     namespace = %store.namespace().unwrap_or_default(),
-    name = %store.name_any(),
+    object = %store.name_any(),
 ))]
 pub async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let conditions = store.status.as_ref().map(|s| &s.conditions[..]);
@@ -597,7 +597,7 @@ pub async fn reconcile_store(store: Arc<SecretStore>, ctx: Arc<Context>) -> Resu
 /// `reconcile` span naming the store.
 #[tracing::instrument(name = "reconcile", skip_all, fields(
     kind = "ClusterSecretStore",
-    name = %store.name_any(),
+    object = %store.name_any(),
 ))]
 pub async fn reconcile_cluster_store(
     store: Arc<ClusterSecretStore>,

@@ -55,13 +55,14 @@ const BUSY_RETRY: Duration = Duration::from_secs(2);
 const CACHE_SYNC_POLL: Duration = Duration::from_millis(250);
 
 /// Reconciles one ExternalSecret; failures are written to its status and events before they
-/// are returned for backoff. Runs in a `reconcile` span naming the object (kind, namespace,
-/// name) and its store (`SecretStore/name`), so every line logged under it, provider calls
-/// included, says which ExternalSecret it concerns.
+/// are returned for backoff. Runs in a `reconcile` span naming the object (`kind`,
+/// `namespace`, `object`: its name; not `name`, which JSON logs give the span itself) and its
+/// `store` (`SecretStore/name`), so every line logged under it, provider calls included, says
+/// which ExternalSecret it concerns.
 #[tracing::instrument(name = "reconcile", skip_all, fields(
     kind = "ExternalSecret",
     namespace = %cached.namespace().unwrap_or_default(),
-    name = %cached.name_any(),
+    object = %cached.name_any(),
     store = %format_args!("{}/{}", cached.store_kind.as_str(), cached.store_name),
 ))]
 pub async fn reconcile(
