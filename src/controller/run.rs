@@ -352,41 +352,50 @@ fn bounded(config: &Config) -> controller::Config {
 
 /// The SecretStore controller, off its own watch.
 async fn store_controller(ctx: &Arc<Context>, config: &Config, shutdown: &Shutdown) {
-    Controller::new(
-        api_for::<SecretStore>(&ctx.client, &config.namespace),
-        list_config(),
-    )
-    .with_config(bounded(config))
-    .trigger_backoff(watch_backoff())
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        secret_store::reconcile_store,
-        store_error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| future::ready(()))
-    .await
+    let api = api_for::<SecretStore>(&ctx.client, &config.namespace);
+    run_store_controller(api, secret_store::reconcile_store, ctx, config, shutdown).await
 }
 
 /// The ClusterSecretStore controller, when [`Config::cluster_stores`].
 async fn cluster_store_controller(ctx: &Arc<Context>, config: &Config, shutdown: &Shutdown) {
-    if !config.cluster_stores {
-        return;
+    if config.cluster_stores {
+        let api = Api::<ClusterSecretStore>::all(ctx.client.clone());
+        run_store_controller(
+            api,
+            secret_store::reconcile_cluster_store,
+            ctx,
+            config,
+            shutdown,
+        )
+        .await
     }
-    Controller::new(
-        Api::<ClusterSecretStore>::all(ctx.client.clone()),
-        list_config(),
-    )
-    .with_config(bounded(config))
-    .trigger_backoff(watch_backoff())
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        secret_store::reconcile_cluster_store,
-        store_error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| future::ready(()))
-    .await
+}
+
+/// A store controller over `api` with `reconcile`: at most `--concurrency` at once, its
+/// watch backed off as every watch, drained on shutdown.
+async fn run_store_controller<K, Fut>(
+    api: Api<K>,
+    reconcile: impl FnMut(Arc<K>, Arc<Context>) -> Fut,
+    ctx: &Arc<Context>,
+    config: &Config,
+    shutdown: &Shutdown,
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    Controller::new(api, list_config())
+        .with_config(bounded(config))
+        .trigger_backoff(watch_backoff())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, store_error_policy, ctx.clone())
+        .for_each(|_| future::ready(()))
+        .await
 }
 
 /// The ExternalSecret controller. Every trigger goes through the gate (trigger_gate.rs),
