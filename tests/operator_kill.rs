@@ -19,29 +19,10 @@ use secret_relay::api::ExternalSecret;
 use serde_json::json;
 
 use common::TestEnv;
-use operator::{apply_yaml, process::Process, secret_data, wait_for};
+use operator::{apply_yaml, process::Process, ready_count, secret_data, wait_for};
 
 const OBJECTS: usize = 300;
 const KEYS: usize = 30;
-
-/// ExternalSecrets whose Ready condition is True.
-async fn ready_count(es: &Api<ExternalSecret>) -> usize {
-    es.list(&Default::default())
-        .await
-        .map(|l| {
-            l.items
-                .iter()
-                .filter(|e| {
-                    e.status.as_ref().is_some_and(|s| {
-                        s.conditions
-                            .iter()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                    })
-                })
-                .count()
-        })
-        .unwrap_or(0)
-}
 
 #[tokio::test]
 async fn a_kill_during_the_initial_sync_loses_nothing() {

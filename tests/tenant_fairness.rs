@@ -170,39 +170,19 @@ async fn a_tenants_templates_and_flood_leave_other_namespaces_syncing() {
     }
 }
 
-/// Waits until the `n` ExternalSecrets `{prefix}{i}` of `api` are all Ready (listing them once
-/// a second, not to load the API server); the ms it took.
-async fn wait_all(api: &Api<ExternalSecret>, n: usize, prefix: &str) -> u128 {
+/// Waits until the `n` ExternalSecrets of `api` (the only ones in its namespace, named
+/// `{what}*`) are all Ready, listing them once a second not to load the API server; the ms it
+/// took.
+async fn wait_all(api: &Api<ExternalSecret>, n: usize, what: &str) -> u128 {
     let start = Instant::now();
     loop {
-        let ready = api
-            .list(&Default::default())
-            .await
-            .map(|list| {
-                list.items
-                    .iter()
-                    .filter(|e| {
-                        e.metadata
-                            .name
-                            .as_deref()
-                            .is_some_and(|n| n.starts_with(prefix))
-                    })
-                    .filter(|e| {
-                        e.status.as_ref().is_some_and(|s| {
-                            s.conditions
-                                .iter()
-                                .any(|c| c.type_ == "Ready" && c.status == "True")
-                        })
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
+        let ready = operator::ready_count(api).await;
         if ready == n {
             return start.elapsed().as_millis();
         }
         assert!(
             start.elapsed() < Duration::from_secs(600),
-            "{ready} of {n} {prefix}* Ready after 600 s"
+            "{ready} of {n} {what}* Ready after 600 s"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -153,19 +153,7 @@ fn watch_stores(
     config: &Config,
     providers: &Arc<ProviderCache>,
 ) -> (Store<SecretStore>, Events<SecretStore>) {
-    let (store, writer) = reflector::store();
-    let events = relist_at_once(watcher(
-        api_for::<SecretStore>(client, &config.namespace),
-        list_config(),
-    ))
-    .backoff(watch_backoff())
-    .inspect(observe_api)
-    .inspect(forget_store(providers))
-    .modify(strip)
-    .reflect(writer)
-    .touched_objects()
-    .boxed();
-    (store, events)
+    watch_store_kind(api_for(client, &config.namespace), providers)
 }
 
 /// ClusterSecretStores, cached, when [`Config::cluster_stores`] (else an empty cache).
@@ -174,11 +162,25 @@ fn watch_cluster_stores(
     config: &Config,
     providers: &Arc<ProviderCache>,
 ) -> (Store<ClusterSecretStore>, Events<ClusterSecretStore>) {
-    let (store, writer) = reflector::store();
     if !config.cluster_stores {
-        return (store, futures::stream::pending().boxed());
+        return (reflector::store().0, futures::stream::pending().boxed());
     }
-    let events = relist_at_once(watcher(Api::all(client.clone()), list_config()))
+    watch_store_kind(Api::all(client.clone()), providers)
+}
+
+/// The stores of `api`, cached; a deleted one drops its providers.
+fn watch_store_kind<K>(api: Api<K>, providers: &Arc<ProviderCache>) -> (Store<K>, Events<K>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = relist_at_once(watcher(api, list_config()))
         .backoff(watch_backoff())
         .inspect(observe_api)
         .inspect(forget_store(providers))

@@ -180,6 +180,25 @@ impl Observer {
     }
 }
 
+/// The ExternalSecrets of `es` whose Ready condition is True (0 when the list fails).
+pub async fn ready_count(es: &Api<ExternalSecret>) -> usize {
+    es.list(&Default::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|e| {
+                    e.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, or panics naming `what` after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
