@@ -168,26 +168,56 @@ pub struct KmsAge {
     pub secret_ref: SecretKeySelector,
 }
 
-/// The AWS service a store reads. Only Parameter Store is supported.
+/// The AWS service a store reads (ESO's `spec.provider.aws.service`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum AwsService {
     /// Systems Manager Parameter Store (`GetParameters`, `GetParametersByPath`).
     #[default]
     ParameterStore,
+    /// Secrets Manager (`BatchGetSecretValue`, `GetSecretValue`, `ListSecrets`,
+    /// `DescribeSecret`).
+    SecretsManager,
 }
 
-/// AWS provider: `service` and the [`AwsConnection`] (`region`, optional `role`, `endpoint`
-/// and `auth`).
+/// AWS provider: `service`, the [`AwsConnection`] (`region`, optional `role`, `endpoint`
+/// and `auth`), and ESO's `prefix` and `secretsManager` fields.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsProvider {
-    /// Always `ParameterStore`.
+    /// `ParameterStore` (the default) or `SecretsManager`.
     #[serde(default)]
     pub service: AwsService,
+    /// Prepended to every `remoteRef.key` read through this store (ESO's `prefix`), e.g.
+    /// `prod/` makes key `db` read `prod/db`. Not applied to `dataFrom.find`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// ESO's Secrets Manager settings. Both fields shape ESO's PushSecret deletions, which
+    /// this operator does not make: accepted so that ESO's stores apply unchanged, and unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_manager: Option<AwsSecretsManagerConfig>,
     /// Region, role, endpoint and credentials (flattened: `aws.region`, not
     /// `aws.connection.region`).
     #[serde(flatten)]
     pub connection: AwsConnection,
+}
+
+/// ESO's `spec.provider.aws.secretsManager`: how PushSecret deletes secrets (unused here).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsSecretsManagerConfig {
+    /// ESO: delete without a recovery window (`DeleteSecret` `ForceDeleteWithoutRecovery`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_delete_without_recovery: Option<bool>,
+    /// ESO: the recovery window of a deletion, in days (7-30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_window_in_days: Option<i64>,
+}
+
+impl AwsProvider {
+    /// `key` with the store's [`AwsProvider::prefix`] in front.
+    pub fn prefixed(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix.as_deref().unwrap_or_default())
+    }
 }
 
 /// Where and as whom the AWS clients of a store connect: the fields `aws` (Parameter Store)
@@ -200,7 +230,7 @@ pub struct AwsConnection {
     /// ARN of a role assumed (STS `AssumeRole`) on top of the credentials from `auth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    /// Endpoint URL of the service (SSM or KMS) and STS (VPC endpoints, local test servers).
+    /// Endpoint URL of the service (SSM, Secrets Manager or KMS) and STS (VPC endpoints, local test servers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// Credentials; absent = the SDK's default chain (env, web identity, Pod Identity, IMDS).

@@ -25,11 +25,11 @@ use crate::{
     api::{
         ClusterSecretStore, ExternalSecret, SecretStore,
         external_secret::{SecretStoreRef, StoreKind},
-        secret_store::SecretStoreProvider,
+        secret_store::{AwsService, SecretStoreProvider},
     },
     providers::{
         AuthContext, Coalescer, DynProvider, ErrorKind, ProviderError, SharedProvider,
-        aws::SsmProvider,
+        aws::{SecretsManagerProvider, SsmProvider},
         kms::KmsProvider,
         vault::{PreparedVault, VaultKvProvider},
     },
@@ -471,6 +471,7 @@ impl ProviderCache {
 /// The provider label of metrics for a store's provider.
 fn provider_name(spec: &SecretStoreProvider) -> &'static str {
     match (&spec.aws, &spec.vault) {
+        (Some(aws), _) if aws.service == AwsService::SecretsManager => "aws_secretsmanager",
         (Some(_), _) => "aws_ssm",
         (None, Some(_)) => "vault",
         _ => "kms",
@@ -518,7 +519,10 @@ async fn prepare_provider(
     auth: &AuthContext,
 ) -> Result<Prepared, ProviderError> {
     Ok(match (&spec.aws, &spec.vault, &spec.kms) {
-        (Some(aws), None, None) => Prepared::Built(Arc::new(SsmProvider::new(aws, auth).await?)),
+        (Some(aws), None, None) => Prepared::Built(match aws.service {
+            AwsService::ParameterStore => Arc::new(SsmProvider::new(aws, auth).await?),
+            AwsService::SecretsManager => Arc::new(SecretsManagerProvider::new(aws, auth).await?),
+        }),
         (None, Some(vault), None) => {
             Prepared::Vault(Box::new(VaultKvProvider::prepare(vault, auth).await?))
         }

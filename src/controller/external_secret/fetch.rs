@@ -12,7 +12,7 @@ use crate::{
             DeletionPolicy, ExternalSecretData, MetadataPolicy, NullBytePolicy, RemoteRef,
             SecretStoreRef,
         },
-        secret_store::SecretStoreProvider,
+        secret_store::{AwsService, SecretStoreProvider},
     },
     providers::{ErrorKind, ProviderError, SecretMap, SecretValue, SharedProvider},
 };
@@ -31,8 +31,26 @@ fn not_found_message(provider: &SecretStoreProvider, key: &str, version: Option<
         Some(v) => format!("{key}:{v}"),
         None => key.to_string(),
     };
-    if provider.aws.is_some() {
-        format!("ssm GetParameters {selector:?}: ParameterNotFound")
+    if let Some(aws) = &provider.aws {
+        let key = aws.prefixed(key);
+        match (aws.service, version) {
+            (AwsService::ParameterStore, Some(v)) => {
+                format!(
+                    "ssm GetParameters {:?}: ParameterNotFound",
+                    format!("{key}:{v}")
+                )
+            }
+            (AwsService::ParameterStore, None) => {
+                format!("ssm GetParameters {key:?}: ParameterNotFound")
+            }
+            (AwsService::SecretsManager, Some(v)) => format!(
+                "secretsmanager GetSecretValue {:?}: ResourceNotFoundException (no such secret or version {v:?}, or the secret is scheduled for deletion)",
+                key
+            ),
+            (AwsService::SecretsManager, None) => format!(
+                "secretsmanager BatchGetSecretValue {key:?}: ResourceNotFoundException (no such secret, or it is scheduled for deletion)"
+            ),
+        }
     } else if provider.kms.is_some() {
         format!(
             "kms: {key:?} not found (no such ConfigMap in this namespace, or no such data key in it)"

@@ -114,8 +114,10 @@ fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> 
 fn classify(sts: bool, code: Option<&str>, status: Option<u16>) -> ErrorKind {
     use ErrorKind::*;
     let kind = match code.unwrap_or_default() {
-        "ParameterNotFound" | "ParameterVersionNotFound" => NotFound,
-        "AccessDeniedException" | "AccessDenied" => AccessDenied,
+        "ParameterNotFound" | "ParameterVersionNotFound" | "ResourceNotFoundException" => NotFound,
+        // Secrets Manager's `DecryptionFailure`: the KMS key of the secret refused the
+        // credentials (a key policy or grant), i.e. access to the value is denied.
+        "AccessDeniedException" | "AccessDenied" | "DecryptionFailure" => AccessDenied,
         "ThrottlingException"
         | "Throttling"
         | "TooManyRequestsException"
@@ -137,8 +139,11 @@ fn classify(sts: bool, code: Option<&str>, status: Option<u16>) -> ErrorKind {
         | "InvalidFilterOption"
         | "InvalidFilterValue"
         | "InvalidParameterValue"
-        | "MalformedPolicyDocument" => InvalidConfig,
+        | "MalformedPolicyDocument"
+        | "InvalidParameterException"
+        | "InvalidRequestException" => InvalidConfig,
         "InternalServerError"
+        | "InternalServiceError"
         | "InternalFailure"
         | "ServiceUnavailable"
         | "IDPCommunicationError"
@@ -155,6 +160,12 @@ fn classify(sts: bool, code: Option<&str>, status: Option<u16>) -> ErrorKind {
         _ if sts => Authentication,
         _ => kind,
     }
+}
+
+/// The category of an AWS error code reported per item (Secrets Manager's
+/// `BatchGetSecretValue` `Errors`), where no HTTP status applies.
+pub(super) fn classify_code(code: &str) -> ErrorKind {
+    classify(false, Some(code), None)
 }
 
 /// Counts every HTTP request of one operation (retries included) in

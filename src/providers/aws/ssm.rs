@@ -32,12 +32,13 @@ use aws_sdk_ssm::{
 };
 use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError;
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{
+    batcher::{GetRequest, GetResult, request_group, run_batcher},
     credentials::sdk_config,
     errors::{CountCalls, PROVIDER, call_error},
-    ssm_batch::{GetRequest, GetResult, run_batcher, send_batch},
+    ssm_batch::{LIMITS, send_batch},
 };
 use crate::{
     api::{external_secret::ExternalSecretFind, secret_store::AwsProvider},
@@ -74,6 +75,8 @@ pub struct SsmProvider {
     /// Signed with the same credentials as `ssm`, for `GetCallerIdentity`.
     sts: aws_sdk_sts::Client,
     batcher: mpsc::Sender<Vec<GetRequest>>,
+    /// ESO's `prefix`, put in front of every key read by `get`.
+    prefix: String,
 }
 
 impl SsmProvider {
@@ -102,10 +105,15 @@ impl SsmProvider {
         let sts = aws_sdk_sts::Client::new(&config);
         let (batcher, requests) = mpsc::channel(1024);
         let caller = ssm.clone();
-        tokio::spawn(run_batcher(requests, BATCH_WINDOW, move |batch| {
+        tokio::spawn(run_batcher(requests, BATCH_WINDOW, LIMITS, move |batch| {
             tokio::spawn(send_batch(caller.clone(), batch));
         }));
-        Ok(SsmProvider { ssm, sts, batcher })
+        Ok(SsmProvider {
+            ssm,
+            sts,
+            batcher,
+            prefix: spec.prefix.clone().unwrap_or_default(),
+        })
     }
 
     /// The ARN of the identity the store's credentials belong to (STS `GetCallerIdentity`,
@@ -139,30 +147,7 @@ impl SsmProvider {
     /// Queues `selectors` as one group (placed in batches together, see
     /// [`run_batcher`]) and waits for their answers, one per selector, in order.
     async fn get_selectors(&self, selectors: Vec<String>) -> Vec<GetResult> {
-        if selectors.is_empty() {
-            return Vec::new();
-        }
-        let (group, answers): (Vec<GetRequest>, Vec<_>) = selectors
-            .iter()
-            .map(|selector| {
-                let (reply, answer) = oneshot::channel();
-                let request = GetRequest {
-                    selector: selector.clone(),
-                    reply,
-                };
-                (request, answer)
-            })
-            .unzip();
-        // Only when the runtime shuts down: the batcher lives as long as `self`.
-        if self.batcher.send(group).await.is_err() {
-            return selectors.iter().map(|s| Err(stopped(s))).collect();
-        }
-        let answers = futures::future::join_all(answers).await;
-        selectors
-            .iter()
-            .zip(answers)
-            .map(|(selector, answer)| answer.unwrap_or_else(|_| Err(stopped(selector))))
-            .collect()
+        request_group(&self.batcher, selectors, stopped).await
     }
 
     /// Every parameter below `path` with its value: `GetParametersByPath`, recursive,
@@ -266,7 +251,8 @@ impl Provider for SsmProvider {
     /// number or a label (`name:version` selector). `Ok(None)` when the parameter, version or
     /// label does not exist.
     async fn get(&self, key: &str, version: Option<&str>) -> GetResult {
-        self.get_selector(selector(key, version)).await
+        self.get_selector(selector(&format!("{}{key}", self.prefix), version))
+            .await
     }
 
     /// The parameters of `keys` (as [`Provider::get`]) queued as one group: the keys due at a
@@ -274,7 +260,9 @@ impl Provider for SsmProvider {
     async fn get_many(&self, keys: &[(String, Option<String>)]) -> Vec<GetResult> {
         self.get_selectors(
             keys.iter()
-                .map(|(key, version)| selector(key, version.as_deref()))
+                .map(|(key, version)| {
+                    selector(&format!("{}{key}", self.prefix), version.as_deref())
+                })
                 .collect(),
         )
         .await
@@ -283,6 +271,7 @@ impl Provider for SsmProvider {
     /// The parameter's tags as a JSON object (`ListTagsForResource`, one call; ESO's
     /// `metadataPolicy: Fetch`). `Ok(None)` when the parameter does not exist.
     async fn get_metadata(&self, key: &str) -> GetResult {
+        let key = &format!("{}{key}", self.prefix);
         let out = self
             .ssm
             .list_tags_for_resource()
