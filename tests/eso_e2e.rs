@@ -1,7 +1,8 @@
-//! External Secrets Operator's own end-to-end cases for the Parameter Store and Vault providers,
-//! ported to this operator: compatibility shown in ESO's terms.
+//! External Secrets Operator's own end-to-end cases for the Parameter Store, Secrets Manager and
+//! Vault providers, ported to this operator: compatibility shown in ESO's terms.
 //!
 //! Source: ESO's `e2e/suites/provider/cases/` — `common/common.go`, `common/find_by_name.go`,
+//! `common/find_by_tags.go`, `aws/secretsmanager/secretsmanager.go`,
 //! `aws/parameterstore/{parameterstore,find_by_name,find_by_tags,version_secret}.go`,
 //! `vault/{vault,provider}.go`. Every case keeps ESO's name (the test function's name, in a
 //! module named after ESO's table entry, e.g. `parameterstore_with_static_auth::SimpleDataSync`),
@@ -19,6 +20,15 @@
 //!   JSONDataWithoutTargetName, DeletionPolicyDelete, FindByName, FindByNameWithPath,
 //!   FindByTag, FindByTagWithPath, VersionedParameter: ported. "with static referent auth":
 //!   SimpleDataSync: ported.
+//! - Secrets Manager (`aws/secretsmanager/secretsmanager.go`) "with static auth":
+//!   SimpleDataSync, NestedJSONWithGJSON, JSONDataFromSync, JSONDataFromRewrite,
+//!   JSONDataWithProperty, JSONDataWithTemplate, DockerJSONConfig, DataPropertyDockerconfigJSON,
+//!   SyncWithoutTargetName, JSONDataWithoutTargetName, FindByName, FindByNameWithPath,
+//!   FindByTag, FindByTagWithPath (`common/find_by_name.go`, `common/find_by_tags.go`),
+//!   DeletionPolicyDelete: ported, on moto's Secrets Manager; "with static referent auth":
+//!   SimpleDataSync: ported. Not ported: SSHKeySync, SSHKeySyncDataProperty (as for Parameter
+//!   Store), SyncV1Alpha1 (we serve no v1alpha1 of ESO's API), "with externalID" and "with
+//!   session tags" (our stores have neither field), the `[awsmanaged]` tables (IRSA on real AWS).
 //! - Vault "with token auth": FindByName, FindByNameAndRewrite, JSONDataFromSync,
 //!   JSONDataFromRewrite, JSONDataWithProperty, JSONDataWithoutTargetName, DecodingPolicySync;
 //!   the same minus DecodingPolicySync "with approle auth", "with v1 provider", "with
@@ -344,6 +354,63 @@ mod eso_common {
     }
 }
 
+/// ESO's common find cases for backends with flat names (`common/find_by_name.go`
+/// `FindByNameWithPath`, `common/find_by_tags.go`), which the Secrets Manager table runs.
+mod eso_common_find {
+    use super::*;
+
+    /// find_by_name.go FindByNameWithPath: "[common] should find secrets by name with path"
+    pub fn FindByNameWithPath(ns: &str) -> Case {
+        let value = r#"{"foo1":"foo1-val"}"#;
+        let two = format!("{ns}-two");
+        let three = format!("{ns}-three");
+        Case::new(
+            vec![
+                entry(format!("e2e-find-name-{ns}-one"), value),
+                entry(&two, value),
+                entry(&three, value),
+            ],
+            format!(
+                "{TARGET}  dataFrom:\n  - find:\n      path: {ns}\n      name:\n        regexp: \".+\"\n"
+            ),
+            &[(&two, value), (&three, value)],
+        )
+    }
+
+    /// find_by_tags.go: "[common] should find secrets by tags using .DataFrom[]"
+    pub fn FindByTag(ns: &str) -> Case {
+        let keys: Vec<String> = ["one", "two", "three"]
+            .iter()
+            .map(|s| format!("e2e-find-name-{ns}-{s}"))
+            .collect();
+        Case::new(
+            keys.iter().map(|k| tagged(k, SECRET_VALUE_1, ns)).collect(),
+            format!("{TARGET}  dataFrom:\n  - find:\n      tags:\n        test: {ns}\n"),
+            &keys
+                .iter()
+                .map(|k| (k.as_str(), SECRET_VALUE_1))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// find_by_tags.go: "[common] should find secrets by tags with path prefix"
+    pub fn FindByTagWithPath(ns: &str) -> Case {
+        let two = format!("foobar-{ns}-two");
+        let three = format!("foobar-{ns}-three");
+        Case::new(
+            vec![
+                tagged(format!("e2e-find-name-{ns}-one"), SECRET_VALUE_1, ns),
+                tagged(&two, SECRET_VALUE_1, ns),
+                tagged(&three, SECRET_VALUE_1, ns),
+            ],
+            format!(
+                "{TARGET}  dataFrom:\n  - find:\n      path: foobar\n      tags:\n        test: {ns}\n"
+            ),
+            &[(&two, SECRET_VALUE_1), (&three, SECRET_VALUE_1)],
+        )
+    }
+}
+
 /// ESO's `e2e/suites/provider/cases/aws/parameterstore` (SSM names need a leading `/` to have
 /// a path; ESO's key conversion turns each `/` into `_`).
 mod eso_parameterstore {
@@ -556,6 +623,42 @@ mod parameterstore_with_static_auth {
 mod parameterstore_with_static_referent_auth {
     use super::*;
     eso_cases!(Store::SsmReferent;
+        SimpleDataSync = eso_common::SimpleDataSync,
+    );
+}
+
+/// secretsmanager.go, entries `withStaticAuth` (on moto's Secrets Manager).
+mod secretsmanager_with_static_auth {
+    use super::*;
+    eso_cases!(Store::SmStatic;
+        SimpleDataSync = eso_common::SimpleDataSync,
+        NestedJSONWithGJSON = eso_common::NestedJSONWithGJSON,
+        JSONDataFromSync = eso_common::JSONDataFromSync,
+        JSONDataFromRewrite = eso_common::JSONDataFromRewrite,
+        JSONDataWithProperty = eso_common::JSONDataWithProperty,
+        JSONDataWithTemplate = eso_common::JSONDataWithTemplate,
+        DockerJSONConfig = eso_common::DockerJSONConfig,
+        DataPropertyDockerconfigJSON = eso_common::DataPropertyDockerconfigJSON,
+        SyncWithoutTargetName = eso_common::SyncWithoutTargetName,
+        JSONDataWithoutTargetName = eso_common::JSONDataWithoutTargetName,
+        FindByName = eso_common::FindByName,
+        FindByNameWithPath = eso_common_find::FindByNameWithPath,
+        FindByTag = eso_common_find::FindByTag,
+        FindByTagWithPath = eso_common_find::FindByTagWithPath,
+        DeletionPolicyDelete = eso_common::DeletionPolicyDelete,
+        /// Not in ESO's Secrets Manager table (a common case): an extra.
+        JSONDataFromExtractProperty = eso_common::JSONDataFromExtractProperty,
+        /// Not in ESO's Secrets Manager table (ESO runs it for Vault): an extra.
+        DecodingPolicySync = eso_common::DecodingPolicySync,
+        /// Not in ESO's Secrets Manager table (ESO runs it for Vault): an extra.
+        FindByNameAndRewrite = eso_common::FindByNameAndRewrite,
+    );
+}
+
+/// secretsmanager.go, entries with `useReferentStaticAuth`.
+mod secretsmanager_with_static_referent_auth {
+    use super::*;
+    eso_cases!(Store::SmReferent;
         SimpleDataSync = eso_common::SimpleDataSync,
     );
 }

@@ -115,6 +115,12 @@ pub enum Store {
     /// whose key references have no namespace: Secret `referent-provider-secret` of the
     /// ExternalSecret's namespace.
     SsmReferent,
+    /// secretsmanager.go `useStaticAuth`: SecretStore `aws-static-creds` with `service:
+    /// SecretsManager`, keys in Secret `provider-secret` (kid, sak, st).
+    SmStatic,
+    /// secretsmanager.go `useReferentStaticAuth`: as [`Store::SsmReferent`], `service:
+    /// SecretsManager`.
+    SmReferent,
     /// vault.go `useTokenAuth`: SecretStore `<ns>` (KV v2 at `secret`), root token in Secret
     /// `token-provider`.
     VaultToken,
@@ -141,10 +147,19 @@ pub enum Store {
 
 impl Store {
     fn is_vault(self) -> bool {
-        !matches!(self, Store::SsmStatic | Store::SsmReferent)
+        !matches!(
+            self,
+            Store::SsmStatic | Store::SsmReferent | Store::SmStatic | Store::SmReferent
+        )
+    }
+    fn is_secrets_manager(self) -> bool {
+        matches!(self, Store::SmStatic | Store::SmReferent)
     }
     fn is_cluster(self) -> bool {
-        matches!(self, Store::SsmReferent | Store::VaultReferent)
+        matches!(
+            self,
+            Store::SsmReferent | Store::VaultReferent | Store::SmReferent
+        )
     }
 }
 
@@ -153,6 +168,7 @@ pub struct Provider {
     vault_addr: String,
     vault_token: String,
     ssm: Option<aws_sdk_ssm::Client>,
+    sm: Option<aws_sdk_secretsmanager::Client>,
     http: reqwest::Client,
 }
 
@@ -161,7 +177,31 @@ impl Provider {
     /// tagged); Vault: the JSON object at `secret/data/<key>` (KV v2) and `secret_v1/<key>`
     /// (KV v1).
     pub async fn create(&self, e: &Entry) {
-        if let Some(ssm) = &self.ssm {
+        if let Some(sm) = &self.sm {
+            // secretsmanager's provider.go: CreateSecret with the value as SecretString and
+            // the tags; a key created again gets a new version (PutSecretValue).
+            let mut create = sm.create_secret().name(&e.key).secret_string(&e.value);
+            for (k, v) in &e.tags {
+                create = create.tags(
+                    aws_sdk_secretsmanager::types::Tag::builder()
+                        .key(k)
+                        .value(v)
+                        .build(),
+                );
+            }
+            if let Err(err) = create.send().await {
+                let exists = err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_exists_exception());
+                assert!(exists, "CreateSecret {}: {err:?}", e.key);
+                sm.put_secret_value()
+                    .secret_id(&e.key)
+                    .secret_string(&e.value)
+                    .send()
+                    .await
+                    .unwrap_or_else(|err| panic!("PutSecretValue {}: {err:?}", e.key));
+            }
+        } else if let Some(ssm) = &self.ssm {
             let mut put = ssm
                 .put_parameter()
                 .name(&e.key)
@@ -193,7 +233,14 @@ impl Provider {
 
     /// ESO's `DeleteSecret`.
     pub async fn delete(&self, key: &str) {
-        if let Some(ssm) = &self.ssm {
+        if let Some(sm) = &self.sm {
+            let _ = sm
+                .delete_secret()
+                .secret_id(key)
+                .force_delete_without_recovery(true)
+                .send()
+                .await;
+        } else if let Some(ssm) = &self.ssm {
             let _ = ssm.delete_parameter().name(key).send().await;
         } else {
             self.vault_request(reqwest::Method::DELETE, &format!("secret/data/{key}"), None)
@@ -314,8 +361,14 @@ async fn setup_store(env: &TestEnv, ns: &str, store: Store) -> String {
     };
     const KV2: &str = "      path: secret\n      version: v2\n";
     match store {
-        Store::SsmStatic | Store::SsmReferent => {
-            let (secret, kind, name) = if store == Store::SsmStatic {
+        Store::SsmStatic | Store::SsmReferent | Store::SmStatic | Store::SmReferent => {
+            let service = if store.is_secrets_manager() {
+                "SecretsManager"
+            } else {
+                "ParameterStore"
+            };
+            let static_auth = matches!(store, Store::SsmStatic | Store::SmStatic);
+            let (secret, kind, name) = if static_auth {
                 (
                     "provider-secret",
                     "SecretStore",
@@ -344,7 +397,7 @@ metadata:
 spec:
   provider:
     aws:
-      service: ParameterStore
+      service: {service}
       region: {region}
       endpoint: {endpoint}
       auth:
@@ -362,7 +415,7 @@ spec:
                 region = env.aws_region,
                 endpoint = env.aws_endpoint
             );
-            if store == Store::SsmStatic {
+            if static_auth {
                 apply_yaml(&ss, &yaml).await;
                 format!("{{name: {name}}}")
             } else {
@@ -569,10 +622,17 @@ pub async fn run(test: &str, store: Store, case: fn(&str) -> Case) {
     let prov = Provider {
         vault_addr: env.vault_addr.clone(),
         vault_token: env.vault_token.clone(),
-        ssm: if store.is_vault() {
+        ssm: if store.is_vault() || store.is_secrets_manager() {
             None
         } else {
             Some(aws_sdk_ssm::Client::new(&env.aws_sdk_config().await))
+        },
+        sm: if store.is_secrets_manager() {
+            Some(aws_sdk_secretsmanager::Client::new(
+                &env.aws_sdk_config().await,
+            ))
+        } else {
+            None
         },
         http: reqwest::Client::new(),
     };
