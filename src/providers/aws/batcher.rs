@@ -188,8 +188,9 @@ fn place(
 }
 
 /// Queues `selectors` on `batcher` as one group and waits for their answers, one per
-/// selector, in order. `stopped` is the error of a read whose batcher is gone (only when the
-/// runtime shuts down: the batcher lives as long as its provider).
+/// selector, in order; a selector given twice is queued once. `stopped` is the error of a
+/// read whose batcher is gone (only when the runtime shuts down: the batcher lives as long as
+/// its provider).
 pub(super) async fn request_group(
     batcher: &mpsc::Sender<Vec<GetRequest>>,
     selectors: Vec<String>,
@@ -198,18 +199,25 @@ pub(super) async fn request_group(
     if selectors.is_empty() {
         return Vec::new();
     }
-    let (group, answers): (Vec<GetRequest>, Vec<_>) = selectors
+    let distinct: Vec<&String> = {
+        let mut seen = std::collections::HashSet::new();
+        selectors.iter().filter(|s| seen.insert(*s)).collect()
+    };
+    let (group, answers): (Vec<GetRequest>, Vec<_>) = distinct
         .iter()
-        .map(|selector| GetRequest::new(selector.clone()))
+        .map(|selector| GetRequest::new((*selector).clone()))
         .unzip();
     if batcher.send(group).await.is_err() {
         return selectors.iter().map(|s| Err(stopped(s))).collect();
     }
-    let answers = futures::future::join_all(answers).await;
+    let answers: std::collections::HashMap<&String, GetResult> = distinct
+        .into_iter()
+        .zip(futures::future::join_all(answers).await)
+        .map(|(selector, answer)| (selector, answer.unwrap_or_else(|_| Err(stopped(selector)))))
+        .collect();
     selectors
         .iter()
-        .zip(answers)
-        .map(|(selector, answer)| answer.unwrap_or_else(|_| Err(stopped(selector))))
+        .map(|selector| answers[selector].clone())
         .collect()
 }
 
@@ -357,6 +365,12 @@ mod tests {
             ["value of /x", "value of /y"]
         );
         assert_eq!(text(&b[0]), "value of /y");
+        // A group naming a selector twice sends it once and answers both.
+        let twice = request_group(&tx, vec!["/z".into(), "/z".into()], stopped).await;
+        assert_eq!(
+            twice.iter().map(text).collect::<Vec<_>>(),
+            ["value of /z", "value of /z"]
+        );
         drop(tx);
         batcher.await.unwrap();
     }

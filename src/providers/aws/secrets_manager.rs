@@ -303,12 +303,14 @@ impl Client {
 }
 
 /// Whether a failed read means the secret is not there for reading: it does not exist
-/// (`ResourceNotFoundException`), or is scheduled for deletion (`InvalidRequestException` "...
-/// marked for deletion"), as ESO reads both.
+/// (`ResourceNotFoundException`), or is scheduled for deletion (`InvalidRequestException`,
+/// AWS: "... because it was marked for deletion", moto: "... currently marked deleted"), as
+/// ESO reads both.
 fn absent(failure: &CallFailure) -> bool {
     failure.kind == ErrorKind::NotFound
         || (failure.detail.starts_with("InvalidRequestException")
-            && failure.detail.contains("marked for deletion"))
+            && failure.detail.contains("marked")
+            && failure.detail.contains("delet"))
 }
 
 /// ESO's value of a secret: its `SecretString`, else its `SecretBinary` bytes (exact).
