@@ -74,7 +74,15 @@ async fn scale_benchmark() {
         )),
         log_dir: root.join("target/bench"),
         initial_only: var("SECRET_RELAY_BENCH_INITIAL_ONLY", false),
+        aws_service: var(
+            "SECRET_RELAY_BENCH_AWS_SERVICE",
+            "ParameterStore".to_string(),
+        ),
     };
+    assert!(
+        ["ParameterStore", "SecretsManager"].contains(&p.aws_service.as_str()),
+        "SECRET_RELAY_BENCH_AWS_SERVICE: ParameterStore or SecretsManager"
+    );
     let out = var("SECRET_RELAY_BENCH_OUT", root.clone());
     // Read before the run, so that a broken file fails now rather than after an hour.
     let previous = scale::report::load(&out).expect("reading the earlier runs");

@@ -41,6 +41,7 @@ async fn scale_invariants_at_n100() {
         ready_timeout: Duration::from_secs(60),
         log_dir,
         initial_only: false,
+        aws_service: "ParameterStore".into(),
     };
     let started = Instant::now();
     let r = scale::run(&env, &p).await.expect("benchmark set-up");

@@ -95,7 +95,16 @@ fn head(r: &Results) -> String {
         1 => String::new(),
         k => format!(", {k} shards"),
     };
-    format!("N = {} ({}{shards})", thousands(r.n as f64), r.store_kind)
+    let service = if r.secrets_manager() {
+        ", Secrets Manager"
+    } else {
+        ""
+    };
+    format!(
+        "N = {} ({}{shards}{service})",
+        thousands(r.n as f64),
+        r.store_kind
+    )
 }
 
 fn row(md: &mut String, runs: &[&Results], name: &str, f: &dyn Fn(&Results) -> String) {
@@ -178,9 +187,17 @@ fn cycle_rows(md: &mut String, runs: &[&Results], pick: &dyn Fn(&Results) -> Opt
 
 /// The latest run of each configuration, ordered by store kind, shards, N.
 fn latest(runs: &[Results]) -> Vec<&Results> {
-    let mut by: BTreeMap<(String, usize, usize), &Results> = BTreeMap::new();
+    let mut by: BTreeMap<(String, String, usize, usize), &Results> = BTreeMap::new();
     for r in runs {
-        by.insert((r.store_kind.clone(), r.shard_count(), r.n), r);
+        by.insert(
+            (
+                r.aws_service.clone(),
+                r.store_kind.clone(),
+                r.shard_count(),
+                r.n,
+            ),
+            r,
+        );
     }
     by.into_values().collect()
 }
@@ -665,7 +682,11 @@ fn every_run(md: &mut String, all: &[Results]) {
             "| {} | {commit} | {} | {} | {} | {} | {ready} | {ratio} | {rss} | {} | {reverified} | {writes} | {calls} |",
             r.started_at,
             thousands(r.n as f64),
-            r.store_kind,
+            if r.secrets_manager() {
+                format!("{} (Secrets Manager)", r.store_kind)
+            } else {
+                r.store_kind.clone()
+            },
             r.shard_count(),
             opt(r.raw_create_secs),
             num(r.initial.operator_cpu_secs),

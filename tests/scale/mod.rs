@@ -84,6 +84,9 @@ pub struct Params {
     /// Stop after the initial sync (no refresh cycles, no live adds, no restart): for quick
     /// experiments, never for the published figures.
     pub initial_only: bool,
+    /// The AWS half's service: `ParameterStore` (SSM parameters) or `SecretsManager` (secrets
+    /// of the same names).
+    pub aws_service: String,
 }
 
 impl Params {
@@ -228,6 +231,7 @@ pub async fn run(env: &TestEnv, p: &Params) -> Result<Results> {
         }
         .into(),
         shards: p.shard_count(),
+        aws_service: p.aws_service.clone(),
         refresh_interval: format!("{}s", p.refresh_secs),
         create_concurrency: p.create_concurrency,
         operator_concurrency: p.operator_concurrency,

@@ -162,7 +162,8 @@ impl Operator {
         }
         let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))?;
         let provider = |s: &str| match s {
-            "aws_ssm" => "ssm".to_string(),
+            // The AWS half of the benchmark, whichever service it reads.
+            "aws_ssm" | "aws_secretsmanager" => "ssm".to_string(),
             other => other.to_string(),
         };
         for s in &scrape.samples {

@@ -486,6 +486,18 @@ fn cycle_from(p: &Params, window: Window, moto: Option<MotoCounts>) -> Cycle {
             "ssm GetParameters (server)".into(),
             server.get("ssm GetParameters").copied().unwrap_or(0.0) * ssm_scale,
         );
+        if p.aws_service == "SecretsManager" {
+            for action in ["BatchGetSecretValue", "GetSecretValue"] {
+                per_cycle.insert(
+                    format!("secretsmanager {action} (server)"),
+                    server
+                        .get(&format!("secretsmanager {action}"))
+                        .copied()
+                        .unwrap_or(0.0)
+                        * ssm_scale,
+                );
+            }
+        }
         per_cycle.insert(
             "vault, all calls (server)".into(),
             vault_operator_calls(server) * vault_scale,

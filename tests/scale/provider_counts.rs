@@ -86,7 +86,10 @@ impl Moto {
                     .unwrap_or("unknown")
                     .to_string(),
             };
-            if action == "PutParameter" {
+            if matches!(
+                action.as_str(),
+                "PutParameter" | "CreateSecret" | "PutSecretValue"
+            ) {
                 continue;
             }
             if action == "GetParameters"
@@ -165,11 +168,14 @@ pub fn vault_operator_calls(server: &Counts) -> f64 {
         .sum()
 }
 
-/// SSM and STS calls of any kind (moto's recorder; the benchmark's PutParameter left out).
+/// The AWS half's calls of any kind: SSM or Secrets Manager, and STS (moto's recorder; the
+/// benchmark's own writes left out).
 pub fn ssm_calls(server: &Counts) -> f64 {
     server
         .iter()
-        .filter(|(k, _)| k.starts_with("ssm ") || k.starts_with("sts "))
+        .filter(|(k, _)| {
+            k.starts_with("ssm ") || k.starts_with("secretsmanager ") || k.starts_with("sts ")
+        })
         .map(|(_, v)| v)
         .sum()
 }

@@ -212,6 +212,10 @@ pub struct Results {
     /// shards existed have none and count as 1).
     #[serde(default = "one")]
     pub shards: usize,
+    /// The AWS half's service, `ParameterStore` or `SecretsManager` (runs made before
+    /// Secrets Manager existed have none: Parameter Store).
+    #[serde(default = "parameter_store")]
+    pub aws_service: String,
     pub stores: usize,
     pub refresh_interval: String,
     pub create_concurrency: usize,
@@ -271,15 +275,29 @@ fn one() -> usize {
     1
 }
 
+fn parameter_store() -> String {
+    "ParameterStore".into()
+}
+
 impl Results {
     /// Operator instances (1 for runs made before shards existed).
     pub fn shard_count(&self) -> usize {
         self.shards.max(1)
     }
 
-    /// The configuration a run is compared within: (N, store kind, shards).
-    pub fn configuration(&self) -> (usize, &str, usize) {
-        (self.n, self.store_kind.as_str(), self.shard_count())
+    /// The configuration a run is compared within: (N, store kind, shards, AWS service).
+    pub fn configuration(&self) -> (usize, &str, usize, &str) {
+        (
+            self.n,
+            self.store_kind.as_str(),
+            self.shard_count(),
+            self.aws_service.as_str(),
+        )
+    }
+
+    /// Whether the AWS half read Secrets Manager (else Parameter Store).
+    pub fn secrets_manager(&self) -> bool {
+        self.aws_service == "SecretsManager"
     }
 }
 

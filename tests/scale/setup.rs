@@ -157,7 +157,7 @@ pub async fn create_stores(
 ) -> Result<usize> {
     let aws = |auth: serde_json::Value| {
         json!({"aws": {
-            "service": "ParameterStore", "region": env.aws_region, "endpoint": env.aws_endpoint,
+            "service": p.aws_service, "region": env.aws_region, "endpoint": env.aws_endpoint,
             "auth": {"secretRef": auth}}})
     };
     let vault = |token_ref: serde_json::Value| {
@@ -247,11 +247,32 @@ pub async fn put_values(
     version: u32,
 ) -> Result<()> {
     let ssm = env.ssm().await;
+    let sm = aws_sdk_secretsmanager::Client::new(&env.aws_sdk_config().await);
     let vault = env.vault();
-    let (ssm, vault) = (&ssm, &vault);
+    let (ssm, sm, vault) = (&ssm, &sm, &vault);
+    let secrets_manager = p.aws_service == "SecretsManager";
     bounded(keys, p.create_concurrency, |(backend, key)| async move {
         let value = names.value(version, backend, key);
         match backend {
+            Backend::Ssm if secrets_manager => {
+                // Secrets of the parameters' names: version 1 created, later ones put.
+                let name = names.ssm_param(key);
+                if version == 1 {
+                    sm.create_secret()
+                        .name(&name)
+                        .secret_string(value)
+                        .send()
+                        .await
+                        .with_context(|| format!("CreateSecret {name}"))?;
+                } else {
+                    sm.put_secret_value()
+                        .secret_id(&name)
+                        .secret_string(value)
+                        .send()
+                        .await
+                        .with_context(|| format!("PutSecretValue {name}"))?;
+                }
+            }
             Backend::Ssm => {
                 ssm.put_parameter()
                     .name(names.ssm_param(key))
