@@ -2,7 +2,8 @@
 //! Secrets, with values from AWS SSM Parameter Store and HashiCorp Vault / OpenBao.
 //!
 //! Layout: [`api`] the CRD types, [`controller`] the reconcile pipelines, [`providers`] one
-//! module per backend behind one trait, [`admin`] and [`metrics`] the admin server.
+//! module per backend behind one trait, [`admin`] and [`metrics`] the admin server, [`plugin`]
+//! the `kubectl secret-relay` commands.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -11,6 +12,7 @@ pub mod bounds;
 pub mod controller;
 pub mod leader;
 pub mod metrics;
+pub mod plugin;
 pub mod providers;
 pub mod regexes;
 pub mod sops;

@@ -1,14 +1,16 @@
-//! `secret-relay`: `run` the operator, or print the `crd`s.
+//! `secret-relay`: `run` the operator, print the `crd`s, or the `kubectl secret-relay`
+//! commands (`status`, `sync`, `render`, `check`, `migrate`: [`secret_relay::plugin`]), also
+//! when the binary is installed as `kubectl-secret_relay`.
 #![deny(unsafe_code)]
 
 use std::net::SocketAddr;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use futures::{
     FutureExt,
     future::{BoxFuture, Shared},
 };
-use secret_relay::{admin, controller, leader};
+use secret_relay::{admin, controller, leader, plugin};
 
 /// jemalloc instead of the C library's allocator (musl's in the image): far less CPU per
 /// allocation for a process that parses and drops many small objects, and less memory held
@@ -47,6 +49,8 @@ enum Command {
     Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    #[command(flatten)]
+    Plugin(plugin::Command),
 }
 
 #[derive(clap::Args)]
@@ -125,13 +129,37 @@ enum LogFormat {
 async fn main() -> anyhow::Result<()> {
     // One rustls crypto provider for every client (kube, the AWS SDK, vaultrs, gcp_auth).
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    match Cli::parse().command {
+    match cli().command {
         Command::Crd => {
             print!("{}", secret_relay::crds_yaml()?);
             Ok(())
         }
         Command::Run(args) => run(args).await,
+        Command::Plugin(command) => match plugin::run(command).await {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        },
     }
+}
+
+/// The command line; named `kubectl secret-relay` in help and errors when the binary runs as
+/// kubectl's plugin (`kubectl-secret_relay`).
+fn cli() -> Cli {
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let plugin = std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("kubectl-secret_relay"));
+    if !plugin {
+        return Cli::parse();
+    }
+    let matches = Cli::command()
+        .bin_name("kubectl secret-relay")
+        .get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

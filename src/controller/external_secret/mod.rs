@@ -142,6 +142,34 @@ async fn reconcile_once(
     }
 }
 
+/// The Secret `es` would produce (`None`: every remote value is gone under
+/// `deletionPolicy: Delete`), built by the reconcile's own fetch and build steps from `store`'s
+/// `provider` (every `data[].sourceRef.storeRef` read from it too) and the `templateFrom`
+/// objects in `template_sources`, stamped with `now` (RFC 3339). Nothing is read from or
+/// written to the cluster: the plugin's `render`. Errors: as a sync's ([`Error`]).
+pub async fn preview(
+    es: &ExternalSecret,
+    store: &secret_store::ResolvedStore,
+    provider: Arc<crate::providers::SharedProvider>,
+    template_sources: super::build::TemplateSources,
+    now: &str,
+) -> Result<Option<k8s_openapi::api::core::v1::Secret>, Error> {
+    let sources = fetch::Sources::new(store, provider);
+    let templates = super::template_pool::TemplatePool::new(1);
+    let values = match fetch::fetch(es, &sources, &templates, 0, None).await? {
+        fetch::Outcome::Write(values) => values,
+        fetch::Outcome::Delete => return Ok(None),
+    };
+    let input = super::build::BuildInput {
+        values,
+        store: &store.label,
+        now,
+    };
+    super::build::desired_secret_with(es, input, &template_sources)
+        .map(Some)
+        .map_err(Error::InvalidSpec)
+}
+
 /// Backoff after a failure: permanent errors wait for a change; others retry after
 /// 5 s × 2^(n-1), capped at 10 min, with ±20 % jitter.
 pub fn error_policy(cached: Arc<CachedExternalSecret>, err: &Error, ctx: Arc<Context>) -> Action {

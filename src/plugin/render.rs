@@ -1,0 +1,358 @@
+//! `kubectl secret-relay render -f es.yaml [-f more.yaml] --values values.yaml
+//! [--show-values]`: the Secret an ExternalSecret would produce (keys, type, labels,
+//! annotations), built by the operator's own fetch and build steps
+//! ([`crate::controller::external_secret::preview`]): `data`, `dataFrom` (`extract`, `find`
+//! by name and path), `rewrite`, decoding, and templates exactly as a sync evaluates them (ESO's
+//! `esoctl template`).
+//!
+//! The remote values come from `--values`, a YAML map of remote key → value: a string is the
+//! value as stored; a map or list is stored as its JSON text (what `property` and `extract`
+//! read). A `remoteRef.version` reads `<key>:<version>` if given, else `<key>`. The store is
+//! the SecretStore or ClusterSecretStore among the `-f` files that the ExternalSecret names
+//! (else a Parameter Store placeholder, which only shapes messages); ConfigMaps and Secrets
+//! among them are the `templateFrom` sources. Nothing is read from the cluster.
+//!
+//! Values are masked (`<6 bytes>`) unless `--show-values`, which prints the Secret as
+//! `kubectl apply` takes it.
+
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+use super::{Error, Outcome, documents, read};
+use crate::{
+    api::{
+        ClusterSecretStore, ExternalSecret, SecretStore,
+        external_secret::{ExternalSecretFind, StoreKind},
+        secret_store::SecretStoreProvider,
+    },
+    controller::{build::TemplateSources, external_secret::preview, secret_store::ResolvedStore},
+    providers::{ErrorKind, Provider, ProviderError, SecretMap, SecretValue, SharedProvider},
+};
+
+/// `render`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Manifests: the ExternalSecret, and optionally its store and `templateFrom` ConfigMaps
+    /// and Secrets.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// YAML map of remote key → value.
+    #[arg(long)]
+    pub values: PathBuf,
+    /// Print the values (base64, as in a Secret) instead of their sizes.
+    #[arg(long)]
+    pub show_values: bool,
+}
+
+/// A provider serving fixed values (the `--values` file).
+pub struct StaticProvider {
+    values: BTreeMap<String, SecretValue>,
+}
+
+impl StaticProvider {
+    /// Values from the `--values` YAML: remote key → string, or any YAML (stored as JSON).
+    /// Errors: not a map.
+    pub fn from_yaml(text: &str) -> Result<Self, Error> {
+        let map: BTreeMap<String, serde_yaml::Value> = serde_yaml::from_str(text)
+            .map_err(|e| Error::Input(format!("--values: a map of remote key to value: {e}")))?;
+        let mut values = BTreeMap::new();
+        for (k, v) in map {
+            let bytes = match v {
+                serde_yaml::Value::String(s) => s.into_bytes(),
+                other => serde_json::to_vec(&other)
+                    .map_err(|e| Error::Input(format!("--values: {k}: {e}")))?,
+            };
+            values.insert(k, SecretValue::new(bytes));
+        }
+        Ok(StaticProvider { values })
+    }
+}
+
+#[async_trait]
+impl Provider for StaticProvider {
+    async fn get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<SecretValue>, ProviderError> {
+        let versioned = version.and_then(|v| self.values.get(&format!("{key}:{v}")));
+        Ok(versioned.or_else(|| self.values.get(key)).cloned())
+    }
+
+    async fn find(&self, find: &ExternalSecretFind) -> Result<SecretMap, ProviderError> {
+        if !find.tags.is_empty() {
+            return Err(ProviderError::new(
+                ErrorKind::InvalidConfig,
+                "render: find.tags needs the backend's tags, which a --values file has not",
+            ));
+        }
+        let name = match &find.name {
+            Some(n) => Some(crate::regexes::compile(&n.regexp).map_err(|e| {
+                ProviderError::new(
+                    ErrorKind::InvalidConfig,
+                    format!("find: invalid name.regexp: {e}"),
+                )
+            })?),
+            None => None,
+        };
+        Ok(self
+            .values
+            .iter()
+            .filter(|(k, _)| find.path.as_deref().is_none_or(|p| k.starts_with(p)))
+            .filter(|(k, _)| name.as_ref().is_none_or(|re| re.is_match(k)))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    async fn validate(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+
+/// What the `-f` files hold.
+#[derive(Default)]
+struct Manifests {
+    external_secrets: Vec<ExternalSecret>,
+    stores: BTreeMap<(&'static str, String), SecretStoreProvider>,
+    template_sources: TemplateSources,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(doc: serde_yaml::Value, what: &str) -> Result<T, Error> {
+    serde_yaml::from_value(doc).map_err(|e| Error::Input(format!("{what}: {e}")))
+}
+
+fn manifests(files: &[PathBuf]) -> Result<Manifests, Error> {
+    let mut m = Manifests::default();
+    for path in files {
+        let text = read(path)?;
+        for (line, doc) in documents(&text) {
+            let at = format!("{}:{line}", path.display());
+            let value: serde_yaml::Value =
+                serde_yaml::from_str(&doc).map_err(|e| Error::Input(format!("{at}: {e}")))?;
+            let kind = value
+                .get("kind")
+                .and_then(|k| k.as_str())
+                .unwrap_or_default()
+                .to_string();
+            match kind.as_str() {
+                "ExternalSecret" => m.external_secrets.push(parse(value, &at)?),
+                "SecretStore" => {
+                    let s: SecretStore = parse(value, &at)?;
+                    let name = s.metadata.name.clone().unwrap_or_default();
+                    m.stores
+                        .insert((StoreKind::SecretStore.as_str(), name), s.spec.provider);
+                }
+                "ClusterSecretStore" => {
+                    let s: ClusterSecretStore = parse(value, &at)?;
+                    let name = s.metadata.name.clone().unwrap_or_default();
+                    m.stores.insert(
+                        (StoreKind::ClusterSecretStore.as_str(), name),
+                        s.spec.provider,
+                    );
+                }
+                "ConfigMap" => {
+                    let cm: ConfigMap = parse(value, &at)?;
+                    let mut items: BTreeMap<String, Vec<u8>> = cm
+                        .binary_data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    for (k, v) in cm.data.unwrap_or_default() {
+                        items.insert(k, v.into_bytes());
+                    }
+                    m.template_sources
+                        .config_maps
+                        .insert(cm.metadata.name.unwrap_or_default(), items);
+                }
+                "Secret" => {
+                    let s: Secret = parse(value, &at)?;
+                    let mut items: BTreeMap<String, Vec<u8>> = s
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    for (k, v) in s.string_data.unwrap_or_default() {
+                        items.insert(k, v.into_bytes());
+                    }
+                    m.template_sources
+                        .secrets
+                        .insert(s.metadata.name.unwrap_or_default(), items);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// A client that is never used: the offline render reads nothing from a cluster, but a
+/// resolved store carries one.
+fn unused_client() -> Result<kube::Client, Error> {
+    let config = kube::Config::new(
+        "http://127.0.0.1:9"
+            .parse()
+            .map_err(|e| Error::Input(format!("{e}")))?,
+    );
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// The Secret `es` would produce from `provider`'s values, with `store` (its provider spec) and
+/// the `templateFrom` objects of `sources`. `Ok(None)`: deleted under `deletionPolicy: Delete`.
+/// Errors: the sync's error, as the ExternalSecret's condition would show it.
+pub async fn render(
+    es: &ExternalSecret,
+    store: &SecretStoreProvider,
+    provider: StaticProvider,
+    sources: TemplateSources,
+) -> Result<Result<Option<Secret>, String>, Error> {
+    let r = &es.spec.secret_store_ref;
+    let resolved = ResolvedStore::new(
+        &unused_client()?,
+        r.kind,
+        &r.name,
+        store,
+        &Default::default(),
+        es.metadata.namespace.clone().unwrap_or_default(),
+    );
+    let shared = Arc::new(SharedProvider::new(Arc::new(provider), "render", [0; 32]));
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    Ok(preview(es, &resolved, shared, sources, &now)
+        .await
+        .map_err(|e| e.to_string()))
+}
+
+/// `secret` as YAML, its values replaced by their sizes unless `show`.
+pub fn to_yaml(secret: &Secret, show: bool) -> String {
+    let mut value = serde_json::to_value(secret).unwrap_or_default();
+    value["apiVersion"] = "v1".into();
+    value["kind"] = "Secret".into();
+    if !show && let Some(data) = value.get_mut("data").and_then(|d| d.as_object_mut()) {
+        for (k, v) in data.iter_mut() {
+            let len = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|b| b.0.len())
+                .unwrap_or_default();
+            *v = format!("<{len} bytes>").into();
+        }
+    }
+    serde_yaml::to_string(&value).unwrap_or_default()
+}
+
+/// Runs `render`: prints the Secret of every ExternalSecret in the files; all well when each
+/// could be built.
+pub async fn run(args: Args) -> Outcome {
+    let m = manifests(&args.files)?;
+    if m.external_secrets.is_empty() {
+        return Err(Error::Input(
+            "render: no ExternalSecret in the files".into(),
+        ));
+    }
+    let values = read(&args.values)?;
+    let mut ok = true;
+    for es in &m.external_secrets {
+        let r = &es.spec.secret_store_ref;
+        let store = m
+            .stores
+            .get(&(r.kind.as_str(), r.name.clone()))
+            .cloned()
+            .unwrap_or_else(placeholder_store);
+        let name = es.metadata.name.clone().unwrap_or_default();
+        match render(
+            es,
+            &store,
+            StaticProvider::from_yaml(&values)?,
+            m.template_sources.clone(),
+        )
+        .await?
+        {
+            Ok(Some(secret)) => {
+                println!("---");
+                print!("{}", to_yaml(&secret, args.show_values));
+            }
+            Ok(None) => println!("# ExternalSecret {name}: the Secret would be deleted"),
+            Err(e) => {
+                ok = false;
+                println!("# ExternalSecret {name}: {e}");
+            }
+        }
+    }
+    Ok(ok)
+}
+
+/// A Parameter Store spec for an ExternalSecret whose store is not among the files.
+fn placeholder_store() -> SecretStoreProvider {
+    serde_yaml::from_str("aws: {region: render}").expect("a valid store spec")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn es(yaml: &str) -> ExternalSecret {
+        serde_yaml::from_str(yaml).expect("ExternalSecret")
+    }
+
+    #[tokio::test]
+    async fn a_template_renders_as_the_operator_would_and_values_stay_masked() {
+        let es = es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: app, namespace: team-a}
+spec:
+  secretStoreRef: {name: ssm}
+  target:
+    template:
+      type: kubernetes.io/basic-auth
+      metadata: {labels: {team: a}}
+      data:
+        username: "{{ .user }}"
+        password: "{{ .db | fromJson | dig \"password\" \"\" }}"
+  data:
+  - secretKey: user
+    remoteRef: {key: /app/user}
+  - secretKey: db
+    remoteRef: {key: /app/db}
+"#);
+        let values =
+            StaticProvider::from_yaml("/app/user: admin\n/app/db: {password: s3cret}\n").unwrap();
+        let secret = render(&es, &placeholder_store(), values, Default::default())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let data = secret.data.clone().unwrap();
+        assert_eq!(data["username"].0, b"admin");
+        assert_eq!(data["password"].0, b"s3cret");
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+        let masked = to_yaml(&secret, false);
+        assert!(masked.contains("password: <6 bytes>"), "{masked}");
+        assert!(!masked.contains("s3cret") && !masked.contains("czNjcmV0"));
+        assert!(to_yaml(&secret, true).contains("czNjcmV0"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_key_is_the_syncs_error() {
+        let es = es(r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: app, namespace: team-a}
+spec:
+  secretStoreRef: {name: ssm}
+  data:
+  - secretKey: user
+    remoteRef: {key: /app/missing}
+"#);
+        let values = StaticProvider::from_yaml("/app/user: admin\n").unwrap();
+        let err = render(&es, &placeholder_store(), values, Default::default())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err, "ssm GetParameters \"/app/missing\": ParameterNotFound");
+    }
+}
