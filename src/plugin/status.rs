@@ -1,7 +1,8 @@
 //! `kubectl secret-relay status [-A] [-n NS] [--watch]`: the ExternalSecrets, SecretStores,
 //! ClusterSecretStores and ClusterExternalSecrets whose `Ready` condition is not `True`, with
 //! reason, message, store and last sync, grouped by namespace (cluster-scoped kinds under
-//! `(cluster)`), and a count of each kind.
+//! `(cluster)`: all of them with `-A`, else the ClusterSecretStores the namespace's
+//! ExternalSecrets use), and a count of each kind.
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
@@ -9,12 +10,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{Api, ResourceExt, api::ListParams};
 
 use super::{Error, Outcome, ago};
-use crate::api::{ClusterExternalSecret, ClusterSecretStore, ExternalSecret, SecretStore};
+use crate::api::{
+    ClusterExternalSecret, ClusterSecretStore, ExternalSecret, SecretStore,
+    external_secret::StoreKind,
+};
 
 /// `status`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Every namespace (ClusterSecretStores and ClusterExternalSecrets are always listed).
+    /// Every namespace, and every ClusterSecretStore and ClusterExternalSecret.
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
     /// This namespace (default: the kubeconfig context's).
@@ -137,7 +141,8 @@ pub async fn report(client: &kube::Client, namespace: Option<&str>) -> Result<Re
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    for es in es_api.list(&lp).await? {
+    let es_list = es_api.list(&lp).await?.items;
+    for es in &es_list {
         let status = es.status.clone().unwrap_or_default();
         let item = not_ready(
             format!("ExternalSecret/{}", es.name_any()),
@@ -172,21 +177,33 @@ pub async fn report(client: &kube::Client, namespace: Option<&str>) -> Result<Re
             item,
         );
     }
-    // Cluster-scoped kinds: listed whatever the namespace; a cluster without them (or RBAC
-    // that does not allow them) is no error.
+    // Cluster-scoped kinds: every one with `-A`; in one namespace, the ClusterSecretStores
+    // its ExternalSecrets name (ClusterExternalSecrets belong to no namespace). A cluster
+    // whose RBAC does not let us list them is no error.
+    let used: Option<std::collections::BTreeSet<String>> = namespace.map(|_| {
+        es_list
+            .iter()
+            .filter(|es| es.spec.secret_store_ref.kind == StoreKind::ClusterSecretStore)
+            .map(|es| es.spec.secret_store_ref.name.clone())
+            .collect()
+    });
     if let Ok(list) = Api::<ClusterSecretStore>::all(client.clone())
         .list(&lp)
         .await
     {
         for s in list {
+            if used.as_ref().is_some_and(|u| !u.contains(&s.name_any())) {
+                continue;
+            }
             let conditions = s.status.clone().unwrap_or_default().conditions;
             let item = not_ready(format!("ClusterSecretStore/{}", s.name_any()), &conditions);
             add(&mut r, "(cluster)".into(), "ClusterSecretStore", item);
         }
     }
-    if let Ok(list) = Api::<ClusterExternalSecret>::all(client.clone())
-        .list(&lp)
-        .await
+    if namespace.is_none()
+        && let Ok(list) = Api::<ClusterExternalSecret>::all(client.clone())
+            .list(&lp)
+            .await
     {
         for c in list {
             let status = c.status.clone().unwrap_or_default();
