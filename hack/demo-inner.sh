@@ -74,3 +74,9 @@ echo; echo "== kubectl describe externalsecret dev-app-db"
 k -n demo describe externalsecret dev-app-db
 echo; echo "== kubectl describe externalsecret broken"
 k -n demo describe externalsecret broken
+
+echo; echo "== kubectl secret-relay status -A (the binary linked as kubectl-secret_relay on PATH)"
+plugins=$(mktemp -d)
+ln -s "$PWD/$bin" "$plugins/kubectl-secret_relay"
+PATH="$plugins:$PATH" k secret-relay status -A || true
+rm -rf "$plugins"

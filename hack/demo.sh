@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded local environment: control plane, OpenBao and moto
 # up; CRDs installed; parameters and KV secrets written; the examples' dev overlay applied; the
-# operator running; then the resulting Secrets and `kubectl describe externalsecret` printed.
+# operator running; then the resulting Secrets, `kubectl describe externalsecret` and
+# `kubectl secret-relay status -A` printed.
 #
 #   hack/demo.sh          the operator as a process of this machine
 #   hack/demo.sh --pod    the operator as Pods: the image built by hack/image/build.sh,
