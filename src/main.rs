@@ -91,6 +91,10 @@ struct RunArgs {
     /// instance its own `--lease-name`.
     #[arg(long, env = "SECRET_RELAY_WATCH_LABEL_SELECTOR")]
     watch_label_selector: Option<String>,
+    /// Which Events ExternalSecrets get: `changes` (Created/Updated/Deleted when the Secret
+    /// changed, and SyncFailed warnings) or `failures` (the warnings only).
+    #[arg(long, value_enum, default_value_t = controller::EventPolicy::Changes, env = "SECRET_RELAY_EVENTS")]
+    events: controller::EventPolicy,
     /// Address of the admin server (/livez, /readyz, /metrics).
     #[arg(long, default_value = "0.0.0.0:8080", env = "SECRET_RELAY_ADMIN_ADDR")]
     admin_addr: SocketAddr,
@@ -209,6 +213,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         allow_secret_store_ambient_identity: args.allow_secret_store_ambient_identity,
         allow_api_server_audience: args.allow_api_server_audience,
         watch_label_selector: args.watch_label_selector.filter(|s| !s.trim().is_empty()),
+        events: args.events,
     };
     let controllers = controller::run(client, config, move || ready.set(true), shutdown);
     let result = tokio::select! {

@@ -124,6 +124,7 @@ async fn the_documented_health_check_reads_every_kind_in_every_state() {
             allow_secret_store_ambient_identity: false,
             allow_api_server_audience: false,
             watch_label_selector: None,
+            events: Default::default(),
         },
     )
     .await;

@@ -146,6 +146,7 @@ async fn cluster_external_secret_cases_from_eso() {
             allow_secret_store_ambient_identity: false,
             allow_api_server_audience: false,
             watch_label_selector: None,
+            events: Default::default(),
         },
     )
     .await;

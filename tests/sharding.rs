@@ -35,6 +35,7 @@ async fn shard(env: &TestEnv, ns: &str, selector: &str) -> operator::Operator {
             allow_secret_store_ambient_identity: false,
             allow_api_server_audience: false,
             watch_label_selector: Some(selector.to_string()),
+            events: Default::default(),
         },
     )
     .await
@@ -164,6 +165,7 @@ async fn an_invalid_watch_label_selector_is_refused_at_start() {
         allow_secret_store_ambient_identity: false,
         allow_api_server_audience: false,
         watch_label_selector: Some("shard in (".into()),
+        events: Default::default(),
     };
     let run = controller::run(env.kube.clone(), config, || {}, futures::future::pending());
     let err = tokio::time::timeout(Duration::from_secs(30), run)

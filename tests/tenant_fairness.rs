@@ -92,6 +92,7 @@ async fn a_tenants_templates_and_flood_leave_other_namespaces_syncing() {
             allow_secret_store_ambient_identity: false,
             allow_api_server_audience: false,
             watch_label_selector: Some(format!("{LABEL_SHARD}={shard}")),
+            events: Default::default(),
         },
     )
     .await;

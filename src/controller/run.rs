@@ -315,6 +315,7 @@ fn context(
         refresh_timers: Default::default(),
         external_secrets,
         templates: Arc::new(TemplatePool::for_cores()),
+        events: config.events,
         // One namespace holds at most as many admitted requests as there are workers.
         trigger_gate: Arc::new(trigger_gate::TriggerGate::with_share(
             usize::from(config.concurrency)

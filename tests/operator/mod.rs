@@ -75,6 +75,7 @@ pub async fn start(client: &Client, namespace: &str, cluster_stores: bool) -> Op
             allow_secret_store_ambient_identity: false,
             allow_api_server_audience: false,
             watch_label_selector: None,
+            events: Default::default(),
         },
     )
     .await

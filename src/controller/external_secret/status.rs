@@ -42,7 +42,9 @@ pub(super) async fn report_success(
 ) -> Result<(), Error> {
     metrics::sync("success", synced.reason);
     let wrote = synced.event.is_some();
-    if let Some((reason, note)) = synced.event {
+    if let Some((reason, note)) = synced.event
+        && ctx.events == super::super::EventPolicy::Changes
+    {
         publish(ctx, es, EventType::Normal, reason, note).await;
     }
     let cond = condition::ready(
