@@ -183,6 +183,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting secret-relay");
 
     let mut leadership = None;
+    // secret_relay_leader: 0 while a standby waits, 1 once the controllers run.
+    secret_relay::metrics::set_leader(false);
     if args.leader_elect {
         // A standby is healthy and ready: it only waits.
         ready.set(true);
@@ -215,6 +217,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         watch_label_selector: args.watch_label_selector.filter(|s| !s.trim().is_empty()),
         events: args.events,
     };
+    secret_relay::metrics::set_leader(true);
     let controllers = controller::run(client, config, move || ready.set(true), shutdown);
     let result = tokio::select! {
         res = controllers => res,

@@ -7,10 +7,17 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `secret_relay_provider_calls_total` | counter | provider, operation, outcome |
+//! | `secret_relay_provider_call_duration_seconds` | histogram | provider, outcome |
 //! | `secret_relay_syncs_total` | counter | result (`success`/`error`), reason |
 //! | `secret_relay_reconcile_duration_seconds` | histogram | — |
 //! | `secret_relay_externalsecrets` | gauge | ready (`True`/`False`/`Unknown`) |
+//! | `secret_relay_secretstores` | gauge | kind (`SecretStore`/`ClusterSecretStore`), ready |
+//! | `secret_relay_leader` | gauge | — |
 //! | `secret_relay_build_info` | gauge (1) | version |
+//!
+//! The chart's Grafana dashboard and alerting rules (`charts/secret-relay/dashboards/`,
+//! `templates/prometheusrule.yaml`) name these; `tests/observability.rs` fails when one they
+//! name is missing from `/metrics`.
 
 use std::sync::{LazyLock, RwLock};
 
@@ -40,6 +47,29 @@ pub struct ProviderCallLabels {
 /// Calls made to provider APIs, one per HTTP request sent.
 pub static PROVIDER_CALLS: LazyLock<Family<ProviderCallLabels, Counter>> =
     LazyLock::new(Family::default);
+
+/// Labels of [`PROVIDER_CALL_DURATION`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderOutcomeLabels {
+    /// As in [`ProviderCallLabels`].
+    pub provider: &'static str,
+    /// As in [`ProviderCallLabels`].
+    pub outcome: &'static str,
+}
+
+/// Buckets of [`PROVIDER_CALL_DURATION`]: 5 ms … ~20 s (the longest call timeout is 20 s).
+fn provider_call_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+/// Histograms by provider and outcome, each with [`provider_call_histogram`]'s buckets.
+pub type ProviderHistograms = Family<ProviderOutcomeLabels, Histogram, fn() -> Histogram>;
+
+/// Duration of provider API calls in seconds, from the request sent to the answer (or the
+/// failure), by provider and outcome: the calls of [`PROVIDER_CALLS`] whose start is known
+/// (every AWS, Vault and Cloud KMS request; not Cloud KMS token fetches).
+pub static PROVIDER_CALL_DURATION: LazyLock<ProviderHistograms> =
+    LazyLock::new(|| Family::new_with_constructor(provider_call_histogram));
 
 /// Labels of [`PROVIDER_READS`].
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,6 +109,29 @@ pub static RECONCILE_DURATION: LazyLock<Histogram> =
 /// of the controller's types: the controller registers what it owns).
 type ReadyCounts = Box<dyn Fn() -> [i64; 3] + Send + Sync>;
 static EXTERNAL_SECRETS: RwLock<Option<ReadyCounts>> = RwLock::new(None);
+
+/// Counts, at scrape time, the SecretStores and the ClusterSecretStores (in that order) whose
+/// Ready condition is `True`, `False` and unknown; set by the controller like
+/// [`watch_external_secrets`].
+type StoreCounts = Box<dyn Fn() -> [[i64; 3]; 2] + Send + Sync>;
+static STORES: RwLock<Option<StoreCounts>> = RwLock::new(None);
+
+/// Sets what the `secret_relay_secretstores` gauge reports on each scrape: `counts` returns,
+/// for SecretStores then ClusterSecretStores, those whose Ready condition is `True`, `False`
+/// and unknown.
+pub fn watch_stores(counts: impl Fn() -> [[i64; 3]; 2] + Send + Sync + 'static) {
+    *STORES.write().expect("metrics lock") = Some(Box::new(counts));
+}
+
+/// 1 while this process runs the controllers (it holds the Lease, or runs without leader
+/// election), 0 while it waits for the Lease as a standby. Summed over a release's replicas:
+/// how many lead (1 when all is well; the chart's `SecretRelayNoLeader` alert fires on 0).
+pub static LEADER: LazyLock<Gauge> = LazyLock::new(Gauge::default);
+
+/// Sets [`LEADER`]: whether this process runs the controllers.
+pub fn set_leader(leading: bool) {
+    LEADER.set(i64::from(leading));
+}
 
 /// Shared providers whose backend is not answering (see `providers::health`), by provider.
 pub static PROVIDERS_DOWN: LazyLock<Family<ProviderLabels, Gauge>> = LazyLock::new(Family::default);
@@ -134,6 +187,19 @@ pub fn provider_call(provider: &'static str, operation: &'static str, outcome: &
             outcome,
         })
         .inc();
+}
+
+/// Counts one provider API call that took `elapsed`, and records its duration.
+pub fn provider_call_timed(
+    provider: &'static str,
+    operation: &'static str,
+    outcome: &'static str,
+    elapsed: std::time::Duration,
+) {
+    provider_call(provider, operation, outcome);
+    PROVIDER_CALL_DURATION
+        .get_or_create(&ProviderOutcomeLabels { provider, outcome })
+        .observe(elapsed.as_secs_f64());
 }
 
 /// Counts one remote value read (see [`PROVIDER_READS`]).
@@ -266,8 +332,33 @@ impl Collector for ReadyCollector {
             let n = i64::try_from(n).unwrap_or(i64::MAX);
             ConstGauge::new(n).encode(family.encode_family(&StateLabels { state })?)?;
         }
+        let stores = STORES
+            .read()
+            .expect("metrics lock")
+            .as_ref()
+            .map_or([[0; 3]; 2], |counts| counts());
+        let mut family = encoder.encode_descriptor(
+            "secret_relay_secretstores",
+            "SecretStores and ClusterSecretStores by kind and the status of their Ready condition",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (kind, counts) in ["SecretStore", "ClusterSecretStore"]
+            .into_iter()
+            .zip(stores)
+        {
+            for (ready, n) in ["True", "False", "Unknown"].into_iter().zip(counts) {
+                ConstGauge::new(n).encode(family.encode_family(&StoreLabels { kind, ready })?)?;
+            }
+        }
         Ok(())
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    kind: &'static str,
+    ready: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -286,6 +377,11 @@ pub fn register(registry: &mut Registry) {
         "secret_relay_provider_calls",
         "Provider API calls by provider, operation and outcome",
         PROVIDER_CALLS.clone(),
+    );
+    registry.register(
+        "secret_relay_provider_call_duration_seconds",
+        "Duration of provider API calls in seconds, by provider and outcome",
+        PROVIDER_CALL_DURATION.clone(),
     );
     registry.register(
         "secret_relay_provider_reads",
@@ -316,6 +412,11 @@ pub fn register(registry: &mut Registry) {
         "secret_relay_kube_api_up",
         "1 while the Kubernetes API server answers the operator's watches, 0 from a watch error until an answer",
         KUBE_API_UP.clone(),
+    );
+    registry.register(
+        "secret_relay_leader",
+        "1 while this process runs the controllers (holds the Lease, or runs without leader election), 0 while it waits for the Lease",
+        LEADER.clone(),
     );
     registry.register_collector(Box::new(ReadyCollector));
     let build_info = Family::<BuildLabels, Gauge>::default();

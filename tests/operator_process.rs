@@ -262,6 +262,9 @@ async fn leader_election_failover() {
         0.0
     );
     assert!(sample(&a.metrics().await, "secret_relay_syncs_total", &[]) >= 1.0);
+    // secret_relay_leader names the Lease holder (the dashboard's panel, the NoLeader alert).
+    assert_eq!(sample(&standby, "secret_relay_leader", &[]), 0.0);
+    assert_eq!(sample(&a.metrics().await, "secret_relay_leader", &[]), 1.0);
     assert!(holder().await.unwrap().starts_with("replica-a-"));
 
     // Kill the leader without a chance to release the lease; change the value meanwhile.

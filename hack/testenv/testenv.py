@@ -21,7 +21,7 @@ Pods reach; see node.py):
 
 Writes DIR/kubeconfig and DIR/env (KEY=VALUE lines, no quoting; SECRET_RELAY_TESTENV names
 it), and gives CMD those variables plus PATH prefixed with DIR/bin (links to kubectl, helm,
-sops, bao, etcd, kube-apiserver, moto_server). Exits with CMD's exit code (128+N when a
+sops, promtool, bao, etcd, kube-apiserver, moto_server). Exits with CMD's exit code (128+N when a
 signal N stopped it).
 
 Every process started here runs in its own process group; each group is sent SIGTERM, then
@@ -448,7 +448,7 @@ class Env:
                 k, sep, v = line.strip().partition("=")
                 if sep and k.endswith("_BIN"):
                     tools[k] = v
-        for k in ("KUBE_BIN", "ETCD_BIN", "HELM_BIN", "SOPS_BIN", "VENV_BIN"):
+        for k in ("KUBE_BIN", "ETCD_BIN", "HELM_BIN", "SOPS_BIN", "PROMTOOL_BIN", "VENV_BIN"):
             if k not in tools:
                 raise Failure(f"build-tools.sh did not print {k}=")
         self.tools = tools
@@ -466,6 +466,7 @@ class Env:
         self.etcd = tool("ETCD", "ETCD_BIN", "etcd")
         tool("HELM", "HELM_BIN", "helm")
         tool("SOPS", "SOPS_BIN", "sops")
+        tool("PROMTOOL", "PROMTOOL_BIN", "promtool")
         self.bao = tool("BAO", "VENV_BIN", "bao")
         self.moto = tool("MOTO_SERVER", "VENV_BIN", "moto_server")
         self.venv_python = os.path.join(tools["VENV_BIN"], "python")

@@ -31,7 +31,7 @@ use super::{
 };
 use crate::api::{
     ClusterExternalSecret, ClusterSecretStore, ExternalSecret, LABEL_MANAGED_BY, MANAGED_BY,
-    SecretStore, cluster_external_secret::LABEL_CLUSTER_EXTERNAL_SECRET,
+    SecretStore, SecretStoreStatus, cluster_external_secret::LABEL_CLUSTER_EXTERNAL_SECRET,
 };
 
 /// The shutdown signal, shared by every part.
@@ -326,8 +326,8 @@ fn context(
     })
 }
 
-/// What the controller owns that `/metrics` reports at scrape time: ExternalSecrets by Ready,
-/// and the trigger gate's counts.
+/// What the controller owns that `/metrics` reports at scrape time: ExternalSecrets and stores
+/// by Ready, and the trigger gate's counts.
 fn register_metrics(ctx: &Arc<Context>) {
     let cached = ctx.external_secrets.clone();
     crate::metrics::watch_external_secrets(move || {
@@ -343,6 +343,30 @@ fn register_metrics(ctx: &Arc<Context>) {
     });
     let gate = ctx.trigger_gate.clone();
     crate::metrics::watch_reconcile_requests(move || gate.counts());
+    let (stores, cluster_stores) = (ctx.stores.clone(), ctx.cluster_stores.clone());
+    crate::metrics::watch_stores(move || {
+        [
+            ready_counts(stores.state().iter().map(|s| s.status.as_ref())),
+            ready_counts(cluster_stores.state().iter().map(|s| s.status.as_ref())),
+        ]
+    });
+}
+
+/// Stores whose Ready condition is `True`, `False` and absent (or unknown), in that order.
+fn ready_counts<'a>(statuses: impl Iterator<Item = Option<&'a SecretStoreStatus>>) -> [i64; 3] {
+    let mut counts = [0i64; 3];
+    for status in statuses {
+        let ready = status
+            .into_iter()
+            .flat_map(|s| &s.conditions)
+            .find(|c| c.type_ == "Ready");
+        counts[match ready.map(|c| c.status.as_str()) {
+            Some("True") => 0,
+            Some("False") => 1,
+            _ => 2,
+        }] += 1;
+    }
+    counts
 }
 
 /// The controller configuration of the store and ClusterExternalSecret controllers: at most

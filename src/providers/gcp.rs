@@ -116,6 +116,7 @@ pub(crate) async fn gcp_decrypt(
     })?;
     let url = format!("{endpoint}/v1/{name}:decrypt");
     let body = serde_json::json!({ "ciphertext": ciphertext_b64 });
+    let started = std::time::Instant::now();
     let response = http
         .post(&url)
         .bearer_auth(token.as_str())
@@ -126,7 +127,12 @@ pub(crate) async fn gcp_decrypt(
     let response = match response {
         Ok(r) => r,
         Err(e) => {
-            crate::metrics::provider_call(PROVIDER_GCP, "decrypt", "Transient");
+            crate::metrics::provider_call_timed(
+                PROVIDER_GCP,
+                "decrypt",
+                "Transient",
+                started.elapsed(),
+            );
             return Err(ProviderError::new(
                 ErrorKind::Transient,
                 format!("gcp kms decrypt {name}: {e}"),
@@ -144,7 +150,12 @@ pub(crate) async fn gcp_decrypt(
             429 => ErrorKind::Throttled,
             _ => ErrorKind::Transient,
         };
-        crate::metrics::provider_call(PROVIDER_GCP, "decrypt", kind.into());
+        crate::metrics::provider_call_timed(
+            PROVIDER_GCP,
+            "decrypt",
+            kind.into(),
+            started.elapsed(),
+        );
         // Google's error body: {"error": {"code", "message", "status"}}; no plaintext in it.
         let detail = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
@@ -162,7 +173,7 @@ pub(crate) async fn gcp_decrypt(
             format!("gcp kms decrypt {name}: {detail}"),
         ));
     }
-    crate::metrics::provider_call(PROVIDER_GCP, "decrypt", "ok");
+    crate::metrics::provider_call_timed(PROVIDER_GCP, "decrypt", "ok", started.elapsed());
     #[derive(serde::Deserialize)]
     struct Decrypted {
         #[serde(default)]

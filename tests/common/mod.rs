@@ -39,7 +39,7 @@ pub struct TestEnv {
     pub kube_ca_file: Option<PathBuf>,
     /// The API server's URL as processes on this host reach it.
     pub kube_url: String,
-    /// Every KEY=VALUE of the environment file (KUBECTL, HELM, SOPS, BAO, TESTENV_LOG_DIR, ...).
+    /// Every KEY=VALUE of the environment file (KUBECTL, HELM, SOPS, PROMTOOL, BAO, TESTENV_LOG_DIR, ...).
     pub vars: HashMap<String, String>,
 }
 
@@ -196,7 +196,8 @@ impl TestEnv {
             })
     }
 
-    /// Absolute path of a tool of the environment: "KUBECTL", "HELM", "SOPS" or "BAO".
+    /// Absolute path of a tool of the environment: "KUBECTL", "HELM", "SOPS", "PROMTOOL" or
+    /// "BAO".
     pub fn tool(&self, key: &str) -> PathBuf {
         PathBuf::from(
             self.vars

@@ -1,15 +1,16 @@
 //! Errors and metrics of the AWS calls: [`call_error`] classifies a failed SDK call (AWS error
 //! codes of SSM, STS and KMS, HTTP statuses, our own credential failures) into a
-//! [`CallFailure`], and [`CountCalls`] counts every HTTP request in
-//! [`crate::metrics::provider_call`].
+//! [`CallFailure`], and [`CountCalls`] counts and times every HTTP request in
+//! [`crate::metrics::provider_call_timed`].
 
-use std::{error::Error as StdError, fmt, marker::PhantomData};
+use std::{error::Error as StdError, fmt, marker::PhantomData, sync::Mutex, time::Instant};
 
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ssm::{
     config::{
-        ConfigBag, Intercept, RuntimeComponents, http::HttpResponse,
-        interceptors::FinalizerInterceptorContextRef,
+        ConfigBag, Intercept, RuntimeComponents,
+        http::HttpResponse,
+        interceptors::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef},
     },
     error::{BoxError, ProvideErrorMetadata, SdkError},
 };
@@ -169,13 +170,16 @@ pub(super) fn classify_code(code: &str) -> ErrorKind {
 }
 
 /// Counts every HTTP request of one operation (retries included) in
-/// [`crate::metrics::provider_call`], with outcome `ok` or the [`ErrorKind`] name. Attempts
-/// that never reached the network (credentials could not be resolved) are not counted.
-/// `E` is the operation's error type, from which the AWS error code is read.
+/// [`crate::metrics::provider_call_timed`], with outcome `ok` or the [`ErrorKind`] name, and
+/// the time from its transmission to its answer. Attempts that never reached the network
+/// (credentials could not be resolved) are not counted. `E` is the operation's error type,
+/// from which the AWS error code is read. One per operation call (`customize().interceptor`):
+/// its attempts follow one another, so one start time at a time is kept.
 pub(crate) struct CountCalls<E> {
     provider: &'static str,
     action: &'static str,
     sts: bool,
+    attempt_started: Mutex<Option<Instant>>,
     error: PhantomData<fn() -> E>,
 }
 
@@ -190,6 +194,7 @@ impl<E> CountCalls<E> {
             provider,
             action,
             sts,
+            attempt_started: Mutex::new(None),
             error: PhantomData,
         }
     }
@@ -209,6 +214,18 @@ where
 {
     fn name(&self) -> &'static str {
         "secret-relay.CountCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Ok(mut started) = self.attempt_started.lock() {
+            *started = Some(Instant::now());
+        }
+        Ok(())
     }
 
     fn read_after_attempt(
@@ -233,7 +250,16 @@ where
             }
             None => return Ok(()),
         };
-        crate::metrics::provider_call(self.provider, self.action, outcome);
+        let started = self.attempt_started.lock().ok().and_then(|mut s| s.take());
+        match started {
+            Some(started) => crate::metrics::provider_call_timed(
+                self.provider,
+                self.action,
+                outcome,
+                started.elapsed(),
+            ),
+            None => crate::metrics::provider_call(self.provider, self.action, outcome),
+        }
         Ok(())
     }
 }

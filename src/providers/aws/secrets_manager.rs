@@ -19,8 +19,8 @@
 //!   secrets, then their values through the batcher: `ceil(n / 100)` + `ceil(n / 20)` calls.
 //! - `metadataPolicy: Fetch`: the secret's tags as a JSON object (`DescribeSecret`).
 //! - Credentials: as Parameter Store ([`super::credentials`]).
-//! - Every HTTP request (retries included) is counted in [`crate::metrics::provider_call`] as
-//!   `aws_secretsmanager`/`<Action>`/`<outcome>`.
+//! - Every HTTP request (retries included) is counted and timed in
+//!   [`crate::metrics::provider_call_timed`] as `aws_secretsmanager`/`<Action>`/`<outcome>`.
 //!
 //! Errors name the action and the secret (`secretsmanager BatchGetSecretValue "app/db":
 //! AccessDeniedException: ...`), never a value.

@@ -12,7 +12,7 @@
 //!   `AssumeRoleWithWebIdentity`, or the SDK's default chain; `role` adds STS `AssumeRole` on
 //!   top. STS credentials are cached and refreshed [`REFRESH_MARGIN`] before they expire.
 //! - Every HTTP request (each retry attempt included) is counted in
-//!   [`crate::metrics::provider_call`] as `aws_ssm`/`<Action>`/`<outcome>`.
+//!   [`crate::metrics::provider_call_timed`] as `aws_ssm`/`<Action>`/`<outcome>`.
 //!
 //! Errors name the AWS action and the key (`ssm GetParameters "/app/db": AccessDeniedException:
 //! ...`), never a parameter value.

@@ -61,7 +61,7 @@ fn revoke_later(client: Arc<VaultClient>, delay: Duration) {
     };
     runtime.spawn(async move {
         tokio::time::sleep(delay).await;
-        if let Err(e) = counted("revoke", vaultrs::token::revoke_self(client.as_ref()).await) {
+        if let Err(e) = counted("revoke", vaultrs::token::revoke_self(client.as_ref())).await {
             debug!(error = %error_text(&e), "vault: revoking a dropped token failed");
         }
     });
@@ -337,8 +337,9 @@ impl VaultKvProvider {
         if lease.renewable && Instant::now() < lease.expiry() {
             let result = counted(
                 "renew",
-                vaultrs::token::renew_self(session.client.as_ref(), None).await,
-            );
+                vaultrs::token::renew_self(session.client.as_ref(), None),
+            )
+            .await;
             match result {
                 Ok(info) => {
                     let renewed = Lease::from_auth(&info, Instant::now());
@@ -406,21 +407,18 @@ impl VaultKvProvider {
         Fut: Future<Output = Result<T, ClientError>>,
     {
         let (client, generation) = self.session().await?;
-        let first = counted(operation, f(client.clone()).await);
+        let first = counted(operation, f(client.clone())).await;
         let denied = matches!(&first, Err(e) if status(e) == Some(403));
         if !denied || self.login.is_none() {
             return Ok(first);
         }
-        let lookup = counted(
-            "lookup_self",
-            vaultrs::token::lookup_self(client.as_ref()).await,
-        );
+        let lookup = counted("lookup_self", vaultrs::token::lookup_self(client.as_ref())).await;
         if !matches!(&lookup, Err(e) if matches!(status(e), Some(401 | 403))) {
             return Ok(first);
         }
         debug!("vault: token no longer accepted, logging in again");
         let client = self.relogin(generation).await?;
-        Ok(counted(operation, f(client).await))
+        Ok(counted(operation, f(client)).await)
     }
 }
 

@@ -1,6 +1,9 @@
-//! Errors and metrics of the Vault calls: [`counted`] counts each call in
-//! `secret_relay_provider_calls`, [`kind_of`] classifies a failure by HTTP status and
-//! operation, and [`error_text`] describes it without response bodies.
+//! Errors and metrics of the Vault calls: [`counted`] counts and times each call in
+//! `secret_relay_provider_calls` and `secret_relay_provider_call_duration_seconds`,
+//! [`kind_of`] classifies a failure by HTTP status and operation, and [`error_text`]
+//! describes it without response bodies.
+
+use std::time::Instant;
 
 use rustify::errors::ClientError as RestError;
 use vaultrs::error::ClientError;
@@ -10,16 +13,29 @@ use crate::providers::{ErrorKind, ProviderError};
 /// Provider label of the metrics.
 const PROVIDER: &str = "vault";
 
-/// Counts one Vault HTTP call of `operation` with its outcome, and passes the result on.
-pub(super) fn counted<T>(
+/// Makes one Vault HTTP call of `operation`, counts it with its outcome and duration, and
+/// passes the result on.
+pub(super) async fn counted<T>(
     operation: &'static str,
+    call: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    let started = Instant::now();
+    let result = call.await;
+    counted_since(operation, started, result)
+}
+
+/// Counts one Vault HTTP call of `operation` that started at `started`, with its outcome and
+/// duration, and passes the result on.
+pub(super) fn counted_since<T>(
+    operation: &'static str,
+    started: Instant,
     result: Result<T, ClientError>,
 ) -> Result<T, ClientError> {
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => kind_of(operation, e).into(),
     };
-    crate::metrics::provider_call(PROVIDER, operation, outcome);
+    crate::metrics::provider_call_timed(PROVIDER, operation, outcome, started.elapsed());
     result
 }
 

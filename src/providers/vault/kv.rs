@@ -356,11 +356,11 @@ impl Provider for VaultKvProvider {
     /// `Transient` on network or server failures.
     async fn validate(&self) -> Result<(), ProviderError> {
         let (client, generation) = self.session().await?;
-        let mut result = counted("lookup_self", lookup_self(&client).await);
+        let mut result = counted("lookup_self", lookup_self(&client)).await;
         if self.login.is_some() && matches!(&result, Err(e) if matches!(status(e), Some(401 | 403)))
         {
             let client = self.relogin(generation).await?;
-            result = counted("lookup_self", lookup_self(&client).await);
+            result = counted("lookup_self", lookup_self(&client)).await;
         }
         result.map_err(|e| {
             ProviderError::new(

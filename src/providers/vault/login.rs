@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::{
     connection::{Lease, auth_mount, client_with_token, header_safe},
-    errors::{counted, error_text, invalid, kind_of},
+    errors::{counted_since, error_text, invalid, kind_of},
 };
 use crate::{
     api::{SecretKeySelector, ServiceAccountSelector, secret_store::VaultAuth},
@@ -253,6 +253,7 @@ impl Connector {
         credentials: Credentials,
     ) -> Result<(VaultClient, Lease), ProviderError> {
         let client = &self.anonymous;
+        let started = Instant::now();
         let result = match (login, &credentials) {
             (
                 Login::AppRole { mount, .. },
@@ -281,7 +282,7 @@ impl Connector {
                 )));
             }
         };
-        let info = counted("login", result).map_err(|e| {
+        let info = counted_since("login", started, result).map_err(|e| {
             ProviderError::new(
                 kind_of("login", &e),
                 format!(
