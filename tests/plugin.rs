@@ -185,7 +185,8 @@ async fn status_and_sync_report_what_failed_and_why() {
 }
 
 /// `render` builds the Secret the operator writes for the same ExternalSecret and values:
-/// data, type, labels and annotations (but the refresh time), templates included.
+/// data, type, labels and annotations (but the refresh time), templates included, from a
+/// values file and `--from-cluster` alike.
 #[tokio::test]
 async fn render_equals_the_secret_the_operator_writes() {
     let Some(env) = TestEnv::get("render_equals_the_secret_the_operator_writes").await else {
@@ -266,6 +267,28 @@ spec:
         without_time(&rendered),
         without_time(&written),
         "annotations"
+    );
+
+    // --from-cluster: the real store (its credentials read with the kubeconfig's rights),
+    // the backend called from here: the same Secret.
+    let (code, out, err) = kubectl_plugin(
+        &env,
+        &[
+            "render",
+            "-f",
+            es_file.to_str().unwrap(),
+            "--from-cluster",
+            "--show-values",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let live: Secret = serde_yaml::from_str(out.trim_start_matches("---\n")).expect(&out);
+    assert_eq!(live.data, written.data, "data, --from-cluster");
+    assert_eq!(
+        without_time(&live),
+        without_time(&written),
+        "annotations, --from-cluster"
     );
 
     // Masked by default: sizes, never values.

@@ -1,5 +1,5 @@
-//! `kubectl secret-relay render -f es.yaml [-f more.yaml] --values values.yaml
-//! [--show-values]`: the Secret an ExternalSecret would produce (keys, type, labels,
+//! `kubectl secret-relay render -f es.yaml [-f more.yaml] (--values values.yaml |
+//! --from-cluster) [--show-values]`: the Secret an ExternalSecret would produce (keys, type, labels,
 //! annotations), built by the operator's own fetch and build steps
 //! ([`crate::controller::external_secret::preview`]): `data`, `dataFrom` (`extract`, `find`
 //! by name and path), `rewrite`, decoding, and templates exactly as a sync evaluates them (ESO's
@@ -11,6 +11,12 @@
 //! the SecretStore or ClusterSecretStore among the `-f` files that the ExternalSecret names
 //! (else a Parameter Store placeholder, which only shapes messages); ConfigMaps and Secrets
 //! among them are the `templateFrom` sources. Nothing is read from the cluster.
+//!
+//! With `--from-cluster` the values come from the ExternalSecret's real store instead: the
+//! store, its credential Secrets and the `templateFrom` objects are read from the cluster with
+//! your kubeconfig's permissions (in the ExternalSecret's namespace, else `-n`'s, else the
+//! context's), the provider is built as the operator builds it (no ambient identity, no
+//! API-server audience) and the backend is called from this machine. Nothing is written.
 //!
 //! Values are masked (`<6 bytes>`) unless `--show-values`, which prints the Secret as
 //! `kubectl apply` takes it.
@@ -39,8 +45,19 @@ pub struct Args {
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
     /// YAML map of remote key → value.
+    #[arg(
+        long,
+        required_unless_present = "from_cluster",
+        conflicts_with = "from_cluster"
+    )]
+    pub values: Option<PathBuf>,
+    /// Read the values from the ExternalSecret's store in the cluster instead.
     #[arg(long)]
-    pub values: PathBuf,
+    pub from_cluster: bool,
+    /// The namespace of ExternalSecrets that name none (with `--from-cluster`; default: the
+    /// kubeconfig context's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
     /// Print the values (base64, as in a Secret) instead of their sizes.
     #[arg(long)]
     pub show_values: bool,
@@ -244,16 +261,88 @@ pub fn to_yaml(secret: &Secret, show: bool) -> String {
     serde_yaml::to_string(&value).unwrap_or_default()
 }
 
+/// [`render`] from the cluster: the store `es` names (admitting its namespace, for a
+/// ClusterSecretStore), its provider built with the client's credentials, and the
+/// `templateFrom` objects read from the namespace. Errors: as the operator's condition would
+/// say them (the inner `Err`), or a failed API request.
+pub async fn render_from_cluster(
+    client: &kube::Client,
+    es: &ExternalSecret,
+) -> Result<Result<Option<Secret>, String>, Error> {
+    use crate::controller::{
+        external_secret::read_template_sources,
+        secret_store::{ProviderCache, namespace_allowed},
+    };
+    use kube::{Api, Resource};
+    let ns = es.metadata.namespace.clone().unwrap_or_default();
+    let r = &es.spec.secret_store_ref;
+    let (provider, meta) = match r.kind {
+        StoreKind::SecretStore => {
+            match Api::<SecretStore>::namespaced(client.clone(), &ns)
+                .get_opt(&r.name)
+                .await?
+            {
+                Some(s) => (s.spec.provider.clone(), s.meta().clone()),
+                None => return Ok(Err(format!("SecretStore {ns}/{} not found", r.name))),
+            }
+        }
+        StoreKind::ClusterSecretStore => {
+            let Some(s) = Api::<ClusterSecretStore>::all(client.clone())
+                .get_opt(&r.name)
+                .await?
+            else {
+                return Ok(Err(format!("ClusterSecretStore {} not found", r.name)));
+            };
+            let namespace = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+                .get_metadata_opt(&ns)
+                .await?;
+            if !namespace_allowed(&s, &ns, namespace.as_ref()) {
+                return Ok(Err(format!(
+                    "ClusterSecretStore {} does not admit namespace {ns} (its conditions)",
+                    r.name
+                )));
+            }
+            (s.spec.provider.clone(), s.meta().clone())
+        }
+    };
+    let resolved = ResolvedStore::new(client, r.kind, &r.name, &provider, &meta, ns);
+    let shared = match ProviderCache::new(false).get(&resolved).await {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let sources = match read_template_sources(es, client).await {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    Ok(preview(es, &resolved, shared, sources, &now)
+        .await
+        .map_err(|e| e.to_string()))
+}
+
 /// Runs `render`: prints the Secret of every ExternalSecret in the files; all well when each
 /// could be built.
 pub async fn run(args: Args) -> Outcome {
-    let m = manifests(&args.files)?;
+    let mut m = manifests(&args.files)?;
     if m.external_secrets.is_empty() {
         return Err(Error::Input(
             "render: no ExternalSecret in the files".into(),
         ));
     }
-    let values = read(&args.values)?;
+    let cluster = if args.from_cluster {
+        let (client, default_ns) = super::client().await?;
+        let ns = args.namespace.clone().unwrap_or(default_ns);
+        for es in &mut m.external_secrets {
+            es.metadata.namespace.get_or_insert_with(|| ns.clone());
+        }
+        Some(client)
+    } else {
+        None
+    };
+    let values = match &args.values {
+        Some(path) => read(path)?,
+        None => String::new(),
+    };
     let mut ok = true;
     for es in &m.external_secrets {
         let r = &es.spec.secret_store_ref;
@@ -263,14 +352,19 @@ pub async fn run(args: Args) -> Outcome {
             .cloned()
             .unwrap_or_else(placeholder_store);
         let name = es.metadata.name.clone().unwrap_or_default();
-        match render(
-            es,
-            &store,
-            StaticProvider::from_yaml(&values)?,
-            m.template_sources.clone(),
-        )
-        .await?
-        {
+        let built = match &cluster {
+            Some(client) => render_from_cluster(client, es).await?,
+            None => {
+                render(
+                    es,
+                    &store,
+                    StaticProvider::from_yaml(&values)?,
+                    m.template_sources.clone(),
+                )
+                .await?
+            }
+        };
+        match built {
             Ok(Some(secret)) => {
                 println!("---");
                 print!("{}", to_yaml(&secret, args.show_values));

@@ -142,6 +142,16 @@ async fn reconcile_once(
     }
 }
 
+/// The ConfigMaps and Secrets `es`'s `templateFrom` names, read from its namespace through
+/// `client` as a sync reads them (for the plugin's `render --from-cluster`). Errors: a missing
+/// object or key (`TemplateFrom`), a failed read (`Kube`).
+pub async fn read_template_sources(
+    es: &ExternalSecret,
+    client: &kube::Client,
+) -> Result<super::build::TemplateSources, Error> {
+    template_sources::read(es, client).await
+}
+
 /// The Secret `es` would produce (`None`: every remote value is gone under
 /// `deletionPolicy: Delete`), built by the reconcile's own fetch and build steps from `store`'s
 /// `provider` (every `data[].sourceRef.storeRef` read from it too) and the `templateFrom`
