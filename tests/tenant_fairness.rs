@@ -1,6 +1,7 @@
 //! No tenant can slow another (issue 27), on the real API server and moto: one namespace's
-//! template work and one namespace's flood of due ExternalSecrets, each with canaries in
-//! another namespace that must still sync promptly.
+//! template work, one namespace's flood of due ExternalSecrets, one namespace's ExternalSecrets
+//! on a store whose backend never answers, and one namespace's big `dataFrom.find`s, each with
+//! canaries in another namespace that must still sync promptly.
 //!
 //! Ignored in the shared run (`hack/test.sh` runs it alone, in an environment of its own, as
 //! the chaos tier does): its operator watches every namespace (through a shard label of its
@@ -28,6 +29,11 @@ const HEAVY: usize = 24;
 const KEYS: usize = 30;
 /// The flood: ExternalSecrets of one namespace, all due at once.
 const FLOOD: usize = 1000;
+/// ExternalSecrets of the tenant whose store's backend accepts connections and never answers.
+const HUNG: usize = 200;
+/// Parameters a big `find` returns, and the ExternalSecrets that each read them all.
+const FOUND: usize = 400;
+const FINDERS: usize = 10;
 /// How long a canary may take to be Ready with a tenant's load running: on a 2-core machine
 /// the canaries took 0.3 s alone and 52-125 s behind the template load before the render
 /// pool; the pool bounds the wait by one render of the tenant's (its allowance: 5 s).
@@ -147,6 +153,61 @@ async fn a_tenants_templates_and_flood_leave_other_namespaces_syncing() {
     let behind_flood = canaries(&env, &quiet, &shard, &key).await;
     let flood_ready = wait_all(&flood, FLOOD, "f").await;
 
+    // 3. A backend that never answers: a listener that accepts connections and reads nothing,
+    // as the store's endpoint, under 200 ExternalSecrets.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("a hung backend");
+    let hung_url = format!("http://{}", hung.local_addr().unwrap());
+    let hung_ns = env.namespace("hung").await;
+    operator::create_secret(
+        &env,
+        &hung_ns,
+        "aws-creds",
+        serde_json::json!({"id": "testing", "secret": "testing"}),
+    )
+    .await;
+    apply_yaml(
+        &Api::<secret_relay::api::SecretStore>::namespaced(env.kube.clone(), &hung_ns),
+        &format!(
+            "apiVersion: secret-relay.dev/v1alpha1\nkind: SecretStore\nmetadata: {{name: ssm}}\nspec:\n  provider:\n    aws:\n      region: {}\n      endpoint: {hung_url}\n      auth:\n        secretRef:\n          accessKeyIDSecretRef: {{name: aws-creds, key: id}}\n          secretAccessKeySecretRef: {{name: aws-creds, key: secret}}\n",
+            env.aws_region
+        ),
+    )
+    .await;
+    let hung_api: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &hung_ns);
+    stream::iter(0..HUNG)
+        .for_each_concurrent(32, |i| {
+            let (api, shard, key) = (hung_api.clone(), shard.clone(), key.clone());
+            async move {
+                apply_yaml(&api, &es_yaml(&format!("h{i}"), &shard, &key, "")).await;
+            }
+        })
+        .await;
+    let behind_hung = canaries(&env, &quiet, &shard, &key).await;
+
+    // 4. Big finds: 10 ExternalSecrets, each `dataFrom.find` of 400 parameters.
+    let finds_ns = env.namespace("finds").await;
+    operator::ssm_store(&env, &finds_ns).await;
+    stream::iter(0..FOUND)
+        .for_each_concurrent(16, |i| {
+            let (ssm, prefix) = (ssm.clone(), prefix.clone());
+            async move { put_parameter(&ssm, &format!("{prefix}/found/p{i}"), "x").await }
+        })
+        .await;
+    let finds: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &finds_ns);
+    let find = format!("  dataFrom:\n  - find:\n      path: {prefix}/found\n");
+    for i in 0..FINDERS {
+        apply_yaml(
+            &finds,
+            &format!(
+                "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {{name: find-{i}, labels: {{{LABEL_SHARD}: {shard}}}}}\nspec:\n  refreshInterval: 1h\n  secretStoreRef: {{name: ssm}}\n{find}"
+            ),
+        )
+        .await;
+    }
+    let behind_finds = canaries(&env, &quiet, &shard, &key).await;
+    let finds_ready = wait_all(&finds, FINDERS, "find-").await;
+    drop(hung);
+
     println!(
         "RELIABILITY {}",
         serde_json::json!({
@@ -158,11 +219,18 @@ async fn a_tenants_templates_and_flood_leave_other_namespaces_syncing() {
             "flood_objects": FLOOD, "flood_created_ms": flood_created_ms,
             "canary_behind_flood_ms": [behind_flood.0, behind_flood.1],
             "flood_all_ready_ms": flood_ready,
+            "hung_objects": HUNG,
+            "canary_behind_hung_backend_ms": [behind_hung.0, behind_hung.1],
+            "finders": FINDERS, "found_per_find": FOUND,
+            "canary_behind_finds_ms": [behind_finds.0, behind_finds.1],
+            "finds_all_ready_ms": finds_ready,
         })
     );
     for (what, (plain, templated)) in [
         ("behind the templates", behind_templates),
         ("behind the flood", behind_flood),
+        ("behind a hung backend", behind_hung),
+        ("behind the big finds", behind_finds),
     ] {
         assert!(
             plain.max(templated) <= CANARY_BOUND.as_millis(),
