@@ -510,9 +510,15 @@ async fn leader_handover_by_sigterm_is_prompt_every_time() {
     .await;
 }
 
+/// A wait before round `round`'s signal, spread over `0..period_ms` in 1.3 s steps.
+fn phase(round: usize, period_ms: u64) -> Duration {
+    Duration::from_millis(round as u64 * 1_300 % period_ms)
+}
+
 /// Figures for RELIABILITY.md (`hack/leader-takeovers.sh`), not a timed test: N takeovers
 /// (`SECRET_RELAY_TAKEOVERS`, default 20) after a SIGTERM of the leader with the chart's
-/// lease duration (15 s), then N after a SIGKILL with a 6 s lease. Prints one
+/// lease duration (15 s), then N after a SIGKILL with a 6 s lease, each signal 0-12 s (0-9 s)
+/// after the new standby is up, so at every phase of the leader's renewals. Prints one
 /// `RELIABILITY {json}` line. Asserts only that no Lease was taken before it expired.
 #[tokio::test]
 #[ignore = "measurement: hack/leader-takeovers.sh"]
@@ -530,6 +536,8 @@ async fn leader_takeover_figures() {
     let mut term = Vec::new();
     let mut r = Replicas::start(&s, "term", term_duration).await;
     for round in 1..=rounds {
+        // Signals at every phase of the renewal period (10 s, then 4 s below).
+        tokio::time::sleep(phase(round, 12_000)).await;
         let t = r.take_over("TERM").await;
         eprintln!(
             "SIGTERM {round}: taken {:.3} s after the signal",
@@ -544,6 +552,7 @@ async fn leader_takeover_figures() {
     let (mut after_expiry, mut after_kill) = (Vec::new(), Vec::new());
     let mut r = Replicas::start(&s, "kill", kill_duration).await;
     for round in 1..=rounds {
+        tokio::time::sleep(phase(round, 9_000)).await;
         let t = r.take_over("KILL").await;
         eprintln!(
             "SIGKILL {round}: taken {:.3} s after the expiry, {:.3} s after the kill",
