@@ -13,14 +13,17 @@ mod operator;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use base64::Engine as _;
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    coordination::v1::Lease,
-    core::v1::{Pod, Secret},
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        coordination::v1::Lease,
+        core::v1::{Pod, Secret},
+    },
+    jiff::Timestamp,
 };
 use kube::{
     Client,
@@ -202,6 +205,11 @@ struct Deletion {
     takeover_s: f64,
     /// From the delete to the old Pod seen gone, after the takeover was seen.
     gone_s: f64,
+    /// Where the takeover's time went, from the old leader's log and the Lease (the node's
+    /// clock): the delete to the SIGTERM seen (`shutting down`), the drain to `lease
+    /// released`, and from there to the new holder's `acquireTime`. None when a line is
+    /// missing.
+    phases: Option<[f64; 3]>,
 }
 
 /// Deletes Pod `leader` (SIGTERM, then the grace period) and waits until another Pod of the
@@ -226,6 +234,7 @@ async fn delete_leader(
         .spawn()
         .expect("kubectl logs -f");
     let start = Instant::now();
+    let deleted = SystemTime::now();
     run(
         env,
         "KUBECTL",
@@ -267,12 +276,48 @@ async fn delete_leader(
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
+    let acquired = Api::<Lease>::namespaced(k.clone(), ns)
+        .get(lease)
+        .await
+        .ok()
+        .and_then(|l| l.spec?.acquire_time)
+        .map(|t| t.0);
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let phases = phases(&log, deleted, acquired);
     Deletion {
         start,
         new_leader,
         takeover_s,
         gone_s,
+        phases,
     }
+}
+
+/// [delete → SIGTERM seen, SIGTERM → `lease released`, released → `acquired`] in seconds,
+/// from the old leader's JSON log.
+fn phases(log: &str, deleted: SystemTime, acquired: Option<Timestamp>) -> Option<[f64; 3]> {
+    let term = log_time(log, "shutting down")?;
+    let released = log_time(log, "lease released")?;
+    let secs = |a: Timestamp, b: Timestamp| a.duration_since(b).as_secs_f64();
+    Some([
+        secs(term, Timestamp::try_from(deleted).ok()?),
+        secs(released, term),
+        secs(acquired?, released),
+    ])
+}
+
+/// The `timestamp` of the first JSON log line whose message starts with `message`.
+fn log_time(log: &str, message: &str) -> Option<Timestamp> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message))
+        })?["timestamp"]
+        .as_str()?
+        .parse()
+        .ok()
 }
 
 /// Every container of every Pod ready and never restarted (the probes pass).
@@ -438,6 +483,7 @@ spec:
         .and_then(|n| n.parse().ok())
         .unwrap_or(1);
     let mut takeovers = vec![first.takeover_s];
+    let mut phases = vec![first.phases];
     for _ in 1..rounds {
         let current: Vec<String> = pods(k, &ns, &release)
             .await
@@ -448,15 +494,14 @@ spec:
             holder(k, &ns, &name, &current)
         })
         .await;
-        takeovers.push(
-            delete_leader(&env, &ns, &release, &name, &leader)
-                .await
-                .takeover_s,
-        );
+        let d = delete_leader(&env, &ns, &release, &name, &leader).await;
+        takeovers.push(d.takeover_s);
+        phases.push(d.phases);
         wait_available(k, &ns, &name, 2).await;
         assert_healthy(&pods(k, &ns, &release).await);
     }
     let round = |s: f64| (s * 10.0).round() / 10.0;
+    let ms = |s: f64| (s * 1000.0).round() / 1000.0;
     println!(
         "RELIABILITY {}",
         json!({
@@ -470,7 +515,12 @@ spec:
             "two_replicas_available_again_s": round(replaced_s),
             "node_ready_s": env.vars.get("TESTENV_NODE_READY_SECONDS"),
             // Every deletion's takeover (one unless SECRET_RELAY_NODE_TAKEOVERS says more).
-            "takeovers_s": takeovers.iter().map(|s| (s * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+            "takeovers_s": takeovers.iter().map(|s| ms(*s)).collect::<Vec<_>>(),
+            // Per deletion: [delete → SIGTERM seen, drain → lease released, released → taken].
+            "takeover_phases_s": phases
+                .iter()
+                .map(|p| p.map(|p| p.map(ms)))
+                .collect::<Vec<_>>(),
         })
     );
     // The figure is 1-2 s (the kubelet's SIGTERM, the leader's drain and release, the
