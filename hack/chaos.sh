@@ -112,7 +112,7 @@ if t:
         f"the leader of two operator processes stopped by SIGTERM {len(t['sigterm_takeover_after_signal_ms'])} times "
         f"(lease {t['sigterm_lease_duration_s']} s), then killed by SIGKILL {len(t['sigkill_takeover_after_expiry_ms'])} times "
         f"(lease {t['sigkill_lease_duration_s']} s); the stopped one started again each time as the standby",
-        0, 0, 0,
+        "–", "–", "–",
         f"SIGTERM: Lease taken by the standby {spread(t['sigterm_takeover_after_signal_ms'])} after the signal; "
         f"SIGKILL: taken {spread(t['sigkill_takeover_after_expiry_ms'])} after the Lease expired (never before; "
         f"a killed leader keeps the Lease for its duration)",

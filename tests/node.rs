@@ -527,7 +527,7 @@ spec:
         })
     );
     // The election, from the old leader's release to the new holder's acquireTime, is
-    // 0.00-0.11 s (RELIABILITY.md); before the standby watched the Lease it was up to 10 s
+    // 0.00-0.24 s (RELIABILITY.md); before the standby watched the Lease it was up to 10 s
     // (a third of the runs took about 12 s in all). The whole takeover adds the kubelet's
     // SIGTERM (0.1-2 s here) and the old leader's drain, mostly 0.01-0.3 s but about 4 s in
     // some runs and bounded by SHUTDOWN_GRACE (10 s). The bounds hold on a loaded machine.
