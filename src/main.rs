@@ -117,8 +117,9 @@ struct RunArgs {
     /// Namespace of the Lease: the operator's own (from the downward API).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
-    /// Lease duration in seconds: a standby takes over at most this long after the leader
-    /// stops renewing.
+    /// Lease duration in seconds: how long a leader that stopped without releasing the Lease
+    /// (killed, its node lost) keeps it after its last renewal; a standby takes over then. A
+    /// leader that shuts down (SIGTERM) releases the Lease, and a standby takes it at once.
     #[arg(long, default_value_t = 15, env = "SECRET_RELAY_LEASE_DURATION")]
     lease_duration: u64,
 }

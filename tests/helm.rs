@@ -28,7 +28,7 @@ use k8s_openapi::{
 };
 use kube::{
     Client, Config,
-    api::{Api, ListParams, PostParams},
+    api::{Api, ListParams, PostParams, WatchParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
 use secret_relay::api::{ClusterSecretStore, ExternalSecret, SecretStore};
@@ -543,6 +543,31 @@ async fn cluster_install_syncs_ssm_and_vault_with_chart_rbac() {
         ),
         Some(403),
         "ConfigMaps: get only, no list"
+    );
+    // Leader election: a standby lists and watches its Lease by name, and no other Lease.
+    let leases = Api::<Lease>::namespaced(sa.clone(), &ns);
+    let by_name = ListParams::default().fields(&format!("metadata.name={name}"));
+    assert_eq!(
+        status_of(leases.list(&by_name).await),
+        None,
+        "list the Lease by name"
+    );
+    assert_eq!(
+        status_of(
+            leases
+                .watch(
+                    &WatchParams::default().fields(&format!("metadata.name={name}")),
+                    "0"
+                )
+                .await
+        ),
+        None,
+        "watch the Lease by name"
+    );
+    assert_eq!(
+        status_of(leases.list(&ListParams::default()).await),
+        Some(403),
+        "Leases: only the chart's, by name"
     );
     let es_yaml: ExternalSecret = serde_yaml::from_str(
         "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {name: x}\nspec: {secretStoreRef: {name: x}}",
