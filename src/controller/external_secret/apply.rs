@@ -29,7 +29,8 @@ use crate::{
 };
 
 /// Writes the outcome of a fetch: the Secret built from the values and the `templateFrom`
-/// `sources` (store `store_label`, refreshed `now`), or its deletion. `spec_changed`: read
+/// `sources` (store `store_label`, refreshed `now`) with the generators' state
+/// `generator_annotations` (`generate::Generated::annotations`), or its deletion. `spec_changed`: read
 /// the Secret rather than trust the cache.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn write(
@@ -38,6 +39,7 @@ pub(super) async fn write(
     secrets: &Api<Secret>,
     outcome: Outcome,
     sources: build::TemplateSources,
+    generator_annotations: std::collections::BTreeMap<String, String>,
     store_label: &str,
     now: Timestamp,
     spec_changed: bool,
@@ -63,7 +65,14 @@ pub(super) async fn write(
         }
         Outcome::Write(values) => {
             let now = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-            let desired = build_secret(es, ctx, values, sources, store_label, &now).await?;
+            let mut desired = build_secret(es, ctx, values, sources, store_label, &now).await?;
+            if !generator_annotations.is_empty() {
+                desired
+                    .metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .extend(generator_annotations);
+            }
             let written = apply(es, ctx, secrets, &target, desired, spec_changed).await?;
             let restarts = if written.is_some_and(|w| w.data_changed) {
                 request_restarts(es, ctx, &target).await
