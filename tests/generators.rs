@@ -142,4 +142,54 @@ spec:
         ready_message(&failed),
         format!("generator Password {ns}/nope not found")
     );
+
+    // A template that rewrites a generated key would make the kept value drift: refused.
+    apply_yaml(
+        &es,
+        r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: templated}
+spec:
+  secretStoreRef: {name: vault}
+  target:
+    template:
+      mergePolicy: Merge
+      data: {password: "x{{ .password }}", url: "db://{{ .password }}@db"}
+  dataFrom:
+  - sourceRef:
+      generatorRef: {apiVersion: generators.secret-relay.dev/v1alpha1, kind: Password, name: pw}
+"#,
+    )
+    .await;
+    let failed = wait_reason(&es, "templated", "SecretSyncedError").await;
+    assert!(
+        ready_message(&failed).contains(
+            r#"the Secret key "password" of a generator entry must be written as generated"#
+        ),
+        "{}",
+        ready_message(&failed)
+    );
+    // Adding keys is fine.
+    apply_yaml(
+        &es,
+        r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: templated}
+spec:
+  secretStoreRef: {name: vault}
+  target:
+    template:
+      mergePolicy: Merge
+      data: {url: "db://{{ .password }}@db"}
+  dataFrom:
+  - sourceRef:
+      generatorRef: {apiVersion: generators.secret-relay.dev/v1alpha1, kind: Password, name: pw}
+"#,
+    )
+    .await;
+    wait_reason(&es, "templated", "SecretSynced").await;
+    let d = secret_data(&secrets.get("templated").await.unwrap());
+    assert_eq!(d["url"], format!("db://{}@db", d["password"]));
 }

@@ -171,20 +171,41 @@ fn since(s: &Secret) -> i64 {
     state(s)["lease"]["since"].as_i64().unwrap()
 }
 
+/// Successful `sys/leases/revoke` calls of the operators in this test binary so far.
+fn revocations() -> u64 {
+    secret_relay::metrics::PROVIDER_CALLS
+        .get_or_create(&secret_relay::metrics::ProviderCallLabels {
+            provider: "vault",
+            operation: "lease_revoke",
+            outcome: "ok",
+        })
+        .get()
+}
+
+/// One test, the two parts in turn: each proves its revocations by the count of successful
+/// `sys/leases/revoke` calls (a lease that merely expired disappears from `sys/leases/lookup`
+/// too), which concurrent parts would mix up.
 #[tokio::test]
-async fn database_credentials_follow_their_lease() {
-    let Some(env) = TestEnv::get("database_credentials_follow_their_lease").await else {
+async fn vault_dynamic_secrets_follow_their_leases() {
+    let Some(env) = TestEnv::get("vault_dynamic_secrets_follow_their_leases").await else {
         return;
     };
-    let Some(pg) = Postgres::start() else {
-        eprintln!(
-            "SKIP: database_credentials_follow_their_lease: PostgreSQL (initdb, pg_ctl) not found"
-        );
-        return;
-    };
+    pki_certificates_are_reissued_before_their_lease_ends(&env).await;
+    match Postgres::start() {
+        Some(pg) => {
+            database_credentials_follow_their_lease(&env, &pg).await;
+            drop(pg);
+        }
+        None => eprintln!(
+            "SKIP: vault_dynamic_secrets_follow_their_leases: database part: PostgreSQL (initdb, pg_ctl) not found"
+        ),
+    }
+}
+
+async fn database_credentials_follow_their_lease(env: &TestEnv, pg: &Postgres) {
     let mount = format!("db-{}", random_suffix());
     bao(
-        &env,
+        env,
         &[
             "secrets",
             "enable",
@@ -196,7 +217,7 @@ async fn database_credentials_follow_their_lease() {
     )
     .await;
     bao(
-        &env,
+        env,
         &[
             "write",
             &format!("{mount}/config/pg"),
@@ -212,7 +233,7 @@ async fn database_credentials_follow_their_lease() {
     )
     .await;
     bao(
-        &env,
+        env,
         &[
             "write",
             &format!("{mount}/roles/app"),
@@ -226,8 +247,8 @@ async fn database_credentials_follow_their_lease() {
 
     let ns = env.namespace("vault-dyn").await;
     let op = operator::start(&env.kube, &ns, false).await;
-    operator::vault_store(&env, &ns, "vault", "      path: secret", &env.vault_token).await;
-    create_secret(&env, &ns, "root-token", json!({"token": env.vault_token})).await;
+    operator::vault_store(env, &ns, "vault", "      path: secret", &env.vault_token).await;
+    create_secret(env, &ns, "root-token", json!({"token": env.vault_token})).await;
     let generators: Api<VaultDynamicSecret> = Api::namespaced(env.kube.clone(), &ns);
     apply_yaml(
         &generators,
@@ -287,7 +308,7 @@ spec:
         "{g:?}"
     );
     assert!(g.next_renewal.as_ref().unwrap().0 < g.lease_expiry.as_ref().unwrap().0);
-    let issued = lookup(&env, &l1).await.expect("the lease exists");
+    let issued = lookup(env, &l1).await.expect("the lease exists");
     let issue_time: k8s_openapi::jiff::Timestamp =
         issued["issue_time"].as_str().unwrap().parse().unwrap();
 
@@ -329,7 +350,7 @@ spec:
     })
     .await;
     assert_eq!(secret_data(&secrets.get("app").await.unwrap()), first);
-    let renewed = lookup(&env, &l1).await.expect("the renewed lease exists");
+    let renewed = lookup(env, &l1).await.expect("the renewed lease exists");
     assert!(!renewed["last_renewal"].is_null(), "{renewed}");
 
     // Before the max TTL: new credentials, the old lease queued for revocation.
@@ -338,6 +359,7 @@ spec:
         (lease_id(&s) != l1).then_some(s)
     })
     .await;
+    let revoked_before = revocations();
     let second = secret_data(&replaced);
     assert_ne!(second["username"], first["username"]);
     assert_ne!(second["password"], first["password"]);
@@ -348,27 +370,28 @@ spec:
         reissued_at < issue_time.as_second() + 60,
         "re-issued at {reissued_at}, after the max TTL of a lease issued at {issue_time}"
     );
-    // The old lease is revoked after the grace period; the queue empties.
+    // The old lease is revoked after the grace period (by us: a successful revoke call); the
+    // queue empties.
     wait_for("the old lease revoked", Duration::from_secs(60), || async {
         let s = secrets.get("app").await.ok()?;
-        let gone = lookup(&env, &l1).await.is_none();
+        let gone = lookup(env, &l1).await.is_none();
         (gone && state(&s).get("revoke").is_none()).then_some(())
     })
     .await;
     assert!(
-        lookup(&env, &lease_id(&secrets.get("app").await.unwrap()))
+        revocations() > revoked_before,
+        "the old lease was not revoked by secret-relay"
+    );
+    assert!(
+        lookup(env, &lease_id(&secrets.get("app").await.unwrap()))
             .await
             .is_some()
     );
 
     // A token without access: the cause is reported, nothing is written.
-    let denied_token = bao(
-        &env,
-        &["token", "create", "-policy=default", "-field=token"],
-    )
-    .await;
+    let denied_token = bao(env, &["token", "create", "-policy=default", "-field=token"]).await;
     create_secret(
-        &env,
+        env,
         &ns,
         "weak-token",
         json!({"token": denied_token.trim()}),
@@ -412,5 +435,154 @@ spec:
         format!("VaultDynamicSecret {ns}/denied: vault: permission denied on {mount}/creds/app")
     );
     assert!(secrets.get_opt("denied").await.unwrap().is_none());
-    drop(pg);
+}
+
+async fn pki_certificates_are_reissued_before_their_lease_ends(env: &TestEnv) {
+    let mount = format!("pki-{}", random_suffix());
+    bao(
+        env,
+        &[
+            "secrets",
+            "enable",
+            &format!("-path={mount}"),
+            "-max-lease-ttl=1h",
+            "pki",
+        ],
+    )
+    .await;
+    bao(
+        env,
+        &[
+            "write",
+            &format!("{mount}/root/generate/internal"),
+            "common_name=test.example",
+            "ttl=1h",
+        ],
+    )
+    .await;
+    bao(
+        env,
+        &[
+            "write",
+            &format!("{mount}/roles/web"),
+            "allowed_domains=example.com",
+            "allow_subdomains=true",
+            "ttl=15s",
+            "max_ttl=15s",
+            "not_before_duration=0s",
+            "generate_lease=true",
+        ],
+    )
+    .await;
+    let ns = env.namespace("vault-pki").await;
+    let _op = operator::start(&env.kube, &ns, false).await;
+    operator::vault_store(env, &ns, "vault", "      path: secret", &env.vault_token).await;
+    create_secret(env, &ns, "root-token", json!({"token": env.vault_token})).await;
+    apply_yaml(
+        &Api::<VaultDynamicSecret>::namespaced(env.kube.clone(), &ns),
+        &format!(
+            r#"
+apiVersion: generators.secret-relay.dev/v1alpha1
+kind: VaultDynamicSecret
+metadata: {{name: cert}}
+spec:
+  path: {mount}/issue/web
+  method: POST
+  parameters: {{common_name: app.example.com}}
+  revokeGracePeriod: 2s
+  provider:
+    server: {server}
+    auth:
+      tokenSecretRef: {{name: root-token, key: token}}
+"#,
+            server = env.vault_addr
+        ),
+    )
+    .await;
+    let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
+    apply_yaml(
+        &es,
+        r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: tls}
+spec:
+  secretStoreRef: {name: vault}
+  target:
+    template: {type: kubernetes.io/tls}
+  dataFrom:
+  - sourceRef:
+      generatorRef: {apiVersion: generators.secret-relay.dev/v1alpha1, kind: VaultDynamicSecret, name: cert}
+    rewrite:
+    - regexp: {source: "^certificate$", target: tls.crt}
+    - regexp: {source: "^private_key$", target: tls.key}
+    - regexp: {source: "^issuing_ca$", target: ca.crt}
+"#,
+    )
+    .await;
+    wait_reason(&es, "tls", "SecretSynced").await;
+    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
+    let s = secrets.get("tls").await.unwrap();
+    assert_eq!(s.type_.as_deref(), Some("kubernetes.io/tls"));
+    let first = secret_data(&s);
+    assert!(first["tls.crt"].starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(first["tls.key"].contains("PRIVATE KEY-----"));
+    assert!(first["ca.crt"].starts_with("-----BEGIN CERTIFICATE-----"));
+    let l1 = lease_id(&s);
+    assert_eq!(state(&s)["lease"]["renewable"], false);
+    let issued = lookup(env, &l1)
+        .await
+        .expect("the certificate's lease exists");
+    let expire_time: k8s_openapi::jiff::Timestamp =
+        issued["expire_time"].as_str().unwrap().parse().unwrap();
+
+    // Not renewable: a new certificate at two thirds of the lease, before it ends.
+    let replaced = wait_for("a new certificate", Duration::from_secs(40), || async {
+        let s = secrets.get("tls").await.ok()?;
+        (lease_id(&s) != l1).then_some(s)
+    })
+    .await;
+    assert_ne!(secret_data(&replaced)["tls.crt"], first["tls.crt"]);
+    let reissued_at = state(&replaced)["revoke"][0]["at"].as_i64().unwrap() - 2;
+    assert!(
+        reissued_at < expire_time.as_second(),
+        "re-issued at {reissued_at}, after the lease ended at {expire_time}"
+    );
+    let revoked_before = revocations();
+    wait_for(
+        "the old certificate's lease revoked",
+        Duration::from_secs(40),
+        || async {
+            let s = secrets.get("tls").await.ok()?;
+            (lookup(env, &l1).await.is_none() && state(&s).get("revoke").is_none()).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        revocations() > revoked_before,
+        "the old lease was not revoked by secret-relay"
+    );
+
+    // Deleting the ExternalSecret revokes its current lease before it goes (a finalizer).
+    let finalizers = es.get("tls").await.unwrap().metadata.finalizers;
+    assert!(
+        finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == "secret-relay.dev/revoke-leases")),
+        "{finalizers:?}"
+    );
+    let current = lease_id(&secrets.get("tls").await.unwrap());
+    let revoked_before = revocations();
+    es.delete("tls", &Default::default()).await.unwrap();
+    wait_for(
+        "the ExternalSecret gone",
+        Duration::from_secs(30),
+        || async { es.get_opt("tls").await.unwrap().is_none().then_some(()) },
+    )
+    .await;
+    assert!(
+        revocations() > revoked_before,
+        "the lease was not revoked at deletion"
+    );
+    assert!(lookup(env, &current).await.is_none());
 }

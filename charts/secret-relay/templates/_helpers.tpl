@@ -86,6 +86,11 @@ RBAC rules for the namespaced kinds, shared by the ClusterRole (all namespaces) 
 - apiGroups: [secret-relay.dev]
   resources: [externalsecrets/finalizers]
   verbs: [update]
+# The finalizer secret-relay.dev/revoke-leases of an ExternalSecret whose Secret holds Vault
+# leases (VaultDynamicSecret): put on and taken off with a patch of metadata.finalizers.
+- apiGroups: [secret-relay.dev]
+  resources: [externalsecrets]
+  verbs: [patch]
 # Generators named by dataFrom[].sourceRef.generatorRef, read at each sync that needs them.
 - apiGroups: [generators.secret-relay.dev]
   resources: [passwords, vaultdynamicsecrets]

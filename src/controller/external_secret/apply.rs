@@ -29,8 +29,9 @@ use crate::{
 };
 
 /// Writes the outcome of a fetch: the Secret built from the values and the `templateFrom`
-/// `sources` (store `store_label`, refreshed `now`) with the generators' state
-/// `generator_annotations` (`generate::Generated::annotations`), or its deletion. `spec_changed`: read
+/// `sources` (store `store_label`, refreshed `now`) with the state of the `generated` values
+/// in its annotations, or its deletion. A template that changes or drops a generated key is an
+/// invalid spec: kept values are read back from the Secret under their keys. `spec_changed`: read
 /// the Secret rather than trust the cache.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn write(
@@ -39,7 +40,7 @@ pub(super) async fn write(
     secrets: &Api<Secret>,
     outcome: Outcome,
     sources: build::TemplateSources,
-    generator_annotations: std::collections::BTreeMap<String, String>,
+    generated: &super::generate::Generated,
     store_label: &str,
     now: Timestamp,
     spec_changed: bool,
@@ -65,13 +66,22 @@ pub(super) async fn write(
         }
         Outcome::Write(values) => {
             let now = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let expected = generated.written(&values);
             let mut desired = build_secret(es, ctx, values, sources, store_label, &now).await?;
-            if !generator_annotations.is_empty() {
+            if !generated.is_empty() {
+                let data = desired.data.as_ref();
+                if let Some((key, _)) = expected.iter().find(|(k, v)| {
+                    data.and_then(|d| d.get(*k)).map(|b| &b.0[..]) != Some(v.as_bytes())
+                }) {
+                    return Err(Error::InvalidSpec(build::BuildError(format!(
+                        "the Secret key {key:?} of a generator entry must be written as generated (generated values are kept in the Secret and read back from it): a template may add keys but not change or drop it"
+                    ))));
+                }
                 desired
                     .metadata
                     .annotations
                     .get_or_insert_default()
-                    .extend(generator_annotations);
+                    .extend(generated.annotations());
             }
             let written = apply(es, ctx, secrets, &target, desired, spec_changed).await?;
             let restarts = if written.is_some_and(|w| w.data_changed) {

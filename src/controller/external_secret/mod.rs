@@ -230,6 +230,17 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), E
     let target = es.target_name();
     let secrets = Api::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default());
 
+    // 0. Deleted: revoke the Vault leases its Secret records, then let it go.
+    if es.metadata.deletion_timestamp.is_some() {
+        generate::finalize(es, ctx, &secrets, &target).await?;
+        return Ok((
+            Action::await_change(),
+            Outcome::UpToDate {
+                next_refresh_ms: None,
+            },
+        ));
+    }
+
     // 1. Plan. A generator's lease that is due (renewal, re-issue, revocation) counts as
     // drift: the Secret is rewritten whatever the refresh interval says.
     let lease_due = generate::due_ms(&status.generators);
@@ -330,12 +341,17 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), E
         &secrets,
         outcome,
         sources,
-        generated.annotations(),
+        &generated,
         &store.label,
         now,
         spec_changed,
     )
     .await?;
+
+    // Leases now recorded in the Secret: revoked when the ExternalSecret is deleted.
+    if generated.has_leases() {
+        generate::ensure_finalizer(es, ctx).await?;
+    }
 
     // 6. Status.
     ctx.with_state(&key, |o| {
