@@ -1,6 +1,6 @@
 //! `dataFrom[].sourceRef.generatorRef` with the Password generator, on the real API server:
 //! the value is generated once and kept by refreshes and force-syncs; a spec change makes a
-//! new one; a missing generator is named in the condition.
+//! new one; a missing generator is named in the condition; and ESO's own e2e case for it.
 
 mod common;
 mod operator;
@@ -192,4 +192,54 @@ spec:
     wait_reason(&es, "templated", "SecretSynced").await;
     let d = secret_data(&secrets.get("templated").await.unwrap());
     assert_eq!(d["url"], format!("db://{}@db", d["password"]));
+}
+
+/// ESO's `e2e/suites/generator/password.go`, "generate secrets with password generator" /
+/// "using custom resource generator" (with `testcase.go`'s ExternalSecret: `e2e-es`,
+/// `refreshInterval: 5s`, target `generated-secret`): a `generatorRef` without `apiVersion`
+/// (inferred, as ESO does) to Password `my-generator` of length 24 gives a Secret whose
+/// `password` has 24 characters. One difference: our ExternalSecret names a store
+/// (`secretStoreRef` is required here; ESO's generator-only ExternalSecret has none).
+#[tokio::test]
+async fn eso_password_generator_using_custom_resource_generator() {
+    let Some(env) = TestEnv::get("eso_password_generator_using_custom_resource_generator").await
+    else {
+        return;
+    };
+    let ns = env.namespace("eso-gen-pw").await;
+    let _op = operator::start(&env.kube, &ns, false).await;
+    vault_store(&env, &ns, "vault", "      path: secret", &env.vault_token).await;
+    apply_yaml(
+        &Api::<Password>::namespaced(env.kube.clone(), &ns),
+        r#"
+apiVersion: generators.secret-relay.dev/v1alpha1
+kind: Password
+metadata: {name: my-generator}
+spec: {length: 24}
+"#,
+    )
+    .await;
+    let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
+    apply_yaml(
+        &es,
+        r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: e2e-es}
+spec:
+  refreshInterval: 5s
+  secretStoreRef: {name: vault}
+  target: {name: generated-secret}
+  dataFrom:
+  - sourceRef:
+      generatorRef: {kind: Password, name: my-generator}
+"#,
+    )
+    .await;
+    wait_reason(&es, "e2e-es", "SecretSynced").await;
+    let s = Api::<Secret>::namespaced(env.kube.clone(), &ns)
+        .get("generated-secret")
+        .await
+        .unwrap();
+    assert_eq!(secret_data(&s)["password"].len(), 24);
 }

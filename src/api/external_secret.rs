@@ -479,8 +479,11 @@ pub struct DataFromSourceRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GeneratorRef {
-    /// `generators.secret-relay.dev/v1alpha1`.
-    pub api_version: String,
+    /// `generators.secret-relay.dev/v1alpha1` (the default, as ESO infers its own group), or
+    /// ESO's `generators.external-secrets.io/v1alpha1`, read as ours so that a migrated
+    /// ExternalSecret works once its generators are migrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
     /// `Password` or `VaultDynamicSecret`.
     pub kind: String,
     /// The generator's name.

@@ -16,6 +16,9 @@ pub const GENERATORS_GROUP: &str = "generators.secret-relay.dev";
 /// `apiVersion` of the generator kinds.
 pub const GENERATORS_API_VERSION: &str = "generators.secret-relay.dev/v1alpha1";
 
+/// ESO's generators' `apiVersion`, accepted in a `generatorRef` as an alias of ours.
+pub const ESO_GENERATORS_API_VERSION: &str = "generators.external-secrets.io/v1alpha1";
+
 /// ESO's Password generator: a random password under the output key `password`.
 ///
 /// Rules (ESO's, from `github.com/sethvargo/go-password`): `digits` + `symbols` ≤ `length`;
@@ -120,10 +123,14 @@ pub enum GeneratorKind {
 }
 
 impl GeneratorKind {
-    /// The kind named by `apiVersion` and `kind`; `None` for any other (ESO's own group, a
-    /// kind we do not implement).
-    pub fn of(api_version: &str, kind: &str) -> Option<Self> {
-        if api_version != GENERATORS_API_VERSION {
+    /// The kind named by `apiVersion` (default ours; ESO's
+    /// `generators.external-secrets.io/v1alpha1` is read as ours) and `kind`; `None` for any
+    /// other group or a kind we do not implement.
+    pub fn of(api_version: Option<&str>, kind: &str) -> Option<Self> {
+        if !matches!(
+            api_version,
+            None | Some(GENERATORS_API_VERSION) | Some(ESO_GENERATORS_API_VERSION)
+        ) {
             return None;
         }
         match kind {
@@ -131,5 +138,28 @@ impl GeneratorKind {
             "VaultDynamicSecret" => Some(GeneratorKind::VaultDynamicSecret),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generator_refs_default_to_our_group_and_read_esos_as_ours() {
+        assert_eq!(
+            GeneratorKind::of(None, "Password"),
+            Some(GeneratorKind::Password)
+        );
+        assert_eq!(
+            GeneratorKind::of(Some(GENERATORS_API_VERSION), "VaultDynamicSecret"),
+            Some(GeneratorKind::VaultDynamicSecret)
+        );
+        assert_eq!(
+            GeneratorKind::of(Some(ESO_GENERATORS_API_VERSION), "Password"),
+            Some(GeneratorKind::Password)
+        );
+        assert_eq!(GeneratorKind::of(None, "ECRAuthorizationToken"), None);
+        assert_eq!(GeneratorKind::of(Some("example.com/v1"), "Password"), None);
     }
 }

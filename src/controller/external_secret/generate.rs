@@ -255,7 +255,7 @@ fn fingerprint(
     for part in [
         es.metadata.generation.unwrap_or_default().to_string(),
         index.to_string(),
-        r.api_version.clone(),
+        r.api_version.clone().unwrap_or_default(),
         r.kind.clone(),
         r.name.clone(),
         meta.uid.clone().unwrap_or_default(),
@@ -310,10 +310,10 @@ pub(super) async fn generate(
     let existing = secrets.get_opt(target).await.map_err(Error::Kube)?;
     let now_s = now.as_second();
     for (index, r) in refs {
-        let kind = GeneratorKind::of(&r.api_version, &r.kind).ok_or_else(|| {
+        let kind = GeneratorKind::of(r.api_version.as_deref(), &r.kind).ok_or_else(|| {
             Error::InvalidSpec(BuildError(format!(
                 "dataFrom[{index}].sourceRef.generatorRef: {}/{} is not a generator secret-relay implements (Password or VaultDynamicSecret of {})",
-                r.api_version,
+                r.api_version.as_deref().unwrap_or(crate::api::generators::GENERATORS_API_VERSION),
                 r.kind,
                 crate::api::generators::GENERATORS_API_VERSION
             )))
