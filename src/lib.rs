@@ -37,12 +37,14 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
 /// Their schemas carry no `default:` (see [`without_defaults`]): an object reads back exactly
 /// as it was applied, and the operator applies each documented default when it reads a spec
 /// (serde's `#[serde(default)]` on the types in [`api`]).
-pub fn crds() -> [CustomResourceDefinition; 4] {
+pub fn crds() -> [CustomResourceDefinition; 6] {
     [
         api::ClusterExternalSecret::crd(),
         api::ClusterSecretStore::crd(),
         api::ExternalSecret::crd(),
         api::SecretStore::crd(),
+        api::Password::crd(),
+        api::VaultDynamicSecret::crd(),
     ]
     .map(without_defaults)
 }

@@ -445,7 +445,7 @@ pub enum ConversionStrategy {
 /// One `dataFrom[]` entry: exactly one of `extract` and `find`, then optional `rewrite`s.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.extract) ? 1 : 0) + (has(self.find) ? 1 : 0) == 1").message("exactly one of extract and find must be set in a dataFrom entry"))]
+#[x_kube(validation = Rule::new("(has(self.extract) ? 1 : 0) + (has(self.find) ? 1 : 0) + (has(self.sourceRef) ? 1 : 0) == 1").message("exactly one of extract and find must be set in a dataFrom entry (or sourceRef.generatorRef alone)"))]
 pub struct ExternalSecretDataFrom {
     /// Every top-level key of one remote JSON value (or of `property` inside it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -456,9 +456,38 @@ pub struct ExternalSecretDataFrom {
     /// remote names as they are), as in ESO: `/app/db/user` → `_app_db_user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub find: Option<ExternalSecretFind>,
+    /// Values made by a generator instead of read from the store (ESO's
+    /// `dataFrom[].sourceRef`, `StoreGeneratorSourceRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ref: Option<DataFromSourceRef>,
     /// Key rewrites applied in order to the keys this entry yields.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rewrite: Vec<ExternalSecretRewrite>,
+}
+
+/// `dataFrom[].sourceRef`: where the entry's values come from when not from the store.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.generatorRef)").message("sourceRef in a dataFrom entry needs generatorRef"))]
+pub struct DataFromSourceRef {
+    /// A generator of the ExternalSecret's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_ref: Option<GeneratorRef>,
+}
+
+/// ESO's `GeneratorRef`: a generator object of the ExternalSecret's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratorRef {
+    /// `generators.secret-relay.dev/v1alpha1` (the default, as ESO infers its own group), or
+    /// ESO's `generators.external-secrets.io/v1alpha1`, read as ours so that a migrated
+    /// ExternalSecret works once its generators are migrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// `Password` or `VaultDynamicSecret`.
+    pub kind: String,
+    /// The generator's name.
+    pub name: String,
 }
 
 /// `dataFrom[].find`.
@@ -605,6 +634,31 @@ pub struct ExternalSecretStatus {
     /// The Secret this ExternalSecret writes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<SecretBinding>,
+    /// The `dataFrom` entries whose values follow a Vault lease or a validity
+    /// (`VaultDynamicSecret`): when it ends and when secret-relay acts on it next.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generators: Vec<GeneratorStatus>,
+}
+
+/// `status.generators[]`: one `dataFrom` entry whose values have a lifetime.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratorStatus {
+    /// The `dataFrom` index of the entry.
+    pub index: u32,
+    /// The generator's kind (`VaultDynamicSecret`).
+    pub kind: String,
+    /// The generator's name.
+    pub name: String,
+    /// When the current lease (or certificate) ends unless renewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expiry: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When secret-relay renews the lease, or issues new values, next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_renewal: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// When a replaced lease is revoked next (after `revokeGracePeriod`), if one waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_revocation: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// `status.binding`.

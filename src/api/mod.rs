@@ -7,12 +7,14 @@ pub mod cluster_external_secret;
 pub mod cluster_secret_store;
 pub mod decoding;
 pub mod external_secret;
+pub mod generators;
 pub mod secret_store;
 pub mod template;
 
 pub use cluster_external_secret::{ClusterExternalSecret, ClusterExternalSecretSpec};
 pub use cluster_secret_store::{ClusterSecretStore, ClusterSecretStoreSpec};
 pub use external_secret::{ExternalSecret, ExternalSecretSpec, ExternalSecretStatus};
+pub use generators::{Password, VaultDynamicSecret};
 pub use secret_store::{SecretStore, SecretStoreSpec, SecretStoreStatus};
 
 /// The API group of every kind here.
@@ -31,6 +33,11 @@ pub const ANNOTATION_LAST_REFRESH: &str = "secret-relay.dev/last-refresh";
 pub const ANNOTATION_DATA_HASH: &str = "secret-relay.dev/data-hash";
 /// Annotation: `<Kind>/<name>` of the store the values came from.
 pub const ANNOTATION_STORE: &str = "secret-relay.dev/store";
+/// Annotation on a managed Secret, one per `dataFrom` entry with a `generatorRef`
+/// (`secret-relay.dev/generator.<index>`): JSON of what the entry produced (the Secret keys, a
+/// fingerprint of the specs they came from, the Vault lease: id, expiry, renewable), never the
+/// values. See `controller::external_secret::generate`.
+pub const ANNOTATION_GENERATOR_PREFIX: &str = "secret-relay.dev/generator.";
 /// Annotation on an ExternalSecret: any new value forces a refresh.
 pub const ANNOTATION_FORCE_SYNC: &str = "secret-relay.dev/force-sync";
 /// Field manager of every write the operator makes (server-side apply).

@@ -389,7 +389,7 @@ spec:
             found,
             [
                 "f.yaml:20: ExternalSecret/app: spec.data[0].remoteRef.unknownThing: unknown field: secret-relay has no such field (an ESO field? see docs/migrating-from-eso.md)",
-                "f.yaml:12: ExternalSecret/app: spec.dataFrom[0]: exactly one of extract and find must be set in a dataFrom entry",
+                "f.yaml:12: ExternalSecret/app: spec.dataFrom[0]: exactly one of extract and find must be set in a dataFrom entry (or sourceRef.generatorRef alone)",
                 "f.yaml:10: ExternalSecret/app: spec.target.creationPolicy: must be one of \"Owner\", \"Orphan\", \"Merge\", \"None\", \"CreateOrMerge\"",
                 "f.yaml:29: SecretStore/s: spec.provider.aws.externalID: unknown field: secret-relay has no such field (an ESO field? see docs/migrating-from-eso.md)",
                 "f.yaml:30: SecretStore/s: spec.provider.vault: required field \"auth\" is missing",

@@ -12,6 +12,7 @@ pub mod gcp;
 pub mod health;
 pub(crate) mod http;
 pub mod kms;
+pub mod password;
 pub mod shared;
 pub mod vault;
 

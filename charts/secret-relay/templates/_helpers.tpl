@@ -86,6 +86,15 @@ RBAC rules for the namespaced kinds, shared by the ClusterRole (all namespaces) 
 - apiGroups: [secret-relay.dev]
   resources: [externalsecrets/finalizers]
   verbs: [update]
+# The finalizer secret-relay.dev/revoke-leases of an ExternalSecret whose Secret holds Vault
+# leases (VaultDynamicSecret): put on and taken off with a patch of metadata.finalizers.
+- apiGroups: [secret-relay.dev]
+  resources: [externalsecrets]
+  verbs: [patch]
+# Generators named by dataFrom[].sourceRef.generatorRef, read at each sync that needs them.
+- apiGroups: [generators.secret-relay.dev]
+  resources: [passwords, vaultdynamicsecrets]
+  verbs: [get]
 # Managed Secrets: a metadata-only, label-filtered watch; reads of the target and of
 # credential Secrets; writes by server-side apply (patch, plus create for a new Secret);
 # delete for deletionPolicy Delete.

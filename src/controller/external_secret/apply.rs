@@ -29,7 +29,9 @@ use crate::{
 };
 
 /// Writes the outcome of a fetch: the Secret built from the values and the `templateFrom`
-/// `sources` (store `store_label`, refreshed `now`), or its deletion. `spec_changed`: read
+/// `sources` (store `store_label`, refreshed `now`) with the state of the `generated` values
+/// in its annotations, or its deletion. A template that changes or drops a generated key is an
+/// invalid spec: kept values are read back from the Secret under their keys. `spec_changed`: read
 /// the Secret rather than trust the cache.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn write(
@@ -38,6 +40,7 @@ pub(super) async fn write(
     secrets: &Api<Secret>,
     outcome: Outcome,
     sources: build::TemplateSources,
+    generated: &super::generate::Generated,
     store_label: &str,
     now: Timestamp,
     spec_changed: bool,
@@ -63,7 +66,23 @@ pub(super) async fn write(
         }
         Outcome::Write(values) => {
             let now = now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-            let desired = build_secret(es, ctx, values, sources, store_label, &now).await?;
+            let expected = generated.written(&values);
+            let mut desired = build_secret(es, ctx, values, sources, store_label, &now).await?;
+            if !generated.is_empty() {
+                let data = desired.data.as_ref();
+                if let Some((key, _)) = expected.iter().find(|(k, v)| {
+                    data.and_then(|d| d.get(*k)).map(|b| &b.0[..]) != Some(v.as_bytes())
+                }) {
+                    return Err(Error::InvalidSpec(build::BuildError(format!(
+                        "the Secret key {key:?} of a generator entry must be written as generated (generated values are kept in the Secret and read back from it): a template may add keys but not change or drop it"
+                    ))));
+                }
+                desired
+                    .metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .extend(generated.annotations());
+            }
             let written = apply(es, ctx, secrets, &target, desired, spec_changed).await?;
             let restarts = if written.is_some_and(|w| w.data_changed) {
                 request_restarts(es, ctx, &target).await

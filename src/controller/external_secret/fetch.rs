@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use futures::future::join_all;
 
-use super::super::{Error, build, secret_store::ResolvedStore, template_pool::TemplatePool};
+use super::{
+    super::{Error, build, secret_store::ResolvedStore, template_pool::TemplatePool},
+    generate::Generated,
+};
 use crate::{
     api::{
         ExternalSecret,
@@ -186,6 +189,7 @@ impl Sources {
 pub(super) async fn fetch(
     es: &ExternalSecret,
     sources: &Sources,
+    generated: &mut Generated,
     templates: &TemplatePool,
     fresh_since: i64,
     next_due: Option<i64>,
@@ -196,10 +200,20 @@ pub(super) async fn fetch(
     let mut missing = Vec::new();
     let invalid = Error::InvalidSpec;
     check_config_map_refs(es, sources)?;
-    for entry in &es.spec.data_from {
+    for (index, entry) in es.spec.data_from.iter().enumerate() {
         // As ESO: the entry's keys as the backend names them, then either converted or
         // rewritten, then checked; values decoded last.
         let mut raw = SecretMap::new();
+        if entry.source_ref.is_some() {
+            let (made, kept) = generated.take(index)?;
+            if kept {
+                // Read back from the Secret under the keys they were written to.
+                generated.set_keys(index, made.keys().cloned().collect());
+                values.extend(made);
+                continue;
+            }
+            raw = made;
+        }
         let (mut decoding, mut conversion, mut null_bytes) = Default::default();
         if let Some(r) = &entry.extract {
             (decoding, conversion, null_bytes) = (
@@ -252,7 +266,11 @@ pub(super) async fn fetch(
         } else {
             build::rewrite_keys(raw, &entry.rewrite).map_err(invalid)?
         };
-        for (k, v) in build::validate_keys(keyed).map_err(invalid)? {
+        let keyed = build::validate_keys(keyed).map_err(invalid)?;
+        if entry.source_ref.is_some() {
+            generated.set_keys(index, keyed.keys().cloned().collect());
+        }
+        for (k, v) in keyed {
             let v = build::decode(&k, v, decoding).map_err(invalid)?;
             check_null_bytes(&k, &v, null_bytes)?;
             values.insert(k, v);

@@ -3,7 +3,9 @@
 //! 1. [`plan`] (pure, after the drift check of the managed Secret): is anything due, and how
 //!    fresh must the values be?
 //! 2. resolve the store (`secret_store::resolve`, from the cache) and its shared provider;
-//! 3. `fetch`: the remote values, with property, decoding, conversion and rewrites;
+//! 3. `generate`: the values of `dataFrom[].sourceRef.generatorRef` entries, kept in the managed
+//!    Secret or made anew (a VaultDynamicSecret's lease renewed, replaced, revoked); then
+//!    `fetch`: the remote values, with property, decoding, conversion and rewrites;
 //! 4. `template_sources`: the other objects the build reads (`templateFrom`), gathered before
 //!    it;
 //! 5. `apply`: build the desired Secret (`build`, pure) and write it per `creationPolicy`;
@@ -16,6 +18,7 @@
 
 mod apply;
 mod fetch;
+pub mod generate;
 pub mod plan;
 mod status;
 mod template_sources;
@@ -166,7 +169,8 @@ pub async fn preview(
 ) -> Result<Option<k8s_openapi::api::core::v1::Secret>, Error> {
     let sources = fetch::Sources::new(store, provider);
     let templates = super::template_pool::TemplatePool::new(1);
-    let values = match fetch::fetch(es, &sources, &templates, 0, None).await? {
+    let mut generated = generate::Generated::default();
+    let values = match fetch::fetch(es, &sources, &mut generated, &templates, 0, None).await? {
         fetch::Outcome::Write(values) => values,
         fetch::Outcome::Delete => return Ok(None),
     };
@@ -236,9 +240,23 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), E
     let target = es.target_name();
     let secrets = Api::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default());
 
-    // 1. Plan.
-    let drift = es.spec.target.creation_policy != CreationPolicy::None
-        && apply::secret_drifted(es, ctx, &secrets, &target).await?;
+    // 0. Deleted: revoke the Vault leases its Secret records, then let it go.
+    if es.metadata.deletion_timestamp.is_some() {
+        generate::finalize(es, ctx, &secrets, &target).await?;
+        return Ok((
+            Action::await_change(),
+            Outcome::UpToDate {
+                next_refresh_ms: None,
+            },
+        ));
+    }
+
+    // 1. Plan. A generator's lease that is due (renewal, re-issue, revocation) counts as
+    // drift: the Secret is rewritten whatever the refresh interval says.
+    let lease_due = generate::due_ms(&status.generators);
+    let drift = (es.spec.target.creation_policy != CreationPolicy::None
+        && apply::secret_drifted(es, ctx, &secrets, &target).await?)
+        || lease_due.is_some_and(|due| due <= now_ms);
     let decided = {
         let state = ctx.state.lock().expect("state lock");
         plan::plan(plan::PlanInput {
@@ -258,7 +276,8 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), E
     };
     let (fresh_since, spec_changed) = match decided {
         Plan::UpToDate { due_ms } => {
-            let (action, next_refresh_ms) = refresh_at(ctx, &key, interval, due_ms, now_ms);
+            let (action, next_refresh_ms) =
+                refresh_at(ctx, &key, interval, due_ms, lease_due, now_ms);
             return Ok((action, Outcome::UpToDate { next_refresh_ms }));
         }
         Plan::Sync {
@@ -296,8 +315,18 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), E
         }
     }
 
-    // 3. Fetch.
-    let outcome = match fetch::fetch(es, &sources, &ctx.templates, fresh_since, next_due).await {
+    // 3. Generate, then fetch.
+    let mut generated = generate::generate(es, ctx, &secrets, &target, now).await?;
+    let fetched = fetch::fetch(
+        es,
+        &sources,
+        &mut generated,
+        &ctx.templates,
+        fresh_since,
+        next_due,
+    )
+    .await;
+    let outcome = match fetched {
         Err(Error::Provider(e)) if e.kind == ErrorKind::Authentication => {
             // The store whose login failed is not known here: rebuild every one used.
             for store in sources.stores() {
@@ -322,11 +351,17 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), E
         &secrets,
         outcome,
         sources,
+        &generated,
         &store.label,
         now,
         spec_changed,
     )
     .await?;
+
+    // Leases now recorded in the Secret: revoked when the ExternalSecret is deleted.
+    if generated.has_leases() {
+        generate::ensure_finalizer(es, ctx).await?;
+    }
 
     // 6. Status.
     ctx.with_state(&key, |o| {
@@ -335,8 +370,10 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), E
         o.next_due = next_due;
     });
     let (written, restarts) = (synced.event.is_some(), synced.restarts);
-    status::report_success(es, ctx, &status, synced, version, now).await?;
-    let (action, next_refresh_ms) = refresh_at(ctx, &key, interval, next_due, now_ms);
+    let generators = generated.status();
+    let lease_due = generate::due_ms(&generators);
+    status::report_success(es, ctx, &status, synced, generators, version, now).await?;
+    let (action, next_refresh_ms) = refresh_at(ctx, &key, interval, next_due, lease_due, now_ms);
     Ok((
         action,
         Outcome::Synced {
@@ -348,7 +385,9 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), E
 }
 
 /// Sets the refresh timer of `key` for the refresh due at `due_ms` (Unix ms; the provider's
-/// next tick), or cancels it when `interval` is 0; the controller then only waits for a change.
+/// next tick), or for `lease_due` (Unix ms: a generator's lease renewal, re-issue or
+/// revocation) when that comes first, or cancels it when `interval` is 0 and no lease is due;
+/// the controller then only waits for a change.
 /// A timer that fires a little early finds the refresh not yet due and is set for the rest: a
 /// refresh that ran before its tick would fetch values the ExternalSecrets due at the tick could
 /// not use. Refreshes need no jitter of their own: the tick's phase is per provider, and the
@@ -359,10 +398,15 @@ fn refresh_at(
     key: &ObjectRef<ExternalSecret>,
     interval: u64,
     due_ms: Option<i64>,
+    lease_due: Option<i64>,
     now_ms: i64,
 ) -> (Action, Option<i64>) {
-    let due = (interval > 0).then(|| {
-        let due = due_ms.unwrap_or(now_ms + interval as i64 * 1000);
+    let refresh = (interval > 0).then(|| due_ms.unwrap_or(now_ms + interval as i64 * 1000));
+    let due = match (refresh, lease_due) {
+        (Some(r), Some(l)) => Some(r.min(l)),
+        (r, l) => r.or(l),
+    }
+    .map(|due| {
         let at = tokio::time::Instant::now() + Duration::from_millis((due - now_ms).max(10) as u64);
         (due, at)
     });

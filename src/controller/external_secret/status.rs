@@ -12,7 +12,7 @@ use super::super::{Context, Error, condition};
 use crate::{
     api::{
         ExternalSecret,
-        external_secret::{ExternalSecretStatus, SecretBinding},
+        external_secret::{ExternalSecretStatus, GeneratorStatus, SecretBinding},
     },
     metrics,
 };
@@ -30,13 +30,14 @@ pub(super) struct Synced {
 }
 
 /// Reports a successful sync: its event, and the status (Ready=True with `synced`'s reason,
-/// `syncedResourceVersion`, binding, refresh time), written only when something changed: the
+/// `syncedResourceVersion`, binding, the leases of `generators`, refresh time), written only when something changed: the
 /// refresh time alone changing is not worth a write, so an unchanged refresh writes nothing.
 pub(super) async fn report_success(
     es: &ExternalSecret,
     ctx: &Context,
     status: &ExternalSecretStatus,
     synced: Synced,
+    generators: Vec<GeneratorStatus>,
     version: String,
     now: Timestamp,
 ) -> Result<(), Error> {
@@ -62,6 +63,7 @@ pub(super) async fn report_success(
         binding: Some(SecretBinding {
             name: es.target_name(),
         }),
+        generators,
     };
     if &new_status != status || wrote {
         let new_status = ExternalSecretStatus {
@@ -80,6 +82,12 @@ async fn write_status(
 ) -> Result<(), Error> {
     let api: Api<ExternalSecret> =
         Api::namespaced(ctx.client.clone(), &es.namespace().unwrap_or_default());
+    let mut status = serde_json::to_value(status).expect("a status serializes");
+    // A merge patch keeps what it does not name: an empty list must be cleared explicitly,
+    // or the leases of a generator entry that is gone would stay due for ever.
+    if let Some(s) = status.as_object_mut() {
+        s.entry("generators").or_insert(serde_json::Value::Null);
+    }
     api.patch_status(
         &es.name_any(),
         &super::super::merge_params(),

@@ -15,10 +15,12 @@
 
 mod client;
 mod connection;
+mod dynamic;
 mod errors;
 mod kv;
 mod login;
 pub(crate) mod transit;
 
 pub use client::PreparedVault;
+pub use dynamic::{Issued, LeaseInfo, VaultDynamicClient};
 pub use kv::VaultKvProvider;

@@ -1,0 +1,588 @@
+//! VaultDynamicSecret generators on OpenBao whose values follow their lease: database
+//! credentials from OpenBao's database engine against a PostgreSQL server this test starts
+//! (TTL 20 s, max TTL 60 s), proving renewal (`sys/leases/renew`), re-issue before the max TTL,
+//! revocation of the replaced lease after its grace period (`sys/leases/lookup`), no new issue
+//! across an operator restart, and a refused issue reported without touching the Secret.
+//!
+//! Needs PostgreSQL's `initdb` and `pg_ctl` (on PATH or in `/usr/lib/postgresql/*/bin`);
+//! skipped with a message without them.
+
+mod common;
+mod operator;
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use secret_relay::api::{ExternalSecret, VaultDynamicSecret};
+use serde_json::{Value, json};
+
+use common::{TestEnv, random_suffix, vault::bao};
+use operator::{apply_yaml, create_secret, ready_message, secret_data, wait_for, wait_reason};
+
+/// A PostgreSQL server in a temporary directory on a free loopback port, stopped and removed
+/// when dropped. Run as user `postgres` when this process is root (PostgreSQL refuses root).
+struct Postgres {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+}
+
+fn postgres_bin() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p).find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+    });
+    on_path.or_else(|| {
+        let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| Some(e.ok()?.path().join("bin")))
+            .filter(|d| d.join("initdb").is_file())
+            .collect();
+        found.sort();
+        found.pop()
+    })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl Postgres {
+    /// Runs a PostgreSQL tool; its stderr when it fails.
+    fn run(&self, tool: &str, args: &[&str]) -> Result<(), String> {
+        let tool = self.bin.join(tool);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&tool);
+            c
+        } else {
+            Command::new(&tool)
+        };
+        let out = cmd.args(args).output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} {args:?}: {}",
+                tool.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn start() -> Option<Postgres> {
+        let bin = postgres_bin()?;
+        let dir = std::env::temp_dir().join(format!("secret-relay-pg-{}", random_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["postgres", dir.to_str().unwrap()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return None;
+            }
+        }
+        let port = operator::process::free_port().port();
+        let pg = Postgres { dir, bin, port };
+        let data = pg.dir.join("data");
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ],
+        )
+        .unwrap();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1",
+            pg.dir.display()
+        );
+        let log = pg.dir.join("log");
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        )
+        .unwrap();
+        Some(pg)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        if let Err(e) = self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
+        ) {
+            eprintln!("stopping PostgreSQL: {e}");
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `sys/leases/lookup` of `lease` as root: its data, or `None` once Vault no longer knows it
+/// (revoked or expired: "invalid lease").
+async fn lookup(env: &TestEnv, lease: &str) -> Option<Value> {
+    let out = tokio::process::Command::new(env.tool("BAO"))
+        .args(["write", "-format=json", "sys/leases/lookup"])
+        .arg(format!("lease_id={lease}"))
+        .env("BAO_ADDR", &env.vault_addr)
+        .env("BAO_TOKEN", &env.vault_token)
+        .output()
+        .await
+        .unwrap();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("invalid lease"), "lookup failed: {err}");
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some(v["data"].clone())
+}
+
+/// The generator state the Secret's annotation keeps for `dataFrom[0]`.
+fn state(s: &Secret) -> Value {
+    let a = &s.metadata.annotations.as_ref().unwrap()["secret-relay.dev/generator.0"];
+    serde_json::from_str(a).unwrap()
+}
+
+fn lease_id(s: &Secret) -> String {
+    state(s)["lease"]["id"].as_str().unwrap().to_string()
+}
+
+fn since(s: &Secret) -> i64 {
+    state(s)["lease"]["since"].as_i64().unwrap()
+}
+
+/// Successful `sys/leases/revoke` calls of the operators in this test binary so far.
+fn revocations() -> u64 {
+    secret_relay::metrics::PROVIDER_CALLS
+        .get_or_create(&secret_relay::metrics::ProviderCallLabels {
+            provider: "vault",
+            operation: "lease_revoke",
+            outcome: "ok",
+        })
+        .get()
+}
+
+/// One test, the two parts in turn: each proves its revocations by the count of successful
+/// `sys/leases/revoke` calls (a lease that merely expired disappears from `sys/leases/lookup`
+/// too), which concurrent parts would mix up.
+#[tokio::test]
+async fn vault_dynamic_secrets_follow_their_leases() {
+    let Some(env) = TestEnv::get("vault_dynamic_secrets_follow_their_leases").await else {
+        return;
+    };
+    pki_certificates_are_reissued_before_their_lease_ends(&env).await;
+    match Postgres::start() {
+        Some(pg) => {
+            database_credentials_follow_their_lease(&env, &pg).await;
+            drop(pg);
+        }
+        None => eprintln!(
+            "SKIP: vault_dynamic_secrets_follow_their_leases: database part: PostgreSQL (initdb, pg_ctl) not found"
+        ),
+    }
+}
+
+async fn database_credentials_follow_their_lease(env: &TestEnv, pg: &Postgres) {
+    let mount = format!("db-{}", random_suffix());
+    bao(
+        env,
+        &[
+            "secrets",
+            "enable",
+            &format!("-path={mount}"),
+            "-default-lease-ttl=20s",
+            "-max-lease-ttl=60s",
+            "database",
+        ],
+    )
+    .await;
+    bao(
+        env,
+        &[
+            "write",
+            &format!("{mount}/config/pg"),
+            "plugin_name=postgresql-database-plugin",
+            "allowed_roles=*",
+            &format!(
+                "connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
+                pg.port
+            ),
+            "username=postgres",
+            "password=unused",
+        ],
+    )
+    .await;
+    bao(
+        env,
+        &[
+            "write",
+            &format!("{mount}/roles/app"),
+            "db_name=pg",
+            "default_ttl=20s",
+            "max_ttl=60s",
+            "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+        ],
+    )
+    .await;
+
+    let ns = env.namespace("vault-dyn").await;
+    let op = operator::start(&env.kube, &ns, false).await;
+    operator::vault_store(env, &ns, "vault", "      path: secret", &env.vault_token).await;
+    create_secret(env, &ns, "root-token", json!({"token": env.vault_token})).await;
+    let generators: Api<VaultDynamicSecret> = Api::namespaced(env.kube.clone(), &ns);
+    apply_yaml(
+        &generators,
+        &format!(
+            r#"
+apiVersion: generators.secret-relay.dev/v1alpha1
+kind: VaultDynamicSecret
+metadata: {{name: db}}
+spec:
+  path: {mount}/creds/app
+  method: GET
+  revokeGracePeriod: 5s
+  provider:
+    server: {server}
+    auth:
+      tokenSecretRef: {{name: root-token, key: token}}
+"#,
+            server = env.vault_addr
+        ),
+    )
+    .await;
+    let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
+    apply_yaml(
+        &es,
+        r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: app}
+spec:
+  refreshInterval: 1h
+  secretStoreRef: {name: vault}
+  dataFrom:
+  - sourceRef:
+      generatorRef: {apiVersion: generators.secret-relay.dev/v1alpha1, kind: VaultDynamicSecret, name: db}
+"#,
+    )
+    .await;
+    let synced = wait_reason(&es, "app", "SecretSynced").await;
+    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
+    let s = secrets.get("app").await.unwrap();
+    let first = secret_data(&s);
+    assert!(first["username"].starts_with("v-"), "{:?}", first.keys());
+    assert!(!first["password"].is_empty());
+    let l1 = lease_id(&s);
+    assert!(l1.starts_with(&format!("{mount}/creds/app/")), "{l1}");
+    let st = state(&s);
+    assert_eq!(st["lease"]["renewable"], true);
+    assert_eq!(st["lease"]["ttl"], 20);
+    let annotation = &s.metadata.annotations.as_ref().unwrap()["secret-relay.dev/generator.0"];
+    assert!(
+        !annotation.contains(&first["password"]),
+        "no value in annotations"
+    );
+    let g = &synced.status.as_ref().unwrap().generators[0];
+    assert!(
+        g.lease_expiry.is_some() && g.next_renewal.is_some(),
+        "{g:?}"
+    );
+    assert!(g.next_renewal.as_ref().unwrap().0 < g.lease_expiry.as_ref().unwrap().0);
+    let issued = lookup(env, &l1).await.expect("the lease exists");
+    let issue_time: k8s_openapi::jiff::Timestamp =
+        issued["issue_time"].as_str().unwrap().parse().unwrap();
+
+    // An operator restart and a forced refresh issue nothing new.
+    drop(op);
+    let _op = operator::start(&env.kube, &ns, false).await;
+    let before = synced
+        .status
+        .as_ref()
+        .unwrap()
+        .synced_resource_version
+        .clone();
+    es.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"secret-relay.dev/force-sync": "1"}}})),
+    )
+    .await
+    .unwrap();
+    wait_for("the forced sync", Duration::from_secs(60), || async {
+        let e = es.get("app").await.ok()?;
+        let s = e.status?;
+        (s.synced_resource_version != before).then_some(())
+    })
+    .await;
+    let s = secrets.get("app").await.unwrap();
+    assert_eq!(
+        lease_id(&s),
+        l1,
+        "a restart or refresh must not issue new credentials"
+    );
+    assert_eq!(secret_data(&s), first);
+
+    // Renewed at two thirds of the TTL: same lease, same values, a later `since`.
+    let first_since = since(&s);
+    wait_for("a renewal", Duration::from_secs(40), || async {
+        let s = secrets.get("app").await.ok()?;
+        (lease_id(&s) == l1 && since(&s) > first_since).then_some(())
+    })
+    .await;
+    assert_eq!(secret_data(&secrets.get("app").await.unwrap()), first);
+    let renewed = lookup(env, &l1).await.expect("the renewed lease exists");
+    assert!(!renewed["last_renewal"].is_null(), "{renewed}");
+
+    // Before the max TTL: new credentials, the old lease queued for revocation.
+    let replaced = wait_for("new credentials", Duration::from_secs(70), || async {
+        let s = secrets.get("app").await.ok()?;
+        (lease_id(&s) != l1).then_some(s)
+    })
+    .await;
+    let revoked_before = revocations();
+    let second = secret_data(&replaced);
+    assert_ne!(second["username"], first["username"]);
+    assert_ne!(second["password"], first["password"]);
+    let pending = &state(&replaced)["revoke"];
+    assert_eq!(pending[0]["id"], l1.as_str(), "{pending}");
+    let reissued_at = pending[0]["at"].as_i64().unwrap() - 5;
+    assert!(
+        reissued_at < issue_time.as_second() + 60,
+        "re-issued at {reissued_at}, after the max TTL of a lease issued at {issue_time}"
+    );
+    // The old lease is revoked after the grace period (by us: a successful revoke call); the
+    // queue empties.
+    wait_for("the old lease revoked", Duration::from_secs(60), || async {
+        let s = secrets.get("app").await.ok()?;
+        let gone = lookup(env, &l1).await.is_none();
+        (gone && state(&s).get("revoke").is_none()).then_some(())
+    })
+    .await;
+    assert!(
+        revocations() > revoked_before,
+        "the old lease was not revoked by secret-relay"
+    );
+    assert!(
+        lookup(env, &lease_id(&secrets.get("app").await.unwrap()))
+            .await
+            .is_some()
+    );
+
+    // A token without access: the cause is reported, nothing is written.
+    let denied_token = bao(env, &["token", "create", "-policy=default", "-field=token"]).await;
+    create_secret(
+        env,
+        &ns,
+        "weak-token",
+        json!({"token": denied_token.trim()}),
+    )
+    .await;
+    apply_yaml(
+        &generators,
+        &format!(
+            r#"
+apiVersion: generators.secret-relay.dev/v1alpha1
+kind: VaultDynamicSecret
+metadata: {{name: denied}}
+spec:
+  path: {mount}/creds/app
+  provider:
+    server: {server}
+    auth:
+      tokenSecretRef: {{name: weak-token, key: token}}
+"#,
+            server = env.vault_addr
+        ),
+    )
+    .await;
+    apply_yaml(
+        &es,
+        r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: denied}
+spec:
+  secretStoreRef: {name: vault}
+  dataFrom:
+  - sourceRef:
+      generatorRef: {apiVersion: generators.secret-relay.dev/v1alpha1, kind: VaultDynamicSecret, name: denied}
+"#,
+    )
+    .await;
+    let failed = wait_reason(&es, "denied", "SecretSyncedError").await;
+    assert_eq!(
+        ready_message(&failed),
+        format!("VaultDynamicSecret {ns}/denied: vault: permission denied on {mount}/creds/app")
+    );
+    assert!(secrets.get_opt("denied").await.unwrap().is_none());
+}
+
+async fn pki_certificates_are_reissued_before_their_lease_ends(env: &TestEnv) {
+    let mount = format!("pki-{}", random_suffix());
+    bao(
+        env,
+        &[
+            "secrets",
+            "enable",
+            &format!("-path={mount}"),
+            "-max-lease-ttl=1h",
+            "pki",
+        ],
+    )
+    .await;
+    bao(
+        env,
+        &[
+            "write",
+            &format!("{mount}/root/generate/internal"),
+            "common_name=test.example",
+            "ttl=1h",
+        ],
+    )
+    .await;
+    bao(
+        env,
+        &[
+            "write",
+            &format!("{mount}/roles/web"),
+            "allowed_domains=example.com",
+            "allow_subdomains=true",
+            "ttl=15s",
+            "max_ttl=15s",
+            "not_before_duration=0s",
+            "generate_lease=true",
+        ],
+    )
+    .await;
+    let ns = env.namespace("vault-pki").await;
+    let _op = operator::start(&env.kube, &ns, false).await;
+    operator::vault_store(env, &ns, "vault", "      path: secret", &env.vault_token).await;
+    create_secret(env, &ns, "root-token", json!({"token": env.vault_token})).await;
+    apply_yaml(
+        &Api::<VaultDynamicSecret>::namespaced(env.kube.clone(), &ns),
+        &format!(
+            r#"
+apiVersion: generators.secret-relay.dev/v1alpha1
+kind: VaultDynamicSecret
+metadata: {{name: cert}}
+spec:
+  path: {mount}/issue/web
+  method: POST
+  parameters: {{common_name: app.example.com}}
+  revokeGracePeriod: 2s
+  provider:
+    server: {server}
+    auth:
+      tokenSecretRef: {{name: root-token, key: token}}
+"#,
+            server = env.vault_addr
+        ),
+    )
+    .await;
+    let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
+    apply_yaml(
+        &es,
+        r#"
+apiVersion: secret-relay.dev/v1alpha1
+kind: ExternalSecret
+metadata: {name: tls}
+spec:
+  secretStoreRef: {name: vault}
+  target:
+    template: {type: kubernetes.io/tls}
+  dataFrom:
+  - sourceRef:
+      generatorRef: {apiVersion: generators.secret-relay.dev/v1alpha1, kind: VaultDynamicSecret, name: cert}
+    rewrite:
+    - regexp: {source: "^certificate$", target: tls.crt}
+    - regexp: {source: "^private_key$", target: tls.key}
+    - regexp: {source: "^issuing_ca$", target: ca.crt}
+"#,
+    )
+    .await;
+    wait_reason(&es, "tls", "SecretSynced").await;
+    let secrets: Api<Secret> = Api::namespaced(env.kube.clone(), &ns);
+    let s = secrets.get("tls").await.unwrap();
+    assert_eq!(s.type_.as_deref(), Some("kubernetes.io/tls"));
+    let first = secret_data(&s);
+    assert!(first["tls.crt"].starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(first["tls.key"].contains("PRIVATE KEY-----"));
+    assert!(first["ca.crt"].starts_with("-----BEGIN CERTIFICATE-----"));
+    let l1 = lease_id(&s);
+    assert_eq!(state(&s)["lease"]["renewable"], false);
+    let issued = lookup(env, &l1)
+        .await
+        .expect("the certificate's lease exists");
+    let expire_time: k8s_openapi::jiff::Timestamp =
+        issued["expire_time"].as_str().unwrap().parse().unwrap();
+
+    // Not renewable: a new certificate at two thirds of the lease, before it ends.
+    let replaced = wait_for("a new certificate", Duration::from_secs(40), || async {
+        let s = secrets.get("tls").await.ok()?;
+        (lease_id(&s) != l1).then_some(s)
+    })
+    .await;
+    assert_ne!(secret_data(&replaced)["tls.crt"], first["tls.crt"]);
+    let reissued_at = state(&replaced)["revoke"][0]["at"].as_i64().unwrap() - 2;
+    assert!(
+        reissued_at < expire_time.as_second(),
+        "re-issued at {reissued_at}, after the lease ended at {expire_time}"
+    );
+    let revoked_before = revocations();
+    wait_for(
+        "the old certificate's lease revoked",
+        Duration::from_secs(40),
+        || async {
+            let s = secrets.get("tls").await.ok()?;
+            (lookup(env, &l1).await.is_none() && state(&s).get("revoke").is_none()).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        revocations() > revoked_before,
+        "the old lease was not revoked by secret-relay"
+    );
+
+    // Deleting the ExternalSecret revokes its current lease before it goes (a finalizer).
+    let finalizers = es.get("tls").await.unwrap().metadata.finalizers;
+    assert!(
+        finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|f| f == "secret-relay.dev/revoke-leases")),
+        "{finalizers:?}"
+    );
+    let current = lease_id(&secrets.get("tls").await.unwrap());
+    let revoked_before = revocations();
+    es.delete("tls", &Default::default()).await.unwrap();
+    wait_for(
+        "the ExternalSecret gone",
+        Duration::from_secs(30),
+        || async { es.get_opt("tls").await.unwrap().is_none().then_some(()) },
+    )
+    .await;
+    assert!(
+        revocations() > revoked_before,
+        "the lease was not revoked at deletion"
+    );
+    assert!(lookup(env, &current).await.is_none());
+}
