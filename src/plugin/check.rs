@@ -76,19 +76,17 @@ fn path_text(path: &[Seg]) -> String {
     out
 }
 
-/// The schema of `kind` in secret-relay's CRDs, if it is one of ours.
-fn schema_of(kind: &str) -> Option<JSONSchemaProps> {
+/// The schema of `kind` at `api_version` (`<group>/<version>`) in secret-relay's CRDs, if it
+/// is one of ours.
+fn schema_of(api_version: &str, kind: &str) -> Option<JSONSchemaProps> {
     crate::crds().into_iter().find_map(|crd| {
+        let version = crd
+            .spec
+            .versions
+            .iter()
+            .find(|v| format!("{}/{}", crd.spec.group, v.name) == api_version)?;
         (crd.spec.names.kind == kind)
-            .then(|| {
-                crd.spec
-                    .versions
-                    .first()?
-                    .schema
-                    .as_ref()?
-                    .open_api_v3_schema
-                    .clone()
-            })
+            .then(|| version.schema.as_ref()?.open_api_v3_schema.clone())
             .flatten()
     })
 }
@@ -97,7 +95,8 @@ fn schema_of(kind: &str) -> Option<JSONSchemaProps> {
 fn check_value(value: &Value) -> Vec<(Vec<Seg>, String)> {
     let api_version = value["apiVersion"].as_str().unwrap_or_default();
     let kind = value["kind"].as_str().unwrap_or_default();
-    let ours = api_version == "secret-relay.dev/v1alpha1";
+    let ours = api_version == "secret-relay.dev/v1alpha1"
+        || api_version == "generators.secret-relay.dev/v1alpha1";
     if api_version.starts_with("external-secrets.io/")
         || api_version.starts_with("generators.external-secrets.io/")
     {
@@ -111,10 +110,10 @@ fn check_value(value: &Value) -> Vec<(Vec<Seg>, String)> {
     if !ours {
         return Vec::new();
     }
-    let Some(schema) = schema_of(kind) else {
+    let Some(schema) = schema_of(api_version, kind) else {
         return vec![(
             vec![Seg::Key("kind".into())],
-            format!("secret-relay.dev/v1alpha1 has no kind {kind:?}"),
+            format!("{api_version} has no kind {kind:?}"),
         )];
     };
     let mut findings = Vec::new();
@@ -395,6 +394,19 @@ spec:
                 "f.yaml:30: SecretStore/s: spec.provider.vault: required field \"auth\" is missing",
                 "f.yaml:26: SecretStore/s: spec.provider: exactly one provider must be set: aws, vault or kms",
             ]
+        );
+    }
+
+    #[test]
+    fn generators_are_checked_against_their_own_group() {
+        let ok = "apiVersion: generators.secret-relay.dev/v1alpha1\nkind: Password\nmetadata: {name: pw}\nspec: {length: 32, digits: 4}\n";
+        assert_eq!(check_text("g.yaml", ok).unwrap(), []);
+        let wrong_group = "apiVersion: secret-relay.dev/v1alpha1\nkind: Password\nmetadata: {name: pw}\nspec: {length: 32}\n";
+        let found = check_text("g.yaml", wrong_group).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            found[0].message,
+            "secret-relay.dev/v1alpha1 has no kind \"Password\""
         );
     }
 

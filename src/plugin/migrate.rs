@@ -1,7 +1,9 @@
 //! `kubectl secret-relay migrate FILE|DIR… [--in-place]`: External Secrets Operator manifests
 //! rewritten to secret-relay's API, as docs/migrating-from-eso.md says: the `apiVersion` of
 //! ESO's `ExternalSecret`, `SecretStore`, `ClusterSecretStore` and `ClusterExternalSecret`
-//! (`external-secrets.io/v1`, `v1beta1`) becomes `secret-relay.dev/v1alpha1`; the text is
+//! (`external-secrets.io/v1`, `v1beta1`) becomes `secret-relay.dev/v1alpha1`, and that of its
+//! `Password` and `VaultDynamicSecret` generators (`generators.external-secrets.io/v1alpha1`)
+//! `generators.secret-relay.dev/v1alpha1`; the text is
 //! otherwise kept as written (comments, order, Kustomize patches around it). Then every
 //! migrated document is checked ([`super::check`]) and what cannot be migrated is listed on
 //! stderr: kinds secret-relay has not (PushSecret, generators), providers it has not, fields it
@@ -32,6 +34,19 @@ const KINDS: [&str; 4] = [
     "ClusterSecretStore",
     "ClusterExternalSecret",
 ];
+/// The generator kinds secret-relay serves under `generators.secret-relay.dev/v1alpha1`.
+const GENERATOR_KINDS: [&str; 2] = ["Password", "VaultDynamicSecret"];
+
+/// Our apiVersion for ESO's `api_version` and `kind`, if secret-relay has that kind.
+fn ours(api_version: &str, kind: &str) -> Option<&'static str> {
+    if api_version.starts_with("generators.external-secrets.io/") {
+        GENERATOR_KINDS
+            .contains(&kind)
+            .then_some("generators.secret-relay.dev/v1alpha1")
+    } else {
+        KINDS.contains(&kind).then_some("secret-relay.dev/v1alpha1")
+    }
+}
 
 /// The result of migrating one file.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -74,12 +89,12 @@ pub fn migrate_text(file: &str, text: &str) -> Result<Migrated, Error> {
         if !eso {
             continue;
         }
-        if !KINDS.contains(&kind) || api_version.starts_with("generators.") {
+        let Some(target) = ours(api_version, kind) else {
             out.left.push(format!(
                 "{file}:{first}: {kind}/{name}: secret-relay has no kind {kind} ({api_version}); left as it is"
             ));
             continue;
-        }
+        };
         // The `apiVersion:` line of this document (top level: no indentation).
         let doc_lines = doc.lines().count();
         let Some(at) = (first - 1..(first - 1 + doc_lines).min(lines.len()))
@@ -90,7 +105,7 @@ pub fn migrate_text(file: &str, text: &str) -> Result<Migrated, Error> {
             ));
             continue;
         };
-        lines[at] = "apiVersion: secret-relay.dev/v1alpha1".into();
+        lines[at] = format!("apiVersion: {target}");
         out.rewritten += 1;
         let migrated: String = lines[first - 1..(first - 1 + doc_lines).min(lines.len())]
             .iter()
@@ -187,9 +202,14 @@ spec:
 apiVersion: external-secrets.io/v1alpha1
 kind: PushSecret
 metadata: {name: push}
+---
+apiVersion: generators.external-secrets.io/v1alpha1
+kind: Password
+metadata: {name: pw}
+spec: {length: 32}
 "#;
         let m = migrate_text("s.yaml", text).unwrap();
-        assert_eq!(m.rewritten, 2);
+        assert_eq!(m.rewritten, 3);
         assert_eq!(
             m.text,
             text.replacen(
@@ -200,6 +220,11 @@ metadata: {name: push}
             .replacen(
                 "apiVersion: external-secrets.io/v1beta1\n",
                 "apiVersion: secret-relay.dev/v1alpha1\n",
+                1
+            )
+            .replacen(
+                "apiVersion: generators.external-secrets.io/v1alpha1\n",
+                "apiVersion: generators.secret-relay.dev/v1alpha1\n",
                 1
             )
         );
