@@ -19,6 +19,11 @@ Request types, each shaped as the operator sends it:
   - PATCH of an ExternalSecret's status (JSON merge patch, the status the operator writes);
   - PUT of an ExternalSecret's status (the whole object, resourceVersion as precondition);
   - the same status PATCH again, changing nothing.
+With SECRET_RELAY_BENCH_PPROF_SECS=N (issue 28; hack/bench-floor.sh then starts the API
+server with --profiling, SECRET_RELAY_TESTENV_PROFILING=1), kube-apiserver's CPU profile
+(/debug/pprof/profile, N seconds) is taken while it serves status merge PATCHes, and for
+comparison while it serves the raw Secret POSTs; each profile is kept in target/bench/ and its
+top functions (`go tool pprof -top`, the Go toolchain on PATH) go into BENCHMARKS-floor.md.
 Only the Python standard library is used.
 """
 
@@ -92,6 +97,74 @@ def request(method, path, body=None, content_type="application/json"):
         LOCAL.conn = None
         raise
     return resp.status, (json.loads(raw) if raw else None)
+
+
+def raw_get(path, timeout):
+    """GET on a connection of its own; the body as bytes (for binary answers)."""
+    conn = http.client.HTTPSConnection(HOST, PORT, context=CTX, timeout=timeout)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    body = resp.read()
+    assert resp.status == 200, (resp.status, body[:200])
+    return body
+
+
+def profiled(label, secs, fn, pids, out_dir):
+    """kube-apiserver's CPU profile over `secs` seconds while fn(i) runs for i = 0, 1, ...
+    (IN_FLIGHT at a time) until the profile is taken; saves it and returns `go tool pprof -top`
+    of it (flat and cumulative, 25 lines each)."""
+    result = {}
+    taker = threading.Thread(target=lambda: result.update(
+        body=raw_get(f"/debug/pprof/profile?seconds={secs}", secs + 60)))
+    taker.start()
+    counter = iter(range(10**9))
+    lock = threading.Lock()
+
+    def loop():
+        while taker.is_alive():
+            with lock:
+                i = next(counter)
+            fn(i)
+
+    with concurrent.futures.ThreadPoolExecutor(IN_FLIGHT) as pool:
+        for f in [pool.submit(loop) for _ in range(IN_FLIGHT)]:
+            f.result()
+    taker.join()
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "apiserver-" + label.lower().replace(" ", "-") + ".pprof")
+    with open(path, "wb") as f:
+        f.write(result["body"])
+    tops = []
+    for extra in ([], ["-cum"]):
+        tops.append(subprocess.run(["go", "tool", "pprof", "-top", "-nodecount=25", *extra, path],
+                                   check=True, capture_output=True, text=True).stdout)
+    every = subprocess.run(["go", "tool", "pprof", "-top", "-cum", "-nodecount=2000", path],
+                           check=True, capture_output=True, text=True).stdout
+    shares = {}
+    for what, function in PROFILE_PARTS:
+        for line in every.splitlines():
+            if line.rstrip().endswith(function):
+                shares[what] = line.split()[4]
+                break
+    print(f"profile of {label}: {path}", flush=True)
+    return path, tops, shares
+
+
+# Where a write's CPU goes, by the cumulative share of one function each (as `go tool pprof`
+# names it): reported for each profile.
+PROFILE_PARTS = [
+    ("the stored object decoded (etcd3 updateState)",
+     "k8s.io/apiserver/pkg/storage/etcd3.(*store).updateState"),
+    ("the patch applied to the current object",
+     "k8s.io/apiserver/pkg/endpoints/handlers.(*jsonPatcher).applyPatchToCurrentObject"),
+    ("the custom resource's schema coercion (JSON decode)",
+     "k8s.io/apiextensions-apiserver/pkg/apiserver.schemaCoercingDecoder.Decode"),
+    ("status validation (schema and CEL rules)",
+     "k8s.io/apiextensions-apiserver/pkg/registry/customresource.statusStrategy.ValidateUpdate"),
+    ("managed fields", "k8s.io/apimachinery/pkg/util/managedfields/internal.(*FieldManager).Update"),
+    ("admission", "k8s.io/apiserver/pkg/endpoints/handlers.(*patcher).applyAdmission"),
+    ("Go's garbage collector (background marking)", "runtime.gcBgMarkWorker"),
+]
 
 
 def cmdline(pid):
@@ -255,6 +328,17 @@ def main():
         measure("PUT ExternalSecret status (whole object)", count, put_status, pids),
     ]
     out = os.environ.get("SECRET_RELAY_BENCH_OUT", ROOT)
+    profiles = []
+    pprof_secs = int(os.environ.get("SECRET_RELAY_BENCH_PPROF_SECS", "0"))
+    if pprof_secs:
+        bench_dir = os.path.join(ROOT, "target", "bench")
+        # Status PATCHes of the ExternalSecrets made above, each a change (a new refresh time).
+        profiles.append(("status merge PATCH", *profiled(
+            "status merge PATCH", pprof_secs, lambda i: patch_status(i % count), pids, bench_dir)))
+        profiles.append(("Secret POST (raw)", *profiled(
+            "Secret POST", pprof_secs, lambda i: request(
+                "POST", secrets, {"metadata": {"name": f"prof-{i}"}, "data": {"value": value}})[0],
+            pids, bench_dir)))
     with open("/proc/loadavg") as f:
         load = " ".join(f.read().split()[:3])
     result = {
@@ -285,6 +369,26 @@ def main():
         lines.append(f"| {r['request']} | {r['per_sec']:,.0f} | {r['apiserver_cpu_ms']:.2f} | "
                      f"{r['etcd_cpu_ms']:.2f} | {both / raw:.2f} | {answers} |")
     lines.append("")
+    for label, path, (flat, cum), shares in profiles:
+        lines += [
+            f"## kube-apiserver's CPU profile: {label}",
+            "",
+            "Share of the profile's CPU under each part (cumulative; parts overlap):",
+            "",
+            *[f"- {what}: {share}" for what, share in shares.items()],
+            "",
+            f"{pprof_secs} s of /debug/pprof/profile under that load (`{os.path.relpath(path, ROOT)}`; "
+            "`go tool pprof -top`, by own time, then by cumulative time):",
+            "",
+            "```text",
+            *[l for l in flat.splitlines() if l.strip()][-26:],
+            "```",
+            "",
+            "```text",
+            *[l for l in cum.splitlines() if l.strip()][-26:],
+            "```",
+            "",
+        ]
     with open(os.path.join(out, "BENCHMARKS-floor.md"), "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))

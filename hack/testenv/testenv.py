@@ -597,7 +597,8 @@ class Env:
             f"--service-account-signing-key-file={c}/sa.key",
             "--service-cluster-ip-range=10.0.0.0/24",
             "--allow-privileged=true",
-            "--profiling=false",
+            # /debug/pprof only when asked for (hack/bench_floor.py's CPU profiles).
+            f"--profiling={'true' if os.environ.get('SECRET_RELAY_TESTENV_PROFILING') == '1' else 'false'}",
         ])
         ctx = ssl.create_default_context(cafile=f"{c}/ca.crt")
         ctx.load_cert_chain(f"{c}/admin.crt", f"{c}/admin.key")
