@@ -105,15 +105,7 @@ impl Provider for StaticProvider {
                 "render: find.tags needs the backend's tags, which a --values file has not",
             ));
         }
-        let name = match &find.name {
-            Some(n) => Some(crate::regexes::compile(&n.regexp).map_err(|e| {
-                ProviderError::new(
-                    ErrorKind::InvalidConfig,
-                    format!("find: invalid name.regexp: {e}"),
-                )
-            })?),
-            None => None,
-        };
+        let name = crate::providers::find_name_regex(find, "render")?;
         Ok(self
             .values
             .iter()
@@ -138,6 +130,25 @@ struct Manifests {
 
 fn parse<T: serde::de::DeserializeOwned>(doc: serde_yaml::Value, what: &str) -> Result<T, Error> {
     serde_yaml::from_value(doc).map_err(|e| Error::Input(format!("{what}: {e}")))
+}
+
+/// The items of a ConfigMap (`binaryData`, `data`) or Secret (`data`, `stringData`) as a
+/// `templateFrom` source reads them: the text ones win, as the API server merges them.
+fn items(
+    bytes: Option<BTreeMap<String, k8s_openapi::ByteString>>,
+    text: Option<BTreeMap<String, String>>,
+) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = bytes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    out.extend(
+        text.unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes())),
+    );
+    out
 }
 
 fn manifests(files: &[PathBuf]) -> Result<Manifests, Error> {
@@ -171,33 +182,17 @@ fn manifests(files: &[PathBuf]) -> Result<Manifests, Error> {
                 }
                 "ConfigMap" => {
                     let cm: ConfigMap = parse(value, &at)?;
-                    let mut items: BTreeMap<String, Vec<u8>> = cm
-                        .binary_data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect();
-                    for (k, v) in cm.data.unwrap_or_default() {
-                        items.insert(k, v.into_bytes());
-                    }
-                    m.template_sources
-                        .config_maps
-                        .insert(cm.metadata.name.unwrap_or_default(), items);
+                    m.template_sources.config_maps.insert(
+                        cm.metadata.name.unwrap_or_default(),
+                        items(cm.binary_data, cm.data),
+                    );
                 }
                 "Secret" => {
                     let s: Secret = parse(value, &at)?;
-                    let mut items: BTreeMap<String, Vec<u8>> = s
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect();
-                    for (k, v) in s.string_data.unwrap_or_default() {
-                        items.insert(k, v.into_bytes());
-                    }
-                    m.template_sources
-                        .secrets
-                        .insert(s.metadata.name.unwrap_or_default(), items);
+                    m.template_sources.secrets.insert(
+                        s.metadata.name.unwrap_or_default(),
+                        items(s.data, s.string_data),
+                    );
                 }
                 _ => {}
             }

@@ -175,6 +175,25 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// `find.name.regexp` compiled (bounded, [`crate::regexes`]), or `None` without one.
+/// Errors: `InvalidConfig` naming `service` (`ssm`, `secretsmanager`) and the cause.
+pub fn find_name_regex(
+    find: &ExternalSecretFind,
+    service: &str,
+) -> Result<Option<Arc<regex::Regex>>, ProviderError> {
+    find.name
+        .as_ref()
+        .map(|n| {
+            crate::regexes::compile(&n.regexp).map_err(|e| {
+                ProviderError::new(
+                    ErrorKind::InvalidConfig,
+                    format!("{service} find: invalid name.regexp: {e}"),
+                )
+            })
+        })
+        .transpose()
+}
+
 /// The audiences the API server gives a TokenRequest that names none: those it accepts itself
 /// (its `--api-audiences`). The token minted to learn them (for ServiceAccount `ns/name`, which
 /// is about to get one anyway) is dropped at once, sent nowhere.

@@ -18,6 +18,7 @@
 
 mod apply;
 mod fetch;
+mod finalizer;
 pub mod generate;
 pub mod plan;
 mod status;
@@ -242,7 +243,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), E
 
     // 0. Deleted: revoke the Vault leases its Secret records, then let it go.
     if es.metadata.deletion_timestamp.is_some() {
-        generate::finalize(es, ctx, &secrets, &target).await?;
+        finalizer::finalize(es, ctx, &secrets, &target).await?;
         return Ok((
             Action::await_change(),
             Outcome::UpToDate {
@@ -360,7 +361,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), E
 
     // Leases now recorded in the Secret: revoked when the ExternalSecret is deleted.
     if generated.has_leases() {
-        generate::ensure_finalizer(es, ctx).await?;
+        finalizer::ensure_finalizer(es, ctx).await?;
     }
 
     // 6. Status.

@@ -436,19 +436,11 @@ impl Provider for SecretsManagerProvider {
                 return Err(failure.provider_error("secretsmanager", "DescribeSecret", Some(&id)));
             }
         };
-        let tags: serde_json::Map<String, serde_json::Value> = out
-            .tags
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|t| {
-                Some((
-                    t.key?,
-                    serde_json::Value::String(t.value.unwrap_or_default()),
-                ))
-            })
-            .collect();
-        Ok(Some(SecretValue::new(
-            serde_json::to_vec(&tags).expect("a map of strings serializes"),
+        Ok(Some(super::tags_json(
+            out.tags
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|t| Some((t.key?, t.value.unwrap_or_default()))),
         )))
     }
 
@@ -457,15 +449,7 @@ impl Provider for SecretsManagerProvider {
     /// (unanchored, on the full name) and every tag pair checked exactly; then the values,
     /// batched. Errors: `InvalidConfig` for an invalid regexp or an empty `find`.
     async fn find(&self, find: &ExternalSecretFind) -> Result<SecretMap, ProviderError> {
-        let name = match &find.name {
-            Some(n) => Some(crate::regexes::compile(&n.regexp).map_err(|e| {
-                ProviderError::new(
-                    ErrorKind::InvalidConfig,
-                    format!("secretsmanager find: invalid name.regexp: {e}"),
-                )
-            })?),
-            None => None,
-        };
+        let name = crate::providers::find_name_regex(find, "secretsmanager")?;
         if find.path.is_none() && find.tags.is_empty() && name.is_none() {
             return Err(ProviderError::new(
                 ErrorKind::InvalidConfig,

@@ -296,14 +296,11 @@ impl Provider for SsmProvider {
                 return Err(failure.provider_error("ssm", "ListTagsForResource", Some(key)));
             }
         };
-        let tags: serde_json::Map<String, serde_json::Value> = out
-            .tag_list
-            .unwrap_or_default()
-            .into_iter()
-            .map(|t| (t.key, serde_json::Value::String(t.value)))
-            .collect();
-        Ok(Some(SecretValue::new(
-            serde_json::to_vec(&tags).expect("a map of strings serializes"),
+        Ok(Some(super::tags_json(
+            out.tag_list
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| (t.key, t.value)),
         )))
     }
 
@@ -317,15 +314,7 @@ impl Provider for SsmProvider {
     /// `name.regexp` is unanchored and tested against the full name. Errors: `InvalidConfig`
     /// for an invalid regexp or an empty `find`.
     async fn find(&self, find: &ExternalSecretFind) -> Result<SecretMap, ProviderError> {
-        let name = match &find.name {
-            Some(n) => Some(crate::regexes::compile(&n.regexp).map_err(|e| {
-                ProviderError::new(
-                    ErrorKind::InvalidConfig,
-                    format!("ssm find: invalid name.regexp: {e}"),
-                )
-            })?),
-            None => None,
-        };
+        let name = crate::providers::find_name_regex(find, "ssm")?;
         let matches = |n: &str| name.as_ref().is_none_or(|re| re.is_match(n));
         match (&find.path, find.tags.is_empty()) {
             (None, true) if name.is_none() => Err(ProviderError::new(
