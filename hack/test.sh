@@ -12,10 +12,14 @@
 #   hack/test.sh --test smoke         only tests/smoke.rs (a target selection replaces --all-targets)
 #   hack/test.sh -- --nocapture       other arguments go to cargo test as they are
 #   hack/test.sh --node-only          only the node tier
-#   hack/test.sh --repeat N [--load]  the whole run N times (with --load, one core kept busy
-#                                     by a spinning process meanwhile); then the tests that
-#                                     failed in some runs and passed in others (flaky), and
-#                                     those that failed every time
+#   hack/test.sh --repeat N [--load] [--fresh-clone]
+#                                     the whole run N times (with --load, one core kept busy
+#                                     by a spinning process meanwhile; with --fresh-clone, each
+#                                     run as CI makes it: `CI=true bash .ci/run` in a new clone
+#                                     of HEAD's commit, ../shared beside it, no stdin, empty
+#                                     target/, the clone removed afterwards); then the tests
+#                                     that failed in some runs and passed in others (flaky),
+#                                     and those that failed every time
 #
 # The node tier: tests/node.rs in an environment of its own with a node (`testenv.py run
 # --node`: containerd, kubelet, scheduler, controller-manager on this machine, root only),
@@ -106,33 +110,68 @@ node_tier() {
   echo "test.sh: node tier took $((SECONDS - start))s" >&2
 }
 
-# --repeat N [--load]: the whole run N times; flaky tests named at the end.
+# one_run I: run I of --repeat, in this work tree or (with --fresh-clone) in a new clone of
+# $commit; its summary is kept as $logs/repeat/run-I.txt.
+one_run() {
+  local i=$1 rc=0 dir
+  if [ "$fresh" = 0 ]; then
+    bash "$0" || rc=$?
+    cp "$logs/summary.txt" "$logs/repeat/run-$i.txt" 2>/dev/null || true
+    return "$rc"
+  fi
+  dir="$scratch/run-$i"
+  mkdir -p "$dir"
+  git clone -q --no-checkout "$PWD" "$dir/secret-relay"
+  git -C "$dir/secret-relay" checkout -q "$commit"
+  [ -d ../shared ] && ln -s "$(cd ../shared && pwd)" "$dir/shared"
+  (cd "$dir/secret-relay" && CI=true bash .ci/run </dev/null) || rc=$?
+  # Keep the run's logs (each part's output and the summary), drop its 5 GiB of target/.
+  cp -r "$dir/secret-relay/target/test-logs" "$logs/repeat/run-$i-logs" 2>/dev/null || true
+  cp "$dir/secret-relay/target/test-logs/summary.txt" "$logs/repeat/run-$i.txt" 2>/dev/null || true
+  rm -rf "$dir"
+  return "$rc"
+}
+
+# --repeat N [--load] [--fresh-clone]: the whole run N times; flaky tests named at the end.
 if [ "${1:-}" = --repeat ]; then
   runs=${2:?"--repeat needs a count"}
+  shift 2
   load=0
-  [ "${3:-}" = --load ] && load=1
-  [ $# -le 3 ] || { echo "test.sh: --repeat N [--load] takes no other arguments" >&2; exit 2; }
+  fresh=0
+  for arg in "$@"; do
+    case "$arg" in
+      --load) load=1 ;;
+      --fresh-clone) fresh=1 ;;
+      *) echo "test.sh: --repeat N [--load] [--fresh-clone] takes no other arguments" >&2; exit 2 ;;
+    esac
+  done
   mkdir -p "$logs/repeat"
-  rm -f "$logs"/repeat/*
+  rm -rf "$logs"/repeat/*
+  if [ "$fresh" = 1 ]; then
+    # Every run tests the same commit, whatever is committed meanwhile.
+    commit=$(git rev-parse HEAD)
+    scratch=$(mktemp -d "${TMPDIR:-/tmp}/secret-relay-fresh.XXXXXX")
+    echo "test.sh: --fresh-clone: runs of $commit in clones under $scratch" >&2
+  fi
   spinner=""
+  scratch=${scratch:-}
+  trap '[ -z "$spinner" ] || kill "$spinner" 2>/dev/null || true; [ -z "$scratch" ] || rm -rf "$scratch"' EXIT
   if [ "$load" = 1 ]; then
     # One core busy for the whole run (bounded: killed at exit).
     bash -c 'while :; do :; done' &
     spinner=$!
-    trap 'kill "$spinner" 2>/dev/null || true' EXIT
     echo "test.sh: --load: one core kept busy by pid $spinner" >&2
   fi
   green=0
   for i in $(seq 1 "$runs"); do
     start=$SECONDS
     rc=0
-    bash "$0" || rc=$?
-    cp "$logs/summary.txt" "$logs/repeat/run-$i.txt" 2>/dev/null || true
+    one_run "$i" || rc=$?
     [ "$rc" = 0 ] && green=$((green + 1))
     echo "test.sh: run $i of $runs: exit $rc in $((SECONDS - start))s" | tee -a "$logs/repeat/runs.txt"
   done
   echo
-  echo "==== test.sh --repeat $runs$([ "$load" = 1 ] && echo ' --load') ===="
+  echo "==== test.sh --repeat $runs$([ "$load" = 1 ] && echo ' --load')$([ "$fresh" = 1 ] && echo " --fresh-clone ($commit)") ===="
   cat "$logs/repeat/runs.txt"
   # A test that failed in some runs only is flaky; in every run, broken.
   # (No failed test in any run: grep finds nothing, which is not an error here.)
