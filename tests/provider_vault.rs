@@ -1247,6 +1247,125 @@ async fn find_listing_is_bounded_in_depth() {
     assert_eq!(found.len(), 1);
 }
 
+/// A hostile "Vault server" on a loopback port: `lookup-self` answers as Vault does; every
+/// other request gets a 200 whose body never ends (chunked, 64 KiB chunks, up to 64 MiB) or,
+/// with `declared`, a `Content-Length` of 100 MiB before any byte of it. Returns the address and
+/// the count of body bytes written so far.
+async fn endless_vault(declared: bool) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let sent = counter.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if request.starts_with(b"GET /v1/auth/token/lookup-self") {
+                    let body = r#"{"data":{"ttl":0,"renewable":false,"policies":["default"]}}"#;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(format!("{head}{body}").as_bytes()).await;
+                    return;
+                }
+                if declared {
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 104857600\r\n\r\n{\"data\":{\"data\":{\"k\":\"";
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.shutdown().await;
+                    return;
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if conn.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'a'; 64 << 10];
+                let framed = [
+                    format!("{:x}\r\n", chunk.len()).into_bytes(),
+                    chunk,
+                    b"\r\n".to_vec(),
+                ]
+                .concat();
+                // Bounded: 1,024 chunks (64 MiB) at most, or until the client hangs up.
+                for _ in 0..1024 {
+                    if conn.write_all(&framed).await.is_err() {
+                        return;
+                    }
+                    sent.fetch_add(64 << 10, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (addr, sent)
+}
+
+/// issue 27: the server of a SecretStore is a tenant's to name; its answers are read up to
+/// 4 MiB (src/providers/vault/bounded.rs), so an endless or huge response fails that store's
+/// read with a clear error instead of filling the operator's memory.
+#[tokio::test]
+async fn a_vault_response_is_read_up_to_4_mib() {
+    let Some(env) = TestEnv::get("a_vault_response_is_read_up_to_4_mib").await else {
+        return;
+    };
+    for declared in [false, true] {
+        let ns = env
+            .namespace(if declared {
+                "vault-huge"
+            } else {
+                "vault-endless"
+            })
+            .await;
+        let (addr, sent) = endless_vault(declared).await;
+        let provider = token_provider_with(&env, &ns, &["default"], |mut s| {
+            s.connection.server = addr.clone();
+            s
+        })
+        .await;
+        let err = provider
+            .get("app/db", None)
+            .await
+            .expect_err("an endless response is refused");
+        assert_eq!(err.kind, ErrorKind::InvalidData, "{err}");
+        assert!(
+            err.message.contains(
+                "the response is larger than 4 MiB, the most secret-relay reads from a Vault server"
+            ),
+            "{}",
+            err.message
+        );
+        // The reader stopped near the bound: what the server managed to write is the 4 MiB
+        // read plus what the sockets' buffers took, far from the 64 MiB it would have sent.
+        let written = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(written < 24 << 20, "the server wrote {written} bytes");
+    }
+    // A normal answer of the real server is read as ever.
+    let ns = env.namespace("vault-small").await;
+    let prefix = format!("small-{}", random_suffix());
+    put_v2(&env, &format!("{prefix}/db"), json!({"user": "x"})).await;
+    let pol = read_policy(&env, &prefix).await;
+    let provider = token_provider(&env, &ns, &[&pol]).await;
+    assert_eq!(
+        get_json(&provider, &format!("{prefix}/db"), None).await,
+        Some(json!({"user": "x"}))
+    );
+}
+
 /// issue 27: a SecretStore's ServiceAccount token carries `vault` by default, and one for an
 /// audience the API server itself accepts is never minted for it (sent to the server the
 /// store names, it would be valid against the cluster), unless the operator opts in.

@@ -17,6 +17,7 @@ use vaultrs::{
     error::ClientError,
 };
 
+use super::bounded;
 use super::{
     VaultKvProvider,
     connection::{Lease, client_with_token, header_safe},
@@ -61,7 +62,7 @@ fn revoke_later(client: Arc<VaultClient>, delay: Duration) {
     };
     runtime.spawn(async move {
         tokio::time::sleep(delay).await;
-        if let Err(e) = counted("revoke", vaultrs::token::revoke_self(client.as_ref())).await {
+        if let Err(e) = counted("revoke", bounded::token_revoke_self(client.as_ref())).await {
             debug!(error = %error_text(&e), "vault: revoking a dropped token failed");
         }
     });
@@ -335,11 +336,7 @@ impl VaultKvProvider {
         lease: Lease,
     ) -> Result<Refreshed, ProviderError> {
         if lease.renewable && Instant::now() < lease.expiry() {
-            let result = counted(
-                "renew",
-                vaultrs::token::renew_self(session.client.as_ref(), None),
-            )
-            .await;
+            let result = counted("renew", bounded::token_renew_self(session.client.as_ref())).await;
             match result {
                 Ok(info) => {
                     let renewed = Lease::from_auth(&info, Instant::now());
@@ -412,7 +409,7 @@ impl VaultKvProvider {
         if !denied || self.login.is_none() {
             return Ok(first);
         }
-        let lookup = counted("lookup_self", vaultrs::token::lookup_self(client.as_ref())).await;
+        let lookup = counted("lookup_self", bounded::token_lookup_self(client.as_ref())).await;
         if !matches!(&lookup, Err(e) if matches!(status(e), Some(401 | 403))) {
             return Ok(first);
         }

@@ -16,6 +16,7 @@ use rustify::{
 use serde::Deserialize;
 use vaultrs::{client::VaultClient, error::ClientError};
 
+use super::bounded;
 use super::{
     VaultKvProvider,
     errors::{error_text, invalid, kind_of, kv_error},
@@ -125,7 +126,7 @@ pub fn parse_method(method: Option<&str>) -> Result<RequestMethod, ProviderError
 }
 
 async fn send(client: Arc<VaultClient>, request: AnyRequest) -> Result<RawResponse, ClientError> {
-    vaultrs::api::exec_with_no_result(client.as_ref(), request).await
+    bounded::exec_with_no_result(client.as_ref(), request).await
 }
 
 impl VaultDynamicClient {
@@ -242,7 +243,7 @@ impl VaultDynamicClient {
                     method: RequestMethod::PUT,
                     body: Some(body.clone()),
                 };
-                async move { vaultrs::api::exec_with_empty(client.as_ref(), request).await }
+                async move { bounded::exec_with_empty(client.as_ref(), request).await }
             })
             .await?
             .map_err(|e| lease_error("lease_revoke", &e, "revoke"))

@@ -53,6 +53,9 @@ pub(super) fn status(e: &ClientError) -> Option<u16> {
 /// The category of a failed call of `operation`.
 pub(super) fn kind_of(operation: &str, e: &ClientError) -> ErrorKind {
     let auth_call = matches!(operation, "login" | "renew" | "lookup_self");
+    if super::bounded::too_large(e) {
+        return ErrorKind::InvalidData;
+    }
     match status(e) {
         Some(400) if operation == "transit_decrypt" => ErrorKind::InvalidData,
         Some(404) if !auth_call => ErrorKind::NotFound,

@@ -20,6 +20,7 @@ use vaultrs::{
     error::ClientError,
 };
 
+use super::bounded;
 use super::{
     client::Session,
     errors::{counted, error_text, invalid, kind_of, kv_error, status},
@@ -100,7 +101,7 @@ impl VaultKvProvider {
                             .build()
                             .expect("every field of ReadSecretRequest is set");
                         let read: ReadSecretResponse =
-                            vaultrs::api::exec_with_result(client.as_ref(), endpoint).await?;
+                            bounded::exec_with_result(client.as_ref(), endpoint).await?;
                         Ok(KvSecret {
                             data: read.data,
                             custom_metadata: read.metadata.custom_metadata.unwrap_or_default(),
@@ -113,7 +114,7 @@ impl VaultKvProvider {
                 self.call("kv_read", |client| {
                     let (mount, key) = (mount.clone(), key.clone());
                     async move {
-                        let read = vaultrs::kv1::get_raw(client.as_ref(), &mount, &key).await?;
+                        let read = bounded::kv1_get_raw(client.as_ref(), &mount, &key).await?;
                         Ok(KvSecret {
                             data: read.data,
                             custom_metadata: Default::default(),
@@ -140,7 +141,7 @@ impl VaultKvProvider {
             VaultKvVersion::V2 => {
                 self.call("kv_list", |client| {
                     let (mount, key) = (mount.clone(), key.clone());
-                    async move { vaultrs::kv2::list(client.as_ref(), &mount, &key).await }
+                    async move { bounded::kv2_list(client.as_ref(), &mount, &key).await }
                 })
                 .await?
             }
@@ -148,7 +149,7 @@ impl VaultKvProvider {
                 self.call("kv_list", |client| {
                     let (mount, key) = (mount.clone(), key.clone());
                     async move {
-                        Ok(vaultrs::kv1::list(client.as_ref(), &mount, &key)
+                        Ok(bounded::kv1_list(client.as_ref(), &mount, &key)
                             .await?
                             .data
                             .keys)
@@ -377,7 +378,7 @@ impl Provider for VaultKvProvider {
 /// `GET /v1/auth/token/lookup-self`. A 2xx whose body vaultrs cannot parse still proves the
 /// token.
 async fn lookup_self(client: &VaultClient) -> Result<(), ClientError> {
-    match vaultrs::token::lookup_self(client).await {
+    match bounded::token_lookup_self(client).await {
         Ok(_)
         | Err(ClientError::RestClientError {
             source: RestError::ResponseParseError { .. },

@@ -7,6 +7,7 @@ use tracing::debug;
 use vaultrs::client::{VaultClient, VaultClientSettings};
 use zeroize::Zeroizing;
 
+use super::bounded;
 use super::{
     connection::{Lease, auth_mount, client_with_token, header_safe},
     errors::{counted_since, error_text, invalid, kind_of},
@@ -260,21 +261,19 @@ impl Connector {
                 Credentials::AppRole {
                     role_id, secret_id, ..
                 },
-            ) => {
-                vaultrs::auth::approle::login(client, mount, role_id.trim(), secret_id.trim()).await
-            }
+            ) => bounded::login_approle(client, mount, role_id.trim(), secret_id.trim()).await,
             (Login::Kubernetes { mount, role, .. }, Credentials::Jwt(jwt)) => {
-                vaultrs::auth::kubernetes::login(client, mount, role, jwt).await
+                bounded::login_kubernetes(client, mount, role, jwt).await
             }
             (Login::Jwt { mount, role, .. }, Credentials::Jwt(jwt)) => {
-                vaultrs::auth::oidc::login(client, mount, jwt, role.clone()).await
+                bounded::login_jwt(client, mount, jwt, role.clone()).await
             }
             (
                 Login::UserPass {
                     mount, username, ..
                 },
                 Credentials::Password(password),
-            ) => vaultrs::auth::userpass::login(client, mount, username, password).await,
+            ) => bounded::login_userpass(client, mount, username, password).await,
             _ => {
                 return Err(invalid(format!(
                     "vault: credentials resolved for another method than {}",

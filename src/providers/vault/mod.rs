@@ -13,6 +13,7 @@
 //! (`vault: permission denied on secret/data/app/db`); tokens, credentials and secret values
 //! never appear in errors or logs.
 
+mod bounded;
 mod client;
 mod connection;
 mod dynamic;

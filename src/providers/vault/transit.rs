@@ -7,6 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
+use super::bounded;
 use super::{VaultKvProvider, client::normalize_mount, errors::kv_error};
 use crate::{
     api::secret_store::{KmsVaultTransit, VaultKvVersion},
@@ -55,13 +56,7 @@ impl VaultKvProvider {
             .call("transit_decrypt", |client| {
                 let (mount, key, ciphertext) = (mount.clone(), key.clone(), ciphertext.clone());
                 async move {
-                    vaultrs::transit::data::decrypt(
-                        client.as_ref(),
-                        &mount,
-                        &key,
-                        &ciphertext,
-                        None,
-                    )
+                    bounded::transit_decrypt(client.as_ref(), &mount, &key, &ciphertext)
                     .await
                 }
             })
