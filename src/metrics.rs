@@ -245,6 +245,21 @@ pub fn watch_external_secrets(counts: impl Fn() -> [i64; 3] + Send + Sync + 'sta
     *EXTERNAL_SECRETS.write().expect("metrics lock") = Some(Box::new(counts));
 }
 
+/// A certificate's notAfter as `secret_relay_certificate_expiration_timestamp_seconds`
+/// reports it: the ExternalSecret's namespace and name, the generator's name, Unix seconds.
+/// (Its labels are `externalsecret_namespace`, `externalsecret` and `generator`: a
+/// `namespace` label would be renamed `exported_namespace` by a scrape that adds the Pod's.)
+pub type CertificateExpiry = (String, String, String, i64);
+type CertificateExpiries = Box<dyn Fn() -> Vec<CertificateExpiry> + Send + Sync>;
+static CERTIFICATES: RwLock<Option<CertificateExpiries>> = RwLock::new(None);
+
+/// Sets what `secret_relay_certificate_expiration_timestamp_seconds` reports on each scrape:
+/// `expiries` returns, per ExternalSecret generator whose values hold an X.509 certificate
+/// (`status.generators[].notAfter`), its notAfter.
+pub fn watch_certificates(expiries: impl Fn() -> Vec<CertificateExpiry> + Send + Sync + 'static) {
+    *CERTIFICATES.write().expect("metrics lock") = Some(Box::new(expiries));
+}
+
 /// Reconcile requests waiting for a slot in the controller's queue, and admitted to it but
 /// not started, at scrape time.
 type RequestCounts = Box<dyn Fn() -> (usize, usize) + Send + Sync>;
@@ -351,6 +366,25 @@ impl Collector for ReadyCollector {
                 ConstGauge::new(n).encode(family.encode_family(&StoreLabels { kind, ready })?)?;
             }
         }
+        let certificates = CERTIFICATES
+            .read()
+            .expect("metrics lock")
+            .as_ref()
+            .map_or_else(Vec::new, |expiries| expiries());
+        let mut family = encoder.encode_descriptor(
+            "secret_relay_certificate_expiration_timestamp_seconds",
+            "The notAfter (Unix seconds) of the certificate a generator of an ExternalSecret issued (a Vault PKI certificate), by the ExternalSecret's namespace and name and the generator's name",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (externalsecret_namespace, externalsecret, generator, not_after) in certificates {
+            let labels = CertificateLabels {
+                externalsecret_namespace,
+                externalsecret,
+                generator,
+            };
+            ConstGauge::new(not_after).encode(family.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }
@@ -359,6 +393,13 @@ impl Collector for ReadyCollector {
 struct StoreLabels {
     kind: &'static str,
     ready: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    externalsecret_namespace: String,
+    externalsecret: String,
+    generator: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

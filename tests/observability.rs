@@ -20,10 +20,10 @@ use std::{
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
-use secret_relay::api::{ExternalSecret, SecretStore};
+use secret_relay::api::{ExternalSecret, SecretStore, VaultDynamicSecret};
 use serde_json::{Value, json};
 
-use common::{TestEnv, random_suffix};
+use common::{TestEnv, random_suffix, vault::bao};
 use operator::{
     apply_yaml,
     process::{Process, free_port, sample},
@@ -668,8 +668,48 @@ spec:
         )
         .await;
     }
+    // A certificate from OpenBao's PKI engine through a VaultDynamicSecret generator: its
+    // notAfter is a gauge of its own.
+    let pki = format!("pki-{}", random_suffix());
+    bao(&env, &["secrets", "enable", &format!("-path={pki}"), "pki"]).await;
+    bao(
+        &env,
+        &[
+            "write",
+            &format!("{pki}/root/generate/internal"),
+            "common_name=root.example",
+            "ttl=1h",
+        ],
+    )
+    .await;
+    bao(
+        &env,
+        &[
+            "write",
+            &format!("{pki}/roles/web"),
+            "allowed_domains=example.com",
+            "allow_subdomains=true",
+            "ttl=30m",
+        ],
+    )
+    .await;
+    operator::create_secret(&env, &ns, "vault-token", json!({"token": env.vault_token})).await;
+    apply_yaml(
+        &Api::<VaultDynamicSecret>::namespaced(env.kube.clone(), &ns),
+        &format!(
+            "apiVersion: generators.secret-relay.dev/v1alpha1\nkind: VaultDynamicSecret\nmetadata: {{name: cert}}\nspec:\n  path: {pki}/issue/web\n  method: POST\n  parameters: {{common_name: app.example.com}}\n  provider:\n    server: {server}\n    auth:\n      tokenSecretRef: {{name: vault-token, key: token}}\n",
+            server = env.vault_addr
+        ),
+    )
+    .await;
+    apply_yaml(
+        &es,
+        "apiVersion: secret-relay.dev/v1alpha1\nkind: ExternalSecret\nmetadata: {name: tls}\nspec:\n  secretStoreRef: {name: ssm, kind: SecretStore}\n  dataFrom:\n  - sourceRef:\n      generatorRef: {apiVersion: generators.secret-relay.dev/v1alpha1, kind: VaultDynamicSecret, name: cert}\n",
+    )
+    .await;
     wait_reason(&es, "app", "SecretSynced").await;
     wait_reason(&es, "broken", "SecretSyncedError").await;
+    wait_reason(&es, "tls", "SecretSynced").await;
     // A changed value restarts the Deployment.
     operator::put_parameter(&ssm, &format!("{prefix}/token"), "v2").await;
     es.patch(
@@ -695,7 +735,12 @@ spec:
                 )
             };
             (status == 200
-                && sample(&m, "secret_relay_externalsecrets", &[("ready", "True")]) == 1.0
+                && sample(&m, "secret_relay_externalsecrets", &[("ready", "True")]) == 2.0
+                && sample(
+                    &m,
+                    "secret_relay_certificate_expiration_timestamp_seconds",
+                    &[("externalsecret", "tls"), ("generator", "cert")],
+                ) > 0.0
                 && sample(&m, "secret_relay_externalsecrets", &[("ready", "False")]) == 2.0
                 && ready("SecretStore", "True") == 1.0
                 && ready("SecretStore", "False") == 1.0

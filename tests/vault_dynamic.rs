@@ -182,6 +182,36 @@ fn revocations() -> u64 {
         .get()
 }
 
+/// The certificates of a PEM bundle, in order: (subject, issuer, notAfter in Unix seconds).
+fn certificates(pem: &str) -> Vec<(String, String, i64)> {
+    x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
+        .map(|p| {
+            let p = p.expect("a PEM block");
+            let c = p.parse_x509().expect("an X.509 certificate");
+            (
+                c.subject().to_string(),
+                c.issuer().to_string(),
+                c.validity().not_after.timestamp(),
+            )
+        })
+        .collect()
+}
+
+/// `secret_relay_certificate_expiration_timestamp_seconds` of one generator, as `/metrics`
+/// encodes it now.
+fn certificate_expiry(namespace: &str, externalsecret: &str, generator: &str) -> Option<i64> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    secret_relay::metrics::register(&mut registry);
+    let mut page = String::new();
+    prometheus_client::encoding::text::encode(&mut page, &registry).unwrap();
+    let series = format!(
+        "secret_relay_certificate_expiration_timestamp_seconds{{externalsecret_namespace=\"{namespace}\",externalsecret=\"{externalsecret}\",generator=\"{generator}\"}} "
+    );
+    page.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map(|v| v.trim().parse().unwrap())
+}
+
 /// One test, the two parts in turn: each proves its revocations by the count of successful
 /// `sys/leases/revoke` calls (a lease that merely expired disappears from `sys/leases/lookup`
 /// too), which concurrent parts would mix up.
@@ -446,15 +476,52 @@ spec:
 }
 
 async fn pki_certificates_are_reissued_before_their_lease_ends(env: &TestEnv) {
+    // A root CA and an intermediate it signs, the role on the intermediate: the certificates
+    // come with a chain (`ca_chain`: the intermediate, then the root).
+    let root = format!("pki-root-{}", random_suffix());
     let mount = format!("pki-{}", random_suffix());
+    for m in [&root, &mount] {
+        bao(
+            env,
+            &[
+                "secrets",
+                "enable",
+                &format!("-path={m}"),
+                "-max-lease-ttl=1h",
+                "pki",
+            ],
+        )
+        .await;
+    }
     bao(
         env,
         &[
-            "secrets",
-            "enable",
-            &format!("-path={mount}"),
-            "-max-lease-ttl=1h",
-            "pki",
+            "write",
+            &format!("{root}/root/generate/internal"),
+            "common_name=root.example",
+            "ttl=1h",
+        ],
+    )
+    .await;
+    let csr = bao(
+        env,
+        &[
+            "write",
+            "-field=csr",
+            &format!("{mount}/intermediate/generate/internal"),
+            "common_name=intermediate.example",
+        ],
+    )
+    .await;
+    let signed = bao(
+        env,
+        &[
+            "write",
+            "-field=certificate",
+            &format!("{root}/root/sign-intermediate"),
+            &format!("csr={}", csr.trim()),
+            "format=pem_bundle",
+            "ttl=1h",
         ],
     )
     .await;
@@ -462,9 +529,8 @@ async fn pki_certificates_are_reissued_before_their_lease_ends(env: &TestEnv) {
         env,
         &[
             "write",
-            &format!("{mount}/root/generate/internal"),
-            "common_name=test.example",
-            "ttl=1h",
+            &format!("{mount}/intermediate/set-signed"),
+            &format!("certificate={}", signed.trim()),
         ],
     )
     .await;
@@ -498,6 +564,7 @@ spec:
   method: POST
   parameters: {{common_name: app.example.com}}
   revokeGracePeriod: 2s
+  renewBeforePercentage: 50
   provider:
     server: {server}
     auth:
@@ -507,6 +574,7 @@ spec:
         ),
     )
     .await;
+    // docs/vault-dynamic-secrets.md's Ingress certificate: `tls.crt` the leaf and its chain.
     let es: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &ns);
     apply_yaml(
         &es,
@@ -517,14 +585,16 @@ metadata: {name: tls}
 spec:
   secretStoreRef: {name: vault}
   target:
-    template: {type: kubernetes.io/tls}
+    template:
+      type: kubernetes.io/tls
+      mergePolicy: Merge
+      data:
+        tls.crt: '{{ .certificate }}{{ "\n" }}{{ .ca_chain | fromJson | join "\n" }}'
+        tls.key: '{{ .private_key }}'
+        ca.crt: '{{ .issuing_ca }}'
   dataFrom:
   - sourceRef:
       generatorRef: {apiVersion: generators.secret-relay.dev/v1alpha1, kind: VaultDynamicSecret, name: cert}
-    rewrite:
-    - regexp: {source: "^certificate$", target: tls.crt}
-    - regexp: {source: "^private_key$", target: tls.key}
-    - regexp: {source: "^issuing_ca$", target: ca.crt}
 "#,
     )
     .await;
@@ -533,9 +603,38 @@ spec:
     let s = secrets.get("tls").await.unwrap();
     assert_eq!(s.type_.as_deref(), Some("kubernetes.io/tls"));
     let first = secret_data(&s);
-    assert!(first["tls.crt"].starts_with("-----BEGIN CERTIFICATE-----"));
+    let chain = certificates(&first["tls.crt"]);
+    let names: Vec<_> = chain.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "CN=app.example.com",
+            "CN=intermediate.example",
+            "CN=root.example"
+        ],
+        "tls.crt: the leaf, then its chain"
+    );
+    assert_eq!(chain[0].1, "CN=intermediate.example", "the leaf's issuer");
+    assert_eq!(chain[1].1, "CN=root.example", "the intermediate's issuer");
     assert!(first["tls.key"].contains("PRIVATE KEY-----"));
-    assert!(first["ca.crt"].starts_with("-----BEGIN CERTIFICATE-----"));
+    assert_eq!(
+        certificates(&first["ca.crt"])[0].0,
+        "CN=intermediate.example"
+    );
+    // The certificate's notAfter: in the status and in the metric.
+    let not_after = chain[0].2;
+    let status = es.get_status("tls").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.generators[0]
+            .not_after
+            .as_ref()
+            .map(|t| t.0.as_second()),
+        Some(not_after),
+        "{:?}",
+        status.generators
+    );
+    let metric = certificate_expiry(&ns, "tls", "cert");
+    assert_eq!(metric, Some(not_after), "the certificate expiry metric");
     let l1 = lease_id(&s);
     assert_eq!(state(&s)["lease"]["renewable"], false);
     let issued = lookup(env, &l1)
@@ -544,7 +643,8 @@ spec:
     let expire_time: k8s_openapi::jiff::Timestamp =
         issued["expire_time"].as_str().unwrap().parse().unwrap();
 
-    // Not renewable: a new certificate at two thirds of the lease, before it ends.
+    // Not renewable: a new certificate once half the lease is left (renewBeforePercentage:
+    // 50 of 15 s), before it ends.
     let replaced = wait_for("a new certificate", Duration::from_secs(40), || async {
         let s = secrets.get("tls").await.ok()?;
         (lease_id(&s) != l1).then_some(s)
@@ -556,6 +656,21 @@ spec:
         reissued_at < expire_time.as_second(),
         "re-issued at {reissued_at}, after the lease ended at {expire_time}"
     );
+    assert!(
+        reissued_at >= since(&s) + 7,
+        "re-issued at {reissued_at}, before half of the lease from {} was left",
+        since(&s)
+    );
+    let renewed_not_after = certificates(&secret_data(&replaced)["tls.crt"])[0].2;
+    assert!(renewed_not_after > not_after);
+    wait_for(
+        "the metric to follow the new certificate",
+        Duration::from_secs(10),
+        || async {
+            (certificate_expiry(&ns, "tls", "cert") == Some(renewed_not_after)).then_some(())
+        },
+    )
+    .await;
     let revoked_before = revocations();
     wait_for(
         "the old certificate's lease revoked",

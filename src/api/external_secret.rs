@@ -659,6 +659,11 @@ pub struct GeneratorStatus {
     /// When a replaced lease is revoked next (after `revokeGracePeriod`), if one waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_revocation: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// The `notAfter` of the X.509 certificate among the values (the `certificate` of a PKI
+    /// `issue`/`sign` response), if any; also the
+    /// `secret_relay_certificate_expiration_timestamp_seconds` metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// `status.binding`.

@@ -41,10 +41,17 @@ pub struct CachedExternalSecret {
     /// The `status` of its `Ready` condition: `Some(true)` for `True`, `Some(false)` for
     /// `False`, `None` when absent or `Unknown`.
     pub ready: Option<bool>,
+    /// `status.generators[].notAfter`: per generator whose values hold a certificate, its
+    /// name and the certificate's notAfter (Unix seconds); `None` for most (8 bytes).
+    pub certificates: Option<Box<Certificates>>,
     /// The rest of the object (its other metadata, spec and status) as JSON, compressed (an
     /// LZ4 block against [`DICTIONARY`], its uncompressed size prepended).
     rest: Box<[u8]>,
 }
+
+/// Per generator whose values hold a certificate: its name and the certificate's notAfter
+/// (Unix seconds).
+pub type Certificates = Vec<(Box<str>, i64)>;
 
 /// What [`CachedExternalSecret::rest`] holds.
 #[derive(Serialize, Deserialize)]
@@ -79,6 +86,12 @@ impl CachedExternalSecret {
                 "False" => Some(false),
                 _ => None,
             });
+        let certificates: Certificates = status
+            .iter()
+            .flat_map(|s| &s.generators)
+            .filter_map(|g| Some((g.name.as_str().into(), g.not_after.as_ref()?.0.as_second())))
+            .collect();
+        let certificates = (!certificates.is_empty()).then(|| Box::new(certificates));
         let (store_kind, store_name) = (
             spec.secret_store_ref.kind,
             spec.secret_store_ref.name.as_str().into(),
@@ -95,6 +108,7 @@ impl CachedExternalSecret {
             store_kind,
             store_name,
             ready,
+            certificates,
             rest: rest.into_boxed_slice(),
         }
     }

@@ -327,7 +327,7 @@ fn context(
 }
 
 /// What the controller owns that `/metrics` reports at scrape time: ExternalSecrets and stores
-/// by Ready, and the trigger gate's counts.
+/// by Ready, the certificates' notAfter, and the trigger gate's counts.
 fn register_metrics(ctx: &Arc<Context>) {
     let cached = ctx.external_secrets.clone();
     crate::metrics::watch_external_secrets(move || {
@@ -340,6 +340,21 @@ fn register_metrics(ctx: &Arc<Context>) {
             }] += 1;
         }
         counts
+    });
+    let cached = ctx.external_secrets.clone();
+    crate::metrics::watch_certificates(move || {
+        let mut expiries = Vec::new();
+        for es in cached.state() {
+            for (generator, not_after) in es.certificates.iter().flat_map(|c| c.iter()) {
+                expiries.push((
+                    es.namespace().unwrap_or_default(),
+                    es.name_any(),
+                    generator.to_string(),
+                    *not_after,
+                ));
+            }
+        }
+        expiries
     });
     let gate = ctx.trigger_gate.clone();
     crate::metrics::watch_reconcile_requests(move || gate.counts());

@@ -68,6 +68,10 @@ pub struct EntryState {
     /// Replaced leases waiting for their revocation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub revoke: Vec<PendingRevocation>,
+    /// The `notAfter` (Unix seconds) of the X.509 certificate among the values (a PKI
+    /// response's `certificate`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
 }
 
 /// A lease as kept in the annotation; times are Unix seconds.
@@ -85,6 +89,10 @@ pub struct LeaseState {
     pub since: i64,
     /// Whether Vault said it may be renewed.
     pub renewable: bool,
+    /// The generator's `renewBeforePercentage` when the lease was issued: renew once this
+    /// percentage of `duration` is left; absent for the default (two thirds elapsed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_before_percentage: Option<u8>,
 }
 
 impl LeaseState {
@@ -94,9 +102,13 @@ impl LeaseState {
     }
 
     /// When it is renewed or replaced: two thirds of its duration after `since` (as Vault
-    /// Agent and our own token renewal do).
+    /// Agent and our own token renewal do), or once `renew_before_percentage` of it is left.
     pub fn due(&self) -> i64 {
-        self.since + (self.duration as i64 * 2) / 3
+        let duration = self.duration as i64;
+        match self.renew_before_percentage {
+            Some(left @ 1..=99) => self.since + duration * (100 - i64::from(left)) / 100,
+            _ => self.since + (duration * 2) / 3,
+        }
     }
 }
 
@@ -227,6 +239,7 @@ impl Generated {
                 lease_expiry: e.state.lease.as_ref().and_then(|l| time(l.expiry())),
                 next_renewal: e.state.lease.as_ref().and_then(|l| time(l.due())),
                 next_revocation: e.state.revoke.iter().map(|r| r.at).min().and_then(time),
+                not_after: e.state.not_after.and_then(time),
             })
             .collect()
     }
@@ -425,6 +438,14 @@ async fn dynamic(
         })? as i64,
         None => DEFAULT_REVOKE_GRACE_SECS,
     };
+    if let Some(p) = spec
+        .renew_before_percentage
+        .filter(|p| !(1..=99).contains(p))
+    {
+        return Err(Error::InvalidSpec(BuildError(format!(
+            "VaultDynamicSecret {ns}/{name}: renewBeforePercentage {p} is not between 1 and 99"
+        ))));
+    }
     let kept = kept(prior.as_ref(), fp, existing);
     // Revocations still pending from earlier states carry over whatever happens now.
     let mut revoke = prior.as_ref().map(|p| p.revoke.clone()).unwrap_or_default();
@@ -587,7 +608,11 @@ async fn issue(
             at: now + grace,
         });
     }
-    let lease = lease_of(&issued.lease, &issued.values, now);
+    let mut lease = lease_of(&issued.lease, &issued.values, now);
+    if let Some(lease) = &mut lease {
+        lease.renew_before_percentage = spec.renew_before_percentage;
+    }
+    let not_after = certificate_not_after(&issued.values);
     Ok(GeneratedEntry {
         values: Some(issued.values),
         kept: false,
@@ -598,6 +623,7 @@ async fn issue(
             keys: Vec::new(),
             lease,
             revoke: Vec::new(),
+            not_after,
         },
     })
 }
@@ -613,6 +639,7 @@ fn lease_of(lease: &LeaseInfo, values: &SecretMap, now: i64) -> Option<LeaseStat
             duration: lease.duration_secs,
             since: now,
             renewable: lease.renewable,
+            renew_before_percentage: None,
         });
     }
     let expiration: i64 = values.get("expiration")?.as_str()?.trim().parse().ok()?;
@@ -623,7 +650,17 @@ fn lease_of(lease: &LeaseInfo, values: &SecretMap, now: i64) -> Option<LeaseStat
         duration: left,
         since: now,
         renewable: false,
+        renew_before_percentage: None,
     })
+}
+
+/// The `notAfter` (Unix seconds) of the first PEM certificate of the `certificate` value (a
+/// Vault PKI `issue`/`sign` response: the leaf), if it holds one.
+fn certificate_not_after(values: &SecretMap) -> Option<i64> {
+    let pem = values.get("certificate")?;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.validity().not_after.timestamp())
 }
 
 impl Generated {
@@ -647,6 +684,7 @@ mod tests {
             keys: vec!["access_key".into()],
             lease,
             revoke: vec![],
+            not_after: None,
         }
     }
 
@@ -657,6 +695,7 @@ mod tests {
             duration: 30,
             since: 1000,
             renewable,
+            renew_before_percentage: None,
         }
     }
 
@@ -678,6 +717,43 @@ mod tests {
         let fixed = state(Some(lease(false)));
         assert_eq!(decide(Some(&fixed), 1019), Decision::Keep);
         assert_eq!(decide(Some(&fixed), 1020), Decision::Issue);
+    }
+
+    #[test]
+    fn renew_before_percentage_moves_the_renewal() {
+        let mut l = lease(true);
+        l.renew_before_percentage = Some(10);
+        assert_eq!(l.due(), 1027);
+        l.renew_before_percentage = Some(90);
+        assert_eq!(l.due(), 1003);
+        // The default: two thirds elapsed.
+        l.renew_before_percentage = None;
+        assert_eq!(l.due(), 1020);
+        let fixed = state(Some(LeaseState {
+            renew_before_percentage: Some(50),
+            ..lease(false)
+        }));
+        assert_eq!(decide(Some(&fixed), 1014), Decision::Keep);
+        assert_eq!(decide(Some(&fixed), 1015), Decision::Issue);
+    }
+
+    /// `openssl req -x509 -newkey ec ... -days 30`: notAfter Jan 6 03:49:44 2027 GMT.
+    const CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----\nMIIBiTCCAS+gAwIBAgIUf5RZ3z4gp4WG0fYuH9fx8A8Psl0wCgYIKoZIzj0EAwIw\nGjEYMBYGA1UEAwwPYXBwLmV4YW1wbGUuY29tMB4XDTI2MTIwNzAzNDk0NFoXDTI3\nMDEwNjAzNDk0NFowGjEYMBYGA1UEAwwPYXBwLmV4YW1wbGUuY29tMFkwEwYHKoZI\nzj0CAQYIKoZIzj0DAQcDQgAE3smOOPj2xhidldcHNAfoBtgil88m2buIgDVHQJvH\ndf2cqeWtRTtdwarRuSMPTuHbOC1HDs/hac05APxSYHPJj6NTMFEwHQYDVR0OBBYE\nFEg6AvkMQg5+mdH4Sc/LsIHy3V9qMB8GA1UdIwQYMBaAFEg6AvkMQg5+mdH4Sc/L\nsIHy3V9qMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIgYSPs3Q6S\ni1BIg5vELZ4yVusVXUihzzfOXgbuKLQezZ8CIQDiyFxakHhkT0uEomdROjais0y4\n/B0F9m/RQDoz807z0g==\n-----END CERTIFICATE-----\n";
+
+    #[test]
+    fn the_certificate_not_after_is_read_from_the_leaf() {
+        let values = |pem: &str| {
+            SecretMap::from([(
+                "certificate".into(),
+                SecretValue::new(pem.as_bytes().to_vec()),
+            )])
+        };
+        assert_eq!(
+            certificate_not_after(&values(CERTIFICATE)),
+            Some(1_799_207_384)
+        );
+        assert_eq!(certificate_not_after(&values("not a certificate")), None);
+        assert_eq!(certificate_not_after(&SecretMap::new()), None);
     }
 
     #[test]
