@@ -17,7 +17,8 @@
 #                                     by a spinning process meanwhile; with --fresh-clone, each
 #                                     run as CI makes it: `CI=true bash .ci/run` in a new clone
 #                                     of HEAD's commit, ../shared beside it, no stdin, empty
-#                                     target/, the clone removed afterwards); then the tests
+#                                     target/ unless CARGO_TARGET_DIR names a build cache they
+#                                     share, the clone removed afterwards); then the tests
 #                                     that failed in some runs and passed in others (flaky),
 #                                     and those that failed every time
 #
@@ -125,9 +126,13 @@ one_run() {
   git -C "$dir/secret-relay" checkout -q "$commit"
   [ -d ../shared ] && ln -s "$(cd ../shared && pwd)" "$dir/shared"
   (cd "$dir/secret-relay" && CI=true bash .ci/run </dev/null) || rc=$?
-  # Keep the run's logs (each part's output and the summary), drop its 5 GiB of target/.
-  cp -r "$dir/secret-relay/target/test-logs" "$logs/repeat/run-$i-logs" 2>/dev/null || true
-  cp "$dir/secret-relay/target/test-logs/summary.txt" "$logs/repeat/run-$i.txt" 2>/dev/null || true
+  # Keep the run's logs (each part's output and the summary), drop its 5 GiB of target/ (with
+  # an absolute CARGO_TARGET_DIR, shared by the clones as a build cache, the logs are there).
+  local run_logs="$dir/secret-relay/target/test-logs"
+  [ -n "${CARGO_TARGET_DIR:-}" ] && run_logs="$CARGO_TARGET_DIR/test-logs"
+  mkdir -p "$logs/repeat/run-$i-logs"
+  cp "$run_logs"/*.log "$run_logs/summary.txt" "$logs/repeat/run-$i-logs/" 2>/dev/null || true
+  cp "$run_logs/summary.txt" "$logs/repeat/run-$i.txt" 2>/dev/null || true
   rm -rf "$dir"
   return "$rc"
 }
@@ -148,6 +153,10 @@ if [ "${1:-}" = --repeat ]; then
   mkdir -p "$logs/repeat"
   rm -rf "$logs"/repeat/*
   if [ "$fresh" = 1 ]; then
+    case "${CARGO_TARGET_DIR:-/}" in
+      /*) ;;
+      *) echo "test.sh: --fresh-clone needs CARGO_TARGET_DIR absolute or unset" >&2; exit 2 ;;
+    esac
     # Every run tests the same commit, whatever is committed meanwhile.
     commit=$(git rev-parse HEAD)
     scratch=$(mktemp -d "${TMPDIR:-/tmp}/secret-relay-fresh.XXXXXX")

@@ -27,8 +27,14 @@ use operator::{apply_yaml, put_parameter, wait_reason};
 const HEAVY: usize = 24;
 /// Template keys of each (every one within the bounds per template).
 const KEYS: usize = 30;
-/// The flood: ExternalSecrets of one namespace, all due at once.
-const FLOOD: usize = 1000;
+/// The flood: ExternalSecrets of one namespace, all due at once; 1,000 in the suite,
+/// `SECRET_RELAY_FAIRNESS_FLOOD=N` for a measurement (RELIABILITY.md's row of 5,000).
+fn flood_size() -> usize {
+    std::env::var("SECRET_RELAY_FAIRNESS_FLOOD")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000)
+}
 /// ExternalSecrets of the tenant whose store's backend accepts connections and never answers.
 const HUNG: usize = 200;
 /// Parameters a big `find` returns, and the ExternalSecrets that each read them all.
@@ -137,11 +143,12 @@ async fn a_tenants_templates_and_flood_leave_other_namespaces_syncing() {
     let heavy_ready = wait_all(&es, HEAVY, "heavy").await;
 
     // 2. A flood: 1,000 ExternalSecrets of one namespace created at once.
+    let flood_objects = flood_size();
     let flood_ns = env.namespace("flood").await;
     operator::ssm_store(&env, &flood_ns).await;
     let flood: Api<ExternalSecret> = Api::namespaced(env.kube.clone(), &flood_ns);
     let created = Instant::now();
-    stream::iter(0..FLOOD)
+    stream::iter(0..flood_objects)
         .for_each_concurrent(32, |i| {
             let (flood, shard, key) = (flood.clone(), shard.clone(), key.clone());
             async move {
@@ -151,7 +158,7 @@ async fn a_tenants_templates_and_flood_leave_other_namespaces_syncing() {
         .await;
     let flood_created_ms = created.elapsed().as_millis();
     let behind_flood = canaries(&env, &quiet, &shard, &key).await;
-    let flood_ready = wait_all(&flood, FLOOD, "f").await;
+    let flood_ready = wait_all(&flood, flood_objects, "f").await;
 
     // 3. A backend that never answers: a listener that accepts connections and reads nothing,
     // as the store's endpoint, under 200 ExternalSecrets.
@@ -216,7 +223,7 @@ async fn a_tenants_templates_and_flood_leave_other_namespaces_syncing() {
             "canary_alone_ms": [alone.0, alone.1],
             "canary_behind_templates_ms": [behind_templates.0, behind_templates.1],
             "heavy_all_ready_ms": heavy_ready,
-            "flood_objects": FLOOD, "flood_created_ms": flood_created_ms,
+            "flood_objects": flood_objects, "flood_created_ms": flood_created_ms,
             "canary_behind_flood_ms": [behind_flood.0, behind_flood.1],
             "flood_all_ready_ms": flood_ready,
             "hung_objects": HUNG,
