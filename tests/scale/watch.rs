@@ -1,7 +1,7 @@
 //! Readiness, observed by a watch on the run's ExternalSecrets (listed in pages).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet, hash_map::Entry},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -21,6 +21,10 @@ pub struct Tracker {
     listed: bool,
     /// First time each ExternalSecret was seen Ready, and its lastTransitionTime (ms).
     pub ready: HashMap<String, (Instant, Option<i64>)>,
+    /// The keys of `ready` in the order they were first seen Ready, so that a waiter counts
+    /// each once instead of looking up all its keys at every poll (N lookups every 200 ms
+    /// made this process's CPU grow as N², BENCHMARKS-growth.md).
+    pub ready_order: Vec<String>,
     /// Current Ready reason of each ExternalSecret.
     pub reason: HashMap<String, String>,
 }
@@ -91,13 +95,15 @@ fn observe(t: &Mutex<Tracker>, es: &ExternalSecret) {
     let status = es.status.as_ref();
     let cond = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"));
     let current = status.is_some_and(|s| s.observed_generation == es.metadata.generation);
-    let mut t = t.lock().unwrap();
+    let mut guard = t.lock().unwrap();
+    let t = &mut *guard;
     match cond {
         Some(c) if c.status == "True" && c.reason == "SecretSynced" && current => {
             let ltt = c.last_transition_time.0.as_millisecond();
-            t.ready
-                .entry(key.clone())
-                .or_insert_with(|| (Instant::now(), Some(ltt)));
+            if let Entry::Vacant(v) = t.ready.entry(key.clone()) {
+                v.insert((Instant::now(), Some(ltt)));
+                t.ready_order.push(key.clone());
+            }
             t.reason.insert(key, c.reason.clone());
         }
         Some(c) => {
@@ -121,8 +127,18 @@ pub async fn wait_all_ready(
 ) -> (bool, Option<String>) {
     let start = Instant::now();
     let mut last_log = Instant::now();
+    // Each key seen Ready is counted once, as the watch reports it (not N lookups a poll).
+    let wanted: HashSet<&str> = keys.iter().map(String::as_str).collect();
+    let (mut seen, mut ready) = (0, 0);
     loop {
-        let ready = watch.ready_count(keys);
+        {
+            let t = watch.tracker.lock().unwrap();
+            ready += t.ready_order[seen..]
+                .iter()
+                .filter(|k| wanted.contains(k.as_str()))
+                .count();
+            seen = t.ready_order.len();
+        }
         if ready == keys.len() {
             return (true, None);
         }
