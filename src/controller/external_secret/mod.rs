@@ -20,6 +20,7 @@ mod apply;
 mod fetch;
 mod finalizer;
 pub mod generate;
+mod kept;
 pub mod plan;
 mod status;
 mod template_sources;
