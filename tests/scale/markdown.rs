@@ -306,6 +306,18 @@ fn initial_rows(md: &mut String, runs: &[&Results]) {
     row(md, runs, "raw: create N plain Secrets, s (per s)", &|r| {
         format!("{} ({})", opt(r.raw_create_secs), opt(r.raw_create_per_sec))
     });
+    row(
+        md,
+        runs,
+        "floor: N Secret POSTs + N status PATCHes, s (per s)",
+        &|r| {
+            format!(
+                "{} ({})",
+                opt(r.floor_secs),
+                opt(r.floor_secs.map(|f| r.n as f64 / f))
+            )
+        },
+    );
     row(md, runs, "operator start → all Ready, s", &|r| {
         if r.all_ready {
             opt(r.secs_to_all_ready)
@@ -329,6 +341,9 @@ fn initial_rows(md: &mut String, runs: &[&Results]) {
     );
     row(md, runs, "all Ready time / raw create time", &|r| {
         opt(r.headline_ratio.filter(|h| *h > 0.0).map(|h| 1.0 / h))
+    });
+    row(md, runs, "**all Ready time / floor**", &|r| {
+        opt(floor_ratio(r))
     });
     row(
         md,
@@ -641,9 +656,12 @@ fn every_run(md: &mut String, all: &[Results]) {
     );
     let _ = writeln!(
         md,
-        "| date | commit | N | stores | shards | raw create, s | all Ready, s | all Ready / raw | peak RSS, MiB | operator CPU, initial sync, s | restart: re-verified, s | restart: kube writes | restart: provider calls / keys due |"
+        "| date | commit | N | stores | shards | raw create, s | floor, s | all Ready, s | all Ready / raw | all Ready / floor | peak RSS, MiB | operator CPU, initial sync, s | restart: re-verified, s | restart: kube writes | restart: provider calls / keys due |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     let mut order: Vec<&Results> = all.iter().collect();
     order.sort_by(|a, b| a.started_at.cmp(&b.started_at));
     for r in order {
@@ -679,7 +697,7 @@ fn every_run(md: &mut String, all: &[Results]) {
         };
         let _ = writeln!(
             md,
-            "| {} | {commit} | {} | {} | {} | {} | {ready} | {ratio} | {rss} | {} | {reverified} | {writes} | {calls} |",
+            "| {} | {commit} | {} | {} | {} | {} | {} | {ready} | {ratio} | {} | {rss} | {} | {reverified} | {writes} | {calls} |",
             r.started_at,
             thousands(r.n as f64),
             if r.secrets_manager() {
@@ -689,6 +707,10 @@ fn every_run(md: &mut String, all: &[Results]) {
             },
             r.shard_count(),
             opt(r.raw_create_secs),
+            opt(r.floor_secs),
+            floor_ratio(r)
+                .map(|x| format!("{x:.2}×"))
+                .unwrap_or_else(|| "—".into()),
             num(r.initial.operator_cpu_secs),
         );
     }
@@ -717,3 +739,11 @@ fn observations(md: &mut String, runs: &[&Results]) {
 
 /// The method section, kept as Markdown beside this file.
 const METHOD: &str = include_str!("method.md");
+
+/// All Ready time ÷ the floor (issue 28), when both were measured.
+pub fn floor_ratio(r: &Results) -> Option<f64> {
+    match (r.all_ready, r.secs_to_all_ready, r.floor_secs) {
+        (true, Some(s), Some(f)) if f > 0.0 => Some(s / f),
+        _ => None,
+    }
+}

@@ -16,6 +16,7 @@
 //! `create_concurrency` at a time; every LIST is paginated.
 #![allow(dead_code)]
 
+mod floor;
 mod markdown;
 mod operator;
 mod phases;
@@ -276,6 +277,13 @@ pub async fn run(env: &TestEnv, p: &Params) -> Result<Results> {
         r.raw_create_secs = Some(secs);
         r.raw_create_per_sec = Some(p.n as f64 / secs);
         log(format!("raw: created {} Secrets in {secs:.1} s", p.n));
+        r.load_average.insert("3b floor".into(), procs::loadavg());
+        let secs = floor::floor_reference(env, p, &names, &items, &retries).await?;
+        r.floor_secs = Some(secs);
+        log(format!(
+            "floor: {} Secret POSTs and status PATCHes in {secs:.1} s",
+            p.n
+        ));
     }
     r.create_retries = retries.load(std::sync::atomic::Ordering::Relaxed);
 

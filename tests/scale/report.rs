@@ -230,6 +230,10 @@ pub struct Results {
     /// The reference: a plain client creating N Secrets of the same shape, seconds.
     pub raw_create_secs: Option<f64>,
     pub raw_create_per_sec: Option<f64>,
+    /// The floor (issue 28, tests/scale/floor.rs): a plain client's N Secret POSTs with the
+    /// operator's metadata, each followed by its ExternalSecret's status merge PATCH, at the
+    /// same concurrency, seconds (runs made before it have none).
+    pub floor_secs: Option<f64>,
     /// Create requests retried (429, 5xx, time-outs) while setting up.
     pub create_retries: u64,
     /// Operator start → every ExternalSecret Ready.

@@ -341,7 +341,7 @@ pub async fn create_external_secrets(
 }
 
 /// The reference object: a Secret shaped like the operator's (labels, annotations, one value).
-fn raw_secret(names: &Names, it: &Item) -> Result<Secret> {
+pub fn raw_secret(names: &Names, it: &Item) -> Result<Secret> {
     let value = names.value(1, it.backend, it.key);
     Ok(serde_json::from_value(json!({
         "metadata": {
@@ -380,10 +380,18 @@ pub async fn raw_reference(
     })
     .await?;
     let secs = started.elapsed().as_secs_f64();
-    let selector = format!("{LABEL_RAW}={}", names.run);
-    let selector = &selector;
-    // Deleted per namespace by label, in pages (the answer lists the deleted objects), until
-    // none is left.
+    delete_labelled(env, p, names, &format!("{LABEL_RAW}={}", names.run)).await?;
+    Ok(secs)
+}
+
+/// Deletes the Secrets matching `selector` in the run's namespaces (DELETECOLLECTION per
+/// namespace, in pages: the answer lists the deleted objects) until none is left.
+pub async fn delete_labelled(
+    env: &TestEnv,
+    p: &Params,
+    names: &Names,
+    selector: &str,
+) -> Result<()> {
     let all: Api<Secret> = Api::all(env.kube.clone());
     for pass in 0.. {
         bounded(
@@ -396,7 +404,7 @@ pub async fn raw_reference(
                         &ListParams::default().labels(selector).limit(PAGE),
                     )
                     .await
-                    .with_context(|| format!("deleting the raw Secrets of {ns}"))?;
+                    .with_context(|| format!("deleting the Secrets {selector} of {ns}"))?;
                 Ok(())
             },
         )
@@ -404,15 +412,15 @@ pub async fn raw_reference(
         let left = all
             .list_metadata(&ListParams::default().labels(selector).limit(1))
             .await
-            .context("listing the raw Secrets left")?;
+            .context("listing the Secrets left")?;
         if left.items.is_empty() {
-            break;
+            return Ok(());
         }
         if pass == 100 {
-            bail!("raw Secrets are left after 100 DELETECOLLECTION passes");
+            bail!("Secrets {selector} are left after 100 DELETECOLLECTION passes");
         }
     }
-    Ok(secs)
+    Ok(())
 }
 
 pub fn machine() -> BTreeMap<String, String> {
