@@ -29,6 +29,8 @@ use serde_json::json;
 
 use super::{
     Item, LABEL_RAW, LABEL_RUN, Names, PAGE, Params,
+    probe::{Counts, delta},
+    procs::{Servers, clock_ticks},
     setup::{bounded, create, delete_labelled, raw_secret},
 };
 use crate::common::TestEnv;
@@ -36,18 +38,27 @@ use crate::common::TestEnv;
 /// The operator's field manager (src/controller/mod.rs `FIELD_MANAGER`).
 const FIELD_MANAGER: &str = "secret-relay";
 
-/// Makes the floor's requests for `items` (whose ExternalSecrets exist, status empty);
-/// returns the seconds they took. The ExternalSecrets are left with an empty status and no
-/// Secret of the floor is left.
+/// What the floor took: seconds, and the CPU seconds of each test-environment server and of
+/// the benchmark's own process (the floor's client) meanwhile.
+pub struct Floor {
+    pub secs: f64,
+    pub cpu_secs: Counts,
+}
+
+/// Makes the floor's requests for `items` (whose ExternalSecrets exist, status empty). The
+/// ExternalSecrets are left with an empty status and no Secret of the floor is left.
 pub async fn floor_reference(
     env: &TestEnv,
     p: &Params,
     names: &Names,
     items: &[Item],
     retries: &AtomicU64,
-) -> Result<f64> {
+) -> Result<Floor> {
     let uids = external_secret_uids(env, names).await?;
     let uids = &uids;
+    let servers = Servers::find(env);
+    let ticks = clock_ticks();
+    let cpu_before = servers.cpu(ticks);
     let started = Instant::now();
     let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let now = &now;
@@ -83,13 +94,14 @@ pub async fn floor_reference(
     })
     .await?;
     let secs = started.elapsed().as_secs_f64();
+    let cpu_secs = delta(&servers.cpu(ticks), &cpu_before);
     bounded(items.to_vec(), p.create_concurrency, |it| async move {
         let ns = &names.namespaces[it.ns];
         patch_status(env, ns, &it.name, &json!({"status": null}), retries).await
     })
     .await?;
     delete_labelled(env, p, names, &format!("{LABEL_RAW}={}", names.run)).await?;
-    Ok(secs)
+    Ok(Floor { secs, cpu_secs })
 }
 
 /// `SecretStore/ssm`, as the operator names a store in its Ready message.

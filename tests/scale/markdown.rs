@@ -409,6 +409,39 @@ fn initial_rows(md: &mut String, runs: &[&Results]) {
     row(
         md,
         runs,
+        "CPU by process during the floor, s (the floor's client is the benchmark)",
+        &|r| {
+            if r.floor_cpu_secs.is_empty() {
+                return "—".into();
+            }
+            let total: f64 = r.floor_cpu_secs.values().sum();
+            let mut parts: Vec<String> = r
+                .floor_cpu_secs
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", num(*v)))
+                .collect();
+            parts.push(format!("all: {}", num(total)));
+            parts.join("<br>")
+        },
+    );
+    row(
+        md,
+        runs,
+        "CPU of all processes: initial sync / floor",
+        &|r| {
+            let floor: f64 = r.floor_cpu_secs.values().sum();
+            let sync =
+                r.initial.operator_cpu_secs + r.initial.server_cpu_secs.values().sum::<f64>();
+            if floor > 0.0 && sync > 0.0 {
+                format!("{} / {} = {:.2}×", num(sync), num(floor), sync / floor)
+            } else {
+                "—".into()
+            }
+        },
+    );
+    row(
+        md,
+        runs,
         "operator RSS when all Ready, MiB (per instance)",
         &|r| per_instance(r, r.rss_at_ready_mib, |i| i.rss_at_ready_mib),
     );

@@ -234,6 +234,9 @@ pub struct Results {
     /// operator's metadata, each followed by its ExternalSecret's status merge PATCH, at the
     /// same concurrency, seconds (runs made before it have none).
     pub floor_secs: Option<f64>,
+    /// CPU seconds of each server and of the benchmark's process (the floor's client) while
+    /// the floor ran.
+    pub floor_cpu_secs: BTreeMap<String, f64>,
     /// Create requests retried (429, 5xx, time-outs) while setting up.
     pub create_retries: u64,
     /// Operator start → every ExternalSecret Ready.
