@@ -28,7 +28,9 @@ def pairs(runs):
     single = [
         r
         for r in runs
-        if r.get("shards") == 1 and r.get("aws_service") in (None, "ParameterStore")
+        if r.get("shards") == 1
+        and r.get("aws_service") in (None, "ParameterStore")
+        and r.get("events") in (None, "changes")
     ]
     out = []
     for i, r in enumerate(single):

@@ -13,6 +13,8 @@
 //! `cluster`), `SECRET_RELAY_BENCH_REFRESH_SECS` (60), `SECRET_RELAY_BENCH_CREATE_CONCURRENCY`
 //! (16), `SECRET_RELAY_BENCH_OPERATOR_CONCURRENCY` (16, per instance),
 //! `SECRET_RELAY_BENCH_SHARDS` (1: K operator instances, one per shard label),
+//! `SECRET_RELAY_BENCH_EVENTS` (`changes`, the operator's default, or `failures`: its
+//! `--events`),
 //! `SECRET_RELAY_BENCH_READY_TIMEOUT_SECS` (1800; 3600 from N = 100,000),
 //! `SECRET_RELAY_BENCH_INITIAL_ONLY` (`true`: stop after the initial sync, for quick
 //! experiments; write those reports elsewhere), `SECRET_RELAY_BENCH_BIN` (the operator binary;
@@ -78,7 +80,12 @@ async fn scale_benchmark() {
             "SECRET_RELAY_BENCH_AWS_SERVICE",
             "ParameterStore".to_string(),
         ),
+        events: var("SECRET_RELAY_BENCH_EVENTS", "changes".to_string()),
     };
+    assert!(
+        ["changes", "failures"].contains(&p.events.as_str()),
+        "SECRET_RELAY_BENCH_EVENTS: changes or failures"
+    );
     assert!(
         ["ParameterStore", "SecretsManager"].contains(&p.aws_service.as_str()),
         "SECRET_RELAY_BENCH_AWS_SERVICE: ParameterStore or SecretsManager"

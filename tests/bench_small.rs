@@ -42,6 +42,7 @@ async fn scale_invariants_at_n100() {
         log_dir,
         initial_only: false,
         aws_service: "ParameterStore".into(),
+        events: "changes".into(),
     };
     let started = Instant::now();
     let r = scale::run(&env, &p).await.expect("benchmark set-up");

@@ -100,8 +100,12 @@ fn head(r: &Results) -> String {
     } else {
         ""
     };
+    let events = r
+        .events_label()
+        .map(|e| format!(", {e}"))
+        .unwrap_or_default();
     format!(
-        "N = {} ({}{shards}{service})",
+        "N = {} ({}{shards}{service}{events})",
         thousands(r.n as f64),
         r.store_kind
     )
@@ -187,17 +191,10 @@ fn cycle_rows(md: &mut String, runs: &[&Results], pick: &dyn Fn(&Results) -> Opt
 
 /// The latest run of each configuration, ordered by store kind, shards, N.
 fn latest(runs: &[Results]) -> Vec<&Results> {
-    let mut by: BTreeMap<(String, String, usize, usize), &Results> = BTreeMap::new();
+    let mut by: BTreeMap<(&str, &str, usize, &str, usize), &Results> = BTreeMap::new();
     for r in runs {
-        by.insert(
-            (
-                r.aws_service.clone(),
-                r.store_kind.clone(),
-                r.shard_count(),
-                r.n,
-            ),
-            r,
-        );
+        let (n, store_kind, shards, aws_service, events) = r.configuration();
+        by.insert((aws_service, store_kind, shards, events, n), r);
     }
     by.into_values().collect()
 }
@@ -733,10 +730,18 @@ fn every_run(md: &mut String, all: &[Results]) {
             "| {} | {commit} | {} | {} | {} | {} | {} | {ready} | {ratio} | {} | {rss} | {} | {reverified} | {writes} | {calls} |",
             r.started_at,
             thousands(r.n as f64),
-            if r.secrets_manager() {
-                format!("{} (Secrets Manager)", r.store_kind)
-            } else {
-                r.store_kind.clone()
+            {
+                let notes: Vec<String> = r
+                    .secrets_manager()
+                    .then(|| "Secrets Manager".to_string())
+                    .into_iter()
+                    .chain(r.events_label())
+                    .collect();
+                if notes.is_empty() {
+                    r.store_kind.clone()
+                } else {
+                    format!("{} ({})", r.store_kind, notes.join(", "))
+                }
             },
             r.shard_count(),
             opt(r.raw_create_secs),

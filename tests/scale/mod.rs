@@ -88,6 +88,9 @@ pub struct Params {
     /// The AWS half's service: `ParameterStore` (SSM parameters) or `SecretsManager` (secrets
     /// of the same names).
     pub aws_service: String,
+    /// The operators' `--events`: `changes` (their default: an Event per Secret change) or
+    /// `failures` (warnings only), to see what the Events cost the whole run.
+    pub events: String,
 }
 
 impl Params {
@@ -233,6 +236,7 @@ pub async fn run(env: &TestEnv, p: &Params) -> Result<Results> {
         .into(),
         shards: p.shard_count(),
         aws_service: p.aws_service.clone(),
+        events: p.events.clone(),
         refresh_interval: format!("{}s", p.refresh_secs),
         create_concurrency: p.create_concurrency,
         operator_concurrency: p.operator_concurrency,

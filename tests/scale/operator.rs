@@ -95,7 +95,8 @@ impl Operator {
         let mut cmd = tokio::process::Command::new(&p.operator_bin);
         cmd.arg("run")
             .args(["--admin-addr", &admin.to_string()])
-            .args(["--concurrency", &p.operator_concurrency.to_string()]);
+            .args(["--concurrency", &p.operator_concurrency.to_string()])
+            .args(["--events", &p.events]);
         if let Some(ns) = scope {
             cmd.args(["--namespace", ns, "--no-cluster-stores"]);
         }

@@ -216,6 +216,10 @@ pub struct Results {
     /// Secrets Manager existed have none: Parameter Store).
     #[serde(default = "parameter_store")]
     pub aws_service: String,
+    /// The operators' `--events` (`changes` or `failures`; runs made before the flag
+    /// existed have none: they published an Event per change, as `changes` does).
+    #[serde(default = "changes")]
+    pub events: String,
     pub stores: usize,
     pub refresh_interval: String,
     pub create_concurrency: usize,
@@ -286,20 +290,39 @@ fn parameter_store() -> String {
     "ParameterStore".into()
 }
 
+fn changes() -> String {
+    "changes".into()
+}
+
 impl Results {
     /// Operator instances (1 for runs made before shards existed).
     pub fn shard_count(&self) -> usize {
         self.shards.max(1)
     }
 
-    /// The configuration a run is compared within: (N, store kind, shards, AWS service).
-    pub fn configuration(&self) -> (usize, &str, usize, &str) {
+    /// The configuration a run is compared within: (N, store kind, shards, AWS service,
+    /// `--events`).
+    pub fn configuration(&self) -> (usize, &str, usize, &str, &str) {
         (
             self.n,
             self.store_kind.as_str(),
             self.shard_count(),
             self.aws_service.as_str(),
+            self.events.as_str(),
         )
+    }
+
+    /// [`Results::configuration`] with N replaced by `n`: the run of the same configuration
+    /// at another size.
+    pub fn configuration_at(&self, n: usize) -> (usize, &str, usize, &str, &str) {
+        let (_, store_kind, shards, aws_service, events) = self.configuration();
+        (n, store_kind, shards, aws_service, events)
+    }
+
+    /// How the configuration's name says its `--events`: nothing for the default
+    /// (`changes`), else `--events failures`.
+    pub fn events_label(&self) -> Option<String> {
+        (self.events != "changes").then(|| format!("--events {}", self.events))
     }
 
     /// Whether the AWS half read Secrets Manager (else Parameter Store).

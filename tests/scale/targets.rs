@@ -224,19 +224,16 @@ fn restart_targets(r: &Results) -> Vec<Target> {
 }
 
 /// Linear growth at N = 100,000 (issue 28, after issue 14's 10.5×): all Ready ≤ 11 × the
-/// latest 10,000 run of the same store kind, shard count and AWS service in `previous` (n/a
+/// latest 10,000 run of the same store kind, shard count, AWS service and `--events` in `previous` (n/a
 /// when there is none), peak RSS ≤ 160 MiB.
 /// Added to `r.targets` (needs the other runs, so it is not part of [`targets`]).
 pub fn linear_targets(r: &mut Results, previous: &[Results]) {
     if r.n != 100_000 {
         return;
     }
-    let base = previous.iter().rfind(|b| {
-        b.n == 10_000
-            && b.store_kind == r.store_kind
-            && b.shard_count() == r.shard_count()
-            && b.aws_service == r.aws_service
-    });
+    let base = previous
+        .iter()
+        .rfind(|b| b.configuration() == r.configuration_at(10_000));
     let from = base
         .map(|b| format!(" (the 10,000 run of {})", b.started_at))
         .unwrap_or_default();
