@@ -7,6 +7,9 @@
 #   hack/bench.sh                                    N = 1000, then N = 10000
 #   hack/bench.sh 1000 ...                           the given N (multiples of 20)
 #   hack/bench.sh 100000                             the 100,000 run (opt-in, as 10000 is)
+#   hack/bench.sh --page                             BENCHMARKS.md made again from
+#                                                    BENCHMARKS.json, no run (after a change
+#                                                    of the page's layout)
 #   SECRET_RELAY_BENCH_SHARDS=2 hack/bench.sh 10000  2 operator instances, one per shard
 #                                                    (label secret-relay.dev/shard=shard-<j>)
 #   SECRET_RELAY_BENCH_STORES=cluster hack/bench.sh  two ClusterSecretStores instead of a
@@ -24,6 +27,9 @@
 # SECRET_RELAY_BENCH_TIMEOUT bounds each N as a whole (default 45m, 120m from N = 100000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = --page ]; then
+  exec cargo test --release --test bench_scale -- --ignored --exact rewrite_page
+fi
 sizes=("$@")
 if [ ${#sizes[@]} -eq 0 ]; then
   sizes=(1000 10000)

@@ -115,6 +115,16 @@ async fn scale_benchmark() {
     );
 }
 
+/// `hack/bench.sh --page`: BENCHMARKS.md made again from BENCHMARKS.json (in
+/// `SECRET_RELAY_BENCH_OUT`, default the repo) without a run, after a change of the page.
+#[test]
+#[ignore = "rewrites BENCHMARKS.md: run by hack/bench.sh --page"]
+fn rewrite_page() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = var("SECRET_RELAY_BENCH_OUT", root);
+    scale::report::rewrite_page(&out).expect("rewriting BENCHMARKS.md");
+}
+
 /// The reports keep every run: a run appended to a copy of the repository's BENCHMARKS.json
 /// leaves the earlier ones in place, and the page has a line for each of them.
 #[test]

@@ -368,6 +368,15 @@ pub fn write_reports(dir: &Path, run: &Results) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites `dir/BENCHMARKS.md` from `dir/BENCHMARKS.json` as it is (no run added): the page
+/// after a change of its layout.
+pub fn rewrite_page(dir: &Path) -> Result<()> {
+    let file = load(dir)?;
+    let md_path = dir.join("BENCHMARKS.md");
+    std::fs::write(&md_path, super::markdown::markdown(&file.runs))
+        .with_context(|| format!("writing {}", md_path.display()))
+}
+
 /// Whether a `"VERB resource..."` key of a window's kube requests is about a resource the
 /// operator reads or writes (Secrets, ExternalSecrets and their status, stores, Events,
 /// Namespaces).
