@@ -7,6 +7,10 @@
 #   hack/bench.sh                                    N = 1000, then N = 10000
 #   hack/bench.sh 1000 ...                           the given N (multiples of 20)
 #   hack/bench.sh 100000                             the 100,000 run (opt-in, as 10000 is)
+#   SECRET_RELAY_BENCH_PPROF_SECS=20 SECRET_RELAY_BENCH_OUT=/tmp/x hack/bench.sh 10000
+#                                                    kube-apiserver's CPU profiles of the floor
+#                                                    and the initial sync (20 s each) in
+#                                                    target/bench/apiserver-*.pprof
 #   hack/bench.sh --page                             BENCHMARKS.md made again from
 #                                                    BENCHMARKS.json, no run (after a change
 #                                                    of the page's layout)
@@ -41,6 +45,10 @@ for n in "${sizes[@]}"; do
   fi
 done
 
+if [ -n "${SECRET_RELAY_BENCH_PPROF_SECS:-}" ] && [ "$SECRET_RELAY_BENCH_PPROF_SECS" != 0 ]; then
+  # kube-apiserver's CPU profiles of the floor and the initial sync (tests/scale/pprof.rs)
+  export SECRET_RELAY_TESTENV_PROFILING=1
+fi
 cargo build --release --bin secret-relay
 cargo test --release --test bench_scale --no-run
 target_dir="${CARGO_TARGET_DIR:-target}"

@@ -14,7 +14,8 @@
 //! (16), `SECRET_RELAY_BENCH_OPERATOR_CONCURRENCY` (16, per instance),
 //! `SECRET_RELAY_BENCH_SHARDS` (1: K operator instances, one per shard label),
 //! `SECRET_RELAY_BENCH_EVENTS` (`changes`, the operator's default, or `failures`: its
-//! `--events`),
+//! `--events`), `SECRET_RELAY_BENCH_PPROF_SECS` (0; S: kube-apiserver's CPU profile of S
+//! seconds in the floor and in the initial sync, `tests/scale/pprof.rs`),
 //! `SECRET_RELAY_BENCH_READY_TIMEOUT_SECS` (1800; 3600 from N = 100,000),
 //! `SECRET_RELAY_BENCH_INITIAL_ONLY` (`true`: stop after the initial sync, for quick
 //! experiments; write those reports elsewhere), `SECRET_RELAY_BENCH_BIN` (the operator binary;
@@ -81,6 +82,7 @@ async fn scale_benchmark() {
             "ParameterStore".to_string(),
         ),
         events: var("SECRET_RELAY_BENCH_EVENTS", "changes".to_string()),
+        pprof_secs: var("SECRET_RELAY_BENCH_PPROF_SECS", 0),
     };
     assert!(
         ["changes", "failures"].contains(&p.events.as_str()),

@@ -43,6 +43,7 @@ async fn scale_invariants_at_n100() {
         initial_only: false,
         aws_service: "ParameterStore".into(),
         events: "changes".into(),
+        pprof_secs: 0,
     };
     let started = Instant::now();
     let r = scale::run(&env, &p).await.expect("benchmark set-up");

@@ -20,6 +20,7 @@ mod floor;
 mod markdown;
 mod operator;
 mod phases;
+mod pprof;
 mod probe;
 mod procs;
 mod provider_counts;
@@ -91,6 +92,9 @@ pub struct Params {
     /// The operators' `--events`: `changes` (their default: an Event per Secret change) or
     /// `failures` (warnings only), to see what the Events cost the whole run.
     pub events: String,
+    /// Seconds of kube-apiserver's CPU profile to take in the floor and in the initial sync
+    /// (`pprof`); 0: none.
+    pub pprof_secs: u64,
 }
 
 impl Params {
@@ -282,7 +286,9 @@ pub async fn run(env: &TestEnv, p: &Params) -> Result<Results> {
         r.raw_create_per_sec = Some(p.n as f64 / secs);
         log(format!("raw: created {} Secrets in {secs:.1} s", p.n));
         r.load_average.insert("3b floor".into(), procs::loadavg());
+        let profile = pprof::start(env, p, "floor");
         let floor = floor::floor_reference(env, p, &names, &items, &retries).await?;
+        r.notes.extend(profile.finish(p.pprof_secs).await);
         r.floor_secs = Some(floor.secs);
         r.floor_cpu_secs = floor.cpu_secs;
         log(format!(
