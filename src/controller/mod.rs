@@ -197,9 +197,10 @@ pub struct Config {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum EventPolicy {
     /// `Created`, `Updated` and `Deleted` when a sync changed the Secret, and a `SyncFailed`
-    /// warning for each failure (an unchanged refresh publishes nothing). At N = 10,000 the
-    /// initial sync's 10,000 `Created` Events are about 15 % of the API server's work
-    /// (BENCHMARKS.md): the default, since they are made only when a Secret changes.
+    /// warning for each failure (an unchanged refresh publishes nothing). At N = 10,000 on two
+    /// cores the initial sync's 10,000 `Created` Events took all Ready from 1.41 × to 1.52 ×
+    /// the floor (BENCHMARKS.md, `SECRET_RELAY_BENCH_EVENTS`): the default, since they are
+    /// made only when a Secret changes and `kubectl describe` shows them.
     #[default]
     Changes,
     /// Only the `SyncFailed` warnings (and other warnings): no Event for a sync that worked.
