@@ -32,7 +32,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --page ]; then
-  exec cargo test --release --test bench_scale -- --ignored --exact rewrite_page
+  SECRET_RELAY_BENCH_REWRITE_PAGE=true exec cargo test --release --test bench_scale -- \
+    --exact page_is_made_from_every_run
 fi
 sizes=("$@")
 if [ ${#sizes[@]} -eq 0 ]; then

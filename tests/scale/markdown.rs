@@ -95,17 +95,13 @@ fn head(r: &Results) -> String {
         1 => String::new(),
         k => format!(", {k} shards"),
     };
-    let service = if r.secrets_manager() {
-        ", Secrets Manager"
-    } else {
-        ""
-    };
-    let events = r
-        .events_label()
-        .map(|e| format!(", {e}"))
-        .unwrap_or_default();
+    let variants: String = r
+        .variant_labels()
+        .iter()
+        .map(|v| format!(", {v}"))
+        .collect();
     format!(
-        "N = {} ({}{shards}{service}{events})",
+        "N = {} ({}{shards}{variants})",
         thousands(r.n as f64),
         r.store_kind
     )
@@ -736,18 +732,9 @@ fn every_run(md: &mut String, all: &[Results]) {
             "| {} | {commit} | {} | {} | {} | {} | {} | {ready} | {ratio} | {} | {rss} | {} | {reverified} | {writes} | {calls} |",
             r.started_at,
             thousands(r.n as f64),
-            {
-                let notes: Vec<String> = r
-                    .secrets_manager()
-                    .then(|| "Secrets Manager".to_string())
-                    .into_iter()
-                    .chain(r.events_label())
-                    .collect();
-                if notes.is_empty() {
-                    r.store_kind.clone()
-                } else {
-                    format!("{} ({})", r.store_kind, notes.join(", "))
-                }
+            match r.variant_labels() {
+                v if v.is_empty() => r.store_kind.clone(),
+                v => format!("{} ({})", r.store_kind, v.join(", ")),
             },
             r.shard_count(),
             opt(r.raw_create_secs),

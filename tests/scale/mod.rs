@@ -288,7 +288,7 @@ pub async fn run(env: &TestEnv, p: &Params) -> Result<Results> {
         r.load_average.insert("3b floor".into(), procs::loadavg());
         let profile = pprof::start(env, p, "floor");
         let floor = floor::floor_reference(env, p, &names, &items, &retries).await?;
-        r.notes.extend(profile.finish(p.pprof_secs).await);
+        r.notes.extend(profile.finish().await);
         r.floor_secs = Some(floor.secs);
         r.floor_cpu_secs = floor.cpu_secs;
         log(format!(

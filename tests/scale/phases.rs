@@ -46,7 +46,7 @@ pub async fn initial_sync(
     let (all_ready, died) =
         wait_all_ready(cx.watch, keys, &mut fleet, p.ready_timeout, "initial sync").await;
     let t1 = Instant::now();
-    r.notes.extend(profile.finish(p.pprof_secs).await);
+    r.notes.extend(profile.finish().await);
     r.all_ready = all_ready;
     r.ready_count = cx.watch.ready_count(keys);
     if let Some(d) = died {

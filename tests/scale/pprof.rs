@@ -19,8 +19,9 @@ use crate::common::TestEnv;
 /// How long after its phase starts a profile begins: past the phase's first requests.
 const DELAY: Duration = Duration::from_secs(3);
 
-/// A profile being taken in the background (none when `pprof_secs` is 0).
-pub struct Profile(Option<(String, JoinHandle<Result<PathBuf>>)>);
+/// A profile being taken in the background: its phase, seconds and task (none when
+/// `pprof_secs` is 0).
+pub struct Profile(Option<(String, u64, JoinHandle<Result<PathBuf>>)>);
 
 /// Starts taking the profile of `phase` (a file-name word: `floor`, `initial-sync`).
 pub fn start(env: &TestEnv, p: &Params, phase: &str) -> Profile {
@@ -56,13 +57,13 @@ pub fn start(env: &TestEnv, p: &Params, phase: &str) -> Profile {
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     });
-    Profile(Some((phase.to_string(), task)))
+    Profile(Some((phase.to_string(), secs, task)))
 }
 
 impl Profile {
     /// Waits for the profile; a line for the run's observations: where it is, or why not.
-    pub async fn finish(self, secs: u64) -> Option<String> {
-        let (phase, task) = self.0?;
+    pub async fn finish(self) -> Option<String> {
+        let (phase, secs, task) = self.0?;
         Some(match task.await {
             Ok(Ok(path)) => format!(
                 "kube-apiserver's CPU profile of the {phase}: {secs} s from {} s after it \

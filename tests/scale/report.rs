@@ -319,10 +319,14 @@ impl Results {
         (n, store_kind, shards, aws_service, events)
     }
 
-    /// How the configuration's name says its `--events`: nothing for the default
-    /// (`changes`), else `--events failures`.
-    pub fn events_label(&self) -> Option<String> {
-        (self.events != "changes").then(|| format!("--events {}", self.events))
+    /// What sets the configuration apart from the default besides N, store kind and shards,
+    /// as its name says it: `Secrets Manager` for the AWS half, `--events failures`.
+    pub fn variant_labels(&self) -> Vec<String> {
+        self.secrets_manager()
+            .then(|| "Secrets Manager".to_string())
+            .into_iter()
+            .chain((self.events != "changes").then(|| format!("--events {}", self.events)))
+            .collect()
     }
 
     /// Whether the AWS half read Secrets Manager (else Parameter Store).
@@ -371,10 +375,13 @@ pub fn write_reports(dir: &Path, run: &Results) -> Result<()> {
 /// Rewrites `dir/BENCHMARKS.md` from `dir/BENCHMARKS.json` as it is (no run added): the page
 /// after a change of its layout.
 pub fn rewrite_page(dir: &Path) -> Result<()> {
-    let file = load(dir)?;
     let md_path = dir.join("BENCHMARKS.md");
-    std::fs::write(&md_path, super::markdown::markdown(&file.runs))
-        .with_context(|| format!("writing {}", md_path.display()))
+    std::fs::write(&md_path, page(dir)?).with_context(|| format!("writing {}", md_path.display()))
+}
+
+/// The BENCHMARKS.md that `dir/BENCHMARKS.json` makes.
+pub fn page(dir: &Path) -> Result<String> {
+    Ok(super::markdown::markdown(&load(dir)?.runs))
 }
 
 /// Whether a `"VERB resource..."` key of a window's kube requests is about a resource the
