@@ -7,6 +7,14 @@ Reads the two CPU profiles a profiled scale run leaves in target/bench:
         SECRET_RELAY_BENCH_OUT=/tmp/prof hack/bench.sh 10000
     python3 hack/bench_profile.py [N]        # N = 10000 by default
 
+or of the whole of both phases (each profile starts with its phase and runs S seconds, longer
+than the phase; the run waits for it before its next phase, so its tail is an idle API
+server's background work, which both profiles have):
+
+    SECRET_RELAY_BENCH_PPROF_SECS=60 SECRET_RELAY_BENCH_PPROF_DELAY_SECS=0 \\
+        SECRET_RELAY_BENCH_INITIAL_ONLY=true SECRET_RELAY_BENCH_OUT=/tmp/prof hack/bench.sh 10000
+    python3 hack/bench_profile.py N --whole  # writes BENCHMARKS-sync-profile-whole.md
+
 (apiserver-floor-N.pprof: the benchmark's own Secret POSTs and status PATCHes, no operator;
 apiserver-initial-sync-N.pprof: the operator's initial sync), and writes
 BENCHMARKS-sync-profile.md at the repo root (SECRET_RELAY_BENCH_OUT elsewhere).
@@ -57,7 +65,9 @@ def total(path, focus):
 
 
 def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+    args = [a for a in sys.argv[1:] if a != "--whole"]
+    whole = "--whole" in sys.argv[1:]
+    n = int(args[0]) if args else 10000
     bench = os.path.join(ROOT, "target", "bench")
     floor = os.path.join(bench, f"apiserver-floor-{n}.pprof")
     sync = os.path.join(bench, f"apiserver-initial-sync-{n}.pprof")
@@ -73,11 +83,15 @@ def main():
             f"| {name} | {f[name]:.2f} | {s[name]:.2f} | {scaled:.2f} | {scaled - f[name]:+.2f} "
             f"({100 * (scaled - f[name]) / f[everything]:+.1f} %) |")
     md = [
-        "# kube-apiserver in the initial sync against the floor",
+        "# kube-apiserver in the initial sync against the floor"
+        + (", whole phases" if whole else ""),
         "",
-        f"Made by `python3 hack/bench_profile.py {n}` from `target/bench/apiserver-floor-{n}.pprof` "
+        f"Made by `python3 hack/bench_profile.py {n}{' --whole' if whole else ''}` from `target/bench/apiserver-floor-{n}.pprof` "
         f"and `target/bench/apiserver-initial-sync-{n}.pprof` (method: its docstring). CPU "
-        "seconds of kube-apiserver's samples under each category in each profile's window; the "
+        "seconds of kube-apiserver's samples under each category in each profile's window ("
+        + ("the whole phase, from its first request, and an idle tail until the profile's end"
+           if whole else "a window of the phase's middle")
+        + "); the "
         f"sync's scaled by {scale:.3f} (floor status PATCH CPU / sync status PATCH CPU) to the "
         "floor's number of ExternalSecrets.",
         "",
@@ -87,7 +101,8 @@ def main():
         "",
     ]
     out = os.environ.get("SECRET_RELAY_BENCH_OUT", ROOT)
-    with open(os.path.join(out, "BENCHMARKS-sync-profile.md"), "w") as fh:
+    page = "BENCHMARKS-sync-profile-whole.md" if whole else "BENCHMARKS-sync-profile.md"
+    with open(os.path.join(out, page), "w") as fh:
         fh.write("\n".join(md))
     print("\n".join(md))
 

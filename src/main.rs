@@ -14,7 +14,9 @@ use secret_relay::{admin, controller, leader, plugin};
 
 /// jemalloc instead of the C library's allocator (musl's in the image): far less CPU per
 /// allocation for a process that parses and drops many small objects, and less memory held
-/// after peaks (BENCHMARKS.md).
+/// after peaks (BENCHMARKS.md). The `system-allocator` feature leaves the C library's in place,
+/// for heap profilers that interpose on `malloc` (heaptrack: `hack/heap-profile.sh`).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -29,6 +31,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// with these options (at 86a62c9) and 64.7 MiB without (at bbdf11c).
 // SAFETY: a NUL-terminated constant that jemalloc reads (as `const char *`) and never writes;
 // the `_rjem_` prefix is tikv-jemalloc-sys's for all of jemalloc's symbols.
+#[cfg(not(feature = "system-allocator"))]
 #[allow(unsafe_code)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: &[u8; 30] = b"narenas:2,dirty_decay_ms:1000\0";

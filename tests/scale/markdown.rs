@@ -444,6 +444,12 @@ fn initial_rows(md: &mut String, runs: &[&Results]) {
         "operator RSS when all Ready, MiB (per instance)",
         &|r| per_instance(r, r.rss_at_ready_mib, |i| i.rss_at_ready_mib),
     );
+    row(
+        md,
+        runs,
+        "of it file-backed (RssFile: the binary's code and read-only data), MiB",
+        &|r| per_instance(r, r.rss_file_at_ready_mib, |i| i.rss_file_at_ready_mib),
+    );
 }
 
 fn changed_rows(md: &mut String, runs: &[&Results]) {

@@ -95,6 +95,10 @@ pub struct Params {
     /// Seconds of kube-apiserver's CPU profile to take in the floor and in the initial sync
     /// (`pprof`); 0: none.
     pub pprof_secs: u64,
+    /// Seconds after its phase starts that a profile begins: 3 (past the phase's first
+    /// requests, a window of its middle), or 0 with `pprof_secs` longer than the phase for a
+    /// profile of the whole phase (its start-up LISTs and its tail included).
+    pub pprof_delay_secs: u64,
 }
 
 impl Params {

@@ -46,7 +46,6 @@ pub async fn initial_sync(
     let (all_ready, died) =
         wait_all_ready(cx.watch, keys, &mut fleet, p.ready_timeout, "initial sync").await;
     let t1 = Instant::now();
-    r.notes.extend(profile.finish().await);
     r.all_ready = all_ready;
     r.ready_count = cx.watch.ready_count(keys);
     if let Some(d) = died {
@@ -93,14 +92,20 @@ pub async fn initial_sync(
         ));
     }
     let rss = fleet.memory("VmRSS:");
+    let file = fleet.memory("RssFile:");
+    let largest =
+        (0..rss.len()).max_by(|&a, &b| rss[a].unwrap_or(0.0).total_cmp(&rss[b].unwrap_or(0.0)));
     r.rss_at_ready_mib = rss.iter().flatten().copied().reduce(f64::max);
+    r.rss_file_at_ready_mib = largest.and_then(|i| file[i]);
     r.instances = fleet
         .selectors()
         .into_iter()
         .zip(rss)
-        .map(|(selector, rss)| Instance {
+        .zip(file)
+        .map(|((selector, rss), file)| Instance {
             selector,
             rss_at_ready_mib: rss,
+            rss_file_at_ready_mib: file,
             ..Default::default()
         })
         .collect();
@@ -121,6 +126,8 @@ pub async fn initial_sync(
         }
         r.initial = w;
     }
+    // After the window's end (all Ready): a profile of the whole phase runs on past it.
+    r.notes.extend(profile.finish().await);
     Ok(fleet)
 }
 

@@ -3,10 +3,15 @@
 //! (hack/bench.sh then starts the test environment's API server with `--profiling`).
 //!
 //! Each profile is Go's `/debug/pprof/profile?seconds=S`, read with `kubectl get --raw` (the
-//! admin kubeconfig) from [`DELAY`] after its phase starts, and saved as
+//! admin kubeconfig) from `pprof_delay_secs` (D) after its phase starts, and saved as
 //! `<log_dir>/apiserver-<phase>-<N>.pprof` for `go tool pprof` (`-top`, or `-diff_base` the
-//! floor's). The phase should outlast `DELAY + S`, or the profile's tail is of the next phase:
-//! at N = 10,000 the floor takes about 28 s and the initial sync about 45 s, so S = 20 fits.
+//! floor's). Two uses:
+//! - a window of the phase's middle: D = 3 (past its first requests) and a phase that outlasts
+//!   D + S; at N = 10,000 the floor takes about 28 s and the initial sync about 45 s, so S = 20
+//!   fits;
+//! - the whole phase: D = 0 and S longer than the phase. The run waits for the profile before
+//!   its next phase, so the profile's tail is of an idle API server (its own background work,
+//!   which the floor's profile has too), never of the next phase.
 
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
@@ -16,12 +21,9 @@ use tokio::task::JoinHandle;
 use super::Params;
 use crate::common::TestEnv;
 
-/// How long after its phase starts a profile begins: past the phase's first requests.
-const DELAY: Duration = Duration::from_secs(3);
-
-/// A profile being taken in the background: its phase, seconds and task (none when
+/// A profile being taken in the background: its phase, seconds, delay and task (none when
 /// `pprof_secs` is 0).
-pub struct Profile(Option<(String, u64, JoinHandle<Result<PathBuf>>)>);
+pub struct Profile(Option<(String, u64, u64, JoinHandle<Result<PathBuf>>)>);
 
 /// Starts taking the profile of `phase` (a file-name word: `floor`, `initial-sync`).
 pub fn start(env: &TestEnv, p: &Params, phase: &str) -> Profile {
@@ -31,9 +33,10 @@ pub fn start(env: &TestEnv, p: &Params, phase: &str) -> Profile {
     let kubectl = env.tool("KUBECTL");
     let kubeconfig = env.kubeconfig.clone();
     let secs = p.pprof_secs;
+    let delay = Duration::from_secs(p.pprof_delay_secs);
     let path = p.log_dir.join(format!("apiserver-{phase}-{}.pprof", p.n));
     let task = tokio::spawn(async move {
-        tokio::time::sleep(DELAY).await;
+        tokio::time::sleep(delay).await;
         let out = tokio::process::Command::new(kubectl)
             .args([
                 "get",
@@ -57,18 +60,18 @@ pub fn start(env: &TestEnv, p: &Params, phase: &str) -> Profile {
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     });
-    Profile(Some((phase.to_string(), secs, task)))
+    Profile(Some((phase.to_string(), secs, p.pprof_delay_secs, task)))
 }
 
 impl Profile {
     /// Waits for the profile; a line for the run's observations: where it is, or why not.
     pub async fn finish(self) -> Option<String> {
-        let (phase, secs, task) = self.0?;
+        let (phase, secs, delay, task) = self.0?;
         Some(match task.await {
             Ok(Ok(path)) => format!(
                 "kube-apiserver's CPU profile of the {phase}: {secs} s from {} s after it \
                  started, in {} (`go tool pprof -top`)",
-                DELAY.as_secs(),
+                delay,
                 path.strip_prefix(env!("CARGO_MANIFEST_DIR"))
                     .unwrap_or(&path)
                     .display()

@@ -133,6 +133,8 @@ pub struct Instance {
     pub selector: String,
     /// VmRSS when every ExternalSecret was Ready, MiB.
     pub rss_at_ready_mib: Option<f64>,
+    /// RssFile then (file-backed: the binary's code and read-only data mapped), MiB.
+    pub rss_file_at_ready_mib: Option<f64>,
     /// VmHWM at the end of the run, MiB.
     pub peak_rss_mib: Option<f64>,
     /// CPU seconds during the initial sync, and over the whole run.
@@ -266,6 +268,9 @@ pub struct Results {
     pub live_adds: Option<LiveAdds>,
     /// VmRSS when all were Ready (the largest instance's when sharded), MiB.
     pub rss_at_ready_mib: Option<f64>,
+    /// RssFile of the same instance then: the part of it that is the binary's code and
+    /// read-only data mapped from its file, not the heap, MiB.
+    pub rss_file_at_ready_mib: Option<f64>,
     /// VmHWM at the end of the run (the largest instance's when sharded), MiB.
     pub peak_rss_mib: Option<f64>,
     /// Each operator instance of the first generation.
