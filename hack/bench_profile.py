@@ -7,11 +7,11 @@ Reads the two CPU profiles a profiled scale run leaves in target/bench:
         SECRET_RELAY_BENCH_OUT=/tmp/prof hack/bench.sh 10000
     python3 hack/bench_profile.py [N]        # N = 10000 by default
 
-or of the whole of both phases (each profile starts with its phase and runs S seconds, longer
-than the phase; the run waits for it before its next phase, so its tail is an idle API
-server's background work, which both profiles have):
+or of the whole of both phases, each in profiles of S seconds back to back from its start
+(apiserver-PHASE-N-K.pprof, K = 0, 1, ...; the run waits for the last before its next step,
+so at most S seconds of an idle API server follow the phase in it):
 
-    SECRET_RELAY_BENCH_PPROF_SECS=60 SECRET_RELAY_BENCH_PPROF_DELAY_SECS=0 \\
+    SECRET_RELAY_BENCH_PPROF_SECS=5 SECRET_RELAY_BENCH_PPROF_WHOLE=true \\
         SECRET_RELAY_BENCH_INITIAL_ONLY=true SECRET_RELAY_BENCH_OUT=/tmp/prof hack/bench.sh 10000
     python3 hack/bench_profile.py N --whole  # writes BENCHMARKS-sync-profile-whole.md
 
@@ -27,6 +27,7 @@ number of ExternalSecrets as the floor's window, what the sync spends beyond the
 category. Needs the Go toolchain on PATH.
 """
 
+import glob
 import os
 import subprocess
 import sys
@@ -54,10 +55,10 @@ def seconds(v):
     return float(v)
 
 
-def total(path, focus):
+def total(paths, focus):
     out = subprocess.run(
         ["go", "tool", "pprof", "-top", "-nodecount=1000000", "-nodefraction=0",
-         f"-focus={focus}", path],
+         f"-focus={focus}", *paths],
         capture_output=True, text=True, check=True).stdout
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if "flat%" in line) + 1
@@ -69,8 +70,15 @@ def main():
     whole = "--whole" in sys.argv[1:]
     n = int(args[0]) if args else 10000
     bench = os.path.join(ROOT, "target", "bench")
-    floor = os.path.join(bench, f"apiserver-floor-{n}.pprof")
-    sync = os.path.join(bench, f"apiserver-initial-sync-{n}.pprof")
+    def profiles(phase):
+        if not whole:
+            return [os.path.join(bench, f"apiserver-{phase}-{n}.pprof")]
+        found = sorted(glob.glob(os.path.join(bench, f"apiserver-{phase}-{n}-*.pprof")))
+        if not found:
+            sys.exit(f"no apiserver-{phase}-{n}-K.pprof in {bench}")
+        return found
+    floor = profiles("floor")
+    sync = profiles("initial-sync")
     f = {name: total(floor, rx) for name, rx in CATEGORIES}
     s = {name: total(sync, rx) for name, rx in CATEGORIES}
     patch = CATEGORIES[1][0]
@@ -86,11 +94,13 @@ def main():
         "# kube-apiserver in the initial sync against the floor"
         + (", whole phases" if whole else ""),
         "",
-        f"Made by `python3 hack/bench_profile.py {n}{' --whole' if whole else ''}` from `target/bench/apiserver-floor-{n}.pprof` "
-        f"and `target/bench/apiserver-initial-sync-{n}.pprof` (method: its docstring). CPU "
+        f"Made by `python3 hack/bench_profile.py {n}{' --whole' if whole else ''}` from "
+        f"`target/bench/apiserver-floor-{n}{'-K' if whole else ''}.pprof` "
+        f"and `target/bench/apiserver-initial-sync-{n}{'-K' if whole else ''}.pprof` "
+        f"({len(floor)} and {len(sync)} profiles; method: its docstring). CPU "
         "seconds of kube-apiserver's samples under each category in each profile's window ("
-        + ("the whole phase, from its first request, and an idle tail until the profile's end"
-           if whole else "a window of the phase's middle")
+        + ("the whole phase, from its first request, and at most one chunk's seconds of an "
+           "idle API server after it" if whole else "a window of the phase's middle")
         + "); the "
         f"sync's scaled by {scale:.3f} (floor status PATCH CPU / sync status PATCH CPU) to the "
         "floor's number of ExternalSecrets.",

@@ -16,8 +16,8 @@
 //! `SECRET_RELAY_BENCH_EVENTS` (`changes`, the operator's default, or `failures`: its
 //! `--events`), `SECRET_RELAY_BENCH_PPROF_SECS` (0; S: kube-apiserver's CPU profile of S
 //! seconds in the floor and in the initial sync, `tests/scale/pprof.rs`),
-//! `SECRET_RELAY_BENCH_PPROF_DELAY_SECS` (3: each profile starts that long after its phase;
-//! 0, with S longer than either phase: profiles of the whole phases),
+//! `SECRET_RELAY_BENCH_PPROF_WHOLE` (`true`: profiles of the whole phases, back to back in
+//! chunks of S seconds, instead of one window of S seconds in each),
 //! `SECRET_RELAY_BENCH_READY_TIMEOUT_SECS` (1800; 3600 from N = 100,000),
 //! `SECRET_RELAY_BENCH_INITIAL_ONLY` (`true`: stop after the initial sync, for quick
 //! experiments; write those reports elsewhere), `SECRET_RELAY_BENCH_BIN` (the operator binary;
@@ -85,7 +85,7 @@ async fn scale_benchmark() {
         ),
         events: var("SECRET_RELAY_BENCH_EVENTS", "changes".to_string()),
         pprof_secs: var("SECRET_RELAY_BENCH_PPROF_SECS", 0),
-        pprof_delay_secs: var("SECRET_RELAY_BENCH_PPROF_DELAY_SECS", 3),
+        pprof_whole: var("SECRET_RELAY_BENCH_PPROF_WHOLE", false),
     };
     assert!(
         ["changes", "failures"].contains(&p.events.as_str()),

@@ -44,7 +44,7 @@ async fn scale_invariants_at_n100() {
         aws_service: "ParameterStore".into(),
         events: "changes".into(),
         pprof_secs: 0,
-        pprof_delay_secs: 0,
+        pprof_whole: false,
     };
     let started = Instant::now();
     let r = scale::run(&env, &p).await.expect("benchmark set-up");

@@ -8,9 +8,10 @@
 //!    (`Ready=True`, `observedGeneration`, `refreshTime`, `syncedResourceVersion`, `binding`),
 //!    under the operator's field manager.
 //!
-//! The seconds from the first request to the last answer are `floor_secs`. Then, untimed, the
-//! statuses are cleared again (`{"status": null}`) and the Secrets deleted, so that the
-//! operator starts from the same backlog as without the floor.
+//! The seconds from the first request to the last answer are `floor_secs`. Then, untimed
+//! ([`clean_up`], after a profile of the floor has ended), the statuses are cleared again
+//! (`{"status": null}`) and the Secrets deleted, so that the operator starts from the same
+//! backlog as without the floor.
 
 use std::{
     collections::HashMap,
@@ -45,8 +46,8 @@ pub struct Floor {
     pub cpu_secs: Counts,
 }
 
-/// Makes the floor's requests for `items` (whose ExternalSecrets exist, status empty). The
-/// ExternalSecrets are left with an empty status and no Secret of the floor is left.
+/// Makes the floor's requests for `items` (whose ExternalSecrets exist, status empty), leaving
+/// the Secrets and statuses it made for [`clean_up`].
 pub async fn floor_reference(
     env: &TestEnv,
     p: &Params,
@@ -95,13 +96,24 @@ pub async fn floor_reference(
     .await?;
     let secs = started.elapsed().as_secs_f64();
     let cpu_secs = delta(&servers.cpu(ticks), &cpu_before);
+    Ok(Floor { secs, cpu_secs })
+}
+
+/// Undoes [`floor_reference`]: the ExternalSecrets are left with an empty status and no Secret
+/// of the floor is left.
+pub async fn clean_up(
+    env: &TestEnv,
+    p: &Params,
+    names: &Names,
+    items: &[Item],
+    retries: &AtomicU64,
+) -> Result<()> {
     bounded(items.to_vec(), p.create_concurrency, |it| async move {
         let ns = &names.namespaces[it.ns];
         patch_status(env, ns, &it.name, &json!({"status": null}), retries).await
     })
     .await?;
-    delete_labelled(env, p, names, &format!("{LABEL_RAW}={}", names.run)).await?;
-    Ok(Floor { secs, cpu_secs })
+    delete_labelled(env, p, names, &format!("{LABEL_RAW}={}", names.run)).await
 }
 
 /// `SecretStore/ssm`, as the operator names a store in its Ready message.

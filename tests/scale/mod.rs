@@ -95,10 +95,9 @@ pub struct Params {
     /// Seconds of kube-apiserver's CPU profile to take in the floor and in the initial sync
     /// (`pprof`); 0: none.
     pub pprof_secs: u64,
-    /// Seconds after its phase starts that a profile begins: 3 (past the phase's first
-    /// requests, a window of its middle), or 0 with `pprof_secs` longer than the phase for a
-    /// profile of the whole phase (its start-up LISTs and its tail included).
-    pub pprof_delay_secs: u64,
+    /// Profiles of the whole phases (its start-up LISTs and its tail included), back to back
+    /// in chunks of `pprof_secs`, instead of one window of its middle (`pprof`).
+    pub pprof_whole: bool,
 }
 
 impl Params {
@@ -293,6 +292,7 @@ pub async fn run(env: &TestEnv, p: &Params) -> Result<Results> {
         let profile = pprof::start(env, p, "floor");
         let floor = floor::floor_reference(env, p, &names, &items, &retries).await?;
         r.notes.extend(profile.finish().await);
+        floor::clean_up(env, p, &names, &items, &retries).await?;
         r.floor_secs = Some(floor.secs);
         r.floor_cpu_secs = floor.cpu_secs;
         log(format!(
