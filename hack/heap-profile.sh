@@ -54,6 +54,7 @@ raw=$(ls -t "$out"/raw.* | head -1)
 rm -f "$out"/raw.*
 heaptrack_print -f "$out/heap-$n.zst" --print-peaks 1 --print-allocators 0 \
   --print-temporary 0 --print-leaks 0 -n 40 > "$out/peaks-$n.txt"
-grep -E "peak heap memory consumption|^[0-9.]+[KMG]? peak memory consumed" "$out/peaks-$n.txt" \
-  | head -20
+grep "peak heap memory consumption" "$out/peaks-$n.txt"
+# The 20 largest peak consumers, each with the function that allocated.
+grep -A1 -E "^[0-9.]+[KMG]? peak memory consumed" "$out/peaks-$n.txt" | grep -v '^--$' | head -40
 echo "heap-profile.sh: the whole profile in $out/heap-$n.zst, peak consumers with their stacks in $out/peaks-$n.txt" >&2
