@@ -36,8 +36,8 @@ mkdir -p "$out/reports"
 rm -f "$out"/raw.*
 cargo build --release --bin secret-relay --features system-allocator
 cp "$target_dir/release/secret-relay" "$out/secret-relay-system-allocator"
-# (target/release/secret-relay stays this build until the next `cargo build --release`;
-# hack/bench.sh makes that build first.)
+# The test build below makes target/release/secret-relay the jemalloc build again (integration
+# tests build the binary with default features).
 cargo test --release --test bench_scale --no-run
 cat > "$out/operator.sh" <<EOF
 #!/bin/sh
