@@ -81,7 +81,7 @@ pub async fn reconcile(
 ) -> Result<Action, Error> {
     // Before the namespace cache's first list, every namespace would look unselected and lose
     // its ExternalSecret.
-    if !ctx.caches_synced.load(std::sync::atomic::Ordering::Acquire) {
+    if !ctx.caches_are_synced() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let refresh = refresh_time(&ces)?;

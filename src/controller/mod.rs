@@ -11,12 +11,14 @@ pub mod cached_external_secret;
 pub mod cluster_external_secret;
 pub mod condition;
 pub mod external_secret;
+pub mod external_secret_cache;
 pub mod managed_secret;
 pub mod observe;
 pub mod refresh_timers;
 pub mod rewrite_merge;
 pub mod rollout;
 mod run;
+pub mod runner;
 pub mod secret_store;
 pub mod shard;
 pub mod shutdown;
@@ -36,7 +38,6 @@ use kube::{
     core::PartialObjectMeta,
     runtime::{
         events::{Recorder, Reporter},
-        reflector,
         reflector::{ObjectRef, Store},
     },
 };
@@ -241,13 +242,7 @@ pub(crate) fn object_key(namespace: &str, name: &str) -> Box<str> {
     format!("{namespace}/{name}").into_boxed_str()
 }
 
-/// The ExternalSecret whose [`object_key`] is `key`.
-pub(crate) fn object_ref(key: &str) -> ObjectRef<CachedExternalSecret> {
-    let (namespace, name) = key.split_once('/').unwrap_or(("", key));
-    ObjectRef::new(name).within(namespace)
-}
-
-fn state_key<K: reflector::Lookup>(es: &ObjectRef<K>) -> Box<str> {
+fn state_key(es: &ObjectRef<ExternalSecret>) -> Box<str> {
     object_key(es.namespace.as_deref().unwrap_or_default(), &es.name)
 }
 
@@ -257,9 +252,9 @@ impl State {
         self.0.get(&state_key(es))
     }
 
-    /// The memory of `es` (an `ExternalSecret` or its cached projection), if any, to change.
-    pub fn get_mut<K: reflector::Lookup>(&mut self, es: &ObjectRef<K>) -> Option<&mut ObjectState> {
-        self.0.get_mut(&state_key(es))
+    /// The memory of the ExternalSecret `namespace/name` ([`object_key`]), if any, to change.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut ObjectState> {
+        self.0.get_mut(key)
     }
 
     /// The memory of `es`, created empty if needed.
@@ -295,7 +290,7 @@ pub struct Context {
     pub state: Mutex<State>,
     /// Whether every cache (stores, cluster stores and namespaces when watched, Secrets,
     /// ExternalSecrets) has had its first list; ExternalSecrets wait for it.
-    pub caches_synced: std::sync::atomic::AtomicBool,
+    pub caches_synced: tokio::sync::watch::Sender<bool>,
     /// Whether rollout restarts are on ([`Config::rollout_restart`]).
     pub rollout_restart: bool,
     /// Pending rollout restarts.
@@ -303,8 +298,8 @@ pub struct Context {
     /// The ExternalSecrets' refresh timers.
     pub refresh_timers: Arc<refresh_timers::RefreshTimers>,
     /// The ExternalSecrets (cache, projected).
-    pub external_secrets: Store<CachedExternalSecret>,
-    /// The bound on reconcile requests waiting in kube's queue.
+    pub external_secrets: Arc<external_secret_cache::ExternalSecretCache>,
+    /// The bound on reconcile requests waiting in the runner.
     pub trigger_gate: Arc<trigger_gate::TriggerGate>,
     /// Where templates render, fairly between namespaces.
     pub templates: Arc<template_pool::TemplatePool>,
@@ -313,6 +308,16 @@ pub struct Context {
 }
 
 impl Context {
+    /// Whether every cache has had its first list ([`Context::caches_synced`]).
+    pub fn caches_are_synced(&self) -> bool {
+        *self.caches_synced.borrow()
+    }
+
+    /// Resolves once every cache has had its first list.
+    pub async fn synced(&self) {
+        let _ = self.caches_synced.subscribe().wait_for(|s| *s).await;
+    }
+
     /// Runs `f` on the memory of `es` (created empty if needed), under the state lock.
     pub fn with_state<T>(
         &self,

@@ -1,14 +1,14 @@
-//! The refresh timers of the ExternalSecrets, kept by us instead of kube's controller queue.
+//! The refresh timers of the ExternalSecrets, kept apart from the runner's requeues.
 //!
-//! Every synced ExternalSecret waits for its next refresh. Returned as `Action::requeue`, each
-//! wait was an entry of kube's scheduler: the request (an `ObjectRef` and a reason) in a hash
+//! Every synced ExternalSecret waits for its next refresh. Returned as `Action::requeue` to
+//! kube's controller (which ran the ExternalSecrets before [`super::runner`]), each wait was an
+//! entry of kube's scheduler: the request (an `ObjectRef` and a reason) in a hash
 //! map and again in a `DelayQueue` slab, about 0.95 KB per ExternalSecret, 9.5 MB at 10,000
 //! (heaptrack). [`RefreshTimers`] keeps one heap entry per wait instead: the instant and
 //! `namespace/name` in one string, about 60 bytes. A reconcile sets its timer
-//! ([`RefreshTimers::set`]) and returns `Action::await_change()`; [`RefreshTimers::fired`] is
-//! the stream of ExternalSecrets whose timer is due, which the controller reconciles
-//! (`Controller::reconcile_on`). Only requeues for a refresh go through here; retries after a
-//! failure stay with kube's queue and its backoff.
+//! ([`RefreshTimers::set`]) and asks for no requeue; [`RefreshTimers::fired`] is the stream of
+//! ExternalSecrets whose timer is due, one of the triggers (`triggers.rs`). Only refreshes go
+//! through here; retries after a failure are the runner's requeues, with its backoff.
 //!
 //! A timer set again replaces the one before: the older heap entry stays until its instant,
 //! and is then dropped because the ExternalSecret's current timer (its `ObjectState`) differs.
@@ -22,10 +22,7 @@ use std::{
 };
 
 use futures::Stream;
-use kube::runtime::reflector::ObjectRef;
 use tokio::{sync::Notify, time::Instant};
-
-use super::CachedExternalSecret;
 
 /// One pending timer: when it fires, the due time it is for (Unix ms), `namespace/name`.
 type Timer = (Instant, i64, Box<str>);
@@ -79,8 +76,8 @@ impl RefreshTimers {
     /// Never ends.
     pub fn fired(
         self: Arc<Self>,
-        take: impl Fn(&ObjectRef<CachedExternalSecret>, i64) -> bool + Send + 'static,
-    ) -> impl Stream<Item = ObjectRef<CachedExternalSecret>> + Send + 'static {
+        take: impl Fn(&str, i64) -> bool + Send + 'static,
+    ) -> impl Stream<Item = Arc<str>> + Send + 'static {
         futures::stream::unfold((self, take), |(timers, take)| async move {
             let this = &*timers;
             loop {
@@ -97,9 +94,8 @@ impl RefreshTimers {
                         else {
                             continue;
                         };
-                        let es = super::object_ref(&key);
-                        if take(&es, due_ms) {
-                            return Some((es, (timers, take)));
+                        if take(&key, due_ms) {
+                            return Some((key.into(), (timers, take)));
                         }
                     }
                     Some(at) => {
@@ -139,14 +135,12 @@ mod tests {
         timers.set("team", name, due, slot);
     }
 
-    fn take(
-        current: &Arc<Current>,
-    ) -> impl Fn(&ObjectRef<CachedExternalSecret>, i64) -> bool + Send + 'static {
+    fn take(current: &Arc<Current>) -> impl Fn(&str, i64) -> bool + Send + 'static {
         let current = current.clone();
-        move |es, due_ms| {
-            assert_eq!(es.namespace.as_deref(), Some("team"));
+        move |key, due_ms| {
+            let name = key.strip_prefix("team/").expect("in namespace team");
             let mut current = current.lock().unwrap();
-            match current.get_mut(&es.name) {
+            match current.get_mut(name) {
                 Some(slot) if *slot == Some(due_ms) => {
                     *slot = None;
                     true
@@ -184,15 +178,15 @@ mod tests {
         let mut seen = Vec::new();
         for _ in 0..4 {
             let es = fired.next().await.unwrap();
-            seen.push((es.name.clone(), (Instant::now() - start).as_secs()));
+            seen.push((es.to_string(), (Instant::now() - start).as_secs()));
         }
         assert_eq!(
             seen,
             [
-                ("a".to_string(), 10),
-                ("b".to_string(), 20),
-                ("c".to_string(), 30),
-                ("moved".to_string(), 40)
+                ("team/a".to_string(), 10),
+                ("team/b".to_string(), 20),
+                ("team/c".to_string(), 30),
+                ("team/moved".to_string(), 40)
             ]
         );
         assert!(
@@ -218,7 +212,7 @@ mod tests {
             es = fired.next() => es.unwrap(),
             _ = next => unreachable!(),
         };
-        assert_eq!(es.name, "soon");
+        assert_eq!(&*es, "team/soon");
         assert_eq!((Instant::now() - start).as_secs(), 2);
     }
 }

@@ -25,9 +25,9 @@ use kube::{
 
 use super::{
     CachedExternalSecret, Config, Context, Error, LAST_APPLIED, State, api_for,
-    cluster_external_secret, external_secret, managed_secret::SecretCache, object_key, rollout,
-    secret_store, secret_store::ProviderCache, shard, shutdown, template_pool::TemplatePool,
-    trigger_gate, triggers,
+    cluster_external_secret, external_secret, external_secret_cache::ExternalSecretCache,
+    managed_secret::SecretCache, rollout, runner, secret_store, secret_store::ProviderCache, shard,
+    shutdown, template_pool::TemplatePool, trigger_gate, triggers,
 };
 use crate::api::{
     ClusterExternalSecret, ClusterSecretStore, ExternalSecret, LABEL_MANAGED_BY, MANAGED_BY,
@@ -68,7 +68,7 @@ pub async fn run(
     let (cluster_stores, cluster_events) = watch_cluster_stores(&client, &config, &providers);
     let (secrets, secret_events) = watch_secrets(&client, &config);
     let (namespaces, ns_events) = watch_namespaces(&client, &config, &providers);
-    let (es_store, es_writer) = reflector::store();
+    let es_cache = Arc::new(ExternalSecretCache::default());
     let ctx = context(
         &client,
         &config,
@@ -78,14 +78,14 @@ pub async fn run(
             cluster_stores,
             secrets,
             namespaces,
-            es_store.clone(),
+            es_cache.clone(),
         ),
     );
-    let es_events = watch_external_secrets(&client, &config, shard_wc.clone(), &ctx, es_writer);
+    let es_events = watch_external_secrets(&client, &config, shard_wc.clone(), &ctx);
     register_metrics(&ctx);
     let triggers = triggers::external_secret_triggers(
         &ctx,
-        &es_store,
+        &es_cache,
         es_events,
         store_events,
         cluster_events,
@@ -249,15 +249,16 @@ fn watch_namespaces(
     (store, events)
 }
 
-/// The ExternalSecrets of this shard, projected into [`CachedExternalSecret`]s in the cache
-/// `writer` fills; a deleted one drops its per-object memory.
+/// The ExternalSecrets of this shard, projected into [`CachedExternalSecret`]s in
+/// `ctx.external_secrets`; a deleted one drops its per-object memory. Yields the key
+/// (`namespace/name`) of each object applied.
 fn watch_external_secrets(
     client: &Client,
     config: &Config,
     shard_wc: watcher::Config,
     ctx: &Arc<Context>,
-    writer: reflector::store::Writer<CachedExternalSecret>,
-) -> Events<CachedExternalSecret> {
+) -> Events<Arc<str>> {
+    let cache = ctx.external_secrets.clone();
     let ctx = ctx.clone();
     relist_at_once(watcher(
         api_for::<ExternalSecret>(client, &config.namespace),
@@ -275,8 +276,9 @@ fn watch_external_secrets(
     })
     .modify(strip)
     .map_ok(CachedExternalSecret::project_event)
-    .reflect(writer)
+    .inspect_ok(move |event| cache.apply(event))
     .applied_objects()
+    .map_ok(|es: Arc<CachedExternalSecret>| es.key().clone())
     .boxed()
 }
 
@@ -286,7 +288,7 @@ type Caches = (
     Store<ClusterSecretStore>,
     Arc<SecretCache>,
     Store<PartialObjectMeta<Namespace>>,
-    Store<CachedExternalSecret>,
+    Arc<ExternalSecretCache>,
 );
 
 fn context(
@@ -309,7 +311,7 @@ fn context(
         recorder: Recorder::new(client.clone(), reporter.clone()),
         reporter,
         state: Mutex::new(State::default()),
-        caches_synced: Default::default(),
+        caches_synced: tokio::sync::watch::Sender::new(false),
         rollout_restart: config.rollout_restart,
         restarts: Default::default(),
         refresh_timers: Default::default(),
@@ -332,28 +334,28 @@ fn register_metrics(ctx: &Arc<Context>) {
     let cached = ctx.external_secrets.clone();
     crate::metrics::watch_external_secrets(move || {
         let mut counts = [0i64; 3];
-        for es in cached.state() {
+        cached.for_each(|es| {
             counts[match es.ready {
                 Some(true) => 0,
                 Some(false) => 1,
                 None => 2,
             }] += 1;
-        }
+        });
         counts
     });
     let cached = ctx.external_secrets.clone();
     crate::metrics::watch_certificates(move || {
         let mut expiries = Vec::new();
-        for es in cached.state() {
+        cached.for_each(|es| {
             for (generator, not_after) in es.certificates.iter().flat_map(|c| c.iter()) {
                 expiries.push((
-                    es.namespace().unwrap_or_default(),
-                    es.name_any(),
+                    es.namespace().to_string(),
+                    es.name().to_string(),
                     generator.to_string(),
                     *not_after,
                 ));
             }
-        }
+        });
         expiries
     });
     let gate = ctx.trigger_gate.clone();
@@ -440,42 +442,30 @@ async fn run_store_controller<K, Fut>(
         .await
 }
 
-/// The ExternalSecret controller. Every trigger goes through the gate (trigger_gate.rs),
-/// which lets a bounded number into kube's queue; the controller's own trigger is empty, since
-/// the gate polls the ExternalSecret watch (it feeds the cache the controller reads).
+/// The ExternalSecret controller: our runner ([`runner`]) over the ExternalSecret cache,
+/// `--concurrency` reconciles at once. Every trigger goes through the gate (trigger_gate.rs),
+/// which lets a bounded number into the runner.
 async fn external_secret_controller(
     ctx: &Arc<Context>,
     config: &Config,
-    triggers: impl Stream<Item = ObjectRef<CachedExternalSecret>> + Send + 'static,
+    triggers: impl Stream<Item = Arc<str>> + Send + 'static,
     shutdown: &Shutdown,
 ) {
-    let gate = ctx.trigger_gate.clone();
-    Controller::for_stream(
-        futures::stream::pending::<Result<CachedExternalSecret, watcher::Error>>(),
-        ctx.external_secrets.clone(),
-    )
-    .with_config(controller::Config::default().concurrency(config.concurrency))
-    .reconcile_on(ctx.trigger_gate.clone().gate(triggers))
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        external_secret::reconcile,
-        external_secret::error_policy,
-        ctx.clone(),
-    )
-    .for_each(move |res| {
-        match res {
-            // kube drops a request whose ExternalSecret is not in the cache: its gate slot
-            // is free (no reconcile starts to free it).
-            Err(controller::Error::ObjectNotFound(es)) => gate.released(&object_key(
-                es.namespace.as_deref().unwrap_or_default(),
-                &es.name,
-            )),
-            Err(e) => tracing::debug!(error = %e, "reconcile failed"),
-            Ok(_) => {}
-        }
-        future::ready(())
-    })
-    .await
+    let runner = runner::Runner {
+        gate: ctx.trigger_gate.clone(),
+        cache: ctx.external_secrets.clone(),
+        concurrency: usize::from(config.concurrency),
+    };
+    runner
+        .run(
+            ctx.clone(),
+            triggers,
+            ctx.synced(),
+            external_secret::reconcile,
+            external_secret::error_policy,
+            shutdown.clone(),
+        )
+        .await
 }
 
 /// The ClusterExternalSecret controller, when [`Config::cluster_external_secrets`]: namespace
@@ -539,8 +529,7 @@ async fn caches_synced(
         if config.cluster_stores || config.cluster_external_secrets {
             let _ = ctx.namespaces.wait_until_ready().await;
         }
-        ctx.caches_synced
-            .store(true, std::sync::atomic::Ordering::Release);
+        ctx.caches_synced.send_replace(true);
         ready();
     };
     tokio::select! {
@@ -585,10 +574,10 @@ fn strip<K: Resource>(obj: &mut K) {
 /// back.
 const API_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Reconcile requests let into kube's queue at once ([`trigger_gate::TriggerGate`]), per
+/// Reconcile requests let into the runner at once ([`trigger_gate::TriggerGate`]), per
 /// concurrent reconcile: enough that a worker never waits for the next one.
 const GATE_PER_WORKER: usize = 4;
-/// The least number of requests let into kube's queue at once.
+/// The least number of requests let into the runner at once.
 const GATE_MIN: usize = 64;
 
 /// The backoff of every watch after an error: 0.5 s doubling to at most 5 s, with jitter,

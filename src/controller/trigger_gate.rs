@@ -1,26 +1,25 @@
-//! A bound on the reconcile requests that wait in kube's controller queue.
+//! A bound on the reconcile requests that wait in the runner ([`super::runner`]).
 //!
-//! Every trigger of an ExternalSecret (its own watch, its managed Secret's watch, a store
-//! change, a refresh timer) became a request in kube's scheduler: a hash-map entry and a
+//! When kube's controller ran the ExternalSecrets, every trigger of one (its own watch, its
+//! managed Secret's watch, a store change, a refresh timer) became a request in kube's
+//! scheduler: a hash-map entry and a
 //! `DelayQueue` slot with the `ObjectRef` and a reason, about 0.95 KB each (heaptrack). At a
 //! start the first lists trigger every ExternalSecret at once, and kube's runner holds them all
 //! until the ExternalSecret cache is ready: 10,000 requests (9.5 MB) at N = 10,000, 95 MB at
 //! 100,000, in a hash table that never shrinks again.
 //!
-//! [`TriggerGate`] takes the triggers instead and lets at most `limit` of them into kube's queue
-//! (admitted, not yet started); the rest wait here, one `namespace/name` string each (about 80
+//! [`TriggerGate`] takes the triggers instead and lets at most `limit` of them into the runner
+//! ([`super::runner`]; admitted, not yet started); the rest wait here, one `namespace/name` string each (about 80
 //! bytes with the queue and set entries), in arrival order per namespace, the namespaces taking
 //! turns and each holding at most its share of the admitted slots (issue 27: one namespace's
 //! flood of due ExternalSecrets no longer delays another's first sync). A trigger for an ExternalSecret already
-//! waiting here or admitted adds nothing, as kube's scheduler merges them too. A reconcile
-//! frees its slot when it starts ([`TriggerGate::started`]), and a request kube drops because
-//! its object is gone frees it too ([`TriggerGate::released`]).
+//! waiting here or admitted adds nothing, as kube's scheduler merges them too. The runner frees
+//! a slot when it starts that reconcile, or drops it because its object is gone
+//! ([`TriggerGate::started`]).
 //!
-//! A trigger dropped while its ExternalSecret is admitted is not lost: kube's runner reads the
-//! object from the cache when it starts the reconcile, and the reconcile reads the Secret and
-//! store caches after it starts; only a change of the ExternalSecret itself between the
-//! runner's read and the reconcile's start could be missed, so [`TriggerGate::started`] asks
-//! whether the object the reconcile got is still the cached one and queues it again if not.
+//! A trigger dropped while its ExternalSecret is admitted is not lost: the runner frees the
+//! slot before it reads the object from the cache, and the reconcile reads the Secret and
+//! store caches after that, so the reconcile sees whatever that trigger was for.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -30,9 +29,6 @@ use std::{
 };
 
 use futures::{Stream, StreamExt, task::AtomicWaker};
-use kube::runtime::reflector::ObjectRef;
-
-use super::CachedExternalSecret;
 
 /// The triggers waiting for a slot and the ones admitted, by `namespace/name`.
 #[derive(Default)]
@@ -44,8 +40,8 @@ struct Slots {
     /// Waiting keys in all.
     waiting_len: usize,
     queued: HashSet<Arc<str>>,
-    /// Admitted keys, each with whether a trigger for it was dropped since.
-    admitted: HashMap<Arc<str>, bool>,
+    /// Admitted keys.
+    admitted: HashSet<Arc<str>>,
     /// Admitted keys per namespace.
     admitted_in: HashMap<Arc<str>, usize>,
 }
@@ -55,7 +51,7 @@ fn namespace_of(key: &str) -> &str {
     key.split_once('/').map_or("", |(ns, _)| ns)
 }
 
-/// Lets at most `limit` ExternalSecret triggers into kube's controller queue at a time (module
+/// Lets at most `limit` ExternalSecret triggers into the runner at a time (module
 /// docs), taking the namespaces with waiting triggers in turn, each with at most `share`
 /// admitted at once: a namespace with 5,000 due ExternalSecrets delays another namespace's
 /// first trigger by one turn, not by its 5,000. Shared by the trigger stream
@@ -89,12 +85,9 @@ impl TriggerGate {
         self.slots.lock().expect("trigger gate lock")
     }
 
-    fn push(&self, key: &str) {
+    fn push(&self, key: Arc<str>) {
         let mut slots = self.slots();
-        if let Some(dropped) = slots.admitted.get_mut(key) {
-            *dropped = true;
-        } else if !slots.queued.contains(key) {
-            let key: Arc<str> = key.into();
+        if !slots.admitted.contains(&key) && !slots.queued.contains(&key) {
             slots.queued.insert(key.clone());
             slots.waiting_len += 1;
             let namespace: Arc<str> = namespace_of(&key).into();
@@ -112,7 +105,7 @@ impl TriggerGate {
 
     /// The next waiting key to admit: from the first namespace in turn that is below its
     /// share, which then goes to the back of the turns if it still has keys waiting.
-    fn admit(&self) -> Option<ObjectRef<CachedExternalSecret>> {
+    fn admit(&self) -> Option<Arc<str>> {
         let mut slots = self.slots();
         if slots.admitted.len() >= self.limit {
             return None;
@@ -133,21 +126,19 @@ impl TriggerGate {
             slots.waiting_len -= 1;
             slots.queued.remove(&key);
             *slots.admitted_in.entry(namespace).or_default() += 1;
-            let es = super::object_ref(&key);
-            slots.admitted.insert(key, false);
-            return Some(es);
+            slots.admitted.insert(key.clone());
+            return Some(key);
         }
         None
     }
 
-    /// A reconcile of `namespace/name` starts (or kube dropped its request): its slot is free.
-    /// If a trigger for it was dropped while it was admitted and `stale()` says the object the
-    /// reconcile got is no longer the cached one, it is queued again.
-    pub fn started(&self, key: &str, stale: impl FnOnce() -> bool) {
-        let dropped = {
+    /// The runner takes the admitted `namespace/name`: it starts its reconcile, or drops it
+    /// because its object is gone. Its slot is free.
+    pub fn started(&self, key: &str) {
+        let admitted = {
             let mut slots = self.slots();
-            let dropped = slots.admitted.remove(key);
-            if dropped.is_some() {
+            let admitted = slots.admitted.remove(key);
+            if admitted {
                 let namespace = namespace_of(key);
                 if let Some(n) = slots.admitted_in.get_mut(namespace) {
                     *n -= 1;
@@ -156,20 +147,18 @@ impl TriggerGate {
                     }
                 }
             }
-            dropped
+            admitted
         };
-        if dropped == Some(true) && stale() {
-            self.push(key);
-        }
-        if dropped.is_some() {
+        if admitted {
             self.waker.wake();
         }
     }
 
-    /// kube dropped a request because its ExternalSecret is not in the cache (deleted, or a
-    /// Secret's label names one that does not exist): its slot is free.
-    pub fn released(&self, key: &str) {
-        self.started(key, || false);
+    /// A trigger for `namespace/name` from outside the gated stream (the runner's requeue
+    /// after a failure or a deferral): queued as any other.
+    pub fn trigger(&self, key: Arc<str>) {
+        self.push(key);
+        self.waker.wake();
     }
 
     /// (waiting, admitted) counts, for tests and metrics.
@@ -183,8 +172,8 @@ impl TriggerGate {
     /// `triggers` ends and nothing waits.
     pub fn gate(
         self: Arc<Self>,
-        triggers: impl Stream<Item = ObjectRef<CachedExternalSecret>> + Send + 'static,
-    ) -> impl Stream<Item = ObjectRef<CachedExternalSecret>> + Send + 'static {
+        triggers: impl Stream<Item = Arc<str>> + Send + 'static,
+    ) -> impl Stream<Item = Arc<str>> + Send + 'static {
         Gated {
             gate: self,
             triggers: triggers.boxed(),
@@ -195,21 +184,17 @@ impl TriggerGate {
 
 struct Gated {
     gate: Arc<TriggerGate>,
-    triggers: futures::stream::BoxStream<'static, ObjectRef<CachedExternalSecret>>,
+    triggers: futures::stream::BoxStream<'static, Arc<str>>,
     ended: bool,
 }
 
 impl Stream for Gated {
-    type Item = ObjectRef<CachedExternalSecret>;
+    type Item = Arc<str>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         while !self.ended {
             match self.triggers.poll_next_unpin(cx) {
-                Poll::Ready(Some(es)) => {
-                    let key =
-                        super::object_key(es.namespace.as_deref().unwrap_or_default(), &es.name);
-                    self.gate.push(&key);
-                }
+                Poll::Ready(Some(key)) => self.gate.push(key),
                 Poll::Ready(None) => self.ended = true,
                 Poll::Pending => break,
             }
@@ -229,15 +214,23 @@ mod tests {
     use super::*;
     use futures::{FutureExt, channel::mpsc};
 
-    fn es(name: &str) -> ObjectRef<CachedExternalSecret> {
-        ObjectRef::new(name).within("ns")
+    fn es(name: &str) -> Arc<str> {
+        in_ns("ns", name)
     }
 
-    /// Everything the gated stream yields right now, without waiting.
-    fn ready(s: &mut (impl Stream<Item = ObjectRef<CachedExternalSecret>> + Unpin)) -> Vec<String> {
+    fn in_ns(namespace: &str, name: &str) -> Arc<str> {
+        super::super::object_key(namespace, name).into()
+    }
+
+    fn name(key: &str) -> String {
+        key.split_once('/').unwrap().1.to_string()
+    }
+
+    /// Everything the gated stream yields right now, without waiting (names only).
+    fn ready(s: &mut (impl Stream<Item = Arc<str>> + Unpin)) -> Vec<String> {
         let mut out = Vec::new();
-        while let Some(Some(es)) = s.next().now_or_never() {
-            out.push(es.name);
+        while let Some(Some(key)) = s.next().now_or_never() {
+            out.push(name(&key));
         }
         out
     }
@@ -252,10 +245,10 @@ mod tests {
         }
         assert_eq!(ready(&mut gated), ["a", "b", "c"]);
         assert_eq!(gate.counts(), (2, 3));
-        gate.started("ns/b", || unreachable!("no trigger was dropped"));
+        gate.started("ns/b");
         assert_eq!(ready(&mut gated), ["d"]);
-        gate.released("ns/a");
-        gate.released("ns/c");
+        gate.started("ns/a");
+        gate.started("ns/c");
         assert_eq!(ready(&mut gated), ["e"]);
         assert_eq!(gate.counts(), (0, 2));
     }
@@ -270,32 +263,29 @@ mod tests {
         }
         assert_eq!(ready(&mut gated), ["a"]);
         assert_eq!(gate.counts(), (1, 1));
-        gate.started("ns/a", || false);
+        gate.started("ns/a");
         assert_eq!(ready(&mut gated), ["b"]);
-        gate.started("ns/b", || false);
+        gate.started("ns/b");
         assert!(ready(&mut gated).is_empty());
     }
 
     #[tokio::test]
-    async fn a_change_dropped_while_admitted_is_queued_again_only_if_the_reconcile_got_an_older_object()
-     {
-        let gate = Arc::new(TriggerGate::new(4));
+    async fn a_trigger_from_outside_the_stream_is_queued_as_any_other() {
+        let gate = Arc::new(TriggerGate::new(1));
         let (tx, rx) = mpsc::unbounded();
         let mut gated = gate.clone().gate(rx);
-        for name in ["a", "b", "c"] {
-            tx.unbounded_send(es(name)).unwrap();
-        }
-        assert_eq!(ready(&mut gated), ["a", "b", "c"]);
-        // Triggers for a and b come while they are admitted.
         tx.unbounded_send(es("a")).unwrap();
-        tx.unbounded_send(es("b")).unwrap();
+        assert_eq!(ready(&mut gated), ["a"]);
+        gate.trigger(es("b"));
+        gate.trigger(es("a"));
         assert!(ready(&mut gated).is_empty());
-        // a's reconcile got the cached object: nothing more; b's got an older one: again.
-        gate.started("ns/a", || false);
-        gate.started("ns/b", || true);
-        // c had no trigger since it was admitted: staleness is not even asked.
-        gate.started("ns/c", || panic!("asked without a dropped trigger"));
+        gate.started("ns/a");
         assert_eq!(ready(&mut gated), ["b"]);
+        gate.started("ns/b");
+        assert!(
+            ready(&mut gated).is_empty(),
+            "a was admitted when triggered"
+        );
     }
 
     #[tokio::test]
@@ -305,11 +295,11 @@ mod tests {
         let mut gated = gate.clone().gate(rx);
         tx.unbounded_send(es("a")).unwrap();
         tx.unbounded_send(es("b")).unwrap();
-        assert_eq!(gated.next().await.unwrap().name, "a");
-        let next = tokio::spawn(async move { gated.next().await.map(|es| es.name) });
+        assert_eq!(&*gated.next().await.unwrap(), "ns/a");
+        let next = tokio::spawn(async move { gated.next().await.map(|key| name(&key)) });
         tokio::task::yield_now().await;
         assert!(!next.is_finished());
-        gate.started("ns/a", || false);
+        gate.started("ns/a");
         let name = tokio::time::timeout(std::time::Duration::from_secs(5), next)
             .await
             .expect("woken")
@@ -325,24 +315,21 @@ mod tests {
         let (tx, rx) = mpsc::unbounded();
         let mut gated = gate.clone().gate(rx);
         for i in 0..5000 {
-            tx.unbounded_send(ObjectRef::new(&format!("f{i}")).within("flood"))
-                .unwrap();
+            tx.unbounded_send(in_ns("flood", &format!("f{i}"))).unwrap();
         }
-        tx.unbounded_send(ObjectRef::new("canary").within("quiet"))
-            .unwrap();
+        tx.unbounded_send(in_ns("quiet", "canary")).unwrap();
         // The flood fills its share; the quiet namespace's trigger is admitted next.
         let first: Vec<String> = ready(&mut gated);
         assert_eq!(first, ["f0", "canary", "f1"]);
         assert_eq!(gate.counts(), (4998, 3));
         // As the flood's reconciles start, it takes its turns again, two at a time.
-        gate.started("flood/f0", || false);
-        gate.started("flood/f1", || false);
+        gate.started("flood/f0");
+        gate.started("flood/f1");
         assert_eq!(ready(&mut gated), ["f2", "f3"]);
         // A new quiet trigger waits behind at most the flood's next turn.
-        tx.unbounded_send(ObjectRef::new("second").within("quiet"))
-            .unwrap();
-        gate.started("quiet/canary", || false);
-        gate.started("flood/f2", || false);
+        tx.unbounded_send(in_ns("quiet", "second")).unwrap();
+        gate.started("quiet/canary");
+        gate.started("flood/f2");
         assert_eq!(ready(&mut gated), ["f4", "second"]);
     }
 
@@ -355,8 +342,8 @@ mod tests {
         tx.unbounded_send(es("b")).unwrap();
         drop(tx);
         assert_eq!(ready(&mut gated), ["a"]);
-        gate.started("ns/a", || false);
-        assert_eq!(gated.next().await.map(|es| es.name).as_deref(), Some("b"));
+        gate.started("ns/a");
+        assert_eq!(gated.next().await.as_deref(), Some("ns/b"));
         assert_eq!(gated.next().await, None);
     }
 }

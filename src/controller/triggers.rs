@@ -1,6 +1,6 @@
 //! What reconciles an ExternalSecret: a change of it, of its managed Secret or of the store it
 //! names, and its refresh timer. [`external_secret_triggers`] merges them into one stream of
-//! ExternalSecrets for the trigger gate ([`super::trigger_gate`]).
+//! ExternalSecrets (`namespace/name`) for the trigger gate ([`super::trigger_gate`]).
 
 use std::{
     collections::HashMap,
@@ -9,16 +9,9 @@ use std::{
 
 use futures::{Stream, StreamExt, future};
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    ResourceExt,
-    core::PartialObjectMeta,
-    runtime::{
-        reflector::{ObjectRef, Store},
-        watcher,
-    },
-};
+use kube::{ResourceExt, core::PartialObjectMeta, runtime::watcher};
 
-use super::{CachedExternalSecret, Context};
+use super::{Context, external_secret_cache::ExternalSecretCache, object_key};
 use crate::api::{
     ClusterSecretStore, LABEL_EXTERNAL_SECRET, SecretStore, external_secret::StoreKind,
 };
@@ -27,7 +20,8 @@ use crate::api::{
 type StoreId = (StoreKind, Option<String>, String);
 
 /// The ExternalSecrets to reconcile, from:
-/// - `external_secrets`: the ExternalSecret watch (each object applied to the cache);
+/// - `external_secrets`: the ExternalSecret watch (the key of each object applied to the
+///   cache);
 /// - the refresh timers that fire, unless the ExternalSecret was deleted or its timer was set
 ///   again since;
 /// - `stores` and `cluster_stores`: a store's change requeues every ExternalSecret that names
@@ -37,12 +31,12 @@ type StoreId = (StoreKind, Option<String>, String);
 /// Watch errors are dropped here: the watches count them (`observe_api`) and back off.
 pub(super) fn external_secret_triggers(
     ctx: &Arc<Context>,
-    es_store: &Store<CachedExternalSecret>,
-    external_secrets: impl Stream<Item = Result<CachedExternalSecret, watcher::Error>> + Send + 'static,
+    es_cache: &Arc<ExternalSecretCache>,
+    external_secrets: impl Stream<Item = Result<Arc<str>, watcher::Error>> + Send + 'static,
     stores: impl Stream<Item = Result<SecretStore, watcher::Error>> + Send + 'static,
     cluster_stores: impl Stream<Item = Result<ClusterSecretStore, watcher::Error>> + Send + 'static,
     secrets: impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static,
-) -> impl Stream<Item = ObjectRef<CachedExternalSecret>> + Send + 'static {
+) -> impl Stream<Item = Arc<str>> + Send + 'static {
     let refreshes = ctx.refresh_timers.clone().fired({
         let ctx = ctx.clone();
         move |es, due_ms| {
@@ -56,11 +50,11 @@ pub(super) fn external_secret_triggers(
             }
         }
     });
-    let by_store = requeue_by_store(ctx, es_store);
+    let by_store = requeue_by_store(ctx, es_cache);
     let by_cluster_store = by_store.clone();
     futures::stream::select_all([
         external_secrets
-            .filter_map(|es| future::ready(es.ok().map(|es| ObjectRef::from_obj(&es))))
+            .filter_map(|key| future::ready(key.ok()))
             .boxed(),
         refreshes.boxed(),
         stores
@@ -89,7 +83,7 @@ pub(super) fn external_secret_triggers(
             .filter_map(|s| {
                 future::ready(s.ok().and_then(|s| {
                     let es = s.labels().get(LABEL_EXTERNAL_SECRET)?;
-                    Some(ObjectRef::new(es).within(&s.namespace()?))
+                    Some(object_key(&s.namespace()?, es).into())
                 }))
             })
             .boxed(),
@@ -102,21 +96,19 @@ pub(super) fn external_secret_triggers(
 /// (the store's own validation) does not.
 fn requeue_by_store(
     ctx: &Arc<Context>,
-    es_store: &Store<CachedExternalSecret>,
-) -> impl Fn(StoreKind, Option<String>, String, Option<i64>) -> Vec<ObjectRef<CachedExternalSecret>>
-+ Clone
-+ Send
-+ 'static {
-    let es_store = es_store.clone();
+    es_cache: &Arc<ExternalSecretCache>,
+) -> impl Fn(StoreKind, Option<String>, String, Option<i64>) -> Vec<Arc<str>> + Clone + Send + 'static
+{
+    let es_cache = es_cache.clone();
     let ctx = ctx.clone();
     let generations: Arc<Mutex<HashMap<StoreId, i64>>> = Arc::default();
     move |kind, ns, name, generation| {
-        let refs = es_store
-            .state()
-            .into_iter()
-            .filter(|es| es.uses_store(kind, ns.as_deref(), &name))
-            .map(|es| ObjectRef::from_obj(&*es))
-            .collect::<Vec<_>>();
+        let mut keys = Vec::new();
+        es_cache.for_each(|es| {
+            if es.uses_store(kind, ns.as_deref(), &name) {
+                keys.push(es.key().clone());
+            }
+        });
         let generation = generation.unwrap_or_default();
         let previous = generations
             .lock()
@@ -126,12 +118,12 @@ fn requeue_by_store(
         // whose spec changed releases them; its own status writes keep the generation.
         if previous != Some(generation) {
             let mut state = ctx.state.lock().expect("state lock");
-            for r in &refs {
-                if let Some(o) = state.get_mut(r) {
+            for key in &keys {
+                if let Some(o) = state.get_mut(key) {
                     o.retry_at = None;
                 }
             }
         }
-        refs
+        keys
     }
 }

@@ -27,16 +27,13 @@ mod template_sources;
 
 use std::{sync::Arc, time::Duration};
 
-use kube::{
-    ResourceExt,
-    api::Api,
-    runtime::{controller::Action, reflector::ObjectRef},
-};
+use kube::{ResourceExt, api::Api, runtime::reflector::ObjectRef};
 use rand::RngExt;
 
 use super::{
     CachedExternalSecret, Context, Error,
     observe::{self, Observed, Outcome},
+    runner::Requeue,
     secret_store,
 };
 use crate::{
@@ -66,16 +63,16 @@ const CACHE_SYNC_POLL: Duration = Duration::from_millis(250);
 /// which ExternalSecret it concerns.
 #[tracing::instrument(name = "reconcile", skip_all, fields(
     kind = "ExternalSecret",
-    namespace = %cached.namespace().unwrap_or_default(),
-    object = %cached.name_any(),
+    namespace = %cached.namespace(),
+    object = %cached.name(),
     store = %format_args!("{}/{}", cached.store_kind.as_str(), cached.store_name),
 ))]
 pub async fn reconcile(
     cached: Arc<CachedExternalSecret>,
     ctx: Arc<Context>,
-) -> Result<Action, Error> {
+) -> Result<Requeue, Error> {
     let es = cached.expand();
-    let (result, outcome) = reconcile_once(&cached, &es, &ctx).await;
+    let (result, outcome) = reconcile_once(&es, &ctx).await;
     observe::publish(|| Observed::Reconciled {
         namespace: es.namespace().unwrap_or_default(),
         name: es.name_any(),
@@ -85,30 +82,16 @@ pub async fn reconcile(
 }
 
 /// [`reconcile`], with what it did for [`observe`].
-async fn reconcile_once(
-    cached: &Arc<CachedExternalSecret>,
-    es: &ExternalSecret,
-    ctx: &Context,
-) -> (Result<Action, Error>, Outcome) {
+async fn reconcile_once(es: &ExternalSecret, ctx: &Context) -> (Result<Requeue, Error>, Outcome) {
     let key = ObjectRef::from_obj(es);
     // Until every cache has its first list, a store or Secret missing from it may only be
     // late: reporting "SecretStore ... not found" (or restoring a "deleted" Secret) would be
     // wrong, so wait without a word.
-    if !ctx.caches_synced.load(std::sync::atomic::Ordering::Acquire) {
-        return (Ok(Action::requeue(CACHE_SYNC_POLL)), Outcome::Deferred);
+    if !ctx.caches_are_synced() {
+        return (Ok(Some(CACHE_SYNC_POLL)), Outcome::Deferred);
     }
-    // Its slot in the trigger gate is free now (not before the caches' first lists, or the
-    // whole start-up backlog would wait in kube's queue for them).
-    ctx.trigger_gate.started(
-        &super::object_key(key.namespace.as_deref().unwrap_or_default(), &key.name),
-        || {
-            ctx.external_secrets
-                .get(&ObjectRef::from_obj(&**cached))
-                .is_some_and(|now| !Arc::ptr_eq(&now, cached))
-        },
-    );
     if let Some(wait) = pending_retry(es, ctx) {
-        return (Ok(Action::requeue(wait)), Outcome::Deferred);
+        return (Ok(Some(wait)), Outcome::Deferred);
     }
     let started = std::time::Instant::now();
     let result = tokio::time::timeout(RECONCILE_DEADLINE, sync(es, ctx))
@@ -126,12 +109,10 @@ async fn reconcile_once(
         // A read deferred by a slow backend (providers::health): not a failure, try again
         // soon without a word.
         Err(Error::Provider(e)) if e.kind == ErrorKind::Busy => {
-            (Ok(Action::requeue(jitter(BUSY_RETRY))), Outcome::Deferred)
+            (Ok(Some(jitter(BUSY_RETRY))), Outcome::Deferred)
         }
         // Its namespace has its share of template renders going (template_pool): the same.
-        Err(Error::TemplatesBusy { .. }) => {
-            (Ok(Action::requeue(jitter(BUSY_RETRY))), Outcome::Deferred)
-        }
+        Err(Error::TemplatesBusy { .. }) => (Ok(Some(jitter(BUSY_RETRY))), Outcome::Deferred),
         Err(e) => {
             ctx.with_state(&key, |o| o.synced = None);
             metrics::sync("error", e.category());
@@ -188,9 +169,9 @@ pub async fn preview(
 
 /// Backoff after a failure: permanent errors wait for a change; others retry after
 /// 5 s × 2^(n-1), capped at 10 min, with ±20 % jitter.
-pub fn error_policy(cached: Arc<CachedExternalSecret>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(cached: Arc<CachedExternalSecret>, err: &Error, ctx: Arc<Context>) -> Requeue {
     if err.permanent() {
-        return Action::await_change();
+        return None;
     }
     let es = cached.expand();
     let version = synced_resource_version(&es);
@@ -200,7 +181,7 @@ pub fn error_policy(cached: Arc<CachedExternalSecret>, err: &Error, ctx: Arc<Con
         o.retry_at = Some(Box::new((version, std::time::Instant::now() + delay)));
         delay
     });
-    Action::requeue(delay)
+    Some(delay)
 }
 
 /// After a failure, the time left until its retry is due, unless the spec or annotations
@@ -228,7 +209,7 @@ fn jitter(d: Duration) -> Duration {
 }
 
 /// The pipeline of one reconcile; see the module documentation.
-async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), Error> {
+async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Requeue, Outcome), Error> {
     let key = ObjectRef::from_obj(es);
     let policy = es.spec.refresh_policy.unwrap_or_default();
     // Only `Periodic` refreshes on a timer; the others sync as `refreshInterval: 0` does.
@@ -246,7 +227,7 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Action, Outcome), E
     if es.metadata.deletion_timestamp.is_some() {
         finalizer::finalize(es, ctx, &secrets, &target).await?;
         return Ok((
-            Action::await_change(),
+            None,
             Outcome::UpToDate {
                 next_refresh_ms: None,
             },
@@ -402,7 +383,7 @@ fn refresh_at(
     due_ms: Option<i64>,
     lease_due: Option<i64>,
     now_ms: i64,
-) -> (Action, Option<i64>) {
+) -> (Requeue, Option<i64>) {
     let refresh = (interval > 0).then(|| due_ms.unwrap_or(now_ms + interval as i64 * 1000));
     let due = match (refresh, lease_due) {
         (Some(r), Some(l)) => Some(r.min(l)),
@@ -413,7 +394,7 @@ fn refresh_at(
         (due, at)
     });
     ctx.set_refresh_timer(key, due);
-    (Action::await_change(), due.map(|(due, _)| due))
+    (None, due.map(|(due, _)| due))
 }
 #[cfg(test)]
 mod tests {
