@@ -44,6 +44,8 @@ pub struct ManagedSecret {
     pub has_data_hash: bool,
     /// [`Fingerprint`] of its labels, annotations and owners.
     fingerprint: Fingerprint,
+    /// The cache's relist this entry was last applied in ([`SecretCache::apply`]).
+    epoch: u32,
 }
 
 impl ManagedSecret {
@@ -63,6 +65,7 @@ impl ManagedSecret {
                 .is_some_and(|a| a.contains_key(ANNOTATION_DATA_HASH)),
             resource_version: meta.resource_version.as_deref().unwrap_or_default().into(),
             created: meta.creation_timestamp.as_ref().map(|t| t.0),
+            epoch: 0,
         }
     }
 
@@ -74,8 +77,10 @@ impl ManagedSecret {
 }
 
 /// The managed Secrets by `namespace/name`, filled by [`SecretCache::apply`] from the events
-/// of their watch, as a kube reflector would: a relist (`Init` … `InitDone`) is built aside and
-/// replaces the whole map when done.
+/// of their watch, as a kube reflector would, but for a relist (`Init` … `InitDone`, after a
+/// 410 Gone or an API server restart): it updates the entries in place and drops, when done,
+/// those it did not list again. A kube reflector builds the relisted map aside and swaps it
+/// in, holding every Secret twice meanwhile (about 24 MB more at 100,000).
 #[derive(Default)]
 pub struct SecretCache {
     inner: RwLock<Maps>,
@@ -86,7 +91,8 @@ pub struct SecretCache {
 #[derive(Default)]
 struct Maps {
     secrets: HashMap<Box<str>, ManagedSecret>,
-    relist: Option<HashMap<Box<str>, ManagedSecret>>,
+    /// The current relist's number: the entries applied since its `Init` carry it.
+    epoch: u32,
 }
 
 fn key_of(meta: &ObjectMeta) -> Box<str> {
@@ -100,27 +106,19 @@ impl SecretCache {
     /// Applies one event of the watch of managed Secrets.
     pub fn apply(&self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
         let mut maps = self.inner.write().expect("secret cache lock");
+        let epoch = maps.epoch;
         match event {
-            watcher::Event::Init => maps.relist = Some(HashMap::new()),
-            watcher::Event::InitApply(s) => {
-                let entry = (key_of(&s.metadata), ManagedSecret::project(&s.metadata));
-                match maps.relist.as_mut() {
-                    Some(relist) => relist.insert(entry.0, entry.1),
-                    None => maps.secrets.insert(entry.0, entry.1),
-                };
+            watcher::Event::Init => maps.epoch = epoch.wrapping_add(1),
+            watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
+                let mut secret = ManagedSecret::project(&s.metadata);
+                secret.epoch = epoch;
+                maps.secrets.insert(key_of(&s.metadata), secret);
             }
             watcher::Event::InitDone => {
-                if let Some(mut relist) = maps.relist.take() {
-                    relist.shrink_to_fit();
-                    maps.secrets = relist;
-                }
+                maps.secrets.retain(|_, s| s.epoch == epoch);
                 drop(maps);
                 self.ready.store(true, Ordering::Release);
                 self.listed.notify_waiters();
-            }
-            watcher::Event::Apply(s) => {
-                maps.secrets
-                    .insert(key_of(&s.metadata), ManagedSecret::project(&s.metadata));
             }
             watcher::Event::Delete(s) => {
                 maps.secrets.remove(&key_of(&s.metadata));
@@ -314,7 +312,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_cache_follows_the_watch_and_a_relist_replaces_it_when_done() {
+    async fn the_cache_follows_the_watch_and_a_relist_drops_the_unlisted_when_done() {
         use watcher::Event::*;
         let cache = SecretCache::default();
         let rv = |name| cache.read("team", name, |s| s.resource_version.to_string());
@@ -335,12 +333,21 @@ mod tests {
         cache.apply(&Delete(event("b", "1")));
         assert_eq!((rv("a").as_deref(), rv("b")), (Some("2"), None));
         assert!(!cache.contains("other", "a"));
-        // A relist in progress leaves the cache as it was until it is done.
+        // A relist in progress updates in place what it lists and keeps the rest until it is
+        // done.
+        cache.apply(&Apply(event("b", "3")));
         cache.apply(&Init);
         cache.apply(&InitApply(event("c", "5")));
-        assert_eq!((rv("a").as_deref(), rv("c")), (Some("2"), None));
+        cache.apply(&InitApply(event("b", "4")));
+        assert_eq!(
+            (rv("a").as_deref(), rv("b").as_deref(), rv("c").as_deref()),
+            (Some("2"), Some("4"), Some("5"))
+        );
         cache.apply(&InitDone);
-        assert_eq!((rv("a"), rv("c").as_deref()), (None, Some("5")));
-        assert_eq!(cache.len(), 1);
+        assert_eq!(
+            (rv("a"), rv("b").as_deref(), rv("c").as_deref()),
+            (None, Some("4"), Some("5"))
+        );
+        assert_eq!(cache.len(), 2);
     }
 }
