@@ -60,6 +60,15 @@ impl ExternalSecretCache {
         self.read().map.get(key).map(|(es, _)| es.clone())
     }
 
+    /// The cache's own key string for `namespace/name`, if cached: to share rather than copy
+    /// (the refresh timers keep it).
+    pub fn shared_key(&self, key: &str) -> Option<Arc<str>> {
+        self.read()
+            .map
+            .get_key_value(key)
+            .map(|(key, _)| key.clone())
+    }
+
     /// Calls `f` with every cached ExternalSecret, under the cache's read lock (`f` must not
     /// touch the cache).
     pub fn for_each(&self, mut f: impl FnMut(&CachedExternalSecret)) {

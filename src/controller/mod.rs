@@ -29,7 +29,7 @@ pub mod values;
 
 pub use run::run;
 
-use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
+use std::{collections::HashMap, num::NonZeroI64, sync::Arc, sync::Mutex, time::Duration};
 
 use k8s_openapi::{api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::LabelSelector};
 use kube::{
@@ -209,18 +209,20 @@ pub enum EventPolicy {
 }
 
 /// What the ExternalSecret controller remembers of one object; lost on restart, which only
-/// costs one extra refresh.
+/// costs one extra refresh. Kept small (72 bytes: `NonZeroI64` times and boxed strings, no
+/// `Option` tag or capacity word), as there is one per ExternalSecret in a hash table of
+/// twice as many slots at worst.
 #[derive(Default)]
 pub struct ObjectState {
     /// Last successful fetch time (Unix seconds).
-    pub last_fetch: Option<i64>,
+    pub last_fetch: Option<NonZeroI64>,
     /// When the next refresh is due (Unix ms): the provider's tick after the last fetch.
-    pub next_due: Option<i64>,
+    pub next_due: Option<NonZeroI64>,
     /// The `syncedResourceVersion` last synced successfully, which the cached object may not
     /// show yet (our status write is still on its way back through the watch).
-    pub synced: Option<String>,
+    pub synced: Option<Box<str>>,
     /// `resourceVersion` of the Secret as we last wrote or verified it.
-    pub secret_version: Option<String>,
+    pub secret_version: Option<Box<str>>,
     /// Consecutive failures, for backoff.
     pub failures: u32,
     /// After a failure: the `syncedResourceVersion` that failed and when its retry is due.
@@ -228,7 +230,7 @@ pub struct ObjectState {
     /// spec or annotation edit) wait for the retry instead of calling the provider again.
     pub retry_at: Option<Box<(String, std::time::Instant)>>,
     /// The due time (Unix ms) of its pending refresh timer ([`refresh_timers::RefreshTimers`]).
-    pub refresh_timer: Option<i64>,
+    pub refresh_timer: Option<NonZeroI64>,
 }
 
 /// Per-object memory of the ExternalSecret controller, one entry per ExternalSecret, keyed by
@@ -335,10 +337,14 @@ impl Context {
         es: &ObjectRef<ExternalSecret>,
         due: Option<(i64, tokio::time::Instant)>,
     ) {
-        let namespace = es.namespace.as_deref().unwrap_or_default();
+        let key = || {
+            let key = state_key(es);
+            self.external_secrets
+                .shared_key(&key)
+                .unwrap_or_else(|| key.into())
+        };
         self.with_state(es, |o| {
-            self.refresh_timers
-                .set(namespace, &es.name, due, &mut o.refresh_timer)
+            self.refresh_timers.set(key, due, &mut o.refresh_timer)
         });
     }
 }

@@ -18,14 +18,16 @@
 use std::{
     cmp::Reverse,
     collections::BinaryHeap,
+    num::NonZeroI64,
     sync::{Arc, Mutex},
 };
 
 use futures::Stream;
 use tokio::{sync::Notify, time::Instant};
 
-/// One pending timer: when it fires, the due time it is for (Unix ms), `namespace/name`.
-type Timer = (Instant, i64, Box<str>);
+/// One pending timer: when it fires, the due time it is for (Unix ms), `namespace/name` (the
+/// ExternalSecret cache's own key string, shared).
+type Timer = (Instant, i64, Arc<str>);
 
 /// Pending refresh timers: a min-heap of [`Timer`]s.
 #[derive(Default)]
@@ -35,25 +37,26 @@ pub struct RefreshTimers {
 }
 
 impl RefreshTimers {
-    /// Sets the timer of the ExternalSecret `namespace/name` for the refresh due at `due`'s
-    /// Unix ms, firing at its instant; `current` is the due time of its current timer (kept in
-    /// its `ObjectState`), updated here. `None` cancels it. Setting the due time it already
-    /// has changes nothing (a reconcile that finds nothing due sets the same one again).
+    /// Sets the timer of an ExternalSecret for the refresh due at `due`'s Unix ms, firing at
+    /// its instant; `current` is the due time of its current timer (kept in its
+    /// `ObjectState`), updated here; `key` gives its `namespace/name`, asked only when a timer
+    /// is pushed. `None` cancels it. Setting the due time it already has changes nothing (a
+    /// reconcile that finds nothing due sets the same one again).
     pub fn set(
         &self,
-        namespace: &str,
-        name: &str,
+        key: impl FnOnce() -> Arc<str>,
         due: Option<(i64, Instant)>,
-        current: &mut Option<i64>,
+        current: &mut Option<NonZeroI64>,
     ) {
-        if *current == due.map(|(ms, _)| ms) {
+        let due_ms = due.and_then(|(ms, _)| NonZeroI64::new(ms));
+        if *current == due_ms {
             return;
         }
-        *current = due.map(|(ms, _)| ms);
+        *current = due_ms;
         let Some((due_ms, at)) = due else { return };
         let mut heap = self.heap.lock().expect("refresh timers lock");
         let earliest = heap.peek().is_none_or(|Reverse((first, ..))| at < *first);
-        heap.push(Reverse((at, due_ms, super::object_key(namespace, name))));
+        heap.push(Reverse((at, due_ms, key())));
         drop(heap);
         if earliest {
             self.changed.notify_one();
@@ -95,7 +98,7 @@ impl RefreshTimers {
                             continue;
                         };
                         if take(&key, due_ms) {
-                            return Some((key.into(), (timers, take)));
+                            return Some((key, (timers, take)));
                         }
                     }
                     Some(at) => {
@@ -119,7 +122,7 @@ mod tests {
 
     use super::*;
 
-    type Current = Mutex<HashMap<String, Option<i64>>>;
+    type Current = Mutex<HashMap<String, Option<NonZeroI64>>>;
 
     /// Sets `name`'s timer for `secs` after `start` (its due time: `secs` as ms).
     fn set(
@@ -132,7 +135,7 @@ mod tests {
         let mut current = current.lock().unwrap();
         let slot = current.entry(name.to_string()).or_default();
         let due = secs.map(|s| (s as i64 * 1000, start + Duration::from_secs(s)));
-        timers.set("team", name, due, slot);
+        timers.set(|| format!("team/{name}").into(), due, slot);
     }
 
     fn take(current: &Arc<Current>) -> impl Fn(&str, i64) -> bool + Send + 'static {
@@ -141,7 +144,7 @@ mod tests {
             let name = key.strip_prefix("team/").expect("in namespace team");
             let mut current = current.lock().unwrap();
             match current.get_mut(name) {
-                Some(slot) if *slot == Some(due_ms) => {
+                Some(slot) if *slot == NonZeroI64::new(due_ms) => {
                     *slot = None;
                     true
                 }

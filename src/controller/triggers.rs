@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashMap,
+    num::NonZeroI64,
     sync::{Arc, Mutex},
 };
 
@@ -42,7 +43,7 @@ pub(super) fn external_secret_triggers(
         move |es, due_ms| {
             let mut state = ctx.state.lock().expect("state lock");
             match state.get_mut(es) {
-                Some(o) if o.refresh_timer == Some(due_ms) => {
+                Some(o) if o.refresh_timer.map(NonZeroI64::get) == Some(due_ms) => {
                     o.refresh_timer = None;
                     true
                 }

@@ -228,11 +228,11 @@ pub(super) async fn secret_drifted(
     let known = ctx.with_state(&key, |o| o.secret_version.clone());
     let Some(known) = known else {
         if ours {
-            ctx.with_state(&key, |o| o.secret_version = Some(rv));
+            ctx.with_state(&key, |o| o.secret_version = Some(rv.into()));
         }
         return Ok(!ours);
     };
-    if known == rv {
+    if *known == *rv {
         return Ok(false);
     }
     let Some(secret) = secrets.get_opt(target).await.map_err(Error::Kube)? else {
@@ -248,7 +248,7 @@ pub(super) async fn secret_drifted(
         && secret.labels().get(LABEL_EXTERNAL_SECRET) == es.metadata.name.as_ref();
     if intact {
         ctx.with_state(&key, |o| {
-            o.secret_version = Some(secret.resource_version().unwrap_or_default())
+            o.secret_version = Some(secret.resource_version().unwrap_or_default().into())
         });
     }
     Ok(!intact)
@@ -303,7 +303,9 @@ async fn apply(
         && !cached(es, ctx, target)
         && let Some(created) = create(secrets, &desired).await?
     {
-        ctx.with_state(&key, |o| o.secret_version = created.resource_version());
+        ctx.with_state(&key, |o| {
+            o.secret_version = created.resource_version().map(Into::into)
+        });
         return Ok(Some(Written {
             created: true,
             data_changed: false,
@@ -327,7 +329,7 @@ async fn apply(
     if let Some(s) = &existing {
         if build::is_up_to_date(s, &desired, !policy.merges()) {
             ctx.with_state(&key, |o| {
-                o.secret_version = Some(s.resource_version().unwrap_or_default())
+                o.secret_version = Some(s.resource_version().unwrap_or_default().into())
             });
             return Ok(None);
         }
@@ -356,7 +358,7 @@ async fn apply(
         .await
         .map_err(Error::Kube)?;
     ctx.with_state(&key, |o| {
-        o.secret_version = Some(written.resource_version().unwrap_or_default())
+        o.secret_version = Some(written.resource_version().unwrap_or_default().into())
     });
     let hash = |s: &Secret| s.annotations().get(ANNOTATION_DATA_HASH).cloned();
     Ok(Some(Written {

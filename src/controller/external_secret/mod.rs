@@ -25,7 +25,7 @@ pub mod plan;
 mod status;
 mod template_sources;
 
-use std::{sync::Arc, time::Duration};
+use std::{num::NonZeroI64, sync::Arc, time::Duration};
 
 use kube::{ResourceExt, api::Api, runtime::reflector::ObjectRef};
 use rand::RngExt;
@@ -348,9 +348,9 @@ async fn sync(es: &ExternalSecret, ctx: &Context) -> Result<(Requeue, Outcome), 
 
     // 6. Status.
     ctx.with_state(&key, |o| {
-        o.last_fetch = Some(now.as_second());
-        o.synced = Some(version.clone());
-        o.next_due = next_due;
+        o.last_fetch = NonZeroI64::new(now.as_second());
+        o.synced = Some(version.as_str().into());
+        o.next_due = next_due.and_then(NonZeroI64::new);
     });
     let (written, restarts) = (synced.event.is_some(), synced.restarts);
     let generators = generated.status();

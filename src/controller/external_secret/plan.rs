@@ -2,6 +2,8 @@
 //! remembers of it and the clock, whether anything is due and how fresh the values must be.
 //! Unit-tested from fixtures below, like `build`.
 
+use std::num::NonZeroI64;
+
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
@@ -128,6 +130,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
     let failed_before = memory.is_some_and(|m| m.failures > 0);
     let last_fetch = memory
         .and_then(|m| m.last_fetch)
+        .map(NonZeroI64::get)
         .or_else(|| status.refresh_time.as_ref().map(|t| t.0.as_second()));
     let ready = synced_here
         || status
@@ -140,6 +143,7 @@ pub fn plan(input: PlanInput<'_>) -> Plan {
         && !(created_once && ready && last_fetch.is_some());
     let due_ms = memory
         .and_then(|m| m.next_due)
+        .map(NonZeroI64::get)
         .or_else(|| last_fetch.map(|t| (t + interval as i64) * 1000));
     let refresh_due = match (last_fetch, due_ms) {
         (Some(_), Some(due)) => interval > 0 && now_ms >= due,
@@ -269,7 +273,7 @@ syncedResourceVersion: 3-abc
         );
         // Our memory's tick wins over the status.
         let memory = ObjectState {
-            next_due: Some(NOW + 1_000),
+            next_due: NonZeroI64::new(NOW + 1_000),
             synced: Some("3-abc".into()),
             ..Default::default()
         };
@@ -285,7 +289,7 @@ syncedResourceVersion: 3-abc
     fn a_due_refresh_accepts_values_fetched_since_its_tick() {
         let s = status(SYNCED);
         let memory = ObjectState {
-            next_due: Some(NOW - 2_000),
+            next_due: NonZeroI64::new(NOW - 2_000),
             synced: Some("3-abc".into()),
             ..Default::default()
         };
@@ -321,7 +325,7 @@ syncedResourceVersion: 3-abc
         // Our own status write not seen yet: our memory says version 4 is synced.
         let memory = ObjectState {
             synced: Some("4-abc".into()),
-            next_due: Some(NOW + 60_000),
+            next_due: NonZeroI64::new(NOW + 60_000),
             ..Default::default()
         };
         let seen = PlanInput {
@@ -351,8 +355,8 @@ syncedResourceVersion: 3-abc
     fn a_drifted_secret_is_restored_with_the_values_it_had() {
         let s = status(SYNCED);
         let memory = ObjectState {
-            last_fetch: Some(NOW / 1000 - 600),
-            next_due: Some(NOW + 60_000),
+            last_fetch: NonZeroI64::new(NOW / 1000 - 600),
+            next_due: NonZeroI64::new(NOW + 60_000),
             synced: Some("3-abc".into()),
             ..Default::default()
         };
