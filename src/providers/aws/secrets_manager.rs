@@ -43,7 +43,7 @@ use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError;
 use tokio::sync::mpsc;
 
 use super::{
-    batcher::{Batch, GetRequest, GetResult, Limits, request_group, run_batcher},
+    batcher::{Batch, GetRequest, GetResult, Limits, request_group, run_batcher, send_bounded},
     credentials::sdk_config,
     errors::{CallFailure, CountCalls, call_error},
 };
@@ -119,9 +119,12 @@ impl SecretsManagerProvider {
         let sts = aws_sdk_sts::Client::new(&config);
         let (batcher, requests) = mpsc::channel(1024);
         let caller = client.clone();
-        tokio::spawn(run_batcher(requests, BATCH_WINDOW, LIMITS, move |batch| {
-            tokio::spawn(caller.clone().send_batch(batch));
-        }));
+        tokio::spawn(run_batcher(
+            requests,
+            BATCH_WINDOW,
+            LIMITS,
+            send_bounded(move |batch| caller.clone().send_batch(batch)),
+        ));
         Ok(SecretsManagerProvider {
             client,
             sts,

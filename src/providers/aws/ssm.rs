@@ -35,7 +35,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::sync::mpsc;
 
 use super::{
-    batcher::{GetRequest, GetResult, request_group, run_batcher},
+    batcher::{GetRequest, GetResult, request_group, run_batcher, send_bounded},
     credentials::sdk_config,
     errors::{CountCalls, PROVIDER, call_error},
     ssm_batch::{LIMITS, send_batch},
@@ -105,9 +105,12 @@ impl SsmProvider {
         let sts = aws_sdk_sts::Client::new(&config);
         let (batcher, requests) = mpsc::channel(1024);
         let caller = ssm.clone();
-        tokio::spawn(run_batcher(requests, BATCH_WINDOW, LIMITS, move |batch| {
-            tokio::spawn(send_batch(caller.clone(), batch));
-        }));
+        tokio::spawn(run_batcher(
+            requests,
+            BATCH_WINDOW,
+            LIMITS,
+            send_bounded(move |batch| send_batch(caller.clone(), batch)),
+        ));
         Ok(SsmProvider {
             ssm,
             sts,
