@@ -43,12 +43,8 @@ use super::{
 /// `Action::await_change`).
 pub type Requeue = Option<Duration>;
 
-/// A finished reconcile: its key, the object it got, and its result (`None`: it panicked).
-type Done<E> = (
-    Arc<str>,
-    Arc<CachedExternalSecret>,
-    Option<Result<Requeue, E>>,
-);
+/// A finished reconcile: the object it got, and its result (`None`: it panicked).
+type Done<E> = (Arc<CachedExternalSecret>, Option<Result<Requeue, E>>);
 
 /// When a reconcile that panicked runs again (a bug: not at once, not never).
 const AFTER_PANIC: Duration = Duration::from_secs(60);
@@ -109,11 +105,11 @@ impl Runner {
                 let Some(cached) = cache.get(&key) else {
                     continue;
                 };
-                running.insert(key.clone());
+                running.insert(key);
                 let reconciled = reconcile(cached.clone(), ctx.clone());
                 tasks.spawn(async move {
                     let result = AssertUnwindSafe(reconciled).catch_unwind().await.ok();
-                    (key, cached, result)
+                    (cached, result)
                 });
             }
             tokio::select! {
@@ -121,7 +117,8 @@ impl Runner {
                 () = &mut shutdown => break,
                 Some(done) = tasks.join_next() => {
                     // Tasks are only aborted when the runner is dropped.
-                    let Ok((key, cached, result)) = done else { continue };
+                    let Ok((cached, result)) = done else { continue };
+                    let key = cached.key().clone();
                     running.remove(&key);
                     let next = match result {
                         Some(Ok(next)) => next,
@@ -336,6 +333,13 @@ mod tests {
         fn sync(&mut self) {
             self.synced.take().unwrap().send(()).unwrap();
         }
+
+        /// From now on the reconciles of `names` fail.
+        fn failing(&self, names: &[&str]) {
+            let mut failing = self.probe.failing.lock().unwrap();
+            failing.clear();
+            failing.extend(names.iter().map(|n| n.to_string()));
+        }
     }
 
     async fn sleep_ms(ms: u64) {
@@ -406,7 +410,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failure_runs_again_when_the_error_policy_says() {
         let mut h = harness(&["a"], 1);
-        h.probe.failing.lock().unwrap().insert("a".into());
+        h.failing(&["a"]);
         h.sync();
         h.trigger(&["a"]);
         sleep_ms(7_500).await;
@@ -420,11 +424,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_trigger_before_a_scheduled_retry_replaces_it() {
         let mut h = harness(&["a"], 1);
-        h.probe.failing.lock().unwrap().insert("a".into());
+        h.failing(&["a"]);
         h.sync();
         h.trigger(&["a"]);
         sleep_ms(2_000).await;
-        h.probe.failing.lock().unwrap().clear();
+        h.failing(&[]);
         h.trigger(&["a"]);
         sleep_ms(20_000).await;
         // The retry due at 6 s is dropped: the reconcile at 2 s succeeded.

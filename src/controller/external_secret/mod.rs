@@ -53,9 +53,6 @@ pub const RECONCILE_DEADLINE: Duration = Duration::from_secs(120);
 /// When a read deferred by a slow backend is tried again.
 const BUSY_RETRY: Duration = Duration::from_secs(2);
 
-/// How often a reconcile that came before the caches' first lists looks again.
-const CACHE_SYNC_POLL: Duration = Duration::from_millis(250);
-
 /// Reconciles one ExternalSecret; failures are written to its status and events before they
 /// are returned for backoff. Runs in a `reconcile` span naming the object (`kind`,
 /// `namespace`, `object`: its name; not `name`, which JSON logs give the span itself) and its
@@ -84,12 +81,8 @@ pub async fn reconcile(
 /// [`reconcile`], with what it did for [`observe`].
 async fn reconcile_once(es: &ExternalSecret, ctx: &Context) -> (Result<Requeue, Error>, Outcome) {
     let key = ObjectRef::from_obj(es);
-    // Until every cache has its first list, a store or Secret missing from it may only be
-    // late: reporting "SecretStore ... not found" (or restoring a "deleted" Secret) would be
-    // wrong, so wait without a word.
-    if !ctx.caches_are_synced() {
-        return (Ok(Some(CACHE_SYNC_POLL)), Outcome::Deferred);
-    }
+    // The runner starts none before every cache has its first list (a store or Secret
+    // missing from a cache may only be late then: "SecretStore ... not found" would be wrong).
     if let Some(wait) = pending_retry(es, ctx) {
         return (Ok(Some(wait)), Outcome::Deferred);
     }
