@@ -198,10 +198,13 @@ pub struct Config {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum EventPolicy {
     /// `Created`, `Updated` and `Deleted` when a sync changed the Secret, and a `SyncFailed`
-    /// warning for each failure (an unchanged refresh publishes nothing). At N = 10,000 on two
-    /// cores the initial sync's 10,000 `Created` Events took all Ready from 1.41 × to 1.52 ×
-    /// the floor (BENCHMARKS.md, `SECRET_RELAY_BENCH_EVENTS`): the default, since they are
-    /// made only when a Secret changes and `kubectl describe` shows them.
+    /// warning for each failure (an unchanged refresh publishes nothing), as ESO publishes
+    /// them. Each is posted before the status write that reports its sync, so that one a crash
+    /// cut off is posted after the restart. At N = 10,000 on two cores the initial sync's
+    /// 10,000 `Created` Events took all Ready from a median 1.22 × to 1.50 × the floor
+    /// (BENCHMARKS-events.md, three runs each at one commit): the default all the same, since
+    /// they cost nothing once the Secrets exist (made only when a Secret changes) and
+    /// `kubectl describe` shows them.
     #[default]
     Changes,
     /// Only the `SyncFailed` warnings (and other warnings): no Event for a sync that worked.
