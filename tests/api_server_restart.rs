@@ -3,7 +3,7 @@
 //! must pick up where it was once it is back.
 //!
 //! It kills the test environment's own kube-apiserver, so it cannot share an environment with
-//! other tests: it is `#[ignore]`d in the shared run, and `hack/test.sh` and `hack/chaos.sh`
+//! other tests: the shared run leaves it out (an ignored test), and `hack/test.sh` and `hack/chaos.sh`
 //! run it alone, in an environment of its own (`--ignored`). Figures are printed as a
 //! `RELIABILITY {json}` line.
 //!

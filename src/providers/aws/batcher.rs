@@ -116,18 +116,22 @@ pub(super) const MAX_CALLS_IN_FLIGHT: usize = 16;
 
 /// A `flush` for [`run_batcher`]: each batch is sent by `send` in a task of its own, at most
 /// [`MAX_CALLS_IN_FLIGHT`] at once; the others wait their turn in the order they were flushed
-/// (tokio's semaphore is fair), holding only their selectors and waiters.
-pub(super) fn send_bounded<Fut>(send: impl Fn(Batch) -> Fut) -> impl FnMut(Batch)
+/// (tokio's semaphore is fair), holding only their selectors and waiters: the call's future
+/// (an SDK call's state, about 1.3 KB for `GetParameters`) is made and boxed once a permit is
+/// held, so that the task of a waiting batch is not allocated at that size.
+pub(super) fn send_bounded<Fut>(
+    send: impl Fn(Batch) -> Fut + Send + Sync + 'static,
+) -> impl FnMut(Batch)
 where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(MAX_CALLS_IN_FLIGHT));
+    let send = Arc::new(send);
     move |batch| {
-        let permits = permits.clone();
-        let call = send(batch);
+        let (permits, send) = (permits.clone(), send.clone());
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
-            call.await
+            Box::pin(send(batch)).await
         });
     }
 }
